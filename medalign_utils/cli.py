@@ -1,0 +1,168 @@
+"""The `medalign` command: thin wrappers over the package's modules.
+
+Every command prints one clear line on bad input and exits non-zero; no traceback reaches the user
+unless MEDALIGN_DEBUG=1 is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_SYNTHETIC_DIR = Path("data/synthetic")
+
+
+def _cmd_validate(args) -> int:
+    from .problems import UnusableReleaseError
+    from .release import validate_release
+
+    try:
+        summary, problems = validate_release(args.dir, cache_dir=args.cache_dir, progress=args.progress)
+    except UnusableReleaseError as err:
+        print(str(err.problem))
+        return 2
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    for p in problems:
+        print(str(p))
+    return 1 if problems else 0
+
+
+def _cmd_synth(args) -> int:
+    from .synthetic import CohortSpec, make_cohort
+
+    spec = CohortSpec.for_scale(args.scale, patients=args.patients, seed=args.seed)
+    truth = make_cohort(args.out, spec, workers=args.workers, progress=not args.quiet)
+    rec = truth["records"]
+    print(f"out: {args.out}")
+    print(f"patients: {rec['patients']}")
+    print(f"instructions: {truth['instructions']['total']}")
+    print(f"gold_instructions: {truth['instructions']['gold']}")
+    print(f"events: {rec['events']}")
+    print(f"notes: {rec['notes']}")
+    print(f"xml_mb: {rec['xml_bytes'] / 1e6:.1f}")
+    return 0
+
+
+def _cmd_setup(args) -> int:
+    from .metrics import install_wordnet
+
+    status = install_wordnet()
+    print(f"wordnet: {status}")
+    return 0
+
+
+def _cmd_table3(args) -> int:
+    from .human_eval import table3
+    from .release import load_release
+
+    release = load_release(args.dir)
+    table = table3(release.model_responses, combine=args.combine, n_resamples=args.resamples, seed=args.seed)
+    for p in table.attrs.get("problems", []):
+        print(str(p), file=sys.stderr)
+    table.to_csv(sys.stdout, index=False, float_format="%.4f")
+    return 0
+
+
+def _cmd_table4(args) -> int:
+    from .correlation import table4_for_release
+
+    metrics = args.metrics.split(",") if args.metrics else None
+    table = table4_for_release(args.dir, metrics=metrics, n_resamples=args.resamples, seed=args.seed,
+                               progress=not args.quiet)
+    table.to_csv(sys.stdout, index=False, float_format="%.4f")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .reports import run_suite
+
+    ok = run_suite(config=args.config, data=args.data, out=args.out, only=args.only, progress=not args.quiet)
+    return 0 if ok else 1
+
+
+def _cmd_bench(args) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.name}.py"
+    if not script.exists():
+        print(f"error: no benchmark {args.name!r} ({script} is missing)")
+        return 2
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medalign", description="MedAlign reproduction suite")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="read a release, parse every EHR, list every problem")
+    v.add_argument("dir")
+    v.add_argument("--cache-dir", default=None, help="parquet cache of parsed EHRs (default ~/.cache/medalign)")
+    v.add_argument("--progress", action="store_true")
+    v.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("synth", help="write a synthetic cohort in the release's layout")
+    s.add_argument("out")
+    s.add_argument("--patients", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", choices=["default", "full"], default="default")
+    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_synth)
+
+    st = sub.add_parser("setup", help="install offline resources (WordNet for METEOR)")
+    st.set_defaults(func=_cmd_setup)
+
+    t3 = sub.add_parser("table3", help="print Table 3 (clinician labels) of a release as CSV")
+    t3.add_argument("dir")
+    t3.add_argument("--combine", choices=["primary", "majority", "mean"], default="primary")
+    t3.add_argument("--resamples", type=int, default=2000)
+    t3.add_argument("--seed", type=int, default=0)
+    t3.set_defaults(func=_cmd_table3)
+
+    t4 = sub.add_parser("table4", help="print Table 4 (metric-clinician correlation) of a release as CSV")
+    t4.add_argument("dir")
+    t4.add_argument("--metrics", default=None, help="comma-separated, e.g. rougeL,bleu,chrf++")
+    t4.add_argument("--resamples", type=int, default=2000)
+    t4.add_argument("--seed", type=int, default=0)
+    t4.add_argument("--quiet", action="store_true")
+    t4.set_defaults(func=_cmd_table4)
+
+    r = sub.add_parser("run", help="run every notebook with papermill into HTML reports")
+    r.add_argument("--config", default=None, help="YAML config (default configs/synthetic.yaml)")
+    r.add_argument("--data", default=None, help="release folder (overrides the config)")
+    r.add_argument("--out", default="reports", help="reports folder")
+    r.add_argument("--only", nargs="*", default=None, help="notebook names to run (e.g. 01 04)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=_cmd_run)
+
+    b = sub.add_parser("bench", help="run a benchmark in benchmarks/ (parse, context, generate, metrics, synth, suite)")
+    b.add_argument("name")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
+    except Exception as err:  # the CLI's promise: one line, never a bare traceback
+        if os.environ.get("MEDALIGN_DEBUG"):
+            raise
+        print(f"error: {type(err).__name__}: {err}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""EHR XML (both MedAlign schemas) -> one events table, with a parquet cache.
+
+Two schemas exist (see docs/release-format.md):
+
+* the release's LUMIA schema: ``<eventstream>/<encounter>/<events>/<entry timestamp>/<event ...>``;
+* the paper-era schema of the public sample: ``<record>/<visit>/<day>/<table start>/<code>`` and
+  ``<note>``, where a code is one string ``[VOCAB/CODE] description value unit``.
+
+Both become the same table, one row per event (`EVENT_COLUMNS`). Files are parsed with lxml's
+``iterparse``, clearing elements as it goes, so memory stays flat however long a record is. Each
+file's events are cached as parquet named by the hash of the file's bytes, so a second load does no
+XML work, and a changed file is parsed again. Parse problems travel with the cache, so a cached
+load reports exactly what a cold one did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from lxml import etree
+
+from .problems import Problem
+
+CACHE_VERSION = "1"
+
+# One row per event. `value` keeps the text as written; `value_num` is its number when it is one.
+EVENT_COLUMNS = [
+    "person_id", "encounter", "timestamp", "event_type", "vocabulary", "code", "description",
+    "value", "value_num", "unit", "note_id", "note_type", "text", "provider_id", "care_site_id",
+    "sourceline",
+]
+_STRING_COLUMNS = [c for c in EVENT_COLUMNS if c not in ("encounter", "timestamp", "value_num", "sourceline")]
+_DICTIONARY_COLUMNS = ["person_id", "event_type", "vocabulary", "unit", "note_type"]
+
+EVENTS_SCHEMA = pa.schema(
+    [("person_id", pa.string()), ("encounter", pa.int32()), ("timestamp", pa.timestamp("s")),
+     ("event_type", pa.string()), ("vocabulary", pa.string()), ("code", pa.string()),
+     ("description", pa.string()), ("value", pa.string()), ("value_num", pa.float64()),
+     ("unit", pa.string()), ("note_id", pa.string()), ("note_type", pa.string()), ("text", pa.string()),
+     ("provider_id", pa.string()), ("care_site_id", pa.string()), ("sourceline", pa.int32())]
+)
+
+TIMESTAMP_FORMATS = (
+    "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
+    "%m/%d/%Y %H:%M", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y",
+)
+
+# `[VOCAB/CODE] rest` in the paper-era schema.
+_PAPER_CODE = re.compile(r"^\s*\[(?P<vocab>[^/\]]*)/(?P<code>[^\]]*)\]\s*(?P<rest>.*?)\s*$", re.S)
+# A trailing number and an optional unit without digits: "Body weight 80 kg", "Heart rate 85".
+_TRAILING_VALUE = re.compile(r"^(?P<desc>.*?)\s+(?P<value>[-+]?\d+(?:\.\d+)?)(?:\s+(?P<unit>[^\d\s][^\d]*?))?\s*$", re.S)
+_VALUE_TABLES = {"measurement", "observation"}
+_PERSON_FIELDS = {
+    "birth": "birthdate", "race": "race", "gender": "gender", "ethnicity": "ethnicity",
+    "age in days": "age_days", "age in years": "age_years",
+}
+
+
+def parse_timestamp(text: str | None) -> datetime | None:
+    """Parse any date format seen in MedAlign files; None when it is none of them."""
+    if not text:
+        return None
+    text = text.strip()
+    for fmt in TIMESTAMP_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def split_paper_code(text: str, table: str) -> tuple[str, str, str, str, float | None, str]:
+    """Split a paper-era ``[VOCAB/CODE] description value unit`` string.
+
+    Returns (vocabulary, code, description, value, value_num, unit). Values are read only for
+    measurement and observation rows, where they exist; odd values are kept as written, not judged.
+    """
+    m = _PAPER_CODE.match(text or "")
+    if not m:
+        return "", "", (text or "").strip(), "", None, ""
+    vocab, code, rest = m.group("vocab"), m.group("code"), m.group("rest")
+    if table in _VALUE_TABLES:
+        v = _TRAILING_VALUE.match(rest)
+        if v:
+            return vocab, code, v.group("desc"), v.group("value"), float(v.group("value")), (v.group("unit") or "")
+    return vocab, code, rest, "", None, ""
+
+
+def _to_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class ParsedEHR:
+    """One patient's record: its events, its demographics, and what went wrong reading it."""
+
+    person_id: str
+    schema: str
+    events: pa.Table
+    patient: dict = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def n_events(self) -> int:
+        return self.events.num_rows
+
+    @property
+    def n_notes(self) -> int:
+        return sum(1 for t in self.events.column("event_type").to_pylist() if t == "note")
+
+
+class _Rows:
+    """Column lists for the events table (faster than a dict per row)."""
+
+    def __init__(self, person_id: str):
+        self.person_id = person_id
+        self.cols: dict[str, list] = {c: [] for c in EVENT_COLUMNS if c != "person_id"}
+
+    def add(self, encounter, timestamp, event_type, vocabulary, code, description, value, value_num,
+            unit, note_id, note_type, text, provider_id, care_site_id, sourceline):
+        c = self.cols
+        c["encounter"].append(encounter)
+        c["timestamp"].append(timestamp)
+        c["event_type"].append(event_type)
+        c["vocabulary"].append(vocabulary)
+        c["code"].append(code)
+        c["description"].append(description)
+        c["value"].append(value)
+        c["value_num"].append(value_num)
+        c["unit"].append(unit)
+        c["note_id"].append(note_id)
+        c["note_type"].append(note_type)
+        c["text"].append(text)
+        c["provider_id"].append(provider_id)
+        c["care_site_id"].append(care_site_id)
+        c["sourceline"].append(sourceline)
+
+    def to_table(self, file: str, problems: list[Problem]) -> pa.Table:
+        raw_ts = self.cols["timestamp"]
+        parsed: dict[str, datetime | None] = {}
+        for s in set(raw_ts):
+            parsed[s] = parse_timestamp(s)
+        bad = sorted({s for s, v in parsed.items() if v is None and s})
+        for s in bad:
+            line = self.cols["sourceline"][raw_ts.index(s)]
+            problems.append(Problem(file, f"timestamp {s!r} is in no known format; kept with an empty time", f"line {line}"))
+        arrays = {"person_id": pa.array([self.person_id] * len(raw_ts), pa.string())}
+        for name in EVENT_COLUMNS[1:]:
+            values = [parsed[s] for s in raw_ts] if name == "timestamp" else self.cols[name]
+            arrays[name] = pa.array(values, EVENTS_SCHEMA.field(name).type)
+        return pa.table(arrays, schema=EVENTS_SCHEMA)
+
+
+def _clear(elem) -> None:
+    # Free what has been read: the element and the siblings before it.
+    elem.clear(keep_tail=False)
+    parent = elem.getparent()
+    if parent is not None:
+        while elem.getprevious() is not None:
+            del parent[0]
+
+
+def _person_from_lumia(elem) -> dict:
+    out = {}
+    for child in elem.iter():
+        tag = child.tag if isinstance(child.tag, str) else ""
+        if tag in ("birthdate", "gender", "ethnicity", "race", "payerplan") and (child.text or "").strip():
+            out[tag] = child.text.strip()
+        elif tag == "years" and (child.text or "").strip():
+            out["age_years"] = child.text.strip()
+        elif tag == "days" and (child.text or "").strip():
+            out["age_days"] = child.text.strip()
+    return out
+
+
+def _person_from_paper(text: str) -> dict:
+    out = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if sep and key in _PERSON_FIELDS:
+            out[_PERSON_FIELDS[key]] = value.strip()
+    return out
+
+
+def detect_schema(path: str | Path) -> str:
+    """'lumia' (release), 'paper' (public sample), or 'unknown', from the root element."""
+    try:
+        for _, elem in etree.iterparse(str(path), events=("start",)):
+            return {"eventstream": "lumia", "record": "paper"}.get(elem.tag, "unknown")
+    except etree.XMLSyntaxError:
+        return "unknown"
+    return "unknown"
+
+
+def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str | None = None) -> ParsedEHR:
+    """Parse one EHR file of either schema into a `ParsedEHR`.
+
+    A file cut off or malformed keeps every event read before the fault and reports the fault with
+    its line; nothing read is thrown away.
+    """
+    path = Path(path)
+    file = display_name or path.name
+    pid = person_id or _person_id_from_name(path.name)
+    rows = _Rows(pid)
+    problems: list[Problem] = []
+    patient: dict = {}
+    schema = "unknown"
+    add = rows.add
+    # State shared by both schemas.
+    encounter = -1
+    entry_ts = ""
+    table = ""
+    table_ts = ""
+    try:
+        for action, elem in etree.iterparse(str(path), events=("start", "end"), huge_tree=True):
+            tag = elem.tag
+            if schema == "unknown":
+                schema = {"eventstream": "lumia", "record": "paper"}.get(tag, "unknown")
+                if schema == "unknown":
+                    problems.append(Problem(file, f"root element <{tag}> is neither <eventstream> nor <record>; no events read", f"line {elem.sourceline}"))
+                    break
+                if schema == "lumia" and elem.get("person_id") and person_id is None:
+                    rows.person_id = pid = elem.get("person_id")
+                continue
+            if schema == "lumia":
+                if action == "start":
+                    if tag == "entry":
+                        entry_ts = elem.get("timestamp", "")
+                    elif tag == "encounter":
+                        encounter += 1
+                    continue
+                if tag == "event":
+                    etype = elem.get("type", "")
+                    vocab, _, code = (elem.get("code") or "").partition("/")
+                    text = elem.text or ""
+                    name = elem.get("name", "")
+                    if etype == "note":
+                        add(encounter, entry_ts, etype, vocab, code, name, "", None, "", elem.get("note_id", ""),
+                            name, text, elem.get("provider_id", ""), elem.get("care_site_id", ""), elem.sourceline)
+                    else:
+                        value = text.strip()
+                        add(encounter, entry_ts, etype, vocab, code, name, value, _to_number(value) if value else None,
+                            elem.get("unit", ""), "", "", "", elem.get("provider_id", ""), elem.get("care_site_id", ""),
+                            elem.sourceline)
+                elif tag == "entry":
+                    _clear(elem)
+                elif tag == "person":
+                    if not patient:
+                        patient = _person_from_lumia(elem)
+                    _clear(elem)
+                elif tag in ("encounter", "caresites", "providers"):
+                    _clear(elem)
+            else:  # paper-era
+                if action == "start":
+                    if tag == "visit":
+                        encounter += 1
+                    elif tag not in ("code", "note", "person", "day", "record") and elem.get("start") is not None:
+                        table, table_ts = tag, elem.get("start", "")
+                    continue
+                if tag == "code":
+                    vocab, code, desc, value, value_num, unit = split_paper_code(elem.text or "", table)
+                    add(encounter, table_ts, table, vocab, code, desc, value, value_num, unit, "", "", "", "", "",
+                        elem.sourceline)
+                elif tag == "note":
+                    ntype = elem.get("type", "")
+                    add(encounter, elem.get("start", ""), "note", "", "", ntype, "", None, "", "", ntype,
+                        (elem.text or "").strip(), "", "", elem.sourceline)
+                elif tag == "person":
+                    if not patient:
+                        patient = _person_from_paper(elem.text or "")
+                    _clear(elem)
+                elif tag in ("day", "visit"):
+                    _clear(elem)
+    except etree.XMLSyntaxError as err:
+        line = err.lineno if getattr(err, "lineno", None) else "?"
+        problems.append(Problem(file, f"XML is malformed or cut off ({err.msg}); kept the {len(rows.cols['encounter'])} events read before it", f"line {line}"))
+    except OSError as err:
+        problems.append(Problem(file, f"cannot be read: {err}"))
+    if schema == "unknown" and not problems:
+        problems.append(Problem(file, "holds no XML elements"))
+    table_out = rows.to_table(file, problems)
+    return ParsedEHR(pid, schema, table_out, patient, problems)
+
+
+def _person_id_from_name(name: str) -> str:
+    stem = name.rsplit(".", 1)[0]
+    return stem[4:] if stem.startswith("EHR_") else stem
+
+
+def file_digest(path: str | Path) -> str:
+    """Content hash of a file (the cache key): blake2b of its bytes, 32 hex digits."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_ehr_text(path: str | Path) -> str:
+    """The raw XML text of a record: what a prompt contains. Undecodable bytes become U+FFFD."""
+    return Path(path).read_bytes().decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------- cache
+
+def _cache_path(cache_dir: Path, digest: str) -> Path:
+    return cache_dir / f"{digest}.v{CACHE_VERSION}.parquet"
+
+
+def _write_cache(parsed: ParsedEHR, target: Path) -> None:
+    meta = {
+        "person_id": parsed.person_id, "schema": parsed.schema, "patient": parsed.patient,
+        "problems": [[p.file, p.message, p.where, p.fatal] for p in parsed.problems],
+    }
+    table = parsed.events.replace_schema_metadata({"medalign": json.dumps(meta)})
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, target)  # atomic: a killed run never leaves a half-written cache file
+
+
+def _read_cache_meta(target: Path) -> dict:
+    return json.loads(pq.read_schema(target).metadata[b"medalign"])
+
+
+@dataclass
+class EHRSummary:
+    """What parsing one file produced, without its events (cheap to pass between processes)."""
+
+    person_id: str
+    schema: str
+    cache_file: str
+    n_events: int
+    n_notes: int
+    patient: dict
+    problems: list[Problem]
+
+
+def _summary_from_cache(target: Path) -> EHRSummary:
+    meta = _read_cache_meta(target)
+    types = pq.read_table(target, columns=["event_type"]).column("event_type")
+    n_notes = int(pc.sum(pc.equal(types, "note")).as_py() or 0)
+    problems = [Problem(f, m, w, bool(x)) for f, m, w, x in meta["problems"]]
+    return EHRSummary(meta["person_id"], meta["schema"], str(target), len(types), n_notes, meta["patient"], problems)
+
+
+def _parse_to_cache(args: tuple[str, str, str, str]) -> EHRSummary:
+    path, person_id, display_name, cache_dir = args
+    digest = file_digest(path)
+    target = _cache_path(Path(cache_dir), digest)
+    if target.exists():
+        return _summary_from_cache(target)
+    parsed = parse_ehr(path, person_id, display_name)
+    _write_cache(parsed, target)
+    return EHRSummary(parsed.person_id, parsed.schema, str(target), parsed.n_events, parsed.n_notes,
+                      parsed.patient, parsed.problems)
+
+
+def parse_ehrs_to_cache(files: dict[str, Path], cache_dir: str | Path, workers: int | None = None,
+                        progress: bool = True, root: Path | None = None) -> dict[str, EHRSummary]:
+    """Parse every EHR file into the parquet cache (in parallel) and summarise each one.
+
+    ``files`` maps person_id to path. Files already cached (same bytes) are not parsed again.
+    """
+    from tqdm.auto import tqdm
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(p), pid, str(p.relative_to(root)) if root else p.name, str(cache_dir)) for pid, p in files.items()]
+    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
+    bar = tqdm(total=len(jobs), desc="parsing EHRs", unit="file", disable=not progress)
+    out: dict[str, EHRSummary] = {}
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            out[job[1]] = _parse_to_cache(job)
+            bar.update()
+    else:
+        # Largest files first so that no worker is left with a big one at the end.
+        jobs.sort(key=lambda j: -os.path.getsize(j[0]))
+        with ProcessPoolExecutor(workers) as pool:
+            for job, summary in zip(jobs, pool.map(_parse_to_cache, jobs, chunksize=1)):
+                out[job[1]] = summary
+                bar.update()
+    bar.close()
+    return {pid: out[pid] for pid in files}
+
+
+def load_cached_events(summaries: dict[str, EHRSummary], columns: list[str] | None = None) -> pd.DataFrame:
+    """Concatenate cached events into one DataFrame (categoricals for the repetitive columns)."""
+    tables = []
+    for s in summaries.values():
+        t = pq.read_table(s.cache_file, columns=columns)
+        tables.append(t.replace_schema_metadata(None))
+    if not tables:
+        return empty_events()
+    table = pa.concat_tables(tables)
+    df = table.to_pandas(types_mapper=None, self_destruct=True)
+    for col in _DICTIONARY_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].astype("category")
+    return df
+
+
+def empty_events() -> pd.DataFrame:
+    return EVENTS_SCHEMA.empty_table().to_pandas()
+
+
+def events_frame(parsed: ParsedEHR) -> pd.DataFrame:
+    """A ParsedEHR's events as a pandas DataFrame."""
+    return parsed.events.to_pandas()

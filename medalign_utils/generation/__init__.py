@@ -1,0 +1,1 @@
+"""Model generation: backends, batching, resumable runs, the data guard."""

@@ -1,0 +1,384 @@
+"""Finding and reading a MedAlign release folder (real or synthetic) into DataFrames.
+
+The layout varies between versions (docs/release-format.md): TSV or CSV, several EHR folder and
+file names, columns that come and go. `load_release` finds what is there, reads it without
+guessing, and lists every problem as a `Problem`; it raises `UnusableReleaseError` only when the
+release cannot be used at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import ehr as ehr_mod
+from .problems import Problem, UnusableReleaseError
+
+RESPONSES_STEM = "clinician-reviewed-model-responses"
+REFERENCES_STEM = "clinician-instruction-responses"
+ROUGE_STEM = "all-instructions-rouge"
+RELEVANCE_STEM = "ehr-relevance-labels"
+EHR_DIR_NAMES = ("ehrs", "medalign_ehr_xml", "full_ehrs", "full_patient_ehrs")
+RELEASE_DIR_NAMES = ("medalign_instructions_v1_3",)
+SYNTHETIC_MARKER = "SYNTHETIC"
+
+# The response text column's name is not certain across versions; the first one present is used.
+RESPONSE_TEXT_ALIASES = ("model_response", "response", "model_output", "llm_response", "output")
+CATEGORY_ALIASES = ("category", "subcategory", "human_assigned_subcategory_1", "instruction_category")
+
+REQUIRED_COLUMNS = {
+    RESPONSES_STEM: ("instruction_id", "person_id", "model_name"),
+    REFERENCES_STEM: ("instruction_id", "person_id", "clinician_response"),
+    ROUGE_STEM: ("instruction_id",),
+    RELEVANCE_STEM: ("instruction_id",),
+}
+
+_EHR_FILE = re.compile(r"^(?:EHR_)?(?P<pid>[A-Za-z0-9_\-]+)\.xml$")
+_TRUE = {"1", "1.0", "true", "t", "yes", "y", "correct"}
+_FALSE = {"0", "0.0", "false", "f", "no", "n", "incorrect"}
+
+
+def default_cache_dir() -> Path:
+    """Where parsed EHRs are cached: $MEDALIGN_CACHE_DIR, else ~/.cache/medalign."""
+    return Path(os.environ.get("MEDALIGN_CACHE_DIR", Path.home() / ".cache" / "medalign"))
+
+
+@dataclass
+class ReleaseLayout:
+    """Which files of a release folder hold what."""
+
+    root: Path
+    tables: dict[str, Path] = field(default_factory=dict)  # stem -> file
+    ehr_dir: Path | None = None
+    ehr_files: dict[str, Path] = field(default_factory=dict)  # person_id -> file
+    is_synthetic: bool = False
+
+
+def _find_release_root(root: Path) -> Path:
+    if any((root / f"{RESPONSES_STEM}{ext}").exists() or (root / f"{REFERENCES_STEM}{ext}").exists()
+           for ext in (".tsv", ".csv")):
+        return root
+    for name in RELEASE_DIR_NAMES:
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+def find_layout(root: str | Path, problems: list[Problem]) -> ReleaseLayout:
+    """Locate the tables and the EHR folder; files in the EHR folder that are not EHRs are skipped
+    and each is reported."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UnusableReleaseError(Problem(str(root), "no such folder", fatal=True))
+    root = _find_release_root(root)
+    layout = ReleaseLayout(root=root, is_synthetic=(root / SYNTHETIC_MARKER).exists())
+    for stem in REQUIRED_COLUMNS:
+        for ext in (".tsv", ".csv"):
+            if (root / f"{stem}{ext}").is_file():
+                layout.tables[stem] = root / f"{stem}{ext}"
+                break
+    if RESPONSES_STEM not in layout.tables and REFERENCES_STEM not in layout.tables:
+        raise UnusableReleaseError(Problem(
+            str(root), f"required file {RESPONSES_STEM}.tsv (or {REFERENCES_STEM}.tsv, or .csv) is missing", fatal=True))
+    for name in EHR_DIR_NAMES:
+        if (root / name).is_dir():
+            layout.ehr_dir = root / name
+            break
+    if layout.ehr_dir is None:
+        raise UnusableReleaseError(Problem(
+            str(root), f"no EHR folder: expected one of {', '.join(n + '/' for n in EHR_DIR_NAMES)}", fatal=True))
+    for path in sorted(layout.ehr_dir.iterdir()):
+        rel = f"{layout.ehr_dir.name}/{path.name}"
+        m = _EHR_FILE.match(path.name)
+        if not path.is_file() or not m:
+            problems.append(Problem(rel, "not an EHR file (<person_id>.xml or EHR_<person_id>.xml); skipped"))
+            continue
+        pid = m.group("pid")
+        if pid in layout.ehr_files:
+            problems.append(Problem(rel, f"a second file for person_id {pid} "
+                                         f"(also {layout.ehr_files[pid].name}); skipped"))
+            continue
+        layout.ehr_files[pid] = path
+    return layout
+
+
+def read_table(path: str | Path, problems: list[Problem], required: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a release TSV (quoting off: fields hold bare quote characters) or CSV (standard quoting).
+
+    Every column is read as text and kept, extra ones included. Non-UTF-8 bytes are replaced and
+    reported with their line; rows with the wrong number of fields are skipped and reported.
+    Raises `UnusableReleaseError` when a required column is missing.
+    """
+    path = Path(path)
+    name = path.name
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        lines = raw.split(b"\n")
+        for i, line in enumerate(lines, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(Problem(name, f"byte 0x{line[err.start]:02x} at column {err.start + 1} is not UTF-8 "
+                                              f"(data row {i - 1}); replaced by U+FFFD", f"line {i}"))
+        text = raw.decode("utf-8", errors="replace")
+    is_tsv = path.suffix.lower() == ".tsv"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if is_tsv else ",",
+                        quoting=csv.QUOTE_NONE if is_tsv else csv.QUOTE_MINIMAL)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UnusableReleaseError(Problem(name, "is empty: no header row", fatal=True)) from None
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UnusableReleaseError(Problem(name, f"required column {', '.join(missing)} is missing "
+                                                 f"(columns: {', '.join(header)})", "line 1", fatal=True))
+    rows, row_numbers = [], []
+    n = len(header)
+    row_no = 0
+    for fields in reader:
+        if not fields or fields == [""]:
+            continue
+        row_no += 1
+        if len(fields) != n:
+            # A trailing empty field from a trailing tab is harmless; anything else is not.
+            if len(fields) == n + 1 and fields[-1] == "":
+                fields = fields[:-1]
+            else:
+                problems.append(Problem(name, f"row {row_no} has {len(fields)} fields, the header has {n}; row skipped",
+                                        f"line {reader.line_num}"))
+                continue
+        rows.append(fields)
+        row_numbers.append(row_no)
+    df = pd.DataFrame(rows, columns=header, dtype=object)
+    df.attrs["source_file"] = name
+    df.attrs["row_numbers"] = row_numbers
+    # Identifiers stay text: person_ids are long integers that must not become floats.
+    for col in df.columns:
+        df[col] = df[col].astype(str).str.strip() if col in ("instruction_id", "person_id", "model_name", "annotator_num") else df[col]
+    return df
+
+
+def coerce_numeric(df: pd.DataFrame, column: str, problems: list[Problem], boolean: bool = False) -> pd.Series:
+    """Turn a text column into numbers; every unparseable value is reported with its row, blanks are
+    counted in one line. Booleans accept 1/0, true/false, yes/no."""
+    name = df.attrs.get("source_file", "?")
+    row_numbers = df.attrs.get("row_numbers") or list(range(1, len(df) + 1))
+    values = df[column].astype(str).str.strip()
+    out = np.full(len(values), np.nan)
+    blank_rows = []
+    for i, v in enumerate(values):
+        low = v.lower()
+        if low in ("", "nan", "none", "na", "null"):
+            blank_rows.append(row_numbers[i])
+            continue
+        if boolean and low in _TRUE:
+            out[i] = 1.0
+        elif boolean and low in _FALSE:
+            out[i] = 0.0
+        else:
+            try:
+                out[i] = float(v)
+            except ValueError:
+                problems.append(Problem(name, f"{column} {v!r} is not a number; kept as missing", f"row {row_numbers[i]}"))
+    if blank_rows:
+        shown = ", ".join(map(str, blank_rows[:10])) + (", …" if len(blank_rows) > 10 else "")
+        problems.append(Problem(name, f"{len(blank_rows)} rows have no {column} (rows {shown}); kept as missing"))
+    return pd.Series(out, index=df.index, name=column)
+
+
+def _first_present(df: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    return next((c for c in names if c in df.columns), None)
+
+
+def _tidy_responses(df: pd.DataFrame, problems: list[Problem]) -> pd.DataFrame:
+    out = df.copy()
+    text_col = _first_present(out, RESPONSE_TEXT_ALIASES)
+    if text_col is None:
+        problems.append(Problem(df.attrs["source_file"], f"no response text column (looked for {', '.join(RESPONSE_TEXT_ALIASES)}); "
+                                                         "responses are empty"))
+        out["model_response"] = ""
+    elif text_col != "model_response":
+        out = out.rename(columns={text_col: "model_response"})
+    for col, boolean in (("model_rank", False), ("binary_correct", True)):
+        if col in out.columns:
+            out[col] = coerce_numeric(df, col, problems, boolean=boolean)
+        else:
+            out[col] = np.nan
+    out.attrs = df.attrs
+    return out
+
+
+def build_instructions(tables: dict[str, pd.DataFrame], problems: list[Problem]) -> pd.DataFrame:
+    """One row per instruction_id from every table that names instructions."""
+    parts = []
+    for stem in (RESPONSES_STEM, REFERENCES_STEM, ROUGE_STEM):
+        df = tables.get(stem)
+        if df is None or df.empty:
+            continue
+        cols = {"instruction_id": df["instruction_id"]}
+        for c in ("question", "person_id", "submitter_specialty"):
+            if c in df.columns:
+                cols[c] = df[c]
+        cat = _first_present(df, CATEGORY_ALIASES)
+        if cat:
+            cols["category"] = df[cat]
+        part = pd.DataFrame(cols)
+        part["source"] = stem
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=["instruction_id", "question", "person_id", "category",
+                                     "has_reference", "has_model_responses"])
+    allrows = pd.concat(parts, ignore_index=True)
+    # Person conflicts: an instruction tied to two patients in different files.
+    if "person_id" in allrows.columns:
+        pids = allrows.dropna(subset=["person_id"]).groupby("instruction_id")["person_id"].nunique()
+        for iid in pids[pids > 1].index:
+            found = sorted(allrows.loc[allrows.instruction_id == iid, "person_id"].unique())
+            problems.append(Problem(RESPONSES_STEM, f"instruction {iid} is tied to several person_ids ({', '.join(found)}); "
+                                                    "the first is used"))
+    first = allrows.groupby("instruction_id", sort=False).first().reset_index()
+    first = first.drop(columns=["source"])
+    for c in ("question", "person_id", "category"):
+        if c not in first.columns:
+            first[c] = pd.NA
+    refs = tables.get(REFERENCES_STEM)
+    resp = tables.get(RESPONSES_STEM)
+    first["has_reference"] = first.instruction_id.isin(refs.instruction_id) if refs is not None else False
+    first["has_model_responses"] = first.instruction_id.isin(resp.instruction_id) if resp is not None else False
+    return first
+
+
+@dataclass
+class Release:
+    """A MedAlign release: its tables as DataFrames, its EHR files, and every problem found.
+
+    Attributes
+    ----------
+    instructions : one row per instruction_id (question, person_id, category where present).
+    references : clinician reference responses, one row per instruction x annotator.
+    model_responses : one row per instruction x model (x reviewer where several reviewed):
+        ``model_response``, ``model_rank`` (1 = best, ties allowed), ``binary_correct`` (1/0).
+    """
+
+    root: Path
+    layout: ReleaseLayout
+    instructions: pd.DataFrame
+    references: pd.DataFrame
+    model_responses: pd.DataFrame
+    rouge: pd.DataFrame | None
+    problems: list[Problem]
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.layout.is_synthetic
+
+    @property
+    def ehr_files(self) -> dict[str, Path]:
+        return self.layout.ehr_files
+
+    def ehr_text(self, person_id: str) -> str:
+        """The raw XML of a patient's record, as it goes into prompts."""
+        return ehr_mod.read_ehr_text(self.layout.ehr_files[str(person_id)])
+
+    def parse_ehrs(self, cache_dir: str | Path | None = None, workers: int | None = None,
+                   progress: bool = True) -> dict[str, ehr_mod.EHRSummary]:
+        """Parse (or find cached) every EHR; parse problems are added to `problems` once."""
+        summaries = ehr_mod.parse_ehrs_to_cache(self.ehr_files, cache_dir or default_cache_dir() / "events",
+                                                workers=workers, progress=progress, root=self.root)
+        if not getattr(self, "_parse_problems_added", False):
+            for s in summaries.values():
+                self.problems.extend(s.problems)
+            self._parse_problems_added = True
+        return summaries
+
+    def events(self, columns: list[str] | None = None, cache_dir: str | Path | None = None,
+               progress: bool = True) -> pd.DataFrame:
+        """Every patient's events in one DataFrame (see `ehr.EVENT_COLUMNS`)."""
+        return ehr_mod.load_cached_events(self.parse_ehrs(cache_dir, progress=progress), columns)
+
+    def patients(self, cache_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+        """One row per patient: demographics as written in the record, event and note counts."""
+        rows = []
+        for pid, s in self.parse_ehrs(cache_dir, progress=progress).items():
+            rows.append({"person_id": pid, "schema": s.schema, "n_events": s.n_events, "n_notes": s.n_notes,
+                         **s.patient})
+        return pd.DataFrame(rows)
+
+    def fingerprint(self) -> str:
+        """A short hash of every table and EHR file's bytes: identifies the data a result came from."""
+        h = hashlib.blake2b(digest_size=8)
+        for stem, path in sorted(self.layout.tables.items()):
+            h.update(stem.encode())
+            h.update(ehr_mod.file_digest(path).encode())
+        for pid, path in sorted(self.ehr_files.items()):
+            h.update(pid.encode())
+            h.update(ehr_mod.file_digest(path).encode())
+        return h.hexdigest()
+
+
+def load_release(root: str | Path) -> Release:
+    """Read a release folder (or the folder holding `medalign_instructions_v1_3/`).
+
+    Raises `UnusableReleaseError` for a missing folder, a missing required file or column; every
+    other problem is collected in `Release.problems` and the data is kept.
+    """
+    problems: list[Problem] = []
+    layout = find_layout(root, problems)
+    tables: dict[str, pd.DataFrame] = {}
+    for stem, path in layout.tables.items():
+        tables[stem] = read_table(path, problems, REQUIRED_COLUMNS[stem])
+    responses = tables.get(RESPONSES_STEM)
+    responses = _tidy_responses(responses, problems) if responses is not None else pd.DataFrame(
+        columns=["instruction_id", "person_id", "model_name", "model_response", "model_rank", "binary_correct"])
+    tables[RESPONSES_STEM] = responses
+    references = tables.get(REFERENCES_STEM, pd.DataFrame(columns=["instruction_id", "person_id", "clinician_response"]))
+    instructions = build_instructions(tables, problems)
+    # Every instruction's patient must have a record.
+    for stem, df in ((RESPONSES_STEM, responses), (REFERENCES_STEM, references), (ROUGE_STEM, tables.get(ROUGE_STEM))):
+        if df is None or "person_id" not in df.columns or df.empty:
+            continue
+        rows = df.attrs.get("row_numbers") or list(range(1, len(df) + 1))
+        missing = ~df["person_id"].isin(layout.ehr_files.keys())
+        seen: set[str] = set()
+        fname = layout.tables[stem].name
+        for i in np.flatnonzero(missing.to_numpy()):
+            pid = df["person_id"].iat[i]
+            if pid in seen:
+                continue
+            seen.add(pid)
+            n = int((df["person_id"] == pid).sum())
+            problems.append(Problem(fname, f"person_id {pid} has no EHR file in {layout.ehr_dir.name}/ "
+                                           f"({n} rows of instruction {df['instruction_id'].iat[i]} and others)", f"row {rows[i]}"))
+    return Release(layout.root, layout, instructions, references, responses, tables.get(ROUGE_STEM), problems)
+
+
+def validate_release(root: str | Path, cache_dir: str | Path | None = None, progress: bool = False) -> tuple[dict, list[Problem]]:
+    """Read everything, parse every EHR, and return (summary, problems) for `medalign validate`."""
+    release = load_release(root)
+    summaries = release.parse_ehrs(cache_dir, progress=progress)
+    schemas = sorted({s.schema for s in summaries.values()}) or ["none"]
+    summary = {
+        "schema": "+".join(schemas),
+        "patients": len(release.ehr_files),
+        "instructions": len(release.instructions),
+        "reference_responses": len(release.references),
+        "model_responses": len(release.model_responses),
+        "events": sum(s.n_events for s in summaries.values()),
+        "notes": sum(s.n_notes for s in summaries.values()),
+        "synthetic": "yes" if release.is_synthetic else "no",
+        "layout": ", ".join(p.name for p in release.layout.tables.values()) + f", {release.layout.ehr_dir.name}/",
+    }
+    return summary, release.problems
