@@ -50,7 +50,7 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_setup(args) -> int:
-    from .metrics import install_wordnet
+    from .models import install_wordnet
 
     status = install_wordnet()
     print(f"wordnet: {status}")

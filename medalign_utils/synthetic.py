@@ -296,6 +296,8 @@ def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
     lab_state = {}
     while size < target_bytes or enc < 3:
         kind_i = int(rng.choice(len(VISIT_KINDS), p=kinds_p)) if enc else 0
+        if target_bytes - size < 60_000 and VISIT_KINDS[kind_i][0] == "inpatient":
+            kind_i = 0  # near the target, a multi-day stay would overshoot it by far
         kind, vcode, vname, _, note_types = VISIT_KINDS[kind_i]
         t = t + timedelta(minutes=int(rng.exponential(mean_gap) * 1440) + 30)
         t = t.replace(minute=(t.minute // 5) * 5, second=0, microsecond=0)
@@ -322,6 +324,7 @@ def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
         def entry(ts: datetime, events: list[str]) -> None:
             nonlocal n_events
             n_events += len(events)
+            facts.last_ts = max(facts.last_ts, fmt_ts(ts))
             parts.append(f'<entry timestamp="{fmt_ts(ts)}">\n' + "".join(events) + "</entry>\n")
 
         def ev(etype, code, name, value="", unit=""):
@@ -426,6 +429,7 @@ def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
                                  f"{_xml_escape(report)}</event>\n</entry>\n")
                     n_events += 1
                     n_notes += 1
+                    facts.last_ts = max(facts.last_ts, fmt_ts(t_p + timedelta(minutes=30)))
             elif kind == "outpatient" and rng.random() < 0.04:
                 proc = ["Echocardiography", "Colonoscopy", "MRI of knee", "Influenza vaccination"][int(rng.integers(0, 4))]
                 t_p = t + timedelta(minutes=55)
@@ -473,6 +477,7 @@ def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
                          f'note_id="{person_id}{enc:05d}{n_i}" {pid_attr}>{_xml_escape(text)}</event>\n</entry>\n')
             n_events += 1
             n_notes += 1
+            facts.last_ts = max(facts.last_ts, fmt_ts(t_n))
             facts.last_note = (fmt_ts(t_n), ntype, plan)
         parts.append("</events>\n</encounter>\n")
         chunk = "".join(parts)
@@ -480,7 +485,6 @@ def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
         size += len(chunk)
         if not facts.first_ts:
             facts.first_ts = fmt_ts(t)
-        facts.last_ts = fmt_ts(t_v if t_v > t else t)
         enc += 1
     out.append("</eventstream>\n")
     facts.age_years = (t - birth).days // 365
@@ -722,6 +726,15 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
     # Choose instruction kinds per category (Table 2 proportions), gold first.
     gold_counts = _category_counts(spec.gold, "gold")
     all_counts = _category_counts(spec.instructions, "all")
+    # A small cohort with many gold instructions: every category needs room for its gold ones;
+    # the room is taken from the largest category so the total stays as asked.
+    for cat, g in gold_counts.items():
+        short = g - all_counts[cat]
+        if short > 0:
+            all_counts[cat] = g
+            all_counts["Retrieve & Summarize"] -= short
+    if all_counts["Retrieve & Summarize"] < gold_counts["Retrieve & Summarize"]:
+        raise ValueError(f"{spec.instructions} instructions cannot hold {spec.gold} gold ones in Table 2's proportions")
     plan = []
     for cat, n_all in all_counts.items():
         n_gold = min(gold_counts.get(cat, 0), n_all)

