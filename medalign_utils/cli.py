@@ -93,6 +93,7 @@ def _cmd_bench(args) -> int:
     if not script.exists():
         print(f"error: no benchmark {args.name!r} ({script} is missing)")
         return 2
+    sys.path.insert(0, str(script.parent))
     sys.argv = [str(script), *args.rest]
     runpy.run_path(str(script), run_name="__main__")
     return 0

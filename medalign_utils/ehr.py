@@ -26,13 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from lxml import etree
 
 from .problems import Problem
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 # One row per event. `value` keeps the text as written; `value_num` is its number when it is one.
 EVENT_COLUMNS = [
@@ -324,17 +323,13 @@ def _cache_path(cache_dir: Path, digest: str) -> Path:
 
 def _write_cache(parsed: ParsedEHR, target: Path) -> None:
     meta = {
-        "person_id": parsed.person_id, "schema": parsed.schema, "patient": parsed.patient,
+        "person_id": parsed.person_id, "schema": parsed.schema, "patient": parsed.patient, "n_notes": parsed.n_notes,
         "problems": [[p.file, p.message, p.where, p.fatal] for p in parsed.problems],
     }
     table = parsed.events.replace_schema_metadata({"medalign": json.dumps(meta)})
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, target)  # atomic: a killed run never leaves a half-written cache file
-
-
-def _read_cache_meta(target: Path) -> dict:
-    return json.loads(pq.read_schema(target).metadata[b"medalign"])
 
 
 @dataclass
@@ -351,11 +346,11 @@ class EHRSummary:
 
 
 def _summary_from_cache(target: Path) -> EHRSummary:
-    meta = _read_cache_meta(target)
-    types = pq.read_table(target, columns=["event_type"]).column("event_type")
-    n_notes = int(pc.sum(pc.equal(types, "note")).as_py() or 0)
+    # Everything a summary needs is in the footer: no column is read.
+    md = pq.read_metadata(target)
+    meta = json.loads(md.metadata[b"medalign"])
     problems = [Problem(f, m, w, bool(x)) for f, m, w, x in meta["problems"]]
-    return EHRSummary(meta["person_id"], meta["schema"], str(target), len(types), n_notes, meta["patient"], problems)
+    return EHRSummary(meta["person_id"], meta["schema"], str(target), md.num_rows, meta["n_notes"], meta["patient"], problems)
 
 
 def _parse_to_cache(args: tuple[str, str, str, str]) -> EHRSummary:
@@ -401,18 +396,13 @@ def parse_ehrs_to_cache(files: dict[str, Path], cache_dir: str | Path, workers: 
 
 def load_cached_events(summaries: dict[str, EHRSummary], columns: list[str] | None = None) -> pd.DataFrame:
     """Concatenate cached events into one DataFrame (categoricals for the repetitive columns)."""
-    tables = []
-    for s in summaries.values():
-        t = pq.read_table(s.cache_file, columns=columns)
-        tables.append(t.replace_schema_metadata(None))
-    if not tables:
+    files = [s.cache_file for s in summaries.values()]
+    if not files:
         return empty_events()
-    table = pa.concat_tables(tables)
-    df = table.to_pandas(types_mapper=None, self_destruct=True)
-    for col in _DICTIONARY_COLUMNS:
-        if col in df.columns:
-            df[col] = df[col].astype("category")
-    return df
+    # One multi-threaded read; repetitive columns arrive dictionary-encoded and become categoricals.
+    dictionary = [c for c in _DICTIONARY_COLUMNS if columns is None or c in columns]
+    table = pq.ParquetDataset(files, read_dictionary=dictionary).read(columns=columns, use_threads=True)
+    return table.replace_schema_metadata(None).to_pandas(self_destruct=True)
 
 
 def empty_events() -> pd.DataFrame:

@@ -1,0 +1,412 @@
+"""Clinician-label analysis: correctness, head-to-head win rates, ranks, paired tests, agreement.
+
+Input is the release's model-responses table (`Release.model_responses`): one row per instruction x
+model (x reviewer, where several clinicians reviewed), with ``model_rank`` (1 = best, ties allowed)
+and ``binary_correct`` (1/0). Every function is small and pure; bootstraps resample *instructions*
+(the unit the paper sampled) and are vectorized as one index or count matrix.
+
+Conventions, as in the paper:
+* error rate = 1 - share correct;
+* a battle between two models on one instruction counts only when their ranks differ (ties are
+  excluded); the head-to-head share is wins / (wins + losses) over instructions both answered;
+* a model's win rate (WR) is the unweighted mean of its head-to-head shares over its opponents.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .problems import Problem
+from .stats import bootstrap_ci, kendall_tau_b_rows
+
+RATER_COLUMNS = ("annotator_num", "reviewer", "rater", "annotator")
+COMBINE_METHODS = ("primary", "majority", "mean")
+
+
+def rater_column(df: pd.DataFrame) -> str | None:
+    return next((c for c in RATER_COLUMNS if c in df.columns), None)
+
+
+def primary_rater(df: pd.DataFrame) -> str | None:
+    """The primary reviewer's label: 'Annotator_1' where present, else the first listed."""
+    col = rater_column(df)
+    if col is None:
+        return None
+    raters = list(dict.fromkeys(df[col].astype(str)))
+    return "Annotator_1" if "Annotator_1" in raters else raters[0]
+
+
+def check_labels(df: pd.DataFrame) -> list[Problem]:
+    """Problems an analysis must know about: missing or non-numeric ranks and labels, ranks outside
+    1..n, models missing for some instructions, duplicated rows. Nothing is dropped here."""
+    name = df.attrs.get("source_file", "model responses")
+    problems = []
+    for col in ("model_rank", "binary_correct"):
+        if col not in df.columns:
+            problems.append(Problem(name, f"no {col} column: the statistics that need it are empty"))
+            continue
+        bad = pd.to_numeric(df[col], errors="coerce").isna()
+        if bad.any():
+            problems.append(Problem(name, f"{int(bad.sum())} rows have no usable {col}; they are left out of the "
+                                          f"{'rank' if col == 'model_rank' else 'correctness'} statistics"))
+    models = sorted(df.model_name.unique())
+    keys = ["instruction_id"] + ([rater_column(df)] if rater_column(df) else [])
+    per = df.groupby(keys).model_name.nunique()
+    short = per[per < len(models)]
+    if len(short):
+        problems.append(Problem(name, f"{len(short)} instruction reviews lack some of the {len(models)} models; "
+                                      "head-to-head shares use the instructions both models answered"))
+    dup = df.duplicated(keys + ["model_name"]).sum()
+    if dup:
+        problems.append(Problem(name, f"{int(dup)} duplicated instruction x model rows; the first of each is used"))
+    return problems
+
+
+def combine_raters(df: pd.DataFrame, how: str = "primary") -> pd.DataFrame:
+    """One label per instruction x model from several reviewers.
+
+    * ``primary``: the primary reviewer's rank and correctness (Annotator_1, as public code does);
+      instructions the primary did not review keep the first reviewer's labels.
+    * ``majority``: correctness by majority vote (a tie takes the primary's label); the responses of
+      an instruction re-ranked by their mean rank across reviewers (equal means tie).
+    * ``mean``: correctness as the share of reviewers who said correct; rank as the mean rank.
+
+    Returns columns instruction_id, model_name, model_rank, binary_correct, n_raters.
+    """
+    if how not in COMBINE_METHODS:
+        raise ValueError(f"combine must be one of {', '.join(COMBINE_METHODS)}, not {how!r}")
+    d = df.copy()
+    d["model_rank"] = pd.to_numeric(d["model_rank"], errors="coerce")
+    d["binary_correct"] = pd.to_numeric(d["binary_correct"], errors="coerce")
+    col = rater_column(d)
+    if col is None:
+        d = d.drop_duplicates(["instruction_id", "model_name"])
+        return d.assign(n_raters=1)[["instruction_id", "model_name", "model_rank", "binary_correct", "n_raters"]]
+    d = d.drop_duplicates(["instruction_id", "model_name", col])
+    first = primary_rater(d)
+    d["_primary"] = (d[col].astype(str) == first).astype(int)
+    g = d.groupby(["instruction_id", "model_name"], sort=False)
+    n_raters = g[col].nunique().rename("n_raters")
+    prim = d.sort_values("_primary", ascending=False, kind="stable").groupby(["instruction_id", "model_name"], sort=False).first()
+    if how == "primary":
+        out = prim[["model_rank", "binary_correct"]]
+    elif how == "mean":
+        out = g[["model_rank", "binary_correct"]].mean()
+    else:
+        share = g["binary_correct"].mean()
+        vote = np.where(share > 0.5, 1.0, np.where(share < 0.5, 0.0, prim["binary_correct"].reindex(share.index)))
+        mean_rank = g["model_rank"].mean()
+        out = pd.DataFrame({"binary_correct": vote, "mean_rank": mean_rank}, index=share.index).reset_index()
+        out["model_rank"] = out.groupby("instruction_id")["mean_rank"].rank(method="min")
+        out = out.set_index(["instruction_id", "model_name"])[["model_rank", "binary_correct"]]
+    return out.join(n_raters).reset_index()
+
+
+def label_matrices(labels: pd.DataFrame, models: list[str] | None = None):
+    """(instruction ids, models, rank matrix, correct matrix): instructions x models, NaN where missing."""
+    models = models or sorted(labels.model_name.unique())
+    rank = labels.pivot_table(index="instruction_id", columns="model_name", values="model_rank", aggfunc="first")
+    corr = labels.pivot_table(index="instruction_id", columns="model_name", values="binary_correct", aggfunc="first")
+    idx = sorted(set(labels.instruction_id))
+    rank = rank.reindex(index=idx, columns=models)
+    corr = corr.reindex(index=idx, columns=models)
+    return idx, models, rank.to_numpy(float), corr.to_numpy(float)
+
+
+def _battles(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per instruction, W[i, a, b] = 1 where a beat b, L[i, a, b] = 1 where a lost (ties and missing: 0)."""
+    a = rank[:, :, None]
+    b = rank[:, None, :]
+    valid = ~np.isnan(a) & ~np.isnan(b)
+    wins = (a < b) & valid
+    losses = (a > b) & valid
+    return wins.astype(float), losses.astype(float)
+
+
+def head_to_head(rank: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Share of non-tied battles won by the row model over the column model (NaN on the diagonal
+    and where a pair never met). `weights` (B x instructions) gives B weighted versions at once."""
+    wins, losses = _battles(rank)
+    m = rank.shape[1]
+    if weights is None:
+        w, l = wins.sum(0), losses.sum(0)
+    else:
+        w = (weights @ wins.reshape(len(rank), -1)).reshape(-1, m, m)
+        l = (weights @ losses.reshape(len(rank), -1)).reshape(-1, m, m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = w / (w + l)
+    idx = np.arange(m)
+    share[..., idx, idx] = np.nan
+    return share
+
+
+def win_rates(share: np.ndarray) -> np.ndarray:
+    """The paper's WR: each row's unweighted mean share over its opponents (NaN for a model that met
+    no opponent)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(share, axis=-1)
+
+
+def _bootstrap_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """Each row: how many times each instruction is drawn in one bootstrap resample."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
+
+
+def _weighted_nanmean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per resample (rows of weights) and column of x: the weighted mean ignoring NaNs."""
+    present = ~np.isnan(x)
+    xs = np.where(present, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ xs) / (weights @ present.astype(float))
+
+
+def table3(df: pd.DataFrame, combine: str = "primary", n_resamples: int = 2000, seed: int = 0,
+           confidence: float = 0.95) -> pd.DataFrame:
+    """The paper's Table 3 with bootstrap CIs over instructions.
+
+    Columns: model, n, correct_pct, correct_ci_low, correct_ci_high, error_rate_pct, win_rate,
+    win_rate_ci_low, win_rate_ci_high, mean_rank, mean_rank_ci_low, mean_rank_ci_high,
+    n_rank_missing, n_correct_missing. `attrs['problems']` lists what the input lacked.
+    """
+    problems = check_labels(df)
+    labels = combine_raters(df, combine)
+    ids, models, rank, corr = label_matrices(labels)
+    weights = _bootstrap_counts(len(ids), n_resamples, seed)
+    alpha = (1 - confidence) / 2
+    q = [alpha, 1 - alpha]
+    boot_correct = _weighted_nanmean(corr, weights) * 100
+    boot_rank = _weighted_nanmean(rank, weights)
+    boot_wr = win_rates(head_to_head(rank, weights))
+    wr = win_rates(head_to_head(rank))
+    with warnings.catch_warnings():
+        # A model with no usable labels in a resample gives NaN there, not an error.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        quant = {name: np.nanquantile(boot, q, axis=0) for name, boot in
+                 (("correct", boot_correct), ("wr", boot_wr), ("rank", boot_rank))}
+        point_correct, point_rank = np.nanmean(corr, axis=0) * 100, np.nanmean(rank, axis=0)
+    out = pd.DataFrame({
+        "model": models,
+        "n": (~np.isnan(corr) | ~np.isnan(rank)).sum(0),
+        "correct_pct": point_correct,
+        "correct_ci_low": quant["correct"][0],
+        "correct_ci_high": quant["correct"][1],
+        "win_rate": wr,
+        "win_rate_ci_low": quant["wr"][0],
+        "win_rate_ci_high": quant["wr"][1],
+        "mean_rank": point_rank,
+        "mean_rank_ci_low": quant["rank"][0],
+        "mean_rank_ci_high": quant["rank"][1],
+        "n_rank_missing": np.isnan(rank).sum(0),
+        "n_correct_missing": np.isnan(corr).sum(0),
+    })
+    out.insert(5, "error_rate_pct", 100 - out.correct_pct)
+    out = out.sort_values("win_rate", ascending=False, kind="stable").reset_index(drop=True)
+    out.attrs["problems"] = problems
+    out.attrs["settings"] = {"combine": combine, "n_resamples": n_resamples, "seed": seed, "confidence": confidence,
+                             "ci": "percentile bootstrap over instructions"}
+    return out
+
+
+def win_matrix(df: pd.DataFrame, combine: str = "primary", models: list[str] | None = None) -> pd.DataFrame:
+    """The paper's Figure 2 as a DataFrame (row model's share of non-tied battles won over column)."""
+    labels = combine_raters(df, combine) if "n_raters" not in df.columns else df
+    _, models, rank, _ = label_matrices(labels, models)
+    return pd.DataFrame(head_to_head(rank), index=models, columns=models)
+
+
+# ------------------------------------------------------------------ paired tests
+
+@dataclass
+class McNemarResult:
+    model_a: str
+    model_b: str
+    n: int
+    a_only: int  # a correct, b wrong
+    b_only: int  # b correct, a wrong
+    diff_pct: float  # correct % of a minus b on the shared instructions
+    ci_low: float
+    ci_high: float
+    statistic: float
+    p_value: float
+    exact: bool
+
+
+def mcnemar(df: pd.DataFrame, model_a: str, model_b: str, combine: str = "primary", exact: bool | None = None,
+            confidence: float = 0.95) -> McNemarResult:
+    """McNemar's test of correctness between two systems on the instructions both answered.
+
+    Exact binomial test when the discordant pairs are few (< 25) unless `exact` says otherwise,
+    else the chi-square with continuity correction. The CI of the paired difference is the Wald
+    interval of a difference of paired proportions.
+    """
+    from scipy import stats
+
+    labels = combine_raters(df, combine)
+    wide = labels.pivot_table(index="instruction_id", columns="model_name", values="binary_correct", aggfunc="first")
+    for m in (model_a, model_b):
+        if m not in wide.columns:
+            raise ValueError(f"no labels for model {m!r} (models: {', '.join(map(str, wide.columns))})")
+    pair = wide[[model_a, model_b]].dropna()
+    a, b = pair[model_a].to_numpy() >= 0.5, pair[model_b].to_numpy() >= 0.5
+    n = len(pair)
+    n10, n01 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    disc = n10 + n01
+    use_exact = disc < 25 if exact is None else exact
+    if disc == 0:
+        stat, p = 0.0, 1.0
+    elif use_exact:
+        stat = float(min(n10, n01))
+        p = float(stats.binomtest(n10, disc, 0.5).pvalue)
+    else:
+        stat = (abs(n10 - n01) - 1) ** 2 / disc
+        p = float(stats.chi2.sf(stat, 1))
+    diff = (n10 - n01) / n if n else np.nan
+    se = np.sqrt(max(n10 + n01 - (n10 - n01) ** 2 / n, 0)) / n if n else np.nan
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    return McNemarResult(model_a, model_b, n, n10, n01, 100 * diff, 100 * (diff - z * se), 100 * (diff + z * se),
+                         float(stat), p, bool(use_exact))
+
+
+def bradley_terry(df: pd.DataFrame, combine: str = "primary", n_resamples: int = 200, seed: int = 0,
+                  confidence: float = 0.95, max_iter: int = 500) -> pd.DataFrame:
+    """Bradley-Terry strengths fitted to the non-tied battles (Hunter's MM algorithm), as log-strengths
+    centred on 0, with percentile bootstrap CIs over instructions. Also the model's probability of
+    beating an average opponent, exp(s) / (exp(s) + 1) on the centred scale."""
+    labels = combine_raters(df, combine)
+    ids, models, rank, _ = label_matrices(labels)
+    wins, _ = _battles(rank)
+
+    def fit(w: np.ndarray) -> np.ndarray:
+        m = w.shape[0]
+        n = w + w.T
+        total_wins = w.sum(1)
+        p = np.ones(m)
+        for _ in range(max_iter):
+            denom = np.array([np.sum(n[i, np.arange(m) != i] / (p[i] + p[np.arange(m) != i])) for i in range(m)])
+            new = np.where(denom > 0, (total_wins + 0.5) / (denom + 1.0 / p), p)  # a weak prior keeps 0-win models finite
+            new /= np.exp(np.mean(np.log(new)))
+            if np.max(np.abs(new - p)) < 1e-10:
+                p = new
+                break
+            p = new
+        return np.log(p)
+
+    point = fit(wins.sum(0))
+    counts = _bootstrap_counts(len(ids), n_resamples, seed)
+    boot = np.array([fit((c @ wins.reshape(len(ids), -1)).reshape(len(models), len(models))) for c in counts])
+    alpha = (1 - confidence) / 2
+    out = pd.DataFrame({"model": models, "bt_log_strength": point,
+                        "ci_low": np.quantile(boot, alpha, axis=0), "ci_high": np.quantile(boot, 1 - alpha, axis=0)})
+    out["p_beat_average"] = 1 / (1 + np.exp(-out.bt_log_strength))
+    return out.sort_values("bt_log_strength", ascending=False).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ breakdowns
+
+def breakdown(df: pd.DataFrame, groups: pd.Series, combine: str = "primary", n_resamples: int = 1000,
+              seed: int = 0) -> pd.DataFrame:
+    """Correct % and mean rank per model within each group of instructions (category, EHR length
+    bin...), with the number of instructions per cell so thin cells are visible, and a bootstrap
+    CI of correct % per cell. `groups` maps instruction_id to a group label; instructions without
+    one are counted in the group 'unknown'."""
+    labels = combine_raters(df, combine)
+    g = labels.instruction_id.map(groups).astype(object).fillna("unknown")
+    rows = []
+    for (group, model), part in labels.groupby([g, labels.model_name], sort=True):
+        corr = part.binary_correct.dropna().to_numpy()
+        lo, hi = bootstrap_ci(corr * 100, n_resamples=n_resamples, seed=seed) if len(corr) > 1 else (np.nan, np.nan)
+        rows.append({"group": group, "model": model, "n_instructions": part.instruction_id.nunique(),
+                     "correct_pct": corr.mean() * 100 if len(corr) else np.nan, "correct_ci_low": lo, "correct_ci_high": hi,
+                     "mean_rank": part.model_rank.mean()})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ agreement between reviewers
+
+def rater_rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """For instructions with two or more reviewers: {instruction_id: raters x models rank table}."""
+    col = rater_column(df)
+    if col is None:
+        return {}
+    d = df.assign(model_rank=pd.to_numeric(df.model_rank, errors="coerce"))
+    multi = d.groupby("instruction_id")[col].nunique()
+    out = {}
+    for iid in multi[multi >= 2].index:
+        part = d[d.instruction_id == iid]
+        out[iid] = part.pivot_table(index=col, columns="model_name", values="model_rank", aggfunc="first")
+    return out
+
+
+def inter_rater_tau(df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Mean pairwise Kendall's tau-b between reviewers' rankings of the same responses (the paper's
+    0.44): per instruction the mean over reviewer pairs, then the mean over instructions, with a
+    bootstrap CI over instructions. Pairs where a reviewer's ranking is constant are left out and
+    counted. A release with a single reviewer per instruction returns n_instructions = 0."""
+    per_instruction = []
+    n_pairs = n_constant = 0
+    for iid, table in rater_rankings(df).items():
+        table = table.dropna(axis=1)
+        raters = table.to_numpy(float)
+        ia, ib = np.triu_indices(len(raters), 1)
+        taus = kendall_tau_b_rows(raters[ia], raters[ib])
+        n_pairs += len(taus)
+        n_constant += int(np.isnan(taus).sum())
+        if np.isfinite(taus).any():
+            per_instruction.append(np.nanmean(taus))
+    vals = np.array(per_instruction)
+    lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed, confidence=confidence) if len(vals) > 1 else (np.nan, np.nan)
+    return {"mean_tau": float(vals.mean()) if len(vals) else np.nan, "ci_low": float(lo), "ci_high": float(hi),
+            "n_instructions": int(len(vals)), "n_rater_pairs": n_pairs, "n_pairs_constant": n_constant}
+
+
+def cohens_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa between two raters' labels (any categories)."""
+    a, b = np.asarray(a), np.asarray(b)
+    cats = np.union1d(a, b)
+    po = np.mean(a == b)
+    pe = sum(np.mean(a == c) * np.mean(b == c) for c in cats)
+    return float((po - pe) / (1 - pe)) if pe < 1 else np.nan
+
+
+def fleiss_kappa(counts: np.ndarray) -> float:
+    """Fleiss' kappa from an items x categories table of rater counts (same raters per item)."""
+    counts = np.asarray(counts, float)
+    n = counts.sum(1)[0]
+    p_j = counts.sum(0) / counts.sum()
+    p_i = (np.sum(counts ** 2, axis=1) - n) / (n * (n - 1))
+    pbar, pe = p_i.mean(), np.sum(p_j ** 2)
+    return float((pbar - pe) / (1 - pe)) if pe < 1 else np.nan
+
+
+def correctness_agreement(df: pd.DataFrame) -> dict:
+    """Agreement of reviewers on correctness over instruction x model items they all labelled:
+    Fleiss' kappa (items with the modal number of reviewers) and the mean pairwise Cohen's kappa."""
+    col = rater_column(df)
+    if col is None:
+        return {"fleiss_kappa": np.nan, "mean_cohens_kappa": np.nan, "n_items": 0, "n_raters": 1}
+    d = df.assign(binary_correct=pd.to_numeric(df.binary_correct, errors="coerce")).dropna(subset=["binary_correct"])
+    multi = d.groupby("instruction_id")[col].nunique()
+    d = d[d.instruction_id.isin(multi[multi >= 2].index)]
+    if d.empty:
+        return {"fleiss_kappa": np.nan, "mean_cohens_kappa": np.nan, "n_items": 0, "n_raters": 1}
+    wide = d.pivot_table(index=["instruction_id", "model_name"], columns=col, values="binary_correct", aggfunc="first")
+    k = wide.notna().sum(1)
+    modal = int(k.mode().iloc[0])
+    full = wide[k == modal]
+    votes = full.to_numpy(float)
+    table = np.column_stack([np.nansum(votes == 0, 1), np.nansum(votes == 1, 1)])
+    pair_kappas = []
+    raters = list(wide.columns)
+    for i in range(len(raters)):
+        for j in range(i + 1, len(raters)):
+            both = wide[[raters[i], raters[j]]].dropna()
+            if len(both) > 1:
+                pair_kappas.append(cohens_kappa(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()))
+    return {"fleiss_kappa": fleiss_kappa(table), "mean_cohens_kappa": float(np.nanmean(pair_kappas)) if pair_kappas else np.nan,
+            "n_items": int(len(full)), "n_raters": modal}
