@@ -371,7 +371,7 @@ def parse_ehrs_to_cache(files: dict[str, Path], cache_dir: str | Path, workers: 
 
     ``files`` maps person_id to path. Files already cached (same bytes) are not parsed again.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

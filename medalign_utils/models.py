@@ -45,9 +45,15 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def model_cache_dir() -> Path:
+    """Converted models: $MEDALIGN_MODEL_CACHE, else ~/.cache/medalign/models (shared by all runs)."""
+    return Path(os.environ.get("MEDALIGN_MODEL_CACHE", Path.home() / ".cache" / "medalign" / "models"))
+
+
 def smollm2_path(cache_dir: str | Path | None = None) -> Path:
-    """A plain Hugging Face folder of SmolLM2-135M-Instruct, converted from the GGUF once."""
-    target = Path(cache_dir or cache_root()) / "models" / "SmolLM2-135M-Instruct"
+    """A plain Hugging Face folder of SmolLM2-135M-Instruct, converted from the GGUF once (about a
+    minute), then reused."""
+    target = Path(cache_dir or model_cache_dir()) / "SmolLM2-135M-Instruct"
     if (target / "config.json").exists() and (target / "tokenizer.json").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

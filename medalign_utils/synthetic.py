@@ -677,7 +677,7 @@ def _tsv(path: Path, header: list[str], rows: list[list]) -> None:
 def make_cohort(out: str | Path, spec: CohortSpec, workers: int | None = None, progress: bool = True,
                 label_model: LabelModel = LabelModel()) -> dict:
     """Write a synthetic release to `out` and return its planted truth."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     out = Path(out)
     ehr_dir = out / "ehrs"

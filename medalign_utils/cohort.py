@@ -1,0 +1,117 @@
+"""Describing a cohort: demographics, events, notes, timelines, and what fits in which context.
+
+Small pure functions over the tables `release.Release` gives (patients, events, instructions) and
+`tokenization.record_token_counts` (tokens per record).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import paper
+
+
+def cohort_table(patients: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient: gender, age at the last event, first and last event, years covered,
+    events, notes, encounters."""
+    ts = events.groupby("person_id", observed=True).timestamp.agg(["min", "max"])
+    enc = events.groupby("person_id", observed=True).encounter.nunique().rename("encounters")
+    p = patients.set_index("person_id")
+    out = pd.DataFrame(index=p.index)
+    out["gender"] = p.get("gender", pd.Series(index=p.index, dtype=object)).fillna("unknown").str.lower()
+    birth = pd.to_datetime(p.get("birthdate", pd.Series(index=p.index, dtype=object)), errors="coerce", format="mixed")
+    out["first_event"] = ts["min"]
+    out["last_event"] = ts["max"]
+    out["age_at_last_event"] = ((out.last_event - birth).dt.days / 365.25).round(1)
+    out["years_covered"] = ((out.last_event - out.first_event).dt.days / 365.25).round(2)
+    out["events"] = p["n_events"]
+    out["notes"] = p["n_notes"]
+    out["encounters"] = enc
+    return out.reset_index()
+
+
+def cohort_summary(cohort: pd.DataFrame) -> pd.DataFrame:
+    """Median and range of the cohort table's numeric columns, and the gender split."""
+    num = cohort[["age_at_last_event", "years_covered", "events", "notes", "encounters"]]
+    summary = num.describe(percentiles=[0.25, 0.5, 0.75]).T[["count", "min", "25%", "50%", "75%", "max", "mean"]]
+    return summary.round(1)
+
+
+def events_per_type(events: pd.DataFrame) -> pd.DataFrame:
+    """Events of each type: total, share, and per patient (median, max)."""
+    counts = events.groupby(["person_id", "event_type"], observed=True).size().rename("n").reset_index()
+    per = counts.groupby("event_type", observed=True).n.agg(total="sum", per_patient_median="median", per_patient_max="max")
+    per["share_pct"] = 100 * per.total / per.total.sum()
+    return per.sort_values("total", ascending=False)
+
+
+def notes_per_type(events: pd.DataFrame) -> pd.DataFrame:
+    """Notes of each type, with their median length in characters."""
+    notes = events[events.event_type == "note"]
+    if notes.empty:
+        return pd.DataFrame(columns=["n", "patients", "median_chars"])
+    return (notes.assign(chars=notes.text.str.len())
+            .groupby("note_type", observed=True)
+            .agg(n=("text", "size"), patients=("person_id", "nunique"), median_chars=("chars", "median"))
+            .sort_values("n", ascending=False))
+
+
+def fit_shares(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENGTHS,
+               reserve: int = 0) -> pd.DataFrame:
+    """Share (%) of records that fit entirely in each context length, per tokenizer. `reserve`
+    subtracts what the prompt and the answer need (0: the record alone, as the paper counted)."""
+    rows = []
+    for tok, part in token_counts.groupby("tokenizer"):
+        for c in context_lengths:
+            rows.append({"tokenizer": tok, "context": c, "fit_pct": 100 * float(np.mean(part.n_tokens <= c - reserve)),
+                         "n_records": len(part)})
+    return pd.DataFrame(rows)
+
+
+def share_visible(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENGTHS) -> pd.DataFrame:
+    """Per record and context length, the share of the record's tokens a context can hold."""
+    rows = []
+    for _, r in token_counts.iterrows():
+        for c in context_lengths:
+            rows.append({"person_id": r.person_id, "tokenizer": r.tokenizer, "context": c,
+                         "visible_pct": 100 * min(1.0, c / max(r.n_tokens, 1))})
+    return pd.DataFrame(rows)
+
+
+def category_table(instructions: pd.DataFrame) -> pd.DataFrame:
+    """Instruction categories (gold / all) beside the paper's Table 2. Subcategory labels of the
+    public taxonomy are mapped to the paper's six categories."""
+    cat = instructions.category.map(to_paper_category).fillna("Other")
+    ours = pd.DataFrame({"gold": cat[instructions.has_reference].value_counts(), "all": cat.value_counts()})
+    table = paper.TABLE2.set_index("category").join(ours.add_prefix("ours_"), how="outer").fillna(0)
+    for col in ("gold", "all", "ours_gold", "ours_all"):
+        table[col] = table[col].astype(int)
+    table["paper_all_pct"] = (100 * table["all"] / table["all"].sum()).round(1)
+    table["ours_all_pct"] = (100 * table["ours_all"] / max(table["ours_all"].sum(), 1)).round(1)
+    return table.reindex(paper.TABLE2.category)
+
+
+_SUBCATEGORY_TO_CATEGORY = {
+    "determine plan of care": "Care Planning",
+    "calculate numerical measures": "Calculation & Scoring",
+    "provide risk assessment": "Calculation & Scoring",
+    "provide diagnosis assistance": "Diagnosis Support",
+    "translate materials": "Translation",
+    "other": "Other",
+}
+
+
+def to_paper_category(label) -> str | None:
+    """Map a category or subcategory label (the paper's, or the public taxonomy's) to Table 2's."""
+    if label is None or (isinstance(label, float) and np.isnan(label)):
+        return None
+    text = str(label).strip()
+    if text in set(paper.TABLE2.category):
+        return text
+    low = text.lower()
+    if low in _SUBCATEGORY_TO_CATEGORY:
+        return _SUBCATEGORY_TO_CATEGORY[low]
+    if low.startswith("retrieve") or low.startswith("provide patient education") or low == "information retrieval":
+        return "Retrieve & Summarize"
+    return "Other"

@@ -1,0 +1,166 @@
+"""The figures the notebooks share (seaborn/matplotlib). Each returns its matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use(matplotlib.get_backend() if matplotlib.get_backend().lower() != "macosx" else "Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from . import paper
+
+sns.set_theme(context="notebook", style="whitegrid")
+
+
+def label(model: str) -> str:
+    return paper.MODEL_LABELS.get(model, model)
+
+
+def win_matrix_heatmap(share: pd.DataFrame, title: str = "Share of non-tied battles won (row over column)",
+                       ax=None, vmin: float = 0.0, vmax: float = 1.0):
+    """A head-to-head matrix drawn like the paper's Figure 2."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 5.5))
+    shown = share.rename(index=label, columns=label)
+    sns.heatmap(shown, annot=True, fmt=".2f", cmap="RdBu_r", center=0.5, vmin=vmin, vmax=vmax, square=True,
+                cbar_kws={"shrink": 0.7}, ax=ax, mask=shown.isna())
+    ax.set_title(title)
+    ax.set_xlabel("opponent")
+    ax.set_ylabel("model")
+    fig.tight_layout()
+    return fig
+
+
+def forest(table: pd.DataFrame, value: str, low: str, high: str, paper_values: dict | None = None,
+           planted: dict | None = None, xlabel: str = "", title: str = ""):
+    """Point estimates with CIs per model, the paper's values (and planted truth) beside."""
+    t = table.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(t) + 1.2))
+    y = np.arange(len(t))
+    ax.errorbar(t[value], y, xerr=[t[value] - t[low], t[high] - t[value]], fmt="o", color="C0", capsize=3,
+                label="this data (95% CI)")
+    if paper_values:
+        ax.scatter([paper_values.get(m, np.nan) for m in t.model], y, marker="D", color="C3", zorder=3, label="paper")
+    if planted:
+        ax.scatter([planted.get(m, np.nan) for m in t.model], y, marker="x", color="k", zorder=4, label="planted truth")
+    ax.set_yticks(y, [label(m) for m in t.model])
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def token_length_hist(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENGTHS):
+    """Distribution of record lengths per tokenizer (log scale) with context lengths marked."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.histplot(token_counts, x="n_tokens", hue="tokenizer", log_scale=True, element="step", bins=30, ax=ax)
+    for c in context_lengths:
+        ax.axvline(c, color="grey", lw=0.8, ls="--")
+        ax.text(c, ax.get_ylim()[1] * 0.95, f"{c // 1024}k", rotation=90, va="top", ha="right", fontsize=8, color="grey")
+    ax.set_xlabel("tokens per EHR (log scale)")
+    ax.set_title("EHR length in each tokenizer")
+    fig.tight_layout()
+    return fig
+
+
+def fit_curve(fits: pd.DataFrame, paper_points: dict | None = None):
+    """Share of records that fit entirely in each context, per tokenizer, with the paper's figures."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(fits, x="context", y="fit_pct", hue="tokenizer", marker="o", ax=ax)
+    if paper_points:
+        ax.scatter(list(paper_points), list(paper_points.values()), marker="D", color="C3", zorder=3,
+                   label="paper (cl100k)")
+        ax.legend()
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(fits.context.unique(), [f"{c // 1024}k" for c in fits.context.unique()])
+    ax.set_ylabel("% of EHRs that fit entirely")
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylim(-2, 102)
+    fig.tight_layout()
+    return fig
+
+
+def bar_counts(series: pd.Series, title: str, xlabel: str = "count", top: int = 20):
+    """Horizontal bars of counts (events per type, notes per type...)."""
+    s = series.sort_values(ascending=False).head(top)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(s) + 1.2))
+    sns.barplot(x=s.values, y=[str(i) for i in s.index], ax=ax, color="C0", orient="h")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig
+
+
+def timeline(events: pd.DataFrame, max_patients: int = 40):
+    """One line per patient from first to last event, dots at encounters (no identifiers shown)."""
+    spans = events.groupby("person_id", observed=True).timestamp.agg(["min", "max"]).sort_values("min").head(max_patients)
+    fig, ax = plt.subplots(figsize=(8, 0.16 * len(spans) + 1.5))
+    for i, (pid, r) in enumerate(spans.iterrows()):
+        ax.plot([r["min"], r["max"]], [i, i], color="C0", lw=1.5)
+        enc = events[(events.person_id == pid)].groupby("encounter").timestamp.min()
+        ax.scatter(enc.values, np.full(len(enc), i), s=3, color="C1")
+    ax.set_yticks([])
+    ax.set_ylabel(f"patients (first {len(spans)})")
+    ax.set_title("Timeline per patient: span and encounters")
+    fig.tight_layout()
+    return fig
+
+
+def grouped_bars(table: pd.DataFrame, x: str, y: str, hue: str, title: str, ylabel: str, annotate_n: str | None = None):
+    """Bars of y per x and hue; optionally the n of each cell written on its bar (thin cells show)."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    t = table.copy()
+    t[hue] = t[hue].map(label)
+    sns.barplot(t, x=x, y=y, hue=hue, ax=ax, errorbar=None)
+    if annotate_n:
+        for container, (_, grp) in zip(ax.containers, t.groupby(hue, sort=False)):
+            ax.bar_label(container, labels=[f"n={int(v)}" for v in grp[annotate_n]], fontsize=6, rotation=90, padding=2)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize="x-small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def retention_curves(retention: pd.DataFrame):
+    """Evidence retained (%) per strategy across context lengths."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(retention, x="context", y="retained_pct", hue="strategy", marker="o", ax=ax)
+    ax.set_xscale("log", base=2)
+    ctx = sorted(retention.context.unique())
+    ax.set_xticks(ctx, [f"{c // 1024}k" for c in ctx])
+    ax.set_ylabel("% of instructions whose evidence is in the prompt")
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("Evidence retention by truncation strategy")
+    fig.tight_layout()
+    return fig
+
+
+def metric_correlation_bars(table: pd.DataFrame, ceiling: tuple[float, float, float] | None = None,
+                            paper_table: pd.DataFrame | None = None):
+    """Mean Kendall tau per metric with CIs, the paper's values beside and the inter-rater ceiling."""
+    t = table.sort_values("mean_tau", ascending=False).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(t) + 1.5))
+    y = np.arange(len(t))
+    ax.errorbar(t.mean_tau, y, xerr=[t.mean_tau - t.ci_low, t.ci_high - t.mean_tau], fmt="o", capsize=3,
+                label="this data (95% CI)")
+    if paper_table is not None:
+        pv = paper_table.set_index("metric").mean_tau
+        ax.scatter([pv.get(m, np.nan) for m in t.metric], y, marker="D", color="C3", label="paper", zorder=3)
+    if ceiling is not None:
+        mean, lo, hi = ceiling
+        ax.axvspan(lo, hi, color="grey", alpha=0.2)
+        ax.axvline(mean, color="grey", ls="--", label=f"inter-rater ceiling ({mean:.2f})")
+    ax.set_yticks(y, t.metric)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("mean Kendall's tau-b with clinician ranking")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return fig
