@@ -17,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -158,12 +160,25 @@ def load_config(config: str | Path | None) -> dict:
     return cfg
 
 
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in a notebook's cell tagged `parameters`."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    return set()
+
+
 def notebook_parameters(cfg: dict, notebook: Path) -> dict:
     """The config values a notebook declares in its parameters cell (global ones, then the
     notebook's own section `notebooks: {name: {...}}`)."""
-    import papermill
-
-    declared = papermill.inspect_notebook(str(notebook))
+    declared = declared_parameters(notebook)
     own = (cfg.get("notebooks") or {}).get(notebook.stem, {}) or {}
     merged = {**{k: v for k, v in cfg.items() if not k.startswith("_") and k != "notebooks"}, **own}
     return {k: v for k, v in merged.items() if k in declared}
@@ -199,8 +214,6 @@ def run_suite(config: str | Path | None = None, data: str | Path | None = None, 
               only: list[str] | None = None, progress: bool = True, notebooks_dir: str | Path | None = None,
               kernel_name: str = "python3") -> bool:
     """Run the suite; returns True when every notebook ran and every page passed the scan."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
     from tqdm import tqdm
 
     cfg = load_config(config)
@@ -230,55 +243,11 @@ def run_suite(config: str | Path | None = None, data: str | Path | None = None, 
 
     results: dict[str, NotebookResult] = {}
     bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not progress)
-    for nb in bar:
-        bar.set_postfix_str(nb.stem)
-        params = notebook_parameters(cfg, nb)
-        failed_deps = [d for d in DEPENDENCIES.get(nb.stem, []) if d in results and results[d].status != "ok"]
-        if failed_deps:
-            results[nb.stem] = NotebookResult(nb.stem, "skipped", error=f"depends on {', '.join(failed_deps)}, which failed",
-                                              parameters=params)
-            continue
-        key = _cache_key(nb, params, fingerprint)
-        target_nb, target_html = run_dir / nb.name, run_dir / f"{nb.stem}.html"
-        cached_nb, cached_html = cache_dir / f"{nb.stem}-{key}.ipynb", cache_dir / f"{nb.stem}-{key}.html"
-        t0 = time.perf_counter()
-        res = NotebookResult(nb.stem, "ok", parameters=params)
-        if cached_nb.exists() and cached_html.exists():
-            shutil.copyfile(cached_nb, target_nb)
-            shutil.copyfile(cached_html, target_html)
-            res.reused = True
-        else:
-            try:
-                papermill.execute_notebook(str(nb), str(target_nb), parameters=params, kernel_name=kernel_name,
-                                           progress_bar=progress, cwd=str(project_root()), report_mode=False)
-            except PapermillExecutionError as err:
-                res.status, res.cell = "failed", err.exec_count
-                res.error = f"{err.ename}: {str(err.evalue)[:300]}"
-            except Exception as err:  # a kernel that died, a notebook that is not JSON
-                res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
-            if target_nb.exists():
-                render_html(target_nb, target_html)
-            if res.status == "ok" and not scan_needed:
-                shutil.copyfile(target_nb, cached_nb)
-                shutil.copyfile(target_html, cached_html)
-        res.seconds = time.perf_counter() - t0
-        if scan_needed:
-            for page in (target_html, target_nb):
-                if page.exists():
-                    leaks = index.scan(page.read_text(encoding="utf-8", errors="replace"))
-                    if leaks:
-                        page.unlink()  # a leaking page is never left on disk
-                        res.status = "leak"
-                        res.error = (res.error + "; " if res.error else "") + f"share-safe scan: {page.name} held " + ", ".join(leaks)
-            if res.status == "ok":
-                shutil.copyfile(target_nb, cached_nb)
-                shutil.copyfile(target_html, cached_html)
-        res.html = target_html.name if target_html.exists() else None
-        res.ipynb = target_nb.name if target_nb.exists() else None
-        results[nb.stem] = res
-        if progress and res.status != "ok":
-            tqdm.write(f"{nb.stem}: {res.status}: {res.error}")
+    with _inline_figures():
+        for nb in bar:
+            _run_one(nb, cfg, fingerprint, run_dir, cache_dir, results, scan_needed, index, progress, kernel_name, bar)
     bar.close()
+
 
     record = {
         "run_id": run_id,
@@ -299,6 +268,77 @@ def run_suite(config: str | Path | None = None, data: str | Path | None = None, 
         ok = sum(r.status == "ok" for r in results.values())
         print(f"{ok}/{len(results)} notebooks ok; index: {out / 'index.html'}")
     return all(r.status == "ok" for r in results.values())
+
+
+@contextmanager
+def _inline_figures():
+    """Kernels inherit the environment: a headless MPLBACKEND (Agg) would keep every figure out of
+    the pages, so the inline backend is set while notebooks run, then the old value restored."""
+    old = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = old
+
+
+def _run_one(nb: Path, cfg: dict, fingerprint: str, run_dir: Path, cache_dir: Path, results: dict,
+             scan_needed: bool, index, progress: bool, kernel_name: str, bar) -> None:
+    """Execute (or reuse), render and scan one notebook; its result goes into `results`."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    from tqdm import tqdm
+
+    bar.set_postfix_str(nb.stem)
+    params = notebook_parameters(cfg, nb)
+    failed_deps = [d for d in DEPENDENCIES.get(nb.stem, []) if d in results and results[d].status != "ok"]
+    if failed_deps:
+        results[nb.stem] = NotebookResult(nb.stem, "skipped", error=f"depends on {', '.join(failed_deps)}, which failed",
+                                          parameters=params)
+        return
+    key = _cache_key(nb, params, fingerprint)
+    target_nb, target_html = run_dir / nb.name, run_dir / f"{nb.stem}.html"
+    cached_nb, cached_html = cache_dir / f"{nb.stem}-{key}.ipynb", cache_dir / f"{nb.stem}-{key}.html"
+    t0 = time.perf_counter()
+    res = NotebookResult(nb.stem, "ok", parameters=params)
+    if cached_nb.exists() and cached_html.exists():
+        shutil.copyfile(cached_nb, target_nb)
+        shutil.copyfile(cached_html, target_html)
+        res.reused = True
+    else:
+        try:
+            papermill.execute_notebook(str(nb), str(target_nb), parameters=params, kernel_name=kernel_name, language="python",
+                                       progress_bar=progress, cwd=str(project_root()), report_mode=False)
+        except PapermillExecutionError as err:
+            res.status, res.cell = "failed", err.exec_count
+            res.error = f"{err.ename}: {str(err.evalue)[:300]}"
+        except Exception as err:  # a kernel that died, a notebook that is not JSON
+            res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
+        if target_nb.exists():
+            render_html(target_nb, target_html)
+        if res.status == "ok" and not scan_needed:
+            shutil.copyfile(target_nb, cached_nb)
+            shutil.copyfile(target_html, cached_html)
+    res.seconds = time.perf_counter() - t0
+    if scan_needed:
+        for page in (target_html, target_nb):
+            if page.exists():
+                leaks = index.scan(page.read_text(encoding="utf-8", errors="replace"))
+                if leaks:
+                    page.unlink()  # a leaking page is never left on disk
+                    res.status = "leak"
+                    res.error = (res.error + "; " if res.error else "") + f"share-safe scan: {page.name} held " + ", ".join(leaks)
+        if res.status == "ok":
+            shutil.copyfile(target_nb, cached_nb)
+            shutil.copyfile(target_html, cached_html)
+    res.html = target_html.name if target_html.exists() else None
+    res.ipynb = target_nb.name if target_nb.exists() else None
+    results[nb.stem] = res
+    if progress and res.status != "ok":
+        tqdm.write(f"{nb.stem}: {res.status}: {res.error}")
 
 
 def index_html(record: dict) -> str:

@@ -1,0 +1,150 @@
+"""The papermill runner: the whole suite on a tiny cohort, the share-safe scan, the rendered pages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from conftest import REPO
+from medalign_utils.release import load_release
+from medalign_utils.reports import SensitiveIndex, index_html, run_suite
+
+
+def write_config(path: Path, data: Path, **extra) -> Path:
+    cfg = {"data_dir": str(data), "synthetic": {"generate_if_missing": False}, "share_safe": True, "seed": 0,
+           "tokenizers": ["cl100k"], "context_lengths": [2048, 8192, 32768], "n_resamples": 200, "progress": False,
+           "notebooks": {"03_model_generation": {"max_items": 4, "max_new_tokens": 8, "generation_contexts": [1024],
+                                                 "model": "tiny"}}}
+    cfg.update(extra)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def suite_run(tiny_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    cfg = write_config(out / "config.yaml", tiny_cohort)
+    ok = run_suite(config=cfg, out=out, progress=False)
+    return ok, out
+
+
+def test_whole_suite_runs_on_a_tiny_cohort(suite_run):
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    statuses = {n["name"]: (n["status"], n["error"]) for n in record["notebooks"]}
+    notebooks = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9]*.ipynb"))
+    assert sorted(statuses) == notebooks
+    assert ok, statuses
+    run_dir = out / record["run_id"]
+    for name in notebooks:
+        assert (run_dir / f"{name}.html").exists() and (run_dir / f"{name}.ipynb").exists()
+    assert record["data"]["synthetic"] is True and len(record["data"]["fingerprint"]) == 16
+    assert record["environment"]["packages"]["pandas"]
+    index = (out / "index.html").read_text()
+    for name in notebooks:
+        assert f'{record["run_id"]}/{name}.html' in index
+
+
+def test_rerun_with_same_inputs_reuses_results(suite_run, tiny_cohort):
+    ok, out = suite_run
+    cfg = out / "config.yaml"
+    assert run_suite(config=cfg, out=out, progress=False, only=["01"])
+    record = json.loads((out / "run.json").read_text())
+    assert [n["reused"] for n in record["notebooks"]] == [True]
+
+
+def test_failing_notebook_is_shown_and_stops_only_its_dependents(tmp_path, tiny_cohort):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name, src in (("02_context_truncation", "raise RuntimeError('planted failure')"),
+                      ("03_model_generation", "print('should not run')"), ("04_ok", "print('fine')")):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(src)]
+        nbformat.write(nb, nbs / f"{name}.ipynb")
+    out = tmp_path / "reports"
+    ok = run_suite(config=write_config(tmp_path / "c.yaml", tiny_cohort), out=out, progress=False, notebooks_dir=nbs)
+    assert not ok
+    record = json.loads((out / "run.json").read_text())
+    st = {n["name"]: n for n in record["notebooks"]}
+    assert st["02_context_truncation"]["status"] == "failed" and "planted failure" in st["02_context_truncation"]["error"]
+    assert st["02_context_truncation"]["cell"] == 3  # papermill's injected-parameters cell counts too
+    assert st["03_model_generation"]["status"] == "skipped"
+    assert st["04_ok"]["status"] == "ok"
+    assert "planted failure" in (out / "index.html").read_text()
+
+
+def test_share_safe_scan_fails_the_run_on_a_leak(tmp_path, tiny_cohort):
+    real = tmp_path / "release"
+    shutil.copytree(tiny_cohort, real)
+    (real / "SYNTHETIC").unlink()  # now it counts as the real release
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    leak = nbformat.v4.new_notebook()
+    leak.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
+                  nbformat.v4.new_code_cell("from medalign_utils.release import load_release\n"
+                                            "ev = load_release(data_dir).events(progress=False)\n"
+                                            "print(ev[ev.event_type == 'note'].text.iloc[3])")]
+    nbformat.write(leak, nbs / "01_leaky.ipynb")
+    safe = nbformat.v4.new_notebook()
+    safe.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
+                  nbformat.v4.new_code_cell("from medalign_utils.release import load_release\n"
+                                            "print(len(load_release(data_dir).events(progress=False)))")]
+    nbformat.write(safe, nbs / "02_aggregate.ipynb")
+    out = tmp_path / "reports"
+    ok = run_suite(config=write_config(tmp_path / "c.yaml", real), out=out, progress=False, notebooks_dir=nbs)
+    assert not ok
+    record = json.loads((out / "run.json").read_text())
+    st = {n["name"]: n for n in record["notebooks"]}
+    assert st["01_leaky"]["status"] == "leak" and "01_leaky.html" in st["01_leaky"]["error"]
+    assert st["02_aggregate"]["status"] == "ok"
+    run_dir = out / record["run_id"]
+    assert not (run_dir / "01_leaky.html").exists() and not (run_dir / "01_leaky.ipynb").exists()
+    assert (run_dir / "02_aggregate.html").exists()
+
+
+def test_sensitive_index_catches_ids_and_passages_not_aggregates(tiny_cohort):
+    release = load_release(tiny_cohort)
+    index = SensitiveIndex.from_release(release)
+    note = release.events(progress=False).query("event_type == 'note'").text.iloc[0]
+    assert index.scan(f"<p>{note[10:400]}</p>")
+    pid = next(iter(release.ehr_files))
+    assert any("person_ids" in k for k in index.scan(f"<td>{pid}</td>"))
+    assert index.scan("<p>mean correct 61.2%, 303 instructions, 24 patients</p>") == []
+
+
+def test_index_marks_unsafe_real_reports_in_red():
+    record = {"run_id": "r", "finished": "now", "share_safe": False, "scanned": False, "config": {}, "config_file": "c",
+              "data": {"dir": "d", "synthetic": False, "fingerprint": "f", "patients": 1, "instructions": 1},
+              "environment": {"git_commit": "x", "python": "3", "platform": "p", "packages": {}}, "notebooks": []}
+    assert "share_safe is false" in index_html(record) and "#cf222e" in index_html(record)
+
+
+def test_rendered_pages_in_headless_chromium(suite_run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install chromium)")
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    # The index: every notebook link is in the rendered DOM.
+    dom = subprocess.run([chromium, *flags, "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    for nb in record["notebooks"]:
+        assert f'href="{record["run_id"]}/{nb["html"]}"' in dom
+    # The exploration page: its plots are there as images, and a screenshot is taken.
+    page = out / record["run_id"] / "01_ehr_exploration.html"
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count('src="data:image/png;base64') >= 5
+    shot = tmp_path / "page.png"
+    subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 50_000
