@@ -193,21 +193,31 @@ def token_cache_dir(tokenizer: Tokenizer, cache_dir: str | Path | None = None) -
     return Path(cache_dir or cache_root()) / "tokens" / f"{tokenizer.name}-{tokenizer.fingerprint}"
 
 
+def _cached_tokens(tokenizer: Tokenizer, digest: str, get_text, cache_dir) -> TokenizedText:
+    folder = token_cache_dir(tokenizer, cache_dir)
+    target = folder / f"{digest}.npz"
+    if target.exists():
+        with np.load(target) as z:
+            return TokenizedText(z["ids"], z["char_offsets"], z["starts_char"])
+    tt = tokenizer.tokenize_with_offsets(get_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.npz")
+    np.savez(tmp, ids=tt.ids, char_offsets=tt.char_offsets, starts_char=tt.starts_char)
+    os.replace(tmp, target)  # atomic: a killed run leaves no half-written cache entry
+    return tt
+
+
 def tokenize_file(tokenizer: Tokenizer, path: str | Path, cache_dir: str | Path | None = None) -> TokenizedText:
     """A record's tokens with offsets, from the cache when the file's bytes were seen before."""
     from .ehr import file_digest, read_ehr_text
 
-    folder = token_cache_dir(tokenizer, cache_dir)
-    target = folder / f"{file_digest(path)}.npz"
-    if target.exists():
-        with np.load(target) as z:
-            return TokenizedText(z["ids"], z["char_offsets"], z["starts_char"])
-    tt = tokenizer.tokenize_with_offsets(read_ehr_text(path))
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, ids=tt.ids, char_offsets=tt.char_offsets, starts_char=tt.starts_char)
-    os.replace(tmp, target)
-    return tt
+    return _cached_tokens(tokenizer, file_digest(path), lambda: read_ehr_text(path), cache_dir)
+
+
+def tokenize_text(tokenizer: Tokenizer, text: str, cache_dir: str | Path | None = None) -> TokenizedText:
+    """Like `tokenize_file` for a text made on the fly (a notes-only view of a record)."""
+    digest = hashlib.blake2b(text.encode("utf-8", errors="replace"), digest_size=16).hexdigest()
+    return _cached_tokens(tokenizer, "text-" + digest, lambda: text, cache_dir)
 
 
 def record_token_counts(files: dict[str, Path], tokenizers: list[Tokenizer], cache_dir: str | Path | None = None,

@@ -1,0 +1,549 @@
+"""Fitting an EHR into a model's context: the paper's exact budget, other strategies, evidence.
+
+Budget (the paper's): EHR tokens = context length - generation reserve (256) - the tokens of the
+prompt filled with the instruction and an *empty* EHR, all in the target model's own tokenizer,
+chat-template tokens included when the model has a chat template.
+
+Strategies (each a function of one record, returning an `EHRView`: the text that goes between the
+EHR quotes and the character spans of its base text that it keeps):
+
+* `recent` (the paper's): the most recent tokens, cut from the start;
+* `oldest`: the earliest tokens;
+* `notes_only`, `codes_only`: the record without coded events, or without notes, then `recent`;
+* `retrieval`: the record's encounters ranked by BM25 against the instruction, the best that fit
+  the budget, put back in time order;
+* `mr_chunks`: the paper's multi-step refinement chunks (~30k tokens, earliest first);
+* peer variants of published code: `two_pass` (cut in cl100k first, then in the target
+  tokenizer) and `drop_if_too_long` (skip the instruction when the record does not fit).
+
+Exactness: every prompt's token count is <= context - reserve and, when the record is long enough,
+equal to it. A cut never splits a character: where a byte-level tokenizer splits a multi-byte
+character over two tokens, the cut moves to the next character start, which can leave the prompt
+one to three tokens short (the only slack). Counts are exact, not estimated: the tokens of the
+record are cached once (`tokenization.tokenize_file`), and only the few hundred characters where
+the prompt's parts join are encoded again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .tokenization import Tokenizer, TokenizedText
+
+TEMPLATES = Path(__file__).parent / "templates"
+DEFAULT_TEMPLATE = TEMPLATES / "medalign_prompt.txt"
+REFINE_TEMPLATE = TEMPLATES / "medalign_refine.txt"
+STRATEGIES = ("recent", "oldest", "notes_only", "codes_only", "retrieval", "mr_chunks", "two_pass", "drop_if_too_long")
+_SAFE_LINE = re.compile(r"\n(?=<)")  # a newline before an element: both tokenizers split there
+_ENCOUNTER = re.compile(r"<(encounter|visit)\b.*?</\1>", re.S)
+
+
+# ------------------------------------------------------------------ templates and budget
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt template file with `{question}` and `{ehr}` (and other named) fields."""
+
+    text: str
+    name: str = "medalign"
+
+    @classmethod
+    def from_file(cls, path: str | Path = DEFAULT_TEMPLATE) -> "PromptTemplate":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"prompt template {path} does not exist")
+        text = path.read_text(encoding="utf-8").rstrip("\n")
+        if "{ehr}" not in text:
+            raise ValueError(f"prompt template {path} has no {{ehr}} field")
+        return cls(text, path.stem)
+
+    def render(self, ehr: str = "", **fields) -> str:
+        return self.text.replace("{ehr}", "\x00EHR\x00").format(**fields).replace("\x00EHR\x00", ehr)
+
+    def parts(self, tokenizer: Tokenizer | None = None, use_chat_template: bool = True, **fields) -> tuple[str, str]:
+        """(prefix, suffix): the full prompt text before and after the EHR, chat template applied
+        when the tokenizer has one (and `use_chat_template`)."""
+        marker = "\x00EHR\x00"
+        user = self.render(marker, **fields)
+        if tokenizer is not None and use_chat_template and tokenizer.has_chat_template:
+            user = tokenizer.apply_chat_template(user)
+        prefix, _, suffix = user.partition(marker)
+        return prefix, suffix
+
+
+class BudgetError(ValueError):
+    """The context cannot hold the template, the instruction and the generation reserve."""
+
+
+def ehr_budget(tokenizer: Tokenizer, context_length: int, question: str, template: PromptTemplate,
+               reserve: int = 256, use_chat_template: bool = True) -> int:
+    """EHR tokens available: context - reserve - tokens of the prompt with an empty EHR."""
+    prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
+    overhead = tokenizer.count(prefix + suffix)
+    budget = context_length - reserve - overhead
+    if budget <= 0:
+        raise BudgetError(f"context {context_length} cannot hold the prompt ({overhead} tokens with this instruction) "
+                          f"and the {reserve}-token generation reserve")
+    return budget
+
+
+# ------------------------------------------------------------------ a record with its tokens
+
+@dataclass
+class Record:
+    """A record's text and its cached tokens, with the safe line starts used for exact counting."""
+
+    text: str
+    tokens: TokenizedText
+    _safe_chars: np.ndarray = field(default=None, repr=False)
+    _safe_tokens: np.ndarray = field(default=None, repr=False)
+
+    def __post_init__(self):
+        chars = np.array([m.end() for m in _SAFE_LINE.finditer(self.text)], dtype=np.int64)
+        idx = np.searchsorted(self.tokens.char_offsets, chars)
+        ok = (idx < len(self.tokens)) & (self.tokens.char_offsets[np.minimum(idx, len(self.tokens) - 1)] == chars)
+        self._safe_chars, self._safe_tokens = chars[ok], idx[ok]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    def token_at_char(self, char: int) -> int:
+        """Index of the first token starting at or after `char`."""
+        return int(np.searchsorted(self.tokens.char_offsets, char))
+
+    def char_start(self, k: int) -> int:
+        return len(self.text) if k >= self.n_tokens else int(self.tokens.char_offsets[k])
+
+    def next_char_start(self, k: int) -> int:
+        """The first token at or after k that begins a character (never split a character)."""
+        starts = self.tokens.starts_char
+        while k < self.n_tokens and not starts[k]:
+            k += 1
+        return k
+
+    def prev_char_start(self, k: int) -> int:
+        starts = self.tokens.starts_char
+        while 0 < k < self.n_tokens and not starts[k]:
+            k -= 1
+        return k
+
+    def safe_after(self, char: int) -> tuple[int, int] | None:
+        """(char, token index) of the first safe line start strictly after `char`."""
+        i = np.searchsorted(self._safe_chars, char, side="right")
+        return (int(self._safe_chars[i]), int(self._safe_tokens[i])) if i < len(self._safe_chars) else None
+
+    def safe_before(self, char: int) -> tuple[int, int] | None:
+        """(char, token index) of the last safe line start at or before `char`."""
+        i = np.searchsorted(self._safe_chars, char, side="right") - 1
+        return (int(self._safe_chars[i]), int(self._safe_tokens[i])) if i >= 0 else None
+
+
+def count_prompt(tokenizer: Tokenizer, prefix: str, record: Record, spans: list[tuple[int, int]], suffix: str) -> int:
+    """Exact token count of prefix + the record's `spans` (concatenated) + suffix.
+
+    Between two safe line starts of the record (a newline before '<', where both tokenizers'
+    pre-tokenizers always split) the cached tokens are exactly the tokens of that text on its own,
+    so only the text around the joins is encoded again.
+    """
+    total = 0
+    pending = prefix
+    for a, b in spans:
+        head, tail = record.safe_after(a), record.safe_before(b)
+        if head is None or tail is None or head[0] > tail[0] or head[0] >= b:
+            pending += record.text[a:b]
+            continue
+        total += tokenizer.count(pending + record.text[a:head[0]]) + (tail[1] - head[1])
+        pending = record.text[tail[0]:b]
+    return total + tokenizer.count(pending + suffix)
+
+
+# ------------------------------------------------------------------ strategies
+
+@dataclass
+class EHRView:
+    """What a strategy puts between the EHR quotes: its text, the spans of the base text it keeps
+    (for evidence retention), and the tokens of the full prompt."""
+
+    text: str
+    spans: list[tuple[int, int]]
+    base: str  # "record", "notes_only" or "codes_only": which text the spans index
+    prompt_tokens: int | None = None
+    dropped: bool = False
+    chunks: list[str] | None = None  # mr_chunks only
+
+
+def fit_recent(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, base: str = "record") -> EHRView:
+    """The paper's truncation: keep the most recent tokens so that the whole prompt has `target`
+    tokens (context - reserve), or fewer when the record is shorter."""
+    n = record.n_tokens
+    total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+    if total <= target:
+        return EHRView(record.text, [(0, len(record.text))], base, total)
+    overhead = tokenizer.count(prefix + suffix)
+    k = record.next_char_start(max(0, n - (target - overhead)))
+    for _ in range(8):  # joins can add or save a token or two: settle by exact recounts
+        start = record.char_start(k)
+        total = count_prompt(tokenizer, prefix, record, [(start, len(record.text))], suffix)
+        if total <= target:
+            # Take back tokens while it still fits (equality when possible).
+            while k > 0:
+                k2 = record.prev_char_start(k - 1)
+                t2 = count_prompt(tokenizer, prefix, record, [(record.char_start(k2), len(record.text))], suffix)
+                if t2 > target:
+                    break
+                k, total = k2, t2
+            break
+        k = record.next_char_start(k + (total - target))
+    start = record.char_start(k)
+    return EHRView(record.text[start:], [(start, len(record.text))], base, total)
+
+
+def fit_oldest(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int) -> EHRView:
+    """Keep the earliest tokens (the opposite of the paper's choice)."""
+    total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+    if total <= target:
+        return EHRView(record.text, [(0, len(record.text))], "record", total)
+    overhead = tokenizer.count(prefix + suffix)
+    k = record.prev_char_start(min(record.n_tokens - 1, target - overhead))
+    for _ in range(8):
+        end = record.char_start(k)
+        total = count_prompt(tokenizer, prefix, record, [(0, end)], suffix)
+        if total <= target:
+            break
+        k = record.prev_char_start(k - (total - target))
+    end = record.char_start(k)
+    return EHRView(record.text[:end], [(0, end)], "record", total)
+
+
+def encounter_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the record's encounters (LUMIA) or visits (paper-era), in time order."""
+    return [(m.start(), m.end()) for m in _ENCOUNTER.finditer(text)]
+
+
+class EncounterIndex:
+    """BM25 (bm25s) over one record's encounters, built once per record and queried per instruction."""
+
+    def __init__(self, text: str):
+        import bm25s
+
+        self.spans = encounter_spans(text) or [(0, len(text))]
+        docs = [_plain(text[a:b]) for a, b in self.spans]
+        self._bm25 = bm25s.BM25()
+        self._bm25.index(bm25s.tokenize(docs, stopwords="en", show_progress=False), show_progress=False)
+
+    def scores(self, query: str) -> np.ndarray:
+        import bm25s
+
+        q = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
+        if not q:
+            return np.zeros(len(self.spans))
+        return np.asarray(self._bm25.get_scores(q), dtype=float)
+
+
+def _plain(xml: str) -> str:
+    """Record text without markup, for BM25 (attribute values such as names and codes are kept)."""
+    return re.sub(r"[<>=/\"]+", " ", xml)
+
+
+def fit_retrieval(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, question: str,
+                  index: EncounterIndex | None = None) -> EHRView:
+    """Fill the budget with the encounters BM25 ranks best for the instruction, in time order."""
+    total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+    if total <= target:
+        return EHRView(record.text, [(0, len(record.text))], "record", total)
+    index = index or EncounterIndex(record.text)
+    overhead = tokenizer.count(prefix + suffix)
+    room = target - overhead
+    # Each encounter with the newline after it: consecutive pieces then join at safe line starts.
+    spans = [(a, b + 1 if record.text[b:b + 1] == "\n" else b) for a, b in index.spans]
+    sizes = [record.token_at_char(b) - record.token_at_char(a) for a, b in spans]
+    order = np.argsort(-index.scores(question), kind="stable")
+    chosen, used = [], 0
+    for i in order:
+        if used + sizes[i] <= room:
+            chosen.append(i)
+            used += sizes[i]
+    chosen.sort()  # back in time order
+    total = count_prompt(tokenizer, prefix, record, [spans[i] for i in chosen], suffix)
+    while total > target and chosen:  # rare: the joins cost a token or two more than counted
+        chosen.pop(int(np.argmin([sizes[i] for i in chosen])))
+        total = count_prompt(tokenizer, prefix, record, [spans[i] for i in chosen], suffix)
+    text = "".join(record.text[spans[i][0]:spans[i][1]] for i in chosen)
+    return EHRView(text, [spans[i] for i in chosen], "record", total)
+
+
+def mr_chunks(record: Record, chunk_tokens: int = 30_000) -> list[tuple[int, int]]:
+    """The paper's multi-step refinement chunks: about `chunk_tokens` each, earliest first, cut at
+    the nearest line start before each boundary (no XML validity is sought, as in the paper)."""
+    spans, start_k, n = [], 0, record.n_tokens
+    while start_k < n:
+        end_k = min(n, start_k + chunk_tokens)
+        if end_k < n:
+            safe = record.safe_before(record.char_start(end_k))
+            if safe and safe[1] > start_k:
+                end_k = safe[1]
+            else:
+                end_k = record.prev_char_start(end_k)
+        spans.append((record.char_start(start_k), record.char_start(end_k)))
+        start_k = end_k
+    return spans
+
+
+# ------------------------------------------------------------------ views of a record
+
+def record_view(text: str, keep: str) -> str:
+    """The record with only its notes (`keep='notes'`) or only its coded events (`keep='codes'`);
+    entries left empty are dropped, the rest of the structure is kept."""
+    if keep not in ("notes", "codes"):
+        raise ValueError("keep must be 'notes' or 'codes'")
+    if "<eventstream" in text[:2000]:
+        events = re.compile(r'<event\b[^>]*?type="([^"]*)"[^>]*?(?:/>|>.*?</event>)\n?', re.S)
+        out = events.sub(lambda m: m.group(0) if (m.group(1) == "note") == (keep == "notes") else "", text)
+        return re.sub(r'<entry\b[^>]*>\s*</entry>\n?', "", out)
+    # Paper-era: notes are <note>, codes are <code> inside their table elements.
+    if keep == "notes":
+        out = re.sub(r"<code>.*?</code>\s*", "", text, flags=re.S)
+        return re.sub(r"<(\w+)\b[^>]*>\s*</\1>\s*", "", out)
+    return re.sub(r"<note\b.*?</note>\s*", "", text, flags=re.S)
+
+
+# ------------------------------------------------------------------ evidence
+
+_TS = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}|\d{1,2}/\d{1,2}/\d{4}(?: \d{1,2}:\d{2}(?: [AP]M)?)?")
+
+
+def evidence_items(evidence) -> list[str]:
+    """Split an `evidence` field into the items to look for: timestamps when it holds them (the
+    synthetic cohort's form), else its clauses (free text in the real release)."""
+    if evidence is None or (isinstance(evidence, float) and np.isnan(evidence)):
+        return []
+    text = str(evidence).strip()
+    if not text:
+        return []
+    stamps = _TS.findall(text)
+    if stamps:
+        return list(dict.fromkeys(stamps))
+    parts = [p.strip().strip('"') for p in re.split(r"[;\n]|\s\|\s", text)]
+    return [p for p in parts if len(p) >= 8]
+
+
+def locate_evidence(text: str, items: list[str]) -> list[list[int]]:
+    """For each item, the character positions where it occurs in the text (timestamps are matched
+    as entry timestamps when the text has them; free text case- and space-insensitively)."""
+    out = []
+    low = None
+    for item in items:
+        if _TS.fullmatch(item):
+            pos = [m.start() for m in re.finditer(re.escape(f'timestamp="{item}'), text)] or \
+                  [m.start() for m in re.finditer(re.escape(item), text)]
+        else:
+            if low is None:
+                low = text.lower()
+            pat = r"\s+".join(re.escape(w) for w in item.lower().split())
+            pos = [m.start() for m in re.finditer(pat, low)]
+        out.append(pos)
+    return out
+
+
+def evidence_retained(positions: list[list[int]], spans: list[tuple[int, int]],
+                      in_record: list[list[int]] | None = None) -> float | None:
+    """Share of the evidence items found in the record that have an occurrence inside the kept
+    spans. `positions` index the text the spans refer to (a view of the record, or the record);
+    `in_record` says which items the full record holds (default: `positions`). None when the record
+    holds none of them."""
+    in_record = positions if in_record is None else in_record
+    found = [p for p, r in zip(positions, in_record) if r]
+    if not found:
+        return None
+    kept = sum(any(a <= x < b for x in p for a, b in spans) for p in found)
+    return kept / len(found)
+
+
+# ------------------------------------------------------------------ snippets for source-augmented metrics
+
+_ENTRY = re.compile(r"<(entry|note|code)\b.*?</\1>", re.S)
+
+
+def bm25_snippets(text: str, question: str, k: int = 3) -> list[str]:
+    """The k entries (LUMIA) or notes and codes (paper-era) of a record that BM25 ranks best for a
+    question, markup removed: the 'source' the paper gave COMET."""
+    import bm25s
+
+    spans = [(m.start(), m.end()) for m in _ENTRY.finditer(text)]
+    if not spans:
+        return []
+    docs = [" ".join(_plain(re.sub(r"\s+", " ", text[a:b])).split()) for a, b in spans]
+    bm = bm25s.BM25()
+    bm.index(bm25s.tokenize(docs, stopwords="en", show_progress=False), show_progress=False)
+    q = bm25s.tokenize([question], stopwords="en", show_progress=False, return_ids=False)[0]
+    if not q:
+        return []
+    scores = np.asarray(bm.get_scores(q))
+    best = np.argsort(-scores, kind="stable")[:k]
+    return [docs[i] for i in best if scores[i] > 0]
+
+
+# ------------------------------------------------------------------ the prompt grid
+
+def instruction_evidence(release) -> dict[str, str]:
+    """Each instruction's `evidence` field: the primary reference's, else the reviewed responses'."""
+    out: dict[str, str] = {}
+    for df in (release.model_responses, release.references):
+        if "evidence" in df.columns:
+            d = df.sort_values("annotator_num", kind="stable") if "annotator_num" in df.columns else df
+            for iid, ev in d.drop_duplicates("instruction_id")[["instruction_id", "evidence"]].itertuples(index=False):
+                if isinstance(ev, str) and ev.strip():
+                    out[str(iid)] = ev
+    return out
+
+
+@dataclass
+class GridSettings:
+    """What a prompt grid is built with; recorded beside its results."""
+
+    tokenizer: str
+    contexts: tuple[int, ...]
+    strategies: tuple[str, ...] = ("recent", "oldest", "notes_only", "codes_only", "retrieval", "mr_chunks",
+                                   "two_pass", "drop_if_too_long")
+    reserve: int = 256
+    template: str = "medalign_prompt"
+    use_chat_template: bool = True
+    mr_chunk_tokens: int = 30_000
+
+
+def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, template: PromptTemplate | None = None,
+                      reserve: int = 256, use_chat_template: bool = True, instructions=None, cache_dir=None,
+                      progress: bool = True, cl100k: Tokenizer | None = None, mr_chunk_tokens: int = 30_000):
+    """Every instruction x context x strategy: prompt tokens, kept spans and evidence retained.
+
+    Each record is tokenized once per tokenizer (cached on disk); every cell of the grid is a slice
+    of those tokens plus exact recounts of the joins. Returns a DataFrame with one row per cell:
+    instruction_id, person_id, strategy, context, prompt_tokens, target_tokens, record_tokens,
+    kept_tokens, base, spans, evidence_retained, dropped, error.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .tokenization import load_tokenizer, tokenize_file, tokenize_text
+
+    template = template or PromptTemplate.from_file()
+    strategies = list(strategies or GridSettings("", ()).strategies)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    if "two_pass" in strategies and cl100k is None:
+        cl100k = load_tokenizer("cl100k")
+    ins = instructions if instructions is not None else release.instructions
+    ins = ins[ins.person_id.isin(release.ehr_files.keys())]
+    evidence = instruction_evidence(release)
+    rows = []
+    groups = list(ins.groupby("person_id", sort=True))
+    for pid, part in tqdm(groups, desc=f"prompt grid ({tokenizer.name})", unit="record", disable=not progress):
+        path = release.ehr_files[pid]
+        text = release.ehr_text(pid)
+        record = Record(text, tokenize_file(tokenizer, path, cache_dir))
+        views: dict[str, Record] = {"record": record}
+
+        def view(name: str) -> Record:
+            if name not in views:
+                vt = record_view(text, "notes" if name == "notes_only" else "codes")
+                views[name] = Record(vt, tokenize_text(tokenizer, vt, cache_dir))
+            return views[name]
+
+        cl_record = Record(text, tokenize_file(cl100k, path, cache_dir)) if "two_pass" in strategies else None
+        enc_index = EncounterIndex(text) if "retrieval" in strategies else None
+        for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
+            items = evidence_items(evidence.get(str(iid)))
+            positions = {}
+            prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
+            overhead = tokenizer.count(prefix + suffix)
+            for ctx in contexts:
+                target = ctx - reserve
+                for strat in strategies:
+                    row = {"instruction_id": iid, "person_id": pid, "strategy": strat, "context": ctx,
+                           "target_tokens": target, "record_tokens": record.n_tokens, "dropped": False, "error": None}
+                    if target - overhead <= 0:
+                        row.update(error=f"context {ctx} cannot hold the prompt ({overhead} tokens) and the "
+                                         f"{reserve}-token reserve", dropped=True)
+                        rows.append(row)
+                        continue
+                    base = "record"
+                    if strat == "recent":
+                        v = fit_recent(tokenizer, record, prefix, suffix, target)
+                    elif strat == "oldest":
+                        v = fit_oldest(tokenizer, record, prefix, suffix, target)
+                    elif strat in ("notes_only", "codes_only"):
+                        base = strat
+                        v = fit_recent(tokenizer, view(strat), prefix, suffix, target, base=strat)
+                    elif strat == "retrieval":
+                        v = fit_retrieval(tokenizer, record, prefix, suffix, target, question, enc_index)
+                    elif strat == "mr_chunks":
+                        refine_overhead = overhead + reserve + 64  # the previous answer and the refine wording
+                        size = max(256, min(mr_chunk_tokens, target - refine_overhead))
+                        chunks = mr_chunks(record, size)
+                        first = count_prompt(tokenizer, prefix, record, [chunks[0]], suffix)
+                        v = EHRView(text[chunks[0][0]:chunks[0][1]], chunks, "record", first)
+                        row["n_chunks"] = len(chunks)
+                    elif strat == "two_pass":
+                        cl_prefix, cl_suffix = template.parts(None, False, question=question)
+                        cl_view = fit_recent(cl100k, cl_record, cl_prefix, cl_suffix, target)
+                        own = fit_recent(tokenizer, record, prefix, suffix, target)
+                        start = max(cl_view.spans[0][0], own.spans[0][0])
+                        v = EHRView(text[start:], [(start, len(text))], "record",
+                                    count_prompt(tokenizer, prefix, record, [(start, len(text))], suffix))
+                    else:  # drop_if_too_long
+                        full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)
+                        v = EHRView(text, [(0, len(text))], "record", full, dropped=full > target)
+                    rec = views[base] if base in views else record
+                    for b in {"record", base}:
+                        if b not in positions:
+                            positions[b] = locate_evidence(views[b].text if b in views else record.text, items)
+                    kept = sum(rec.token_at_char(b) - rec.token_at_char(a) for a, b in v.spans)
+                    retained = evidence_retained(positions[base], v.spans, positions["record"])
+                    if v.dropped and retained is not None:
+                        retained = 0.0  # a dropped instruction keeps no evidence
+                    row.update(prompt_tokens=None if v.dropped else v.prompt_tokens, base=base,
+                               spans=[list(s) for s in v.spans], kept_tokens=0 if v.dropped else kept,
+                               base_tokens=rec.n_tokens, dropped=v.dropped, evidence_retained=retained)
+                    rows.append(row)
+    grid = pd.DataFrame(rows)
+    grid.attrs["settings"] = GridSettings(tokenizer.name, tuple(contexts), tuple(strategies), reserve, template.name,
+                                          use_chat_template, mr_chunk_tokens).__dict__
+    return grid
+
+
+def materialize_prompts(grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None,
+                        use_chat_template: bool = True):
+    """Add the full prompt text to grid rows (for generation), rebuilt from their spans."""
+    template = template or PromptTemplate.from_file()
+    texts: dict[tuple[str, str], str] = {}
+    out = []
+    questions = release.instructions.set_index("instruction_id").question.fillna("").astype(str)
+    for row in grid.itertuples(index=False):
+        if row.dropped or not isinstance(row.spans, (list, np.ndarray)):
+            out.append(None)
+            continue
+        key = (row.person_id, row.base)
+        if key not in texts:
+            t = release.ehr_text(row.person_id)
+            texts[key] = t if row.base == "record" else record_view(t, "notes" if row.base == "notes_only" else "codes")
+        base = texts[key]
+        spans = list(row.spans)[:1] if row.strategy == "mr_chunks" else list(row.spans)
+        ehr = "".join(base[int(a):int(b)] for a, b in spans)
+        prefix, suffix = template.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
+        out.append(prefix + ehr + suffix)
+    return grid.assign(prompt=out)
+
+
+def retention_table(grid):
+    """Share (%) of instructions whose evidence is in the prompt, per strategy and context
+    (instructions without locatable evidence are left out and counted)."""
+    g = grid.dropna(subset=["evidence_retained"])
+    out = (g.groupby(["strategy", "context"]).evidence_retained.agg(retained_pct=lambda s: 100 * s.mean(), n="size")
+           .reset_index())
+    return out

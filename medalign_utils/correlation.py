@@ -1,0 +1,175 @@
+"""How well automated metrics rank responses as clinicians do (the paper's Table 4 and Figure 3).
+
+Per instruction, Kendall's tau-b between a metric's ranking of the responses and the clinician's
+ranking; averaged over instructions, with a percentile bootstrap CI over instructions. Instructions
+where either side is constant (tau undefined) are counted and left out. Also: system-level
+correlation, the metric-induced head-to-head matrix, and ranking the suite's own systems by each
+metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import human_eval
+from .stats import bootstrap_ci, kendall_tau_b_rows
+
+
+def score_responses(responses: pd.DataFrame, references: pd.DataFrame, metric_names: list[str],
+                    reference_annotators: str = "primary", sources: dict[str, str] | None = None,
+                    progress: bool = True, metric_kwargs: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Score every distinct response against its instruction's reference(s).
+
+    `reference_annotators`: "primary" (Annotator_1, the paper's and public code's choice) or "all"
+    (every annotator's reference, combined by each metric's `multi_ref`). Returns (scores: one row
+    per instruction x model x metric, signatures: metric -> signature; unavailable metrics map to
+    their reason and are left out of the scores).
+    """
+    from .metrics import SOURCE_METRICS, make_metric
+
+    refs = references.copy()
+    if reference_annotators == "primary" and "annotator_num" in refs.columns:
+        first = "Annotator_1" if "Annotator_1" in set(refs.annotator_num) else refs.annotator_num.iloc[0]
+        primary = refs[refs.annotator_num == first]
+        # Instructions the primary did not answer keep their first reference.
+        refs = pd.concat([primary, refs[~refs.instruction_id.isin(primary.instruction_id)].drop_duplicates("instruction_id")])
+    ref_lists = refs.groupby("instruction_id").clinician_response.apply(lambda s: [t for t in s if str(t).strip()])
+    items = responses.drop_duplicates(["instruction_id", "model_name"])[["instruction_id", "model_name", "model_response"]]
+    items = items[items.instruction_id.isin(ref_lists.index)].reset_index(drop=True)
+    hyps = items.model_response.fillna("").astype(str).tolist()
+    ref_for = [ref_lists[i] for i in items.instruction_id]
+    src = [sources.get(i, "") for i in items.instruction_id] if sources else None
+    rows, signatures = [], {}
+    for name in tqdm(metric_names, desc="metrics", disable=not progress):
+        metric = make_metric(name, **(metric_kwargs or {}).get(name, {}))
+        if not metric.available:
+            signatures[name] = f"unavailable: {metric.reason}"
+            continue
+        if name in SOURCE_METRICS:
+            values = metric.score(hyps, ref_for, sources=src)
+        else:
+            values = metric.score(hyps, ref_for)
+        signatures[name] = metric.signature_str()
+        rows.append(items[["instruction_id", "model_name"]].assign(metric=name, score=values))
+    scores = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["instruction_id", "model_name", "metric", "score"])
+    return scores, signatures
+
+
+def per_instruction_tau(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """For each metric and instruction, tau-b between the metric's scores and the clinicians'
+    ranking (rank 1 = best, so the clinician side is the negated rank). NaN where either is constant."""
+    out = []
+    for metric, part in scores.groupby("metric", sort=False):
+        merged = part.merge(labels[["instruction_id", "model_name", "model_rank"]], on=["instruction_id", "model_name"])
+        models = sorted(merged.model_name.unique())
+        s = merged.pivot_table(index="instruction_id", columns="model_name", values="score", aggfunc="first").reindex(columns=models)
+        r = merged.pivot_table(index="instruction_id", columns="model_name", values="model_rank", aggfunc="first").reindex(
+            index=s.index, columns=models)
+        # Instructions where a model is missing: compare the models both sides have.
+        taus = np.full(len(s), np.nan)
+        sv, rv = s.to_numpy(float), -r.to_numpy(float)
+        complete = ~(np.isnan(sv).any(1) | np.isnan(rv).any(1))
+        taus[complete] = kendall_tau_b_rows(sv[complete], rv[complete])
+        for i in np.flatnonzero(~complete):
+            ok = ~(np.isnan(sv[i]) | np.isnan(rv[i]))
+            if ok.sum() >= 2:
+                taus[i] = kendall_tau_b_rows(sv[i, ok], rv[i, ok])[0]
+        out.append(pd.DataFrame({"metric": metric, "instruction_id": s.index, "tau": taus}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["metric", "instruction_id", "tau"])
+
+
+def table4(scores: pd.DataFrame, labels: pd.DataFrame, n_resamples: int = 2000, seed: int = 0,
+           confidence: float = 0.95) -> pd.DataFrame:
+    """The paper's Table 4: metric, mean_tau, ci_low, ci_high, n_instructions, n_excluded (instructions
+    where the metric or the clinician ranking is constant), sorted by mean tau."""
+    taus = per_instruction_tau(scores, labels)
+    rows = []
+    for metric, part in taus.groupby("metric", sort=False):
+        valid = part.tau.dropna().to_numpy()
+        lo, hi = bootstrap_ci(valid, n_resamples=n_resamples, seed=seed, confidence=confidence) if len(valid) > 1 else (np.nan, np.nan)
+        rows.append({"metric": metric, "mean_tau": valid.mean() if len(valid) else np.nan, "ci_low": lo, "ci_high": hi,
+                     "n_instructions": len(valid), "n_excluded": int(part.tau.isna().sum())})
+    out = pd.DataFrame(rows).sort_values("mean_tau", ascending=False, kind="stable").reset_index(drop=True)
+    out.attrs["settings"] = {"tau": "Kendall tau-b per instruction, mean over instructions",
+                             "ci": f"percentile bootstrap over instructions, {n_resamples} resamples, seed {seed}"}
+    return out
+
+
+def system_level(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Per metric, Kendall tau-b and Pearson r between per-model mean metric score and per-model
+    mean clinician rank (negated, so positive = agreement), over the systems."""
+    from scipy import stats
+
+    mean_rank = labels.groupby("model_name").model_rank.mean()
+    rows = []
+    for metric, part in scores.groupby("metric", sort=False):
+        m = part.groupby("model_name").score.mean().reindex(mean_rank.index)
+        ok = m.notna()
+        tau = stats.kendalltau(m[ok], -mean_rank[ok]).statistic
+        r = stats.pearsonr(m[ok], -mean_rank[ok]).statistic if ok.sum() > 2 else np.nan
+        rows.append({"metric": metric, "system_tau": tau, "system_pearson": r, "n_systems": int(ok.sum())})
+    return pd.DataFrame(rows)
+
+
+def metric_induced_labels(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rankings of each instruction's responses induced by a metric (1 = highest score; equal
+    scores tie), in the shape of clinician labels, for `human_eval.win_matrix` (Figure 3)."""
+    part = scores[scores.metric == metric].copy()
+    part["model_rank"] = part.groupby("instruction_id").score.rank(ascending=False, method="min")
+    part["binary_correct"] = np.nan
+    part["n_raters"] = 1
+    return part[["instruction_id", "model_name", "model_rank", "binary_correct", "n_raters"]]
+
+
+def rank_systems(scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
+    """Per metric and system, the mean score with a bootstrap CI over instructions, and the system's
+    place under that metric (for ranking the suite's own generated answers)."""
+    rows = []
+    for (metric, model), part in scores.groupby(["metric", "model_name"]):
+        v = part.score.dropna().to_numpy()
+        lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed, confidence=confidence) if len(v) > 1 else (np.nan, np.nan)
+        rows.append({"metric": metric, "model_name": model, "n": len(v), "mean": v.mean() if len(v) else np.nan,
+                     "ci_low": lo, "ci_high": hi})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["place"] = out.groupby("metric")["mean"].rank(ascending=False, method="min").astype(int)
+    return out.sort_values(["metric", "place"]) if len(out) else out
+
+
+def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int = 2000) -> dict[str, str]:
+    """The source text of source-augmented metrics: the k BM25 best snippets (encounters) of each
+    instruction's EHR for its question, as the paper did for COMET."""
+    from .context import bm25_snippets
+
+    out = {}
+    for pid, part in instructions.groupby("person_id"):
+        if pid not in release.ehr_files:
+            continue
+        text = release.ehr_text(pid)
+        for iid, q in zip(part.instruction_id, part.question.fillna("")):
+            out[iid] = " ".join(bm25_snippets(text, q, k=k))[:max_chars]
+    return out
+
+
+def table4_for_release(root, metrics: list[str] | None = None, n_resamples: int = 2000, seed: int = 0,
+                       combine: str = "primary", progress: bool = True) -> pd.DataFrame:
+    """`medalign table4`: load a release, score the metrics, correlate with clinicians."""
+    from .metrics import DEFAULT_METRICS, SOURCE_METRICS
+    from .release import load_release
+
+    release = load_release(root)
+    names = metrics or [m for m in DEFAULT_METRICS if m != "comet"]
+    sources = bm25_sources(release, release.instructions[release.instructions.has_model_responses]) \
+        if SOURCE_METRICS.intersection(names) else None
+    scores, signatures = score_responses(release.model_responses, release.references, names, sources=sources,
+                                         progress=progress)
+    labels = human_eval.combine_raters(release.model_responses, combine)
+    table = table4(scores, labels, n_resamples=n_resamples, seed=seed)
+    missing = [m for m in names if str(signatures.get(m, "")).startswith("unavailable")]
+    for m in missing:
+        table = pd.concat([table, pd.DataFrame([{"metric": m, "mean_tau": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                                                  "n_instructions": 0, "n_excluded": 0}])], ignore_index=True)
+    table["signature"] = table.metric.map(signatures)
+    return table

@@ -1,0 +1,448 @@
+"""Automated metrics as small objects that record their settings, like sacrebleu's signatures.
+
+Every metric scores one response against its reference(s): ``metric.score(hyps, refs)`` takes a
+list of responses and, for each, a list of references, and returns one score per response, higher
+is better. With several references a metric scores each and combines them by `multi_ref`
+("max" or "mean"). ``metric.signature()`` gives the settings and library versions that made a
+score; ``metric.available`` / ``metric.reason`` say whether it can run here (METEOR without WordNet,
+COMET without a checkpoint) instead of silently returning zeros.
+
+Registry names (`METRICS`): rougeL, bleu, chrf, chrf++, google_bleu, meteor, bertscore,
+src_embed (source-augmented, the paper's COMET-with-EHR-snippets idea with the offline encoder),
+and comet (optional extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def simple_tokens(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks (METEOR's and GoogleBLEU's tokenization here: nltk's
+    word_tokenize would need the punkt download)."""
+    return _WORD.findall(text.lower())
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class Metric:
+    """Base class: subclasses set `name`, `library`, and implement `_pair(hyp, ref) -> float` or
+    override `score`."""
+
+    name = "metric"
+    library = ""
+    available = True
+    reason = ""
+
+    def __init__(self, multi_ref: str = "max"):
+        if multi_ref not in ("max", "mean"):
+            raise ValueError(f"multi_ref must be 'max' or 'mean', not {multi_ref!r}")
+        self.multi_ref = multi_ref
+
+    def settings(self) -> dict:
+        return {"multi_ref": self.multi_ref}
+
+    def signature(self) -> dict:
+        sig = {"metric": self.name, **self.settings()}
+        if self.library:
+            sig["version"] = f"{self.library} {_version(self.library)}"
+        return sig
+
+    def signature_str(self) -> str:
+        return "|".join(f"{k}:{v}" for k, v in self.signature().items())
+
+    def _pair(self, hyp: str, ref: str) -> float:
+        raise NotImplementedError
+
+    def score(self, hyps: list[str], refs: list[list[str]], progress: bool = False) -> np.ndarray:
+        if not self.available:
+            raise RuntimeError(f"{self.name} is unavailable: {self.reason}")
+        _check_lengths(hyps, refs)
+        agg = np.max if self.multi_ref == "max" else np.mean
+        return np.array([agg([self._pair(h, r) for r in rs]) if rs else np.nan
+                         for h, rs in tqdm(list(zip(hyps, refs)), desc=self.name, disable=not progress)])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.signature_str()})"
+
+
+def _check_lengths(hyps, refs) -> None:
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} responses but {len(refs)} reference lists")
+
+
+class RougeL(Metric):
+    """ROUGE-L F-measure (rouge-score, Porter stemmer on)."""
+
+    name, library = "rougeL", "rouge-score"
+
+    def __init__(self, multi_ref: str = "max", use_stemmer: bool = True):
+        super().__init__(multi_ref)
+        from rouge_score import rouge_scorer
+
+        self.use_stemmer = use_stemmer
+        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+
+    def settings(self):
+        return {**super().settings(), "stemmer": self.use_stemmer}
+
+    def _pair(self, hyp, ref):
+        return self._scorer.score(ref, hyp)["rougeL"].fmeasure
+
+
+class Bleu(Metric):
+    """Sentence BLEU (sacrebleu, effective order), scaled to 0-1."""
+
+    name, library = "bleu", "sacrebleu"
+
+    def __init__(self, multi_ref: str = "max"):
+        super().__init__(multi_ref)
+        from sacrebleu.metrics import BLEU
+
+        self._bleu = BLEU(effective_order=True)
+
+    def settings(self):
+        return {**super().settings(), "sacrebleu": self._bleu.get_signature().format()}
+
+    def _pair(self, hyp, ref):
+        return self._bleu.sentence_score(hyp, [ref]).score / 100
+
+
+class Chrf(Metric):
+    """chrF (word_order=0) or chrF++ (word_order=2: character n-grams plus word uni- and bigrams)."""
+
+    library = "sacrebleu"
+
+    def __init__(self, word_order: int = 2, multi_ref: str = "max"):
+        super().__init__(multi_ref)
+        from sacrebleu.metrics import CHRF
+
+        self.word_order = word_order
+        self.name = "chrf++" if word_order == 2 else "chrf" if word_order == 0 else f"chrf_w{word_order}"
+        self._chrf = CHRF(word_order=word_order)
+
+    def settings(self):
+        return {**super().settings(), "sacrebleu": self._chrf.get_signature().format()}
+
+    def _pair(self, hyp, ref):
+        return self._chrf.sentence_score(hyp, [ref]).score / 100
+
+
+class GoogleBleu(Metric):
+    """Google BLEU (GLEU, Wu et al. 2016) from nltk, n-grams 1-4, on `simple_tokens`."""
+
+    name, library = "google_bleu", "nltk"
+
+    def _pair(self, hyp, ref):
+        from nltk.translate.gleu_score import sentence_gleu
+
+        return sentence_gleu([simple_tokens(ref)], simple_tokens(hyp), min_len=1, max_len=4)
+
+
+class Meteor(Metric):
+    """METEOR (nltk, WordNet 3.0 synonyms installed offline by `medalign setup`). Unavailable, with
+    the reason, where WordNet is absent: never silently zero."""
+
+    name, library = "meteor", "nltk"
+
+    def __init__(self, multi_ref: str = "max"):
+        super().__init__(multi_ref)
+        from .models import wordnet_status
+
+        self.available, self.reason = wordnet_status()
+        if self.available:
+            self.reason = ""
+
+    def settings(self):
+        return {**super().settings(), "wordnet": "3.0", "tokenizer": "simple_tokens"}
+
+    def _pair(self, hyp, ref):
+        from nltk.translate.meteor_score import meteor_score
+
+        return meteor_score([simple_tokens(ref)], simple_tokens(hyp))
+
+
+# ------------------------------------------------------------------ embeddings (BERTScore and friends)
+
+class Encoder:
+    """A local transformer encoder that embeds each distinct text once (token embeddings of one
+    layer, L2-normalised), with texts sorted by length into batches so padding stays small."""
+
+    def __init__(self, path: str | Path | None = None, num_layers: int | None = None, batch_tokens: int = 16384,
+                 max_length: int = 512, device: str | None = None):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from .models import minilm_path
+
+        self.path = str(path or minilm_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        n = self.model.config.num_hidden_layers
+        self.num_layers = num_layers or n
+        if not 1 <= self.num_layers <= n:
+            raise ValueError(f"num_layers must be 1..{n} for {self.path}")
+        self.batch_tokens, self.max_length = batch_tokens, max_length
+        self._cache: dict[str, np.ndarray] = {}
+
+    def tokens(self, texts: list[str], progress: bool = False) -> list[np.ndarray]:
+        """Per text, its token embeddings (without [CLS]/[SEP]), each row of unit length."""
+        import torch
+
+        todo = sorted({t for t in texts if t not in self._cache}, key=len)
+        if todo:
+            enc = self.tokenizer(todo, truncation=True, max_length=self.max_length, add_special_tokens=True)
+            lengths = [len(ids) for ids in enc["input_ids"]]
+            order = np.argsort(lengths, kind="stable")
+            batches, cur, cur_max = [], [], 0
+            for i in order:  # length-sorted batches capped by padded token count
+                if cur and max(cur_max, lengths[i]) * (len(cur) + 1) > self.batch_tokens:
+                    batches.append(cur)
+                    cur, cur_max = [], 0
+                cur.append(i)
+                cur_max = max(cur_max, lengths[i])
+            if cur:
+                batches.append(cur)
+            with torch.inference_mode():
+                for b in tqdm(batches, desc="embedding", disable=not progress):
+                    feats = self.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in b]}, return_tensors="pt")
+                    out = self.model(input_ids=feats["input_ids"].to(self.device),
+                                     attention_mask=feats["attention_mask"].to(self.device), output_hidden_states=True)
+                    hidden = torch.nn.functional.normalize(out.hidden_states[self.num_layers].float(), dim=-1).cpu().numpy()
+                    for row, i in enumerate(b):
+                        self._cache[todo[i]] = hidden[row, 1:lengths[i] - 1]  # drop [CLS] and [SEP], as BERTScore does
+        return [self._cache[t] for t in texts]
+
+    def sentence(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Mean-pooled, unit-length sentence embeddings (all-MiniLM-L6-v2's own pooling)."""
+        out = []
+        for t in self.tokens(texts, progress):
+            v = t.mean(0) if len(t) else np.zeros(self.model.config.hidden_size)
+            out.append(v / (np.linalg.norm(v) or 1.0))
+        return np.vstack(out) if out else np.zeros((0, self.model.config.hidden_size))
+
+
+_ENCODERS: dict[tuple, Encoder] = {}
+
+
+def get_encoder(path=None, num_layers=None) -> Encoder:
+    key = (str(path), num_layers)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = Encoder(path, num_layers)
+    return _ENCODERS[key]
+
+
+def greedy_match(h: np.ndarray, r: np.ndarray) -> tuple[float, float, float]:
+    """BERTScore's greedy cosine matching of unit-length token embeddings: (P, R, F1)."""
+    if len(h) == 0 or len(r) == 0:
+        return 0.0, 0.0, 0.0
+    sim = h @ r.T
+    p, rc = float(sim.max(1).mean()), float(sim.max(0).mean())
+    return p, rc, (2 * p * rc / (p + rc) if p + rc > 0 else 0.0)
+
+
+BASELINE_FILE = Path(__file__).parent / "resources" / "bertscore_baseline_all-MiniLM-L6-v2.tsv"
+
+
+def load_baseline(path: Path = BASELINE_FILE) -> dict[int, tuple[float, float, float]]:
+    """{layer: (P, R, F)} from a baseline file (columns LAYER, P, R, F as in bert-score's files)."""
+    out = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and not line.startswith("LAYER"):
+            layer, p, r, f = line.split("\t")[:4]
+            out[int(layer)] = (float(p), float(r), float(f))
+    return out
+
+
+class BertScore(Metric):
+    """BERTScore F1 (or P/R) with a local encoder; all-MiniLM-L6-v2 from its package by default.
+
+    Each distinct text is embedded once (references are shared by six responses), texts sorted
+    by length into batches; matching as in bert-score (greedy cosine, no idf). `rescale` uses the
+    project's baseline for the default encoder (see `compute_baseline`).
+    """
+
+    name, library = "bertscore", "transformers"
+
+    def __init__(self, model_path: str | Path | None = None, num_layers: int | None = None, rescale: bool = False,
+                 part: str = "F", multi_ref: str = "max"):
+        super().__init__(multi_ref)
+        self.encoder = get_encoder(model_path, num_layers)
+        self.part, self.rescale = part, rescale
+        self.baseline = None
+        if rescale:
+            base = load_baseline() if model_path is None else {}
+            if self.encoder.num_layers not in base:
+                raise ValueError(f"no rescale baseline for {self.encoder.path} layer {self.encoder.num_layers}: "
+                                 "compute one with medalign_utils.metrics.compute_baseline")
+            self.baseline = base[self.encoder.num_layers]
+
+    def settings(self):
+        return {**super().settings(), "model": Path(self.encoder.path).name, "layer": self.encoder.num_layers,
+                "idf": False, "part": self.part, "rescaled": self.rescale}
+
+    def score_prf(self, hyps, refs, progress=False) -> np.ndarray:
+        """(n, 3) array of P, R, F, each the best (or mean) over a response's references."""
+        _check_lengths(hyps, refs)
+        flat_refs = [r for rs in refs for r in rs]
+        emb = dict(zip(list(hyps) + flat_refs, self.encoder.tokens(list(hyps) + flat_refs, progress)))
+        out = np.zeros((len(hyps), 3))
+        for i, (h, rs) in enumerate(zip(hyps, refs)):
+            prf = np.array([greedy_match(emb[h], emb[r]) for r in rs]) if rs else np.full((1, 3), np.nan)
+            if self.baseline is not None:
+                prf = (prf - np.array(self.baseline)) / (1 - np.array(self.baseline))
+            out[i] = prf[np.argmax(prf[:, 2])] if self.multi_ref == "max" else prf.mean(0)
+        return out
+
+    def score(self, hyps, refs, progress=False):
+        return self.score_prf(hyps, refs, progress)[:, "PRF".index(self.part)]
+
+
+class SourceEmbedding(Metric):
+    """Source-augmented score, the paper's COMET-with-EHR-snippets idea with the offline encoder:
+    the mean of cos(response, reference) and cos(response, source), sentence embeddings of
+    all-MiniLM-L6-v2, where the source is the BM25 best EHR snippets for the instruction. Without
+    sources it reduces to cos(response, reference)."""
+
+    name, library = "src_embed", "transformers"
+
+    def __init__(self, model_path=None, source_weight: float = 0.5, multi_ref: str = "max"):
+        super().__init__(multi_ref)
+        self.encoder = get_encoder(model_path, None)
+        self.source_weight = source_weight
+
+    def settings(self):
+        return {**super().settings(), "model": Path(self.encoder.path).name, "source_weight": self.source_weight,
+                "source": "BM25 EHR snippets"}
+
+    def score(self, hyps, refs, progress=False, sources: list[str] | None = None):
+        _check_lengths(hyps, refs)
+        flat = list(hyps) + [r for rs in refs for r in rs] + [s for s in (sources or []) if s]
+        vec = dict(zip(flat, self.encoder.sentence(flat, progress)))
+        agg = np.max if self.multi_ref == "max" else np.mean
+        out = []
+        for i, (h, rs) in enumerate(zip(hyps, refs)):
+            ref_sim = agg([float(vec[h] @ vec[r]) for r in rs]) if rs else np.nan
+            src = sources[i] if sources else ""
+            out.append((1 - self.source_weight) * ref_sim + self.source_weight * float(vec[h] @ vec[src]) if src else ref_sim)
+        return np.array(out)
+
+
+class Comet(Metric):
+    """COMET (unbabel-comet) with a local checkpoint: an optional extra, unavailable otherwise."""
+
+    name, library = "comet", "unbabel-comet"
+
+    def __init__(self, checkpoint: str | Path | None = None, multi_ref: str = "max", batch_size: int = 16):
+        super().__init__(multi_ref)
+        self.checkpoint, self.batch_size = checkpoint or os.environ.get("MEDALIGN_COMET_CHECKPOINT"), batch_size
+        try:
+            import comet  # noqa: F401
+        except ImportError:
+            self.available, self.reason = False, "unbabel-comet is not installed (pip install '.[comet]')"
+            return
+        if not self.checkpoint or not Path(self.checkpoint).exists():
+            self.available, self.reason = False, "no local COMET checkpoint (set MEDALIGN_COMET_CHECKPOINT to a .ckpt file)"
+
+    def score(self, hyps, refs, progress=False, sources: list[str] | None = None):
+        if not self.available:
+            raise RuntimeError(f"comet is unavailable: {self.reason}")
+        from comet import load_from_checkpoint
+
+        model = load_from_checkpoint(str(self.checkpoint))
+        data = [{"src": (sources[i] if sources else ""), "mt": h, "ref": rs[0] if rs else ""} for i, (h, rs) in enumerate(zip(hyps, refs))]
+        return np.array(model.predict(data, batch_size=self.batch_size, gpus=0, progress_bar=progress).scores)
+
+
+METRICS = {
+    "rougeL": RougeL,
+    "bleu": Bleu,
+    "chrf": lambda **kw: Chrf(word_order=0, **kw),
+    "chrf++": lambda **kw: Chrf(word_order=2, **kw),
+    "google_bleu": GoogleBleu,
+    "meteor": Meteor,
+    "bertscore": BertScore,
+    "src_embed": SourceEmbedding,
+    "comet": Comet,
+}
+DEFAULT_METRICS = ["rougeL", "bleu", "chrf", "chrf++", "google_bleu", "meteor", "bertscore", "src_embed", "comet"]
+SOURCE_METRICS = {"src_embed", "comet"}
+
+
+def make_metric(name: str, **kwargs) -> Metric:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return METRICS[name](**kwargs)
+
+
+# ------------------------------------------------------------------ the rescale baseline
+
+def baseline_sentences(n: int = 2000, seed: int = 0) -> list[str]:
+    """English sentences from the Python standard library's docstrings: plentiful, offline, and
+    unrelated to clinical text, so random pairs of them are genuinely unrelated."""
+    import importlib
+    import pkgutil
+
+    sentences = []
+    for mod in sorted(m.name for m in pkgutil.iter_modules() if not m.name.startswith("_")):
+        if mod in ("antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"):
+            continue
+        try:
+            module = importlib.import_module(mod)
+        except Exception:
+            continue
+        for obj in [module, *(getattr(module, a, None) for a in sorted(dir(module)) if not a.startswith("_"))]:
+            doc = getattr(obj, "__doc__", None)
+            if isinstance(doc, str):
+                for s in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+                    if 8 <= len(s.split()) <= 40 and s[0].isupper() and "=" not in s and ">>>" not in s:
+                        sentences.append(s)
+        if len(set(sentences)) > 5 * n:
+            break
+    uniq = sorted(set(sentences))
+    rng = np.random.default_rng(seed)
+    return [uniq[i] for i in rng.choice(len(uniq), size=min(n, len(uniq)), replace=False)]
+
+
+def compute_baseline(model_path=None, n_pairs: int = 1000, seed: int = 0) -> dict[int, tuple[float, float, float]]:
+    """BERTScore of random pairs of unrelated sentences at every layer: the value a score is
+    rescaled against (as bert-score's own baselines, which do not cover this encoder)."""
+    sentences = baseline_sentences(2 * n_pairs, seed)
+    rng = np.random.default_rng(seed + 1)
+    perm = rng.permutation(len(sentences))
+    a, b = [sentences[i] for i in perm[: len(perm) // 2]], [sentences[i] for i in perm[len(perm) // 2:]]
+    out = {}
+    n_layers = get_encoder(model_path).model.config.num_hidden_layers
+    for layer in range(1, n_layers + 1):
+        enc = get_encoder(model_path, layer)
+        ea, eb = enc.tokens(a), enc.tokens(b)
+        prf = np.array([greedy_match(x, y) for x, y in zip(ea, eb)])
+        out[layer] = tuple(prf.mean(0).round(6))
+    return out
+
+
+def write_baseline(baseline: dict, path: Path = BASELINE_FILE, note: str = "") -> None:
+    lines = [f"# {note}" if note else "", "LAYER\tP\tR\tF"] + [f"{k}\t{p}\t{r}\t{f}" for k, (p, r, f) in sorted(baseline.items())]
+    path.write_text("\n".join(x for x in lines if x) + "\n")
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
