@@ -446,6 +446,11 @@ def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, 
     for pid, part in tqdm(groups, desc=f"prompt grid ({tokenizer.name})", unit="record", disable=not progress):
         path = release.ehr_files[pid]
         text = release.ehr_text(pid)
+        if not text.strip():
+            rows += [{"instruction_id": iid, "person_id": pid, "strategy": strat, "context": ctx, "target_tokens": ctx - reserve,
+                      "record_tokens": 0, "dropped": True, "error": f"empty EHR ({path.name}): nothing to fit"}
+                     for iid in part.instruction_id for ctx in contexts for strat in strategies]
+            continue
         record = Record(text, tokenize_file(tokenizer, path, cache_dir))
         views: dict[str, Record] = {"record": record}
 

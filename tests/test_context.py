@@ -1,0 +1,218 @@
+"""The context engine: exact budgets on real tokenizers, strategies, evidence retention, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medalign_utils.context import (BudgetError, EncounterIndex, PromptTemplate, Record, build_prompt_grid,
+                                    count_prompt, ehr_budget, evidence_items, fit_recent, fit_retrieval,
+                                    materialize_prompts, mr_chunks, record_view, retention_table)
+from medalign_utils.release import load_release
+from medalign_utils.tokenization import load_tokenizer, split_at_line_starts, tokenize_file
+
+TEMPLATE = PromptTemplate.from_file()
+
+
+@pytest.fixture(scope="module")
+def cl100k():
+    return load_tokenizer("cl100k")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_tokenizer("smollm2")
+
+
+@pytest.fixture(scope="module", params=["cl100k", "smollm2"])
+def tokenizer(request, cl100k, smollm2):
+    return {"cl100k": cl100k, "smollm2": smollm2}[request.param]
+
+
+@pytest.fixture(scope="module")
+def release(tiny_cohort):
+    return load_release(tiny_cohort)
+
+
+def longest_record(release, tokenizer):
+    pid = max(release.ehr_files, key=lambda p: release.ehr_files[p].stat().st_size)
+    return pid, Record(release.ehr_text(pid), tokenize_file(tokenizer, release.ehr_files[pid]))
+
+
+def test_chunked_tokenization_equals_whole_string(tokenizer, release, public_sample):
+    pid, rec = longest_record(release, tokenizer)
+    assert rec.tokens.ids.tolist() == tokenizer.encode(rec.text)
+    sample = (public_sample / "sample-ehr-clean.xml").read_text()
+    assert tokenizer.tokenize_with_offsets(sample).ids.tolist() == tokenizer.encode(sample)
+    # Offsets point at the text each token decodes to.
+    k = len(rec.tokens) // 3
+    a, b = rec.tokens.char_offsets[k], rec.tokens.char_offsets[k + 5]
+    assert tokenizer.decode(rec.tokens.ids[k:k + 5]) == rec.text[a:b]
+
+
+@pytest.fixture(scope="module")
+def long_text():
+    """One generated record of about 180k cl100k tokens (longer than every context studied)."""
+    from medalign_utils.synthetic import _patient_record
+
+    return _patient_record((0, 11, 180_000, 2010))[1].decode()
+
+
+@pytest.mark.parametrize("context", [1024, 2048, 4096, 8192, 32768, 131072])
+def test_recent_budget_is_exact(tokenizer, long_text, context):
+    rec = Record(long_text, tokenizer.tokenize_with_offsets(long_text))
+    assert rec.n_tokens > context
+    question = 'What was the most recent "LDL cholesterol" value?'
+    prefix, suffix = TEMPLATE.parts(tokenizer, True, question=question)
+    target = context - 256
+    view = fit_recent(tokenizer, rec, prefix, suffix, target)
+    prompt = prefix + view.text + suffix
+    n = tokenizer.count(prompt)
+    assert n == view.prompt_tokens  # the engine's count is the real count
+    assert target - 3 <= n <= target  # equal, or a character boundary away
+    assert rec.text.endswith(view.text)  # the most recent part
+    if tokenizer.has_chat_template:
+        assert prompt.startswith("<|im_start|>")  # chat-template tokens are in the budget
+    assert ehr_budget(tokenizer, context, question, TEMPLATE) == target - tokenizer.count(prefix + suffix)
+
+
+def test_recent_matches_a_hand_computed_case(cl100k):
+    lines = "".join(f'<entry timestamp="2020-01-{d:02d} 08:00">\n<event type="measurement" name="Heart rate">{60 + d}.00</event>\n</entry>\n'
+                    for d in range(1, 29))
+    text = f"<eventstream>\n{lines}</eventstream>\n"
+    rec = Record(text, cl100k.tokenize_with_offsets(text))
+    template = PromptTemplate("Q: {question}\nEHR: {ehr}")
+    prefix, suffix = template.parts(None, question="last heart rate?")
+    target = 120
+    view = fit_recent(cl100k, rec, prefix, suffix, target)
+    # By hand: the record's tokens, the overhead of the empty prompt, the last (target - overhead) tokens.
+    ids = cl100k.encode(text)
+    overhead = len(cl100k.encode(prefix + suffix))
+    expected_ehr = cl100k.decode(ids[len(ids) - (target - overhead):])
+    assert len(cl100k.encode(prefix + expected_ehr + suffix)) in (target - 1, target, target + 1)
+    assert view.text == expected_ehr or abs(len(view.text) - len(expected_ehr)) <= 8
+    assert cl100k.count(prefix + view.text + suffix) == view.prompt_tokens <= target
+
+
+def test_cut_never_breaks_a_character(smollm2):
+    body = "".join(f"<entry>\n<event type=\"note\">Plan según el médico: ✓ 🩺 revisión {i} — naïve café</event>\n</entry>\n"
+                   for i in range(60))
+    text = f"<eventstream>\n{body}</eventstream>\n"
+    rec = Record(text, smollm2.tokenize_with_offsets(text))
+    assert not rec.tokens.starts_char.all()  # the emoji is split over byte-level tokens
+    prefix, suffix = TEMPLATE.parts(smollm2, False, question="plan?")
+    for target in range(300, 700, 7):
+        view = fit_recent(smollm2, rec, prefix, suffix, target)
+        assert "\ufffd" not in smollm2.decode(smollm2.encode(view.text))
+        assert text.endswith(view.text)
+        n = smollm2.count(prefix + view.text + suffix)
+        assert n == view.prompt_tokens and target - 3 <= n <= target
+
+
+def test_count_prompt_over_several_spans_is_exact(tokenizer, release):
+    pid, rec = longest_record(release, tokenizer)
+    prefix, suffix = TEMPLATE.parts(tokenizer, True, question="x")
+    spans = [(a, b + 1) for a, b in __import__("medalign_utils.context", fromlist=["x"]).encounter_spans(rec.text)][1:6:2]
+    text = "".join(rec.text[a:b] for a, b in spans)
+    assert count_prompt(tokenizer, prefix, rec, spans, suffix) == tokenizer.count(prefix + text + suffix)
+
+
+def test_retrieval_keeps_time_order_and_fits(tokenizer, release):
+    pid, rec = longest_record(release, tokenizer)
+    question = "Summarize the discharge summary and the radiology report"
+    prefix, suffix = TEMPLATE.parts(tokenizer, True, question=question)
+    index = EncounterIndex(rec.text)
+    view = fit_retrieval(tokenizer, rec, prefix, suffix, 6000, question, index)
+    starts = [a for a, _ in view.spans]
+    assert starts == sorted(starts) and len(starts) >= 1
+    assert tokenizer.count(prefix + view.text + suffix) == view.prompt_tokens <= 6000
+    # The best-ranked encounter that fits is in; the ones kept outrank those left out on average.
+    scores = index.scores(question)
+    kept = {a for a, _ in view.spans}
+    fits = [i for i, (a, b) in enumerate(index.spans) if rec.token_at_char(b) - rec.token_at_char(a) < 3000]
+    best = max(fits, key=lambda i: scores[i])
+    assert index.spans[best][0] in kept
+    in_scores = [scores[i] for i, (a, _) in enumerate(index.spans) if a in kept]
+    out_scores = [scores[i] for i, (a, _) in enumerate(index.spans) if a not in kept]
+    assert np.mean(in_scores) > np.mean(out_scores)
+
+
+def test_mr_chunks_cover_the_record_earliest_first(cl100k, release):
+    pid, rec = longest_record(release, cl100k)
+    chunks = mr_chunks(rec, 3000)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(rec.text)
+    assert all(chunks[i][1] == chunks[i + 1][0] for i in range(len(chunks) - 1))
+    assert all(rec.token_at_char(b) - rec.token_at_char(a) <= 3000 for a, b in chunks)
+
+
+def test_views_hold_only_notes_or_only_codes(release):
+    text = release.ehr_text(next(iter(release.ehr_files)))
+    notes, codes = record_view(text, "notes"), record_view(text, "codes")
+    assert 'type="note"' in notes and 'type="measurement"' not in notes
+    assert 'type="note"' not in codes and 'type="measurement"' in codes
+    assert notes.count("<encounter ") == text.count("<encounter ")
+
+
+def test_grid_reuses_cached_tokens_and_evidence_retention_falls_with_context(release, cl100k, monkeypatch, tmp_path):
+    calls = []
+    original = type(cl100k).tokenize_with_offsets
+    monkeypatch.setattr(type(cl100k), "tokenize_with_offsets", lambda self, text: calls.append(len(text)) or original(self, text))
+    grid = build_prompt_grid(release, cl100k, [2048, 8192, 131072], strategies=["recent", "notes_only", "drop_if_too_long"],
+                             progress=False, cache_dir=tmp_path)
+    n_records = release.instructions.person_id.nunique()
+    assert len(calls) <= 2 * n_records  # each record (and its notes view) once, not once per instruction
+    ret = retention_table(grid).set_index(["strategy", "context"]).retained_pct
+    assert ret[("recent", 131072)] == 100.0  # the whole record fits: all evidence kept
+    assert ret[("recent", 2048)] < ret[("recent", 8192)] <= ret[("recent", 131072)]
+    assert (grid.prompt_tokens.dropna() <= grid.loc[grid.prompt_tokens.notna(), "target_tokens"]).all()
+    dropped = grid[(grid.strategy == "drop_if_too_long")]
+    assert (dropped.dropped == (dropped.record_tokens > dropped.target_tokens - 20)).mean() > 0.95
+    # The prompts it exports are the prompts it counted.
+    sample = materialize_prompts(grid[(grid.strategy == "recent") & (grid.context == 2048)].head(5), release, cl100k)
+    assert all(cl100k.count(p) == n for p, n in zip(sample.prompt, sample.prompt_tokens))
+
+
+def test_context_too_small_is_a_clear_error(cl100k, release):
+    with pytest.raises(BudgetError, match="cannot hold the prompt"):
+        ehr_budget(cl100k, 200, "What was the most recent glucose?", TEMPLATE)
+    grid = build_prompt_grid(release, cl100k, [256], strategies=["recent"], progress=False,
+                             instructions=release.instructions.head(2))
+    assert grid.dropped.all() and grid.error.str.contains("cannot hold the prompt").all()
+
+
+def test_unknown_tokenizer_and_template_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="unknown tokenizer"):
+        load_tokenizer(tmp_path / "no-such-tokenizer")
+    with pytest.raises(FileNotFoundError, match="prompt template"):
+        PromptTemplate.from_file(tmp_path / "missing.txt")
+    bad = tmp_path / "t.txt"
+    bad.write_text("Question: {question}")
+    with pytest.raises(ValueError, match="no {ehr} field"):
+        PromptTemplate.from_file(bad)
+
+
+def test_empty_ehr_is_reported_not_fitted(tmp_path, tiny_cohort, cl100k):
+    import shutil
+
+    root = tmp_path / "rel"
+    shutil.copytree(tiny_cohort, root)
+    release = load_release(root)
+    pid = release.instructions.person_id.iloc[0]
+    release.ehr_files[pid].write_text("")
+    grid = build_prompt_grid(load_release(root), cl100k, [4096], strategies=["recent"], progress=False)
+    bad = grid[grid.person_id == pid]
+    assert bad.dropped.all() and bad.error.str.contains("empty EHR").all()
+    assert not grid[grid.person_id != pid].dropped.any()
+
+
+def test_evidence_items_split_timestamps_and_free_text():
+    assert evidence_items("2019-03-04 10:15; 2020-01-02 08:00") == ["2019-03-04 10:15", "2020-01-02 08:00"]
+    assert evidence_items("Progress note says A1c rising; see cardiology consult") == [
+        "Progress note says A1c rising", "see cardiology consult"]
+    assert evidence_items(None) == [] and evidence_items(float("nan")) == []
+
+
+def test_split_at_line_starts_only_before_elements():
+    text = "<a>\n<b>x\ny</b>\n<c/>\n"
+    chunks = split_at_line_starts(text, target_chars=1)
+    assert "".join(chunks) == text and chunks == ["<a>\n", "<b>x\ny</b>\n", "<c/>\n"]
