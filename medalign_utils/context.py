@@ -103,10 +103,17 @@ class Record:
     _safe_tokens: np.ndarray = field(default=None, repr=False)
 
     def __post_init__(self):
-        chars = np.array([m.end() for m in _SAFE_LINE.finditer(self.text)], dtype=np.int64)
-        idx = np.searchsorted(self.tokens.char_offsets, chars)
-        ok = (idx < len(self.tokens)) & (self.tokens.char_offsets[np.minimum(idx, len(self.tokens) - 1)] == chars)
-        self._safe_chars, self._safe_tokens = chars[ok], idx[ok]
+        # Safe line starts are token starts with a newline before and '<' at them: found from the
+        # cached offsets in one vectorized pass, not by scanning the text.
+        offs = self.tokens.char_offsets
+        if len(offs) == 0:
+            self._safe_chars, self._safe_tokens = np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return
+        codes = (np.frombuffer(self.text.encode("ascii"), dtype=np.uint8) if self.text.isascii()
+                 else np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32))
+        safe = (offs > 0) & (codes[offs] == ord("<")) & (codes[np.maximum(offs - 1, 0)] == ord("\n"))
+        idx = np.flatnonzero(safe)
+        self._safe_chars, self._safe_tokens = offs[idx].astype(np.int64), idx.astype(np.int64)
 
     @property
     def n_tokens(self) -> int:
@@ -177,11 +184,13 @@ class EHRView:
     chunks: list[str] | None = None  # mr_chunks only
 
 
-def fit_recent(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, base: str = "record") -> EHRView:
+def fit_recent(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, base: str = "record",
+               full_total: int | None = None) -> EHRView:
     """The paper's truncation: keep the most recent tokens so that the whole prompt has `target`
-    tokens (context - reserve), or fewer when the record is shorter."""
+    tokens (context - reserve), or fewer when the record is shorter. `full_total` (the prompt's
+    tokens with the whole record) saves a count when the caller has it."""
     n = record.n_tokens
-    total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+    total = full_total if full_total is not None else count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
     if total <= target:
         return EHRView(record.text, [(0, len(record.text))], base, total)
     overhead = tokenizer.count(prefix + suffix)
@@ -203,9 +212,10 @@ def fit_recent(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, t
     return EHRView(record.text[start:], [(start, len(record.text))], base, total)
 
 
-def fit_oldest(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int) -> EHRView:
+def fit_oldest(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int,
+               full_total: int | None = None) -> EHRView:
     """Keep the earliest tokens (the opposite of the paper's choice)."""
-    total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+    total = full_total if full_total is not None else count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
     if total <= target:
         return EHRView(record.text, [(0, len(record.text))], "record", total)
     overhead = tokenizer.count(prefix + suffix)
@@ -251,9 +261,9 @@ def _plain(xml: str) -> str:
 
 
 def fit_retrieval(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, question: str,
-                  index: EncounterIndex | None = None) -> EHRView:
+                  index: EncounterIndex | None = None, full_total: int | None = None) -> EHRView:
     """Fill the budget with the encounters BM25 ranks best for the instruction, in time order."""
-    total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+    total = full_total if full_total is not None else count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
     if total <= target:
         return EHRView(record.text, [(0, len(record.text))], "record", total)
     index = index or EncounterIndex(record.text)
@@ -467,6 +477,7 @@ def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, 
             positions = {}
             prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
             overhead = tokenizer.count(prefix + suffix)
+            full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)  # the same for every context
             for ctx in contexts:
                 target = ctx - reserve
                 for strat in strategies:
@@ -479,14 +490,14 @@ def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, 
                         continue
                     base = "record"
                     if strat == "recent":
-                        v = fit_recent(tokenizer, record, prefix, suffix, target)
+                        v = fit_recent(tokenizer, record, prefix, suffix, target, full_total=full)
                     elif strat == "oldest":
-                        v = fit_oldest(tokenizer, record, prefix, suffix, target)
+                        v = fit_oldest(tokenizer, record, prefix, suffix, target, full_total=full)
                     elif strat in ("notes_only", "codes_only"):
                         base = strat
                         v = fit_recent(tokenizer, view(strat), prefix, suffix, target, base=strat)
                     elif strat == "retrieval":
-                        v = fit_retrieval(tokenizer, record, prefix, suffix, target, question, enc_index)
+                        v = fit_retrieval(tokenizer, record, prefix, suffix, target, question, enc_index, full_total=full)
                     elif strat == "mr_chunks":
                         refine_overhead = overhead + reserve + 64  # the previous answer and the refine wording
                         size = max(256, min(mr_chunk_tokens, target - refine_overhead))
@@ -497,12 +508,11 @@ def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, 
                     elif strat == "two_pass":
                         cl_prefix, cl_suffix = template.parts(None, False, question=question)
                         cl_view = fit_recent(cl100k, cl_record, cl_prefix, cl_suffix, target)
-                        own = fit_recent(tokenizer, record, prefix, suffix, target)
+                        own = fit_recent(tokenizer, record, prefix, suffix, target, full_total=full)
                         start = max(cl_view.spans[0][0], own.spans[0][0])
                         v = EHRView(text[start:], [(start, len(text))], "record",
                                     count_prompt(tokenizer, prefix, record, [(start, len(text))], suffix))
                     else:  # drop_if_too_long
-                        full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)
                         v = EHRView(text, [(0, len(text))], "record", full, dropped=full > target)
                     rec = views[base] if base in views else record
                     for b in {"record", base}:

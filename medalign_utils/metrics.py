@@ -116,7 +116,9 @@ class Bleu(Metric):
         self._bleu = BLEU(effective_order=True)
 
     def settings(self):
-        return {**super().settings(), "sacrebleu": self._bleu.get_signature().format()}
+        b = self._bleu
+        return {**super().settings(), "tok": b.tokenizer_signature, "smooth": b.smooth_method, "effective_order": True,
+                "case": "lc" if b.lowercase else "mixed"}
 
     def _pair(self, hyp, ref):
         return self._bleu.sentence_score(hyp, [ref]).score / 100
@@ -136,7 +138,9 @@ class Chrf(Metric):
         self._chrf = CHRF(word_order=word_order)
 
     def settings(self):
-        return {**super().settings(), "sacrebleu": self._chrf.get_signature().format()}
+        c = self._chrf
+        return {**super().settings(), "nc": c.char_order, "nw": c.word_order, "beta": c.beta,
+                "space": c.whitespace, "case": "lc" if c.lowercase else "mixed"}
 
     def _pair(self, hyp, ref):
         return self._chrf.sentence_score(hyp, [ref]).score / 100
@@ -200,9 +204,12 @@ class Encoder:
             raise ValueError(f"num_layers must be 1..{n} for {self.path}")
         self.batch_tokens, self.max_length = batch_tokens, max_length
         self._cache: dict[str, np.ndarray] = {}
+        self._layers = [self.num_layers]  # `all_layers` widens this for baselines
+        self._layer_cache: dict[int, dict[str, np.ndarray]] = {}
 
     def tokens(self, texts: list[str], progress: bool = False) -> list[np.ndarray]:
-        """Per text, its token embeddings (without [CLS]/[SEP]), each row of unit length."""
+        """Per text, its token embeddings, each row of unit length, [CLS] first and [SEP] last (as
+        bert-score keeps them: they can be matched, but are not averaged over)."""
         import torch
 
         todo = sorted({t for t in texts if t not in self._cache}, key=len)
@@ -224,13 +231,27 @@ class Encoder:
                     feats = self.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in b]}, return_tensors="pt")
                     out = self.model(input_ids=feats["input_ids"].to(self.device),
                                      attention_mask=feats["attention_mask"].to(self.device), output_hidden_states=True)
-                    hidden = torch.nn.functional.normalize(out.hidden_states[self.num_layers].float(), dim=-1).cpu().numpy()
-                    for row, i in enumerate(b):
-                        self._cache[todo[i]] = hidden[row, 1:lengths[i] - 1]  # drop [CLS] and [SEP], as BERTScore does
+                    for layer in self._layers:
+                        hidden = torch.nn.functional.normalize(out.hidden_states[layer].float(), dim=-1).cpu().numpy()
+                        for row, i in enumerate(b):
+                            self._layer_cache.setdefault(layer, {})[todo[i]] = hidden[row, :lengths[i]]
+                for t in todo:
+                    self._cache[t] = self._layer_cache[self.num_layers][t]
         return [self._cache[t] for t in texts]
 
+    def all_layers(self, texts: list[str]) -> dict[int, list[np.ndarray]]:
+        """Token embeddings of every layer from one forward pass per batch (for baselines)."""
+        n = self.model.config.num_hidden_layers
+        self._layers = list(range(1, n + 1))
+        self._cache = {}
+        self.tokens(texts)
+        self._layers = [self.num_layers]
+        return {layer: [self._layer_cache[layer][t] for t in texts] for layer in range(1, n + 1)}
+
     def sentence(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """Mean-pooled, unit-length sentence embeddings (all-MiniLM-L6-v2's own pooling)."""
+        """Mean-pooled, unit-length sentence embeddings (all-MiniLM-L6-v2's own pooling, which
+        averages every token, [CLS] and [SEP] included; the model's own vectors are not unit
+        length before pooling, so this is close to, not equal to, sentence-transformers' output)."""
         out = []
         for t in self.tokens(texts, progress):
             v = t.mean(0) if len(t) else np.zeros(self.model.config.hidden_size)
@@ -248,12 +269,17 @@ def get_encoder(path=None, num_layers=None) -> Encoder:
     return _ENCODERS[key]
 
 
-def greedy_match(h: np.ndarray, r: np.ndarray) -> tuple[float, float, float]:
-    """BERTScore's greedy cosine matching of unit-length token embeddings: (P, R, F1)."""
+def greedy_match(h: np.ndarray, r: np.ndarray, special_ends: bool = True) -> tuple[float, float, float]:
+    """BERTScore's greedy cosine matching of unit-length token embeddings: (P, R, F1).
+
+    With `special_ends` (the first and last rows are [CLS] and [SEP]) those rows can be matched but
+    are not averaged over, exactly as bert-score weighs them (idf 0) without idf."""
     if len(h) == 0 or len(r) == 0:
         return 0.0, 0.0, 0.0
     sim = h @ r.T
-    p, rc = float(sim.max(1).mean()), float(sim.max(0).mean())
+    hs = slice(1, len(h) - 1) if special_ends and len(h) > 2 else slice(None)
+    rs = slice(1, len(r) - 1) if special_ends and len(r) > 2 else slice(None)
+    p, rc = float(sim[hs].max(1).mean()), float(sim[:, rs].max(0).mean())
     return p, rc, (2 * p * rc / (p + rc) if p + rc > 0 else 0.0)
 
 
@@ -429,13 +455,11 @@ def compute_baseline(model_path=None, n_pairs: int = 1000, seed: int = 0) -> dic
     rng = np.random.default_rng(seed + 1)
     perm = rng.permutation(len(sentences))
     a, b = [sentences[i] for i in perm[: len(perm) // 2]], [sentences[i] for i in perm[len(perm) // 2:]]
+    layers = get_encoder(model_path).all_layers(a + b)
     out = {}
-    n_layers = get_encoder(model_path).model.config.num_hidden_layers
-    for layer in range(1, n_layers + 1):
-        enc = get_encoder(model_path, layer)
-        ea, eb = enc.tokens(a), enc.tokens(b)
-        prf = np.array([greedy_match(x, y) for x, y in zip(ea, eb)])
-        out[layer] = tuple(prf.mean(0).round(6))
+    for layer, emb in layers.items():
+        prf = np.array([greedy_match(x, y) for x, y in zip(emb[: len(a)], emb[len(a):])])
+        out[layer] = tuple(float(v) for v in prf.mean(0).round(6))
     return out
 
 

@@ -61,16 +61,28 @@ class Tokenizer:
     def __init__(self, name: str, kind: str, impl, path: str | None = None):
         self.name, self.kind, self._impl, self.path = name, kind, impl, path
         self._byte_lengths = None
+        self._counts: dict[str, int] = {}
         self.fingerprint = self._fingerprint()
 
     # -------------------------------------------------------------- basic API
     def encode(self, text: str) -> list[int]:
+        """Token ids of a text, without a BOS token (special-token strings in the text, as chat
+        templates write them, become their special ids for Hugging Face tokenizers)."""
         if self.kind == "tiktoken":
             return self._impl.encode_ordinary(text)
-        return self._impl.encode(text, add_special_tokens=False)
+        # The Rust backend directly: the same ids as the Python wrapper, several times faster.
+        return self._impl.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
     def count(self, text: str) -> int:
-        return len(self.encode(text))
+        """Tokens in a text. Memoized: prompt building counts the same joins (a record's last line
+        with the template's end, say) for every instruction and context."""
+        n = self._counts.get(text)
+        if n is None:
+            n = len(self.encode(text))
+            if len(self._counts) > 50_000:
+                self._counts.clear()
+            self._counts[text] = n
+        return n
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids]
@@ -96,33 +108,61 @@ class Tokenizer:
 
     # -------------------------------------------------------------- whole records
     def tokenize_with_offsets(self, text: str) -> TokenizedText:
-        """Encode a (long) text once, with each token's start offset."""
+        """Encode a (long) text once, with each token's start offset.
+
+        The text is cut at its safe line starts and each *distinct* line is encoded once (records
+        repeat most of their lines: closing tags, event names, headers), then the tokens are laid
+        back in order. The result equals encoding the whole string.
+        """
+        if not text:
+            return TokenizedText(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, bool))
+        chunks = split_at_line_starts(text, 1)
+        index: dict[str, int] = {}
+        order = np.fromiter((index.setdefault(c, len(index)) for c in chunks), dtype=np.int64, count=len(chunks))
+        uniq = list(index)
+        flat_ids, flat_offs, flat_starts, counts = self._encode_distinct(uniq)
+        u_first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        per_chunk = counts[order]
+        out_first = np.concatenate([[0], np.cumsum(per_chunk)[:-1]]).astype(np.int64)
+        total = int(per_chunk.sum())
+        gather = np.arange(total, dtype=np.int64) - np.repeat(out_first - u_first[order], per_chunk)
+        chunk_chars = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+        char_first = np.concatenate([[0], np.cumsum(chunk_chars)[:-1]])
+        offsets = flat_offs[gather] + np.repeat(char_first, per_chunk)
+        return TokenizedText(flat_ids[gather], offsets, flat_starts[gather])
+
+    def _encode_distinct(self, texts: list[str]):
+        """Encode each text on its own: flat ids, char offsets within each text, character-start
+        flags, and the token count of each text."""
         if self.kind == "tiktoken":
-            ids = np.asarray(self._impl.encode_ordinary(text), dtype=np.int32)
+            parts = self._impl.encode_ordinary_batch(texts, num_threads=max(1, os.cpu_count() or 1))
+            counts = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+            ids = np.fromiter((i for p in parts for i in p), dtype=np.int32, count=int(counts.sum()))
             lengths = self._token_byte_lengths()[ids]
-            byte_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-            raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-            is_lead = (raw & 0xC0) != 0x80
-            char_of_byte = np.cumsum(is_lead) - 1
-            if len(ids) == 0:
-                return TokenizedText(ids, np.zeros(0, np.int64), np.zeros(0, bool))
-            starts = char_of_byte[np.minimum(byte_starts, len(raw) - 1)]
-            return TokenizedText(ids, starts.astype(np.int64), is_lead[np.minimum(byte_starts, len(raw) - 1)])
-        chunks = split_at_line_starts(text)
-        backend = self._impl.backend_tokenizer
-        encs = backend.encode_batch(chunks, add_special_tokens=False)
-        ids, offs = [], []
-        base = 0
-        for chunk, enc in zip(chunks, encs):
-            ids.append(np.asarray(enc.ids, dtype=np.int32))
-            offs.append(np.asarray([o[0] for o in enc.offsets], dtype=np.int64) + base)
-            base += len(chunk)
-        ids_a = np.concatenate(ids) if ids else np.zeros(0, np.int32)
-        off_a = np.concatenate(offs) if offs else np.zeros(0, np.int64)
+            first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            cum = np.cumsum(lengths)
+            byte_offs = cum - lengths - np.repeat(cum[first] - lengths[first], counts) if len(ids) else cum
+            offs = byte_offs.astype(np.int64)
+            starts = np.ones(len(ids), bool)
+            for j, t in enumerate(texts):  # bytes differ from characters only where a text is not ASCII
+                if not t.isascii() and counts[j]:
+                    raw = np.frombuffer(t.encode("utf-8"), dtype=np.uint8)
+                    lead = (raw & 0xC0) != 0x80
+                    char_of_byte = np.cumsum(lead) - 1
+                    sl = slice(first[j], first[j] + counts[j])
+                    b = np.minimum(offs[sl], len(raw) - 1)
+                    offs[sl], starts[sl] = char_of_byte[b], lead[b]
+            return ids, offs, starts, counts
+        encs = self._impl.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        counts = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int32, count=int(counts.sum()))
+        offs = np.fromiter((o[0] for e in encs for o in e.offsets), dtype=np.int64, count=int(counts.sum()))
         # A character split over tokens gives two tokens the same start: only the first starts it.
-        starts = np.ones(len(off_a), bool)
-        starts[1:] = off_a[1:] != off_a[:-1]
-        return TokenizedText(ids_a, off_a, starts)
+        starts = np.ones(len(offs), bool)
+        starts[1:] = offs[1:] != offs[:-1]
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        starts[first[counts > 0]] = True
+        return ids, offs, starts, counts
 
     # -------------------------------------------------------------- internals
     def _token_byte_lengths(self) -> np.ndarray:
@@ -193,16 +233,22 @@ def token_cache_dir(tokenizer: Tokenizer, cache_dir: str | Path | None = None) -
     return Path(cache_dir or cache_root()) / "tokens" / f"{tokenizer.name}-{tokenizer.fingerprint}"
 
 
+_CACHE_DTYPE = np.dtype([("id", "<i4"), ("offset", "<i4"), ("starts_char", "?")])
+
+
 def _cached_tokens(tokenizer: Tokenizer, digest: str, get_text, cache_dir) -> TokenizedText:
     folder = token_cache_dir(tokenizer, cache_dir)
-    target = folder / f"{digest}.npz"
+    target = folder / f"{digest}.npy"
     if target.exists():
-        with np.load(target) as z:
-            return TokenizedText(z["ids"], z["char_offsets"], z["starts_char"])
+        rec = np.load(target)
+        return TokenizedText(np.ascontiguousarray(rec["id"]), rec["offset"].astype(np.int64),
+                             np.ascontiguousarray(rec["starts_char"]))
     tt = tokenizer.tokenize_with_offsets(get_text())
+    rec = np.empty(len(tt), dtype=_CACHE_DTYPE)  # 9 bytes a token
+    rec["id"], rec["offset"], rec["starts_char"] = tt.ids, tt.char_offsets, tt.starts_char
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, ids=tt.ids, char_offsets=tt.char_offsets, starts_char=tt.starts_char)
+    tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.npy")
+    np.save(tmp, rec)
     os.replace(tmp, target)  # atomic: a killed run leaves no half-written cache entry
     return tt
 
@@ -218,6 +264,42 @@ def tokenize_text(tokenizer: Tokenizer, text: str, cache_dir: str | Path | None 
     """Like `tokenize_file` for a text made on the fly (a notes-only view of a record)."""
     digest = hashlib.blake2b(text.encode("utf-8", errors="replace"), digest_size=16).hexdigest()
     return _cached_tokens(tokenizer, "text-" + digest, lambda: text, cache_dir)
+
+
+def _pretokenize_job(args) -> tuple[str, int]:
+    name, pid, path, cache_dir = args
+    tok = _WORKER_TOKENIZERS.get(name) or _WORKER_TOKENIZERS.setdefault(name, load_tokenizer(name))
+    return pid, len(tokenize_file(tok, path, cache_dir))
+
+
+_WORKER_TOKENIZERS: dict[str, Tokenizer] = {}
+
+
+def pretokenize(files: dict[str, Path], tokenizer_name: str, cache_dir: str | Path | None = None,
+                workers: int | None = None, progress: bool = True) -> dict[str, int]:
+    """Tokenize every record into the cache, records spread over processes (one tokenizer load
+    each); returns tokens per record. Records already cached cost a file hash."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    jobs = [(tokenizer_name, pid, str(p), str(cache_dir) if cache_dir else None) for pid, p in files.items()]
+    jobs.sort(key=lambda j: -os.path.getsize(j[2]))  # big records first
+    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
+    out = {}
+    bar = tqdm(total=len(jobs), desc=f"tokenizing ({tokenizer_name})", unit="record", disable=not progress)
+    if workers <= 1:
+        for job in jobs:
+            pid, n = _pretokenize_job(job)
+            out[pid] = n
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for pid, n in pool.map(_pretokenize_job, jobs, chunksize=1):
+                out[pid] = n
+                bar.update()
+    bar.close()
+    return {pid: out[pid] for pid in files}
 
 
 def record_token_counts(files: dict[str, Path], tokenizers: list[Tokenizer], cache_dir: str | Path | None = None,
