@@ -537,11 +537,12 @@ def materialize_prompts(grid, release, tokenizer: Tokenizer, template: PromptTem
     """Add the full prompt text to grid rows (for generation), rebuilt from their spans."""
     template = template or PromptTemplate.from_file()
     texts: dict[tuple[str, str], str] = {}
-    out = []
+    out, users = [], []
     questions = release.instructions.set_index("instruction_id").question.fillna("").astype(str)
     for row in grid.itertuples(index=False):
         if row.dropped or not isinstance(row.spans, (list, np.ndarray)):
             out.append(None)
+            users.append(None)
             continue
         key = (row.person_id, row.base)
         if key not in texts:
@@ -552,7 +553,10 @@ def materialize_prompts(grid, release, tokenizer: Tokenizer, template: PromptTem
         ehr = "".join(base[int(a):int(b)] for a, b in spans)
         prefix, suffix = template.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
         out.append(prefix + ehr + suffix)
-    return grid.assign(prompt=out)
+        users.append(template.render(ehr, question=questions[row.instruction_id]))
+    # `prompt` is what a local model reads (chat template applied); `user_message` is the same
+    # prompt without it, for chat endpoints that apply their own.
+    return grid.assign(prompt=out, user_message=users)
 
 
 def retention_table(grid):

@@ -186,7 +186,7 @@ class Encoder:
     """A local transformer encoder that embeds each distinct text once (token embeddings of one
     layer, L2-normalised), with texts sorted by length into batches so padding stays small."""
 
-    def __init__(self, path: str | Path | None = None, num_layers: int | None = None, batch_tokens: int = 16384,
+    def __init__(self, path: str | Path | None = None, num_layers: int | None = None, batch_tokens: int = 4096,
                  max_length: int = 512, device: str | None = None):
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -263,9 +263,17 @@ _ENCODERS: dict[tuple, Encoder] = {}
 
 
 def get_encoder(path=None, num_layers=None) -> Encoder:
-    key = (str(path), num_layers)
+    """One encoder per (model, layer) in a process, so metrics that share it (BERTScore and the
+    source-augmented score) embed each text once."""
+    from transformers import AutoConfig
+
+    from .models import minilm_path
+
+    resolved = str(path or minilm_path())
+    layers = num_layers or AutoConfig.from_pretrained(resolved, local_files_only=True).num_hidden_layers
+    key = (resolved, layers)
     if key not in _ENCODERS:
-        _ENCODERS[key] = Encoder(path, num_layers)
+        _ENCODERS[key] = Encoder(resolved, layers)
     return _ENCODERS[key]
 
 
@@ -466,6 +474,48 @@ def compute_baseline(model_path=None, n_pairs: int = 1000, seed: int = 0) -> dic
 def write_baseline(baseline: dict, path: Path = BASELINE_FILE, note: str = "") -> None:
     lines = [f"# {note}" if note else "", "LAYER\tP\tR\tF"] + [f"{k}\t{p}\t{r}\t{f}" for k, (p, r, f) in sorted(baseline.items())]
     path.write_text("\n".join(x for x in lines if x) + "\n")
+
+
+# ------------------------------------------------------------------ auto-grading answers that are values
+
+_NUM = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+GRADABLE_KINDS = {"latest_lab", "first_lab", "latest_bp", "bmi", "egfr_stage", "last_visit", "first_diagnosis",
+                  "smoking", "demographics", "last_procedure"}
+
+
+def reference_value(kind: str, reference: str) -> str | None:
+    """The value an answer must state for the synthetic instruction kinds whose reference is a value
+    from the record (None for kinds that are not auto-gradable: summaries, plans, translations)."""
+    if kind not in GRADABLE_KINDS:
+        return None
+    if kind in ("latest_lab", "first_lab"):
+        m = re.search(r" was ([-\d.]+) ", reference)
+    elif kind == "latest_bp":
+        m = re.search(r"(\d+/\d+)", reference)
+    elif kind == "bmi":
+        m = re.search(r"BMI is ([\d.]+)", reference)
+    elif kind == "egfr_stage":
+        m = re.search(r"stage (G\w+)", reference)
+    elif kind in ("last_visit", "first_diagnosis"):
+        m = _DATE.search(reference)
+    elif kind == "smoking":
+        m = re.search(r"as (never smoker|former smoker|current every day smoker)", reference)
+    elif kind == "demographics":
+        m = re.search(r"(\d+)-year-old", reference)
+    else:  # last_procedure
+        m = re.search(r"showed (.+?)\.$", reference)
+    return m.group(1) if m else None
+
+
+def value_match(answer: str, value: str) -> bool:
+    """Whether an answer states the value: numbers compared as numbers (7.2 = 7.20), text
+    case-insensitively."""
+    answer = answer or ""
+    if _NUM.fullmatch(value):
+        target = float(value)
+        return any(abs(float(x) - target) < 1e-9 for x in _NUM.findall(answer))
+    return value.lower() in answer.lower()
 
 
 def text_hash(text: str) -> str:

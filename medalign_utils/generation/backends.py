@@ -1,0 +1,265 @@
+"""Generation backends: a local Hugging Face causal LM (transformers), an OpenAI-compatible server
+(vLLM, TGI, llama.cpp's server, a HIPAA-compliant hosted deployment), and an extractive BM25
+baseline that needs no model. Each takes a list of prompts and returns one `Answer` per prompt."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings, recorded with every answer. Greedy by default, 256 new tokens (the paper)."""
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    text: str
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
+    seconds: float = 0.0
+    finish_reason: str | None = None
+    error: str | None = None
+    attempts: int = 1
+
+
+def _is_oom(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+class TransformersBackend:
+    """Any local causal LM folder. Prompts are sorted by length into batches (left padding), run
+    under `torch.inference_mode`; a batch that runs out of memory is split in two and retried
+    instead of killing the run. Prompts already carry the chat template when the model has one
+    (context.PromptTemplate.parts applies it), so no BOS is added to those."""
+
+    kind = "transformers"
+
+    def __init__(self, model_path: str | Path, settings: GenerationSettings = GenerationSettings(), batch_size: int = 8,
+                 device: str | None = None, dtype: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_path = str(model_path)
+        self.settings, self.batch_size = settings, batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True, dtype=torch_dtype)
+        self.model.eval().to(self.device)
+        self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self._weights_hash = None
+
+    def describe(self) -> dict:
+        from ..models import weights_hash
+
+        if self._weights_hash is None:
+            self._weights_hash = weights_hash(self.model_path)
+        return {"backend": self.kind, "model_path": self.model_path, "weights_hash": self._weights_hash,
+                "device": self.device, "dtype": str(self.model.dtype).replace("torch.", ""), "batch_size": self.batch_size}
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt, add_special_tokens=not self.has_chat_template)["input_ids"]
+
+    def generate(self, prompts: list[str]) -> list[Answer]:
+        ids = [self.encode(p) for p in prompts]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out: list[Answer | None] = [None] * len(prompts)
+        size = self.batch_size
+        i = 0
+        while i < len(order):
+            batch = [int(j) for j in order[i:i + size]]
+            try:
+                for j, ans in zip(batch, self._generate_batch([ids[j] for j in batch])):
+                    out[j] = ans
+                i += len(batch)
+            except Exception as err:
+                if _is_oom(err) and size > 1:
+                    self._free()
+                    size = max(1, size // 2)  # back off: smaller batches from here on
+                    continue
+                if _is_oom(err):
+                    self._free()
+                    out[batch[0]] = Answer("", len(ids[batch[0]]), 0, error=f"out of memory even alone: {err}"[:500])
+                    i += 1
+                    continue
+                raise
+        self.batch_size = size
+        return out  # type: ignore[return-value]
+
+    def _free(self) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _generate_batch(self, batch_ids: list[list[int]]) -> list[Answer]:
+        import torch
+
+        s = self.settings
+        width = max(len(x) for x in batch_ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids], device=self.device)
+        torch.manual_seed(s.seed)
+        kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, pad_token_id=pad)
+        if s.do_sample:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t0) / len(batch_ids)
+        eos = set(np.atleast_1d(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id).tolist())
+        answers = []
+        for row, x in zip(gen[:, width:].tolist(), batch_ids):
+            n = next((k for k, t in enumerate(row) if t in eos), None)
+            new = row[:n] if n is not None else [t for t in row if t != pad]
+            answers.append(Answer(self.tokenizer.decode(new, skip_special_tokens=True).strip(), len(x), len(new), seconds,
+                                  "stop" if n is not None else "length"))
+        return answers
+
+
+class OpenAICompatibleBackend:
+    """A server speaking the OpenAI completions or chat-completions API, with bounded concurrency,
+    retries with exponential backoff (429, 5xx, timeouts, dropped connections), and token usage
+    recorded from the server's `usage`. Plain http.client: no extra dependency, nothing but the
+    configured endpoint is ever contacted."""
+
+    kind = "openai-compatible"
+    RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+    def __init__(self, base_url: str, model: str, settings: GenerationSettings = GenerationSettings(), chat: bool = True,
+                 max_concurrency: int = 4, timeout: float = 120.0, retries: int = 5, backoff: float = 0.5,
+                 api_key: str | None = None):
+        parsed = urlparse(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"endpoint {base_url!r} is not an http(s) URL")
+        self.base_url, self.model, self.settings, self.chat = base_url.rstrip("/"), model, settings, chat
+        self.max_concurrency, self.timeout, self.retries, self.backoff = max_concurrency, timeout, retries, backoff
+        self._api_key = api_key
+        self._parsed = parsed
+        self._rng = np.random.default_rng(settings.seed)
+
+    def describe(self) -> dict:
+        return {"backend": self.kind, "endpoint": self.base_url, "model": self.model, "chat": self.chat,
+                "max_concurrency": self.max_concurrency}
+
+    def _post(self, path: str, body: dict) -> tuple[int, dict]:
+        conn_cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(self._parsed.hostname, self._parsed.port, timeout=self.timeout)
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        prefix = self._parsed.path.rstrip("/")
+        try:
+            conn.request("POST", f"{prefix}{path}", body=json.dumps(body), headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            try:
+                payload = json.loads(data or b"{}")
+            except json.JSONDecodeError:
+                payload = {"error": data[:200].decode(errors="replace")}
+            return resp.status, payload
+        finally:
+            conn.close()
+
+    def _one(self, prompt: str) -> Answer:
+        s = self.settings
+        body = {"model": self.model, "max_tokens": s.max_new_tokens, "seed": s.seed,
+                "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p if s.do_sample else 1.0}
+        if self.chat:
+            body["messages"] = [{"role": "user", "content": prompt}]
+            path = "/v1/chat/completions" if not self._parsed.path.rstrip("/").endswith("/v1") else "/chat/completions"
+        else:
+            body["prompt"] = prompt
+            path = "/v1/completions" if not self._parsed.path.rstrip("/").endswith("/v1") else "/completions"
+        t0 = time.perf_counter()
+        last = ""
+        for attempt in range(1, self.retries + 2):
+            try:
+                status, payload = self._post(path, body)
+            except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out
+                status, payload, last = None, {}, f"{type(err).__name__}: {err}"
+            if status == 200:
+                choice = (payload.get("choices") or [{}])[0]
+                text = choice.get("message", {}).get("content") if self.chat else choice.get("text")
+                usage = payload.get("usage") or {}
+                return Answer((text or "").strip(), usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                              time.perf_counter() - t0, choice.get("finish_reason"), attempts=attempt)
+            if status is not None:
+                last = f"HTTP {status}: {str(payload.get('error', payload))[:300]}"
+                if status not in self.RETRY_STATUS:
+                    break
+            if attempt <= self.retries:
+                time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + 0.25 * float(self._rng.random())))
+        return Answer("", error=last or "no answer", seconds=time.perf_counter() - t0, attempts=attempt)
+
+    def generate(self, prompts: list[str]) -> list[Answer]:
+        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
+            return list(pool.map(self._one, prompts))
+
+
+@dataclass
+class ExtractiveBaseline:
+    """A cheap reference system without a model: the `n_sentences` sentences of the record that BM25
+    ranks best for the question, in record order."""
+
+    n_sentences: int = 3
+    kind: str = "bm25-extractive"
+    _cache: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {"backend": self.kind, "n_sentences": self.n_sentences}
+
+    def answer(self, ehr_text: str, question: str) -> Answer:
+        import re
+
+        import bm25s
+
+        t0 = time.perf_counter()
+        key = hash(ehr_text)
+        if key not in self._cache:
+            plain = re.sub(r"<[^>]+>", "\n", ehr_text)
+            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", plain) if len(s.strip().split()) >= 3]
+            sentences = list(dict.fromkeys(sentences))
+            bm = bm25s.BM25()
+            if sentences:
+                bm.index(bm25s.tokenize(sentences, stopwords="en", show_progress=False), show_progress=False)
+            self._cache = {key: (sentences, bm)}  # one record at a time: memory stays small
+        sentences, bm = self._cache[key]
+        q = bm25s.tokenize([question], stopwords="en", show_progress=False, return_ids=False)[0]
+        if not sentences or not q:
+            return Answer("", 0, 0, time.perf_counter() - t0, "stop")
+        scores = np.asarray(bm.get_scores(q))
+        best = sorted(np.argsort(-scores, kind="stable")[: self.n_sentences])
+        text = " ".join(sentences[i] for i in best if scores[i] > 0)
+        return Answer(text, None, len(text.split()), time.perf_counter() - t0, "stop")

@@ -1,0 +1,99 @@
+"""A minimal OpenAI-compatible server on loopback that answers with a local transformers model.
+
+For tests of the HTTP backend, and for a quick local endpoint without vLLM:
+``python -m medalign_utils.generation.local_server MODEL_DIR --port 8011``. It serves
+``/v1/completions`` and ``/v1/chat/completions`` (non-streaming), binds to 127.0.0.1 only, and can
+be told to fail its first N requests with a 503 (`fail_first`) to exercise client retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .backends import GenerationSettings, TransformersBackend
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "LocalServer"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        srv = self.server
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        with srv.lock:
+            srv.requests += 1
+            if srv.requests <= srv.fail_first:
+                return self._send(503, {"error": "warming up (planted failure)"})
+            chat = self.path.endswith("/chat/completions")
+            if chat:
+                user = body["messages"][-1]["content"]
+                prompt = srv.backend.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                                   add_generation_prompt=True) \
+                    if srv.backend.has_chat_template else user
+            elif self.path.endswith("/completions"):
+                prompt = body["prompt"]
+            else:
+                return self._send(404, {"error": f"no route {self.path}"})
+            settings = GenerationSettings(max_new_tokens=int(body.get("max_tokens", 16)),
+                                          do_sample=float(body.get("temperature", 0)) > 0,
+                                          temperature=float(body.get("temperature", 1.0)) or 1.0,
+                                          top_p=float(body.get("top_p", 1.0)), seed=int(body.get("seed", 0)))
+            srv.backend.settings = settings
+            ans = srv.backend.generate([prompt])[0]
+        choice = {"index": 0, "finish_reason": ans.finish_reason}
+        choice.update({"message": {"role": "assistant", "content": ans.text}} if chat else {"text": ans.text})
+        self._send(200, {"object": "chat.completion" if chat else "text_completion", "model": body.get("model"),
+                         "choices": [choice],
+                         "usage": {"prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.new_tokens,
+                                   "total_tokens": (ans.prompt_tokens or 0) + (ans.new_tokens or 0)}})
+
+
+class LocalServer(ThreadingHTTPServer):
+    """Serve `backend` on 127.0.0.1:`port` (0: any free port) in a background thread."""
+
+    daemon_threads = True
+
+    def __init__(self, backend: TransformersBackend, port: int = 0, fail_first: int = 0):
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.backend, self.fail_first, self.requests = backend, fail_first, 0
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--port", type=int, default=8011)
+    args = ap.parse_args()
+    with LocalServer(TransformersBackend(args.model), args.port) as srv:
+        print(f"serving {args.model} at {srv.url}/v1 (Ctrl-C to stop)", flush=True)
+        srv._thread.join()
+
+
+if __name__ == "__main__":
+    main()

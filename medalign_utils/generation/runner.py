@@ -1,0 +1,230 @@
+"""Resumable generation runs: one JSONL line per finished item, nothing lost, nothing twice.
+
+Each item is keyed by (instruction_id, system, strategy, context, prompt hash). Finished items are
+appended a batch at a time, flushed and fsynced; a rerun skips every key already answered, so a
+run killed with SIGKILL loses at most the batch in flight. A half-written last line (the kill
+landing mid-write) is cut off before anything is appended. An item that fails is recorded with its
+error and the run goes on; a rerun tries it again (`retry_errors`), and `read_results` keeps one
+record per key, the latest answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from ..provenance import package_versions
+from .backends import Answer
+
+KEY_FIELDS = ("instruction_id", "system", "strategy", "context", "prompt_hash")
+
+
+def prompt_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", errors="replace"), digest_size=12).hexdigest()
+
+
+def item_key(rec: dict) -> str:
+    return "|".join(str(rec[k]) for k in KEY_FIELDS)
+
+
+class ResultStore:
+    """The JSONL file of a run: repairs a torn last line, knows which keys are done, appends
+    durably."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.repaired_bytes = self._repair()
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+        for rec in self._records():
+            (self.failed if rec.get("error") else self.done).add(item_key(rec))
+        self.failed -= self.done
+
+    def _repair(self) -> int:
+        """Cut an incomplete last line (no newline, or not JSON) left by a killed writer."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return 0
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            tail = data[end:]
+            if tail:
+                f.truncate(end)
+                f.flush()
+                os.fsync(f.fileno())
+            return len(tail)
+
+    def _records(self):
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # cannot happen after _repair, but never fatal
+
+    def append(self, records: list[dict]) -> None:
+        if not records:
+            return
+        payload = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        for r in records:
+            k = item_key(r)
+            if r.get("error"):
+                self.failed.add(k)
+            else:
+                self.done.add(k)
+                self.failed.discard(k)
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """A run's records, one per key (the latest answer; an error only where no answer exists)."""
+    store = ResultStore(path)
+    recs = list(store._records())
+    if not recs:
+        return pd.DataFrame(columns=[*KEY_FIELDS, "answer", "error"])
+    df = pd.DataFrame(recs)
+    df["_ok"] = df["error"].isna()
+    df["_order"] = range(len(df))
+    df = df.sort_values(["_ok", "_order"]).drop_duplicates([*KEY_FIELDS], keep="last")
+    return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
+
+
+def run_generation(items: pd.DataFrame, backend, out_path: str | Path, system: str, prompt_column: str = "prompt",
+                   commit_every: int | None = None, progress: bool = True, retry_errors: bool = True,
+                   data_fingerprint: str = "", extra: dict | None = None) -> dict:
+    """Answer every item (columns instruction_id, strategy, context and the prompt column) not yet in
+    `out_path`. Returns counts: done_before, generated, failed, seconds, tokens_per_s."""
+    from tqdm import tqdm
+
+    store = ResultStore(out_path)
+    items = items.copy()
+    items["prompt_hash"] = items[prompt_column].map(prompt_hash)
+    items["system"] = system
+    keys = items.apply(lambda r: item_key(r), axis=1)
+    skip = store.done | (set() if retry_errors else store.failed)
+    todo = items[~keys.isin(skip)]
+    done_before = len(items) - len(todo)
+    # Commit a batch at a time, prompts of similar length together (the backend batches the same way).
+    size = commit_every or getattr(backend, "batch_size", 8)
+    todo = todo.assign(_len=todo[prompt_column].str.len()).sort_values("_len", kind="stable")
+    desc = backend.describe()
+    settings = getattr(backend, "settings", None)
+    versions = {k: v for k, v in package_versions(("torch", "transformers", "medalign-suite")).items()}
+    n_new = n_failed = tokens = 0
+    t_start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"generating ({system})", unit="item", disable=not progress)
+    for start in range(0, len(todo), size):
+        chunk = todo.iloc[start:start + size]
+        prompts = chunk[prompt_column].tolist()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            answers = backend.generate(prompts)
+        except Exception:
+            answers = []
+            for p in prompts:  # one bad item must not sink its batch
+                try:
+                    answers.append(backend.generate([p])[0])
+                except Exception as err:
+                    answers.append(Answer("", error=f"{type(err).__name__}: {err}"[:500]))
+        records = []
+        for row, ans in zip(chunk.itertuples(index=False), answers):
+            rec = {"instruction_id": row.instruction_id, "system": system, "strategy": row.strategy,
+                   "context": int(row.context), "prompt_hash": row.prompt_hash, "answer": ans.text, "error": ans.error,
+                   "finish_reason": ans.finish_reason, "prompt_tokens": ans.prompt_tokens, "new_tokens": ans.new_tokens,
+                   "seconds": round(ans.seconds, 4), "attempts": ans.attempts, "started": started,
+                   "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": desc,
+                   "settings": settings.to_dict() if settings else None, "versions": versions,
+                   "data_fingerprint": data_fingerprint, **(extra or {})}
+            records.append(rec)
+            n_failed += ans.error is not None
+            n_new += ans.error is None
+            tokens += ans.new_tokens or 0
+        store.append(records)
+        bar.update(len(chunk))
+    bar.close()
+    seconds = time.perf_counter() - t_start
+    return {"done_before": done_before, "generated": n_new, "failed": n_failed, "seconds": seconds,
+            "new_tokens": tokens, "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+            "repaired_bytes": store.repaired_bytes}
+
+
+def run_refinement(items: pd.DataFrame, backend, out_path: str | Path, system: str, first_template, refine_template,
+                   tokenizer=None, use_chat_template: bool = True, progress: bool = True, data_fingerprint: str = "") -> dict:
+    """The paper's multi-step refinement (MR). `items` has instruction_id, question, context and
+    `chunks` (the record's chunks, earliest first). Step 0 answers from the first chunk; each next
+    step shows the next chunk and the previous answer and asks to update it if appropriate or keep
+    it. All instructions at the same step are generated together. The final answer is recorded with
+    every intermediate one, under strategy 'mr_chunks'."""
+    from tqdm import tqdm
+
+    store = ResultStore(out_path)
+    rows = []
+    for r in items.itertuples(index=False):
+        chunks = list(r.chunks)
+        rows.append({"iid": r.instruction_id, "q": r.question, "ctx": int(r.context), "chunks": chunks,
+                     "hash": prompt_hash(r.question + "".join(chunks)), "answers": []})
+    rows = [r for r in rows if item_key({"instruction_id": r["iid"], "system": system, "strategy": "mr_chunks",
+                                         "context": r["ctx"], "prompt_hash": r["hash"]}) not in store.done]
+    steps = max((len(r["chunks"]) for r in rows), default=0)
+    t0 = time.perf_counter()
+    for step in tqdm(range(steps), desc=f"refinement steps ({system})", disable=not progress):
+        active = [r for r in rows if step < len(r["chunks"])]
+        prompts = []
+        for r in active:
+            if step == 0:
+                pre, suf = first_template.parts(tokenizer, use_chat_template, question=r["q"])
+            else:
+                pre, suf = refine_template.parts(tokenizer, use_chat_template, question=r["q"],
+                                                 previous_answer=r["answers"][-1])
+            prompts.append(pre + r["chunks"][step] + suf)
+        for r, ans in zip(active, backend.generate(prompts)):
+            r["answers"].append(ans.text if not ans.error else r["answers"][-1] if r["answers"] else "")
+            r.setdefault("errors", []).append(ans.error)
+            r["tokens"] = r.get("tokens", 0) + (ans.new_tokens or 0)
+    records = [{"instruction_id": r["iid"], "system": system, "strategy": "mr_chunks", "context": r["ctx"],
+                "prompt_hash": r["hash"], "answer": r["answers"][-1] if r["answers"] else "",
+                "error": next((e for e in r.get("errors", []) if e), None) if not r["answers"] else None,
+                "steps": len(r["answers"]), "intermediate_answers": r["answers"][:-1], "new_tokens": r.get("tokens", 0),
+                "model": backend.describe(), "settings": backend.settings.to_dict(), "data_fingerprint": data_fingerprint,
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")} for r in rows]
+    store.append(records)
+    return {"generated": len(records), "steps": steps, "seconds": time.perf_counter() - t0}
+
+
+def run_extractive(release, instructions: pd.DataFrame, out_path: str | Path, baseline=None, progress: bool = True) -> dict:
+    """The model-free BM25 extractive baseline over the whole record, recorded like a system."""
+    from tqdm import tqdm
+
+    from .backends import ExtractiveBaseline
+
+    baseline = baseline or ExtractiveBaseline()
+    store = ResultStore(out_path)
+    records = []
+    for pid, part in tqdm(list(instructions.groupby("person_id")), desc="extractive baseline", disable=not progress):
+        if pid not in release.ehr_files:
+            continue
+        text = release.ehr_text(pid)
+        for iid, q in zip(part.instruction_id, part.question.fillna("")):
+            rec = {"instruction_id": iid, "system": "bm25_extractive", "strategy": "whole_record", "context": 0,
+                   "prompt_hash": prompt_hash(q)}
+            if item_key(rec) in store.done:
+                continue
+            ans = baseline.answer(text, q)
+            records.append({**rec, "answer": ans.text, "error": ans.error, "new_tokens": ans.new_tokens,
+                            "seconds": ans.seconds, "model": baseline.describe(), "settings": None})
+    store.append(records)
+    return {"generated": len(records)}
