@@ -498,7 +498,7 @@ def reference_value(kind: str, reference: str) -> str | None:
     elif kind == "egfr_stage":
         m = re.search(r"stage (G\w+)", reference)
     elif kind in ("last_visit", "first_diagnosis"):
-        m = _DATE.search(reference)
+        m = re.search(r"(\d{4}-\d{2}-\d{2})", reference)
     elif kind == "smoking":
         m = re.search(r"as (never smoker|former smoker|current every day smoker)", reference)
     elif kind == "demographics":

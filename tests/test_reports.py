@@ -148,3 +148,22 @@ def test_rendered_pages_in_headless_chromium(suite_run, tmp_path):
     subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 50_000
+
+
+def test_every_parameters_cell_parses_for_papermill():
+    import papermill
+
+    from medalign_utils.reports import declared_parameters
+
+    for nb in sorted((REPO / "notebooks").glob("[0-9]*.ipynb")):
+        declared = declared_parameters(nb)
+        assert declared, f"{nb.name} has no cell tagged 'parameters'"
+        # papermill silently drops a parameter line it cannot parse (an apostrophe in a comment, say).
+        assert set(papermill.inspect_notebook(str(nb))) == declared, nb.name
+        assert "data_dir" in declared and "progress" in declared
+
+
+def test_notebooks_are_committed_without_outputs():
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(str(nb), as_version=4).cells:
+            assert not cell.get("outputs") and not cell.get("execution_count"), nb.name

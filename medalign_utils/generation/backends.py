@@ -20,6 +20,7 @@ class GenerationSettings:
     """Decoding settings, recorded with every answer. Greedy by default, 256 new tokens (the paper)."""
 
     max_new_tokens: int = 256
+    min_new_tokens: int = 0  # > 0 forces that many tokens (benchmarks); 0 stops at end-of-sequence
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
@@ -55,9 +56,12 @@ class TransformersBackend:
     kind = "transformers"
 
     def __init__(self, model_path: str | Path, settings: GenerationSettings = GenerationSettings(), batch_size: int = 8,
-                 device: str | None = None, dtype: str | None = None):
+                 device: str | None = None, dtype: str | None = None, random_weights: bool = False):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the suite shows its own progress
 
         self.model_path = str(model_path)
         self.settings, self.batch_size = settings, batch_size
@@ -67,8 +71,14 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True, dtype=torch_dtype)
+        if random_weights:  # the architecture only: for throughput where the weights cannot travel
+            torch.manual_seed(settings.seed)
+            config = AutoConfig.from_pretrained(self.model_path, local_files_only=True)
+            self.model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True, dtype=torch_dtype)
         self.model.eval().to(self.device)
+        self.random_weights = random_weights
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self._weights_hash = None
 
@@ -76,7 +86,7 @@ class TransformersBackend:
         from ..models import weights_hash
 
         if self._weights_hash is None:
-            self._weights_hash = weights_hash(self.model_path)
+            self._weights_hash = "random-init" if self.random_weights else weights_hash(self.model_path)
         return {"backend": self.kind, "model_path": self.model_path, "weights_hash": self._weights_hash,
                 "device": self.device, "dtype": str(self.model.dtype).replace("torch.", ""), "batch_size": self.batch_size}
 
@@ -128,6 +138,8 @@ class TransformersBackend:
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids], device=self.device)
         torch.manual_seed(s.seed)
         kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, pad_token_id=pad)
+        if s.min_new_tokens:
+            kwargs["min_new_tokens"] = s.min_new_tokens
         if s.do_sample:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         else:
