@@ -480,31 +480,21 @@ def write_baseline(baseline: dict, path: Path = BASELINE_FILE, note: str = "") -
 
 _NUM = re.compile(r"[-+]?\d+(?:\.\d+)?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-GRADABLE_KINDS = {"latest_lab", "first_lab", "latest_bp", "bmi", "egfr_stage", "last_visit", "first_diagnosis",
-                  "smoking", "demographics", "last_procedure"}
+# The value each auto-gradable kind of synthetic instruction must state, as written in its reference.
+_VALUE_PATTERNS = {
+    "latest_lab": r" was ([-\d.]+) ", "first_lab": r" was ([-\d.]+) ", "latest_bp": r"(\d+/\d+)",
+    "bmi": r"BMI is ([\d.]+)", "egfr_stage": r"stage (G\w+)", "last_visit": r"(\d{4}-\d{2}-\d{2})",
+    "first_diagnosis": r"(\d{4}-\d{2}-\d{2})", "smoking": r"as (never smoker|former smoker|current every day smoker)",
+    "demographics": r"(\d+)-year-old", "last_procedure": r"showed (.+?)\.$",
+}
+GRADABLE_KINDS = set(_VALUE_PATTERNS)
 
 
 def reference_value(kind: str, reference: str) -> str | None:
     """The value an answer must state for the synthetic instruction kinds whose reference is a value
     from the record (None for kinds that are not auto-gradable: summaries, plans, translations)."""
-    if kind not in GRADABLE_KINDS:
-        return None
-    if kind in ("latest_lab", "first_lab"):
-        m = re.search(r" was ([-\d.]+) ", reference)
-    elif kind == "latest_bp":
-        m = re.search(r"(\d+/\d+)", reference)
-    elif kind == "bmi":
-        m = re.search(r"BMI is ([\d.]+)", reference)
-    elif kind == "egfr_stage":
-        m = re.search(r"stage (G\w+)", reference)
-    elif kind in ("last_visit", "first_diagnosis"):
-        m = re.search(r"(\d{4}-\d{2}-\d{2})", reference)
-    elif kind == "smoking":
-        m = re.search(r"as (never smoker|former smoker|current every day smoker)", reference)
-    elif kind == "demographics":
-        m = re.search(r"(\d+)-year-old", reference)
-    else:  # last_procedure
-        m = re.search(r"showed (.+?)\.$", reference)
+    pattern = _VALUE_PATTERNS.get(kind)
+    m = re.search(pattern, reference) if pattern else None
     return m.group(1) if m else None
 
 

@@ -186,3 +186,15 @@ def test_table4_cli(gold_cohort, capsys):
     assert {"metric", "mean_tau", "ci_low", "ci_high", "n_instructions", "n_excluded"} <= set(df.columns)
     assert set(df.metric) == {"rougeL", "chrf++", "bleu"} and (df.n_instructions > 250).all()
     assert df.signature.str.contains("sacrebleu").any()
+
+
+def test_auto_grading_of_value_answers():
+    from medalign_utils.metrics import reference_value, value_match
+
+    ref = "The most recent hemoglobin A1c was 7.2 %, on 2021-03-04."
+    assert reference_value("latest_lab", ref) == "7.2"
+    assert value_match("A1c: 7.20 percent", "7.2") and not value_match("A1c 7.3", "7.2")
+    assert reference_value("latest_bp", "The last recorded blood pressure was 128/80 mm Hg on 2020-01-02.") == "128/80"
+    assert reference_value("smoking", "Smoking status is documented as former smoker (last on 2020-01-02).") == "former smoker"
+    assert value_match("She is a Former Smoker.", "former smoker")
+    assert reference_value("plan", "Per the progress note: continue metformin.") is None

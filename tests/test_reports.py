@@ -18,12 +18,25 @@ from medalign_utils.reports import SensitiveIndex, index_html, run_suite
 
 def write_config(path: Path, data: Path, **extra) -> Path:
     cfg = {"data_dir": str(data), "synthetic": {"generate_if_missing": False}, "share_safe": True, "seed": 0,
-           "tokenizers": ["cl100k"], "context_lengths": [2048, 8192, 32768], "n_resamples": 200, "progress": False,
-           "notebooks": {"03_model_generation": {"max_items": 4, "max_new_tokens": 8, "generation_contexts": [1024],
-                                                 "model": "tiny"}}}
+           "tokenizers": ["cl100k", "smollm2"], "context_lengths": [2048, 8192, 32768], "n_resamples": 200,
+           "progress": False, "prompts_out": str(path.parent / "data" / "prompts.parquet"),
+           "prompts_path": str(path.parent / "data" / "prompts.parquet"),
+           "generations_path": str(path.parent / "data" / "generations.jsonl"),
+           "notebooks": {"02_context_truncation": {"export_contexts": [2048], "export_strategies": ["recent"]},
+                         "03_model_generation": {"max_items": 2, "max_new_tokens": 8, "generation_contexts": [2048],
+                                                 "generation_strategies": ["recent"]},
+                         "05_metric_correlation": {"metrics": ["rougeL", "chrf++", "bertscore", "comet"]}}}
     cfg.update(extra)
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def write_notebook(path: Path, source: str) -> None:
+    """A two-cell notebook: a parameters cell declaring data_dir, then `source`."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +77,7 @@ def test_failing_notebook_is_shown_and_stops_only_its_dependents(tmp_path, tiny_
     nbs.mkdir()
     for name, src in (("02_context_truncation", "raise RuntimeError('planted failure')"),
                       ("03_model_generation", "print('should not run')"), ("04_ok", "print('fine')")):
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
-                    nbformat.v4.new_code_cell(src)]
-        nbformat.write(nb, nbs / f"{name}.ipynb")
+        write_notebook(nbs / f"{name}.ipynb", src)
     out = tmp_path / "reports"
     ok = run_suite(config=write_config(tmp_path / "c.yaml", tiny_cohort), out=out, progress=False, notebooks_dir=nbs)
     assert not ok
@@ -86,17 +96,11 @@ def test_share_safe_scan_fails_the_run_on_a_leak(tmp_path, tiny_cohort):
     (real / "SYNTHETIC").unlink()  # now it counts as the real release
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    leak = nbformat.v4.new_notebook()
-    leak.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
-                  nbformat.v4.new_code_cell("from medalign_utils.release import load_release\n"
-                                            "ev = load_release(data_dir).events(progress=False)\n"
-                                            "print(ev[ev.event_type == 'note'].text.iloc[3])")]
-    nbformat.write(leak, nbs / "01_leaky.ipynb")
-    safe = nbformat.v4.new_notebook()
-    safe.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
-                  nbformat.v4.new_code_cell("from medalign_utils.release import load_release\n"
-                                            "print(len(load_release(data_dir).events(progress=False)))")]
-    nbformat.write(safe, nbs / "02_aggregate.ipynb")
+    write_notebook(nbs / "01_leaky.ipynb", "from medalign_utils.release import load_release\n"
+                                           "ev = load_release(data_dir).events(progress=False)\n"
+                                           "print(ev[ev.event_type == 'note'].text.iloc[3])")
+    write_notebook(nbs / "02_aggregate.ipynb", "from medalign_utils.release import load_release\n"
+                                               "print(len(load_release(data_dir).events(progress=False)))")
     out = tmp_path / "reports"
     ok = run_suite(config=write_config(tmp_path / "c.yaml", real), out=out, progress=False, notebooks_dir=nbs)
     assert not ok
