@@ -39,7 +39,6 @@ EVENT_COLUMNS = [
     "value", "value_num", "unit", "note_id", "note_type", "text", "provider_id", "care_site_id",
     "sourceline",
 ]
-_STRING_COLUMNS = [c for c in EVENT_COLUMNS if c not in ("encounter", "timestamp", "value_num", "sourceline")]
 _DICTIONARY_COLUMNS = ["person_id", "event_type", "vocabulary", "unit", "note_type"]
 
 EVENTS_SCHEMA = pa.schema(
@@ -407,8 +406,3 @@ def load_cached_events(summaries: dict[str, EHRSummary], columns: list[str] | No
 
 def empty_events() -> pd.DataFrame:
     return EVENTS_SCHEMA.empty_table().to_pandas()
-
-
-def events_frame(parsed: ParsedEHR) -> pd.DataFrame:
-    """A ParsedEHR's events as a pandas DataFrame."""
-    return parsed.events.to_pandas()

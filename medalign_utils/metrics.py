@@ -14,7 +14,6 @@ and comet (optional extra).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import re
@@ -506,7 +505,3 @@ def value_match(answer: str, value: str) -> bool:
         target = float(value)
         return any(abs(float(x) - target) < 1e-9 for x in _NUM.findall(answer))
     return value.lower() in answer.lower()
-
-
-def text_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
