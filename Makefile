@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: reports test venv clean-reports
+.PHONY: reports test lint data venv clean-reports
 
 venv: $(STAMP)
 
@@ -24,10 +24,18 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/medalign setup
 	touch $(STAMP)
 
+# The synthetic cohort, made explicitly (`medalign run` also makes it when the config says so).
+data: $(STAMP)
+	test -f data/synthetic/SYNTHETIC || $(BIN)/medalign synth data/synthetic
+
 reports: $(STAMP)
 	$(BIN)/medalign run
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean-reports:

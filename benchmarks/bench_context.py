@@ -59,8 +59,9 @@ def main() -> None:
                 counts = pretokenize(release.ehr_files, name, cache, workers=args.workers, progress=False)
             tok = load_tokenizer(name)
             with timed() as tg:
-                grid = build_prompt_grid(release, tok, CONTEXTS, strategies=["recent"], template=template,
-                                         cache_dir=cache, progress=False)
+                grid = build_prompt_grid(
+                    release, tok, CONTEXTS, strategies=["recent"], template=template, cache_dir=cache, progress=False
+                )
             assert (grid.prompt_tokens <= grid.target_tokens).all()
             results[name] = {"tokens": sum(counts.values()), "pass_s": tp["s"], "grid_s": tg["s"], "cells": len(grid)}
         rss = peak_rss_mb()

@@ -23,15 +23,17 @@ from _common import emit, peak_rss_mb
 
 from medalign_utils.generation.backends import GenerationSettings, TransformersBackend
 
-TEXT = ("Patient is a 67-year-old woman with a history of type 2 diabetes mellitus, essential hypertension and "
-        "hyperlipidemia. Current medications include metformin, lisinopril and atorvastatin. Vitals: blood pressure "
-        "142/88, heart rate 76, weight 81.2 kg. Labs notable for hemoglobin A1c 7.4 % and creatinine 1.10 mg/dL. "
-        "Plan: continue metformin and recheck hemoglobin A1c in 3 months; low sodium diet; repeat lipid panel. ")
+TEXT = (
+    "Patient is a 67-year-old woman with a history of type 2 diabetes mellitus, essential hypertension and "
+    "hyperlipidemia. Current medications include metformin, lisinopril and atorvastatin. Vitals: blood pressure "
+    "142/88, heart rate 76, weight 81.2 kg. Labs notable for hemoglobin A1c 7.4 % and creatinine 1.10 mg/dL. "
+    "Plan: continue metformin and recheck hemoglobin A1c in 3 months; low sodium diet; repeat lipid panel. "
+)
 
 
 def make_prompts(tokenizer, lengths: list[int]) -> list[str]:
     ids = tokenizer(TEXT * 200, add_special_tokens=False)["input_ids"]
-    return [tokenizer.decode(ids[i * 37: i * 37 + n]) for i, n in enumerate(lengths)]
+    return [tokenizer.decode(ids[i * 37 : i * 37 + n]) for i, n in enumerate(lengths)]
 
 
 def timed_generate(backend, prompts, batch_size: int):
@@ -58,7 +60,7 @@ def matmul_peak(device: str, dtype) -> float:
         a @ b
     if device != "cpu":
         torch.cuda.synchronize()
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def prefill_gflops(backend, prompts) -> tuple[float, float]:
@@ -102,8 +104,9 @@ def main() -> None:
     n_decode = 8 if args.quick else 32
     decode_lengths = rng.integers(64, 257, size=n_decode).tolist()
     settings = GenerationSettings(max_new_tokens=256, min_new_tokens=256)
-    backend = TransformersBackend(args.model, settings, device=args.device, dtype=args.dtype,
-                                  random_weights=args.random_weights)
+    backend = TransformersBackend(
+        args.model, settings, device=args.device, dtype=args.dtype, random_weights=args.random_weights
+    )
     emit("device", backend.device)
     emit("dtype", str(backend.model.dtype).replace("torch.", ""))
     emit("model", f"{args.model}{' (random weights)' if args.random_weights else ''}")
@@ -136,7 +139,7 @@ def main() -> None:
     emit("prefill_share_of_peak", gflops / peak, "{:.2f}")
     emit("peak_rss_mb", peak_rss_mb(children=False), "{:.0f}")
     if torch.cuda.is_available() and backend.device.startswith("cuda"):
-        emit("peak_gpu_mem_mb", torch.cuda.max_memory_allocated() / 2 ** 20, "{:.0f}")
+        emit("peak_gpu_mem_mb", torch.cuda.max_memory_allocated() / 2**20, "{:.0f}")
     emit("decode_heavy_speed_ratio", (bat_tok / bat_s) / (one_tok / one_s), "{:.2f}")
 
 

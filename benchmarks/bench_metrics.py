@@ -20,15 +20,19 @@ from _common import emit, peak_rss_mb, timed
 
 from medalign_utils import metrics as M
 from medalign_utils.models import minilm_path
-from medalign_utils.synthetic import _ROS, CohortSpec, make_cohort
 from medalign_utils.release import load_release
+from medalign_utils.synthetic import _ROS, CohortSpec, make_cohort
 
 
 def realistic_pairs(root: Path, seed: int = 0):
     release = load_release(root)
     mr = release.model_responses
     mr = mr[mr.annotator_num == "Annotator_1"]
-    refs = release.references[release.references.annotator_num == "Annotator_1"].set_index("instruction_id").clinician_response
+    refs = (
+        release.references[release.references.annotator_num == "Annotator_1"]
+        .set_index("instruction_id")
+        .clinician_response
+    )
     rng = np.random.default_rng(seed)
     pool = _ROS + [s for s in refs.tolist()]
     hyps, ref_lists = [], []
@@ -46,8 +50,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        spec = CohortSpec(patients=6, instructions=400, gold=303, multi_rated=0, seed=0, length_log_median=9.0,
-                          length_log_sigma=0.5, min_tokens=3000, max_tokens=30000)
+        spec = CohortSpec(
+            patients=6,
+            instructions=400,
+            gold=303,
+            multi_rated=0,
+            seed=0,
+            length_log_median=9.0,
+            length_log_sigma=0.5,
+            min_tokens=3000,
+            max_tokens=30000,
+        )
         make_cohort(tmp, spec, workers=1, progress=False)
         hyps, refs = realistic_pairs(Path(tmp))
     emit("pairs", len(hyps))

@@ -18,9 +18,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from _common import default_work_dir, emit, full_cohort, peak_rss_mb, timed
-
 import pandas as pd
+from _common import default_work_dir, emit, full_cohort, peak_rss_mb, timed
 
 from medalign_utils.release import load_release
 
@@ -37,8 +36,18 @@ def etree_baseline(files: list[Path]) -> int:
                 for ev in entry.iter("event"):
                     vocab, _, code = (ev.get("code") or "").partition("/")
                     text = ev.text or ""
-                    rows.append({"encounter": enc_i, "timestamp": ts, "event_type": ev.get("type"), "vocabulary": vocab,
-                                 "code": code, "description": ev.get("name"), "value": text, "unit": ev.get("unit", "")})
+                    rows.append(
+                        {
+                            "encounter": enc_i,
+                            "timestamp": ts,
+                            "event_type": ev.get("type"),
+                            "vocabulary": vocab,
+                            "code": code,
+                            "description": ev.get("name"),
+                            "value": text,
+                            "unit": ev.get("unit", ""),
+                        }
+                    )
         df = pd.DataFrame(rows)
         df["timestamp"] = pd.to_datetime(df["timestamp"], format="%Y-%m-%d %H:%M")
         total += len(df)

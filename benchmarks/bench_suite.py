@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _common import emit, timed
 
-from medalign_utils.reports import project_root, run_suite
+from medalign_utils.reports import run_suite
 
 
 def main() -> None:
@@ -27,15 +27,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="medalign-suite-"))
     if not args.keep_caches:
         os.environ["MEDALIGN_CACHE_DIR"] = str(work / "cache")  # parsed events and tokens from scratch
-    cfg = work / "config.yaml"
-    text = (project_root() / "configs" / "synthetic.yaml").read_text()
-    text = text.replace("data_dir: data/synthetic", f"data_dir: {work / 'synthetic'}")
-    for key in ("prompts_out", "prompts_path", "generations_path"):  # intermediate files in the work folder too
-        text = text.replace(f"{key}: data/", f"{key}: {work}/data/", 1)
-    cfg.write_text(text)
+    # The default config, with the cohort and intermediate files in the work folder.
+    overrides = {
+        "data_dir": str(work / "synthetic"),
+        "prompts_path": str(work / "data" / "prompts.parquet"),
+        "generations_path": str(work / "data" / "generations.jsonl"),
+    }
     try:
         with timed() as t:
-            ok = run_suite(config=cfg, out=work / "reports", progress=False)
+            ok = run_suite(overrides=overrides, out=work / "reports", progress=False)
         record = json.loads((work / "reports" / "run.json").read_text())
         for nb in record["notebooks"]:
             emit(f"{nb['name']}_s", nb["seconds"], "{:.1f}")

@@ -1,7 +1,8 @@
 """The `medalign` command: thin wrappers over the package's modules.
 
-Every command prints one clear line on bad input and exits non-zero; no traceback reaches the user
-unless MEDALIGN_DEBUG=1 is set.
+Every command prints results on stdout and one clear line on stderr for bad input, exiting
+non-zero; no traceback reaches the user unless MEDALIGN_DEBUG=1 is set. Every command takes
+`--quiet` (no progress bars or notes, only results and errors).
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-DEFAULT_SYNTHETIC_DIR = Path("data/synthetic")
-
 
 def _cmd_validate(args) -> int:
     from .problems import UnusableReleaseError
     from .release import validate_release
 
     try:
-        summary, problems = validate_release(args.dir, cache_dir=args.cache_dir, progress=args.progress)
+        summary, problems = validate_release(
+            args.dir, cache_dir=args.cache_dir, progress=args.progress and not args.quiet
+        )
     except UnusableReleaseError as err:
-        print(str(err.problem))
+        print(str(err.problem), file=sys.stderr)
         return 2
     for key, value in summary.items():
         print(f"{key}: {value}")
@@ -53,7 +54,8 @@ def _cmd_setup(args) -> int:
     from .models import install_wordnet
 
     status = install_wordnet()
-    print(f"wordnet: {status}")
+    if not args.quiet:
+        print(f"wordnet: {status}")
     return 0
 
 
@@ -62,9 +64,16 @@ def _cmd_table3(args) -> int:
     from .release import load_release
 
     release = load_release(args.dir)
-    table = table3(release.model_responses, combine=args.combine, n_resamples=args.resamples, seed=args.seed)
-    for p in table.attrs.get("problems", []):
-        print(str(p), file=sys.stderr)
+    table = table3(
+        release.model_responses,
+        combine=args.combine,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        bootstrap_unit=args.bootstrap_unit,
+    )
+    if not args.quiet:
+        for p in table.attrs.get("problems", []):
+            print(str(p), file=sys.stderr)
     table.to_csv(sys.stdout, index=False, float_format="%.4f")
     return 0
 
@@ -73,8 +82,16 @@ def _cmd_table4(args) -> int:
     from .correlation import table4_for_release
 
     metrics = args.metrics.split(",") if args.metrics else None
-    table = table4_for_release(args.dir, metrics=metrics, n_resamples=args.resamples, seed=args.seed,
-                               progress=not args.quiet)
+    table = table4_for_release(
+        args.dir,
+        metrics=metrics,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        combine=args.combine,
+        progress=not args.quiet,
+        preset=args.preset,
+        min_systems=args.min_systems,
+    )
     table.to_csv(sys.stdout, index=False, float_format="%.4f")
     return 0
 
@@ -82,16 +99,28 @@ def _cmd_table4(args) -> int:
 def _cmd_run(args) -> int:
     from .reports import run_suite
 
-    ok = run_suite(config=args.config, data=args.data, out=args.out, only=args.only, progress=not args.quiet)
+    overrides = {"data_dir": str(args.data)} if args.data else None
+    ok = run_suite(config=args.config, overrides=overrides, out=args.out, only=args.only, progress=not args.quiet)
     return 0 if ok else 1
 
 
 def _cmd_bench(args) -> int:
     import runpy
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.name}.py"
+    from .config import project_root
+
+    folder = project_root() / "benchmarks"
+    if not folder.is_dir():
+        print(
+            "error: `medalign bench` runs the scripts in benchmarks/ of a checkout of the suite's repository; "
+            f"none was found from {Path.cwd()} (run it inside a clone)",
+            file=sys.stderr,
+        )
+        return 2
+    script = folder / f"bench_{args.name}.py"
     if not script.exists():
-        print(f"error: no benchmark {args.name!r} ({script} is missing)")
+        known = ", ".join(sorted(p.stem.removeprefix("bench_") for p in folder.glob("bench_*.py")))
+        print(f"error: no benchmark {args.name!r} in {folder} (known: {known})", file=sys.stderr)
         return 2
     sys.path.insert(0, str(script.parent))
     sys.argv = [str(script), *args.rest]
@@ -107,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir")
     v.add_argument("--cache-dir", default=None, help="parquet cache of parsed EHRs (default ~/.cache/medalign)")
     v.add_argument("--progress", action="store_true")
+    v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=_cmd_validate)
 
     s = sub.add_parser("synth", help="write a synthetic cohort in the release's layout")
@@ -119,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_synth)
 
     st = sub.add_parser("setup", help="install offline resources (WordNet for METEOR)")
+    st.add_argument("--quiet", action="store_true")
     st.set_defaults(func=_cmd_setup)
 
     t3 = sub.add_parser("table3", help="print Table 3 (clinician labels) of a release as CSV")
@@ -126,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     t3.add_argument("--combine", choices=["primary", "majority", "mean"], default="primary")
     t3.add_argument("--resamples", type=int, default=2000)
     t3.add_argument("--seed", type=int, default=0)
+    t3.add_argument(
+        "--bootstrap-unit",
+        choices=["instruction", "patient"],
+        default="instruction",
+        help="resample instructions (the paper's unit) or whole patients (instructions share records)",
+    )
+    t3.add_argument("--quiet", action="store_true")
     t3.set_defaults(func=_cmd_table3)
 
     t4 = sub.add_parser("table4", help="print Table 4 (metric-clinician correlation) of a release as CSV")
@@ -133,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     t4.add_argument("--metrics", default=None, help="comma-separated, e.g. rougeL,bleu,chrf++")
     t4.add_argument("--resamples", type=int, default=2000)
     t4.add_argument("--seed", type=int, default=0)
+    t4.add_argument("--combine", choices=["primary", "majority", "mean"], default="primary")
+    t4.add_argument("--preset", choices=["paper", "suite"], default="paper", help="metric settings (metrics.PRESETS)")
+    t4.add_argument(
+        "--min-systems", type=int, default=2, help="keep instructions with at least this many labelled systems"
+    )
     t4.add_argument("--quiet", action="store_true")
     t4.set_defaults(func=_cmd_table4)
 
@@ -146,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run a benchmark in benchmarks/ (parse, context, generate, metrics, synth, suite)")
     b.add_argument("name")
+    b.add_argument(
+        "--quiet", action="store_true", help="accepted for symmetry; benchmarks print only name: value lines"
+    )
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_cmd_bench)
     return p
@@ -156,12 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted")
+        print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # the CLI's promise: one line, never a bare traceback
         if os.environ.get("MEDALIGN_DEBUG"):
             raise
-        print(f"error: {type(err).__name__}: {err}")
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
 
 

@@ -41,7 +41,9 @@ def cohort_summary(cohort: pd.DataFrame) -> pd.DataFrame:
 def events_per_type(events: pd.DataFrame) -> pd.DataFrame:
     """Events of each type: total, share, and per patient (median, max)."""
     counts = events.groupby(["person_id", "event_type"], observed=True).size().rename("n").reset_index()
-    per = counts.groupby("event_type", observed=True).n.agg(total="sum", per_patient_median="median", per_patient_max="max")
+    per = counts.groupby("event_type", observed=True).n.agg(
+        total="sum", per_patient_median="median", per_patient_max="max"
+    )
     per["share_pct"] = 100 * per.total / per.total.sum()
     return per.sort_values("total", ascending=False)
 
@@ -51,21 +53,28 @@ def notes_per_type(events: pd.DataFrame) -> pd.DataFrame:
     notes = events[events.event_type == "note"]
     if notes.empty:
         return pd.DataFrame(columns=["n", "patients", "median_chars"])
-    return (notes.assign(chars=notes.text.str.len())
-            .groupby("note_type", observed=True)
-            .agg(n=("text", "size"), patients=("person_id", "nunique"), median_chars=("chars", "median"))
-            .sort_values("n", ascending=False))
+    return (
+        notes.assign(chars=notes.text.str.len())
+        .groupby("note_type", observed=True)
+        .agg(n=("text", "size"), patients=("person_id", "nunique"), median_chars=("chars", "median"))
+        .sort_values("n", ascending=False)
+    )
 
 
-def fit_shares(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENGTHS,
-               reserve: int = 0) -> pd.DataFrame:
+def fit_shares(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENGTHS, reserve: int = 0) -> pd.DataFrame:
     """Share (%) of records that fit entirely in each context length, per tokenizer. `reserve`
     subtracts what the prompt and the answer need (0: the record alone, as the paper counted)."""
     rows = []
     for tok, part in token_counts.groupby("tokenizer"):
         for c in context_lengths:
-            rows.append({"tokenizer": tok, "context": c, "fit_pct": 100 * float(np.mean(part.n_tokens <= c - reserve)),
-                         "n_records": len(part)})
+            rows.append(
+                {
+                    "tokenizer": tok,
+                    "context": c,
+                    "fit_pct": 100 * float(np.mean(part.n_tokens <= c - reserve)),
+                    "n_records": len(part),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -74,8 +83,14 @@ def share_visible(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENG
     rows = []
     for _, r in token_counts.iterrows():
         for c in context_lengths:
-            rows.append({"person_id": r.person_id, "tokenizer": r.tokenizer, "context": c,
-                         "visible_pct": 100 * min(1.0, c / max(r.n_tokens, 1))})
+            rows.append(
+                {
+                    "person_id": r.person_id,
+                    "tokenizer": r.tokenizer,
+                    "context": c,
+                    "visible_pct": 100 * min(1.0, c / max(r.n_tokens, 1)),
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -27,22 +27,23 @@ the prompt's parts join are encoded again.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .tokenization import Tokenizer, TokenizedText
+from .retrieval import BM25Index, plain_text
+from .tokenization import TokenizedText, Tokenizer
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES / "medalign_prompt.txt"
 REFINE_TEMPLATE = TEMPLATES / "medalign_refine.txt"
-STRATEGIES = ("recent", "oldest", "notes_only", "codes_only", "retrieval", "mr_chunks", "two_pass", "drop_if_too_long")
-_SAFE_LINE = re.compile(r"\n(?=<)")  # a newline before an element: both tokenizers split there
 _ENCOUNTER = re.compile(r"<(encounter|visit)\b.*?</\1>", re.S)
 
 
 # ------------------------------------------------------------------ templates and budget
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -52,7 +53,7 @@ class PromptTemplate:
     name: str = "medalign"
 
     @classmethod
-    def from_file(cls, path: str | Path = DEFAULT_TEMPLATE) -> "PromptTemplate":
+    def from_file(cls, path: str | Path = DEFAULT_TEMPLATE) -> PromptTemplate:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"prompt template {path} does not exist")
@@ -60,6 +61,18 @@ class PromptTemplate:
         if "{ehr}" not in text:
             raise ValueError(f"prompt template {path} has no {{ehr}} field")
         return cls(text, path.stem)
+
+    def parse(self, prompt: str) -> dict[str, str] | None:
+        """The fields of a prompt rendered from this template without a chat template (a
+        `user_message`), or None when the prompt does not have the template's shape."""
+        pattern, names = "", []
+        for literal, name, _, _ in string.Formatter().parse(self.text):
+            pattern += re.escape(literal)
+            if name:
+                pattern += f"(?P<{name}>.*)" if name == "ehr" else f"(?P<{name}>.*?)"
+                names.append(name)
+        m = re.fullmatch(pattern, prompt, flags=re.S)
+        return m.groupdict() if m else None
 
     def render(self, ehr: str = "", **fields) -> str:
         return self.text.replace("{ehr}", "\x00EHR\x00").format(**fields).replace("\x00EHR\x00", ehr)
@@ -79,19 +92,30 @@ class BudgetError(ValueError):
     """The context cannot hold the template, the instruction and the generation reserve."""
 
 
-def ehr_budget(tokenizer: Tokenizer, context_length: int, question: str, template: PromptTemplate,
-               reserve: int = 256, use_chat_template: bool = True) -> int:
-    """EHR tokens available: context - reserve - tokens of the prompt with an empty EHR."""
-    prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
+def ehr_budget(
+    tokenizer: Tokenizer,
+    context_length: int,
+    question: str,
+    template: PromptTemplate,
+    reserve: int = 256,
+    use_chat_template: bool = True,
+    parts: tuple[str, str] | None = None,
+) -> int:
+    """EHR tokens available: context - reserve - tokens of the prompt with an empty EHR. `parts`
+    (the template's prefix and suffix for this question) saves rebuilding them."""
+    prefix, suffix = parts or template.parts(tokenizer, use_chat_template, question=question)
     overhead = tokenizer.count(prefix + suffix)
     budget = context_length - reserve - overhead
     if budget <= 0:
-        raise BudgetError(f"context {context_length} cannot hold the prompt ({overhead} tokens with this instruction) "
-                          f"and the {reserve}-token generation reserve")
+        raise BudgetError(
+            f"context {context_length} cannot hold the prompt ({overhead} tokens with this instruction) "
+            f"and the {reserve}-token generation reserve"
+        )
     return budget
 
 
 # ------------------------------------------------------------------ a record with its tokens
+
 
 @dataclass
 class Record:
@@ -109,8 +133,11 @@ class Record:
         if len(offs) == 0:
             self._safe_chars, self._safe_tokens = np.zeros(0, np.int64), np.zeros(0, np.int64)
             return
-        codes = (np.frombuffer(self.text.encode("ascii"), dtype=np.uint8) if self.text.isascii()
-                 else np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32))
+        codes = (
+            np.frombuffer(self.text.encode("ascii"), dtype=np.uint8)
+            if self.text.isascii()
+            else np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
+        )
         safe = (offs > 0) & (codes[offs] == ord("<")) & (codes[np.maximum(offs - 1, 0)] == ord("\n"))
         idx = np.flatnonzero(safe)
         self._safe_chars, self._safe_tokens = offs[idx].astype(np.int64), idx.astype(np.int64)
@@ -164,12 +191,13 @@ def count_prompt(tokenizer: Tokenizer, prefix: str, record: Record, spans: list[
         if head is None or tail is None or head[0] > tail[0] or head[0] >= b:
             pending += record.text[a:b]
             continue
-        total += tokenizer.count(pending + record.text[a:head[0]]) + (tail[1] - head[1])
-        pending = record.text[tail[0]:b]
+        total += tokenizer.count(pending + record.text[a : head[0]]) + (tail[1] - head[1])
+        pending = record.text[tail[0] : b]
     return total + tokenizer.count(pending + suffix)
 
 
 # ------------------------------------------------------------------ strategies
+
 
 @dataclass
 class EHRView:
@@ -181,18 +209,34 @@ class EHRView:
     base: str  # "record", "notes_only" or "codes_only": which text the spans index
     prompt_tokens: int | None = None
     dropped: bool = False
-    chunks: list[str] | None = None  # mr_chunks only
+    n_chunks: int | None = None  # mr_chunks only
 
 
-def fit_recent(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, base: str = "record",
-               full_total: int | None = None) -> EHRView:
+def _whole_record(tokenizer, record: Record, prefix, suffix, target: int, full_total: int | None, base: str = "record"):
+    """(prompt tokens with the whole record, the whole-record view when it fits the target else None)."""
+    if full_total is None:
+        full_total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+    return full_total, (
+        EHRView(record.text, [(0, len(record.text))], base, full_total) if full_total <= target else None
+    )
+
+
+def fit_recent(
+    tokenizer: Tokenizer,
+    record: Record,
+    prefix: str,
+    suffix: str,
+    target: int,
+    base: str = "record",
+    full_total: int | None = None,
+) -> EHRView:
     """The paper's truncation: keep the most recent tokens so that the whole prompt has `target`
     tokens (context - reserve), or fewer when the record is shorter. `full_total` (the prompt's
     tokens with the whole record) saves a count when the caller has it."""
     n = record.n_tokens
-    total = full_total if full_total is not None else count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
-    if total <= target:
-        return EHRView(record.text, [(0, len(record.text))], base, total)
+    total, whole = _whole_record(tokenizer, record, prefix, suffix, target, full_total, base)
+    if whole:
+        return whole
     overhead = tokenizer.count(prefix + suffix)
     k = record.next_char_start(max(0, n - (target - overhead)))
     for _ in range(8):  # joins can add or save a token or two: settle by exact recounts
@@ -212,12 +256,13 @@ def fit_recent(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, t
     return EHRView(record.text[start:], [(start, len(record.text))], base, total)
 
 
-def fit_oldest(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int,
-               full_total: int | None = None) -> EHRView:
+def fit_oldest(
+    tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, full_total: int | None = None
+) -> EHRView:
     """Keep the earliest tokens (the opposite of the paper's choice)."""
-    total = full_total if full_total is not None else count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
-    if total <= target:
-        return EHRView(record.text, [(0, len(record.text))], "record", total)
+    total, whole = _whole_record(tokenizer, record, prefix, suffix, target, full_total)
+    if whole:
+        return whole
     overhead = tokenizer.count(prefix + suffix)
     k = record.prev_char_start(min(record.n_tokens - 1, target - overhead))
     for _ in range(8):
@@ -235,42 +280,33 @@ def encounter_spans(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in _ENCOUNTER.finditer(text)]
 
 
-class EncounterIndex:
-    """BM25 (bm25s) over one record's encounters, built once per record and queried per instruction."""
+class EncounterIndex(BM25Index):
+    """BM25 over one record's encounters, built once per record and queried per instruction."""
 
     def __init__(self, text: str):
-        import bm25s
-
         self.spans = encounter_spans(text) or [(0, len(text))]
-        docs = [_plain(text[a:b]) for a, b in self.spans]
-        self._bm25 = bm25s.BM25()
-        self._bm25.index(bm25s.tokenize(docs, stopwords="en", show_progress=False), show_progress=False)
-
-    def scores(self, query: str) -> np.ndarray:
-        import bm25s
-
-        q = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
-        if not q:
-            return np.zeros(len(self.spans))
-        return np.asarray(self._bm25.get_scores(q), dtype=float)
+        super().__init__([plain_text(text[a:b]) for a, b in self.spans])
 
 
-def _plain(xml: str) -> str:
-    """Record text without markup, for BM25 (attribute values such as names and codes are kept)."""
-    return re.sub(r"[<>=/\"]+", " ", xml)
-
-
-def fit_retrieval(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, question: str,
-                  index: EncounterIndex | None = None, full_total: int | None = None) -> EHRView:
+def fit_retrieval(
+    tokenizer: Tokenizer,
+    record: Record,
+    prefix: str,
+    suffix: str,
+    target: int,
+    question: str,
+    index: EncounterIndex | None = None,
+    full_total: int | None = None,
+) -> EHRView:
     """Fill the budget with the encounters BM25 ranks best for the instruction, in time order."""
-    total = full_total if full_total is not None else count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
-    if total <= target:
-        return EHRView(record.text, [(0, len(record.text))], "record", total)
+    total, whole = _whole_record(tokenizer, record, prefix, suffix, target, full_total)
+    if whole:
+        return whole
     index = index or EncounterIndex(record.text)
     overhead = tokenizer.count(prefix + suffix)
     room = target - overhead
     # Each encounter with the newline after it: consecutive pieces then join at safe line starts.
-    spans = [(a, b + 1 if record.text[b:b + 1] == "\n" else b) for a, b in index.spans]
+    spans = [(a, b + 1 if record.text[b : b + 1] == "\n" else b) for a, b in index.spans]
     sizes = [record.token_at_char(b) - record.token_at_char(a) for a, b in spans]
     order = np.argsort(-index.scores(question), kind="stable")
     chosen, used = [], 0
@@ -283,7 +319,7 @@ def fit_retrieval(tokenizer: Tokenizer, record: Record, prefix: str, suffix: str
     while total > target and chosen:  # rare: the joins cost a token or two more than counted
         chosen.pop(int(np.argmin([sizes[i] for i in chosen])))
         total = count_prompt(tokenizer, prefix, record, [spans[i] for i in chosen], suffix)
-    text = "".join(record.text[spans[i][0]:spans[i][1]] for i in chosen)
+    text = "".join(record.text[spans[i][0] : spans[i][1]] for i in chosen)
     return EHRView(text, [spans[i] for i in chosen], "record", total)
 
 
@@ -306,6 +342,7 @@ def mr_chunks(record: Record, chunk_tokens: int = 30_000) -> list[tuple[int, int
 
 # ------------------------------------------------------------------ views of a record
 
+
 def record_view(text: str, keep: str) -> str:
     """The record with only its notes (`keep='notes'`) or only its coded events (`keep='codes'`);
     entries left empty are dropped, the rest of the structure is kept."""
@@ -314,7 +351,7 @@ def record_view(text: str, keep: str) -> str:
     if "<eventstream" in text[:2000]:
         events = re.compile(r'<event\b[^>]*?type="([^"]*)"[^>]*?(?:/>|>.*?</event>)\n?', re.S)
         out = events.sub(lambda m: m.group(0) if (m.group(1) == "note") == (keep == "notes") else "", text)
-        return re.sub(r'<entry\b[^>]*>\s*</entry>\n?', "", out)
+        return re.sub(r"<entry\b[^>]*>\s*</entry>\n?", "", out)
     # Paper-era: notes are <note>, codes are <code> inside their table elements.
     if keep == "notes":
         out = re.sub(r"<code>.*?</code>\s*", "", text, flags=re.S)
@@ -349,8 +386,9 @@ def locate_evidence(text: str, items: list[str]) -> list[list[int]]:
     low = None
     for item in items:
         if _TS.fullmatch(item):
-            pos = [m.start() for m in re.finditer(re.escape(f'timestamp="{item}'), text)] or \
-                  [m.start() for m in re.finditer(re.escape(item), text)]
+            pos = [m.start() for m in re.finditer(re.escape(f'timestamp="{item}'), text)] or [
+                m.start() for m in re.finditer(re.escape(item), text)
+            ]
         else:
             if low is None:
                 low = text.lower()
@@ -360,8 +398,9 @@ def locate_evidence(text: str, items: list[str]) -> list[list[int]]:
     return out
 
 
-def evidence_retained(positions: list[list[int]], spans: list[tuple[int, int]],
-                      in_record: list[list[int]] | None = None) -> float | None:
+def evidence_retained(
+    positions: list[list[int]], spans: list[tuple[int, int]], in_record: list[list[int]] | None = None
+) -> float | None:
     """Share of the evidence items found in the record that have an occurrence inside the kept
     spans. `positions` index the text the spans refer to (a view of the record, or the record);
     `in_record` says which items the full record holds (default: `positions`). None when the record
@@ -374,42 +413,145 @@ def evidence_retained(positions: list[list[int]], spans: list[tuple[int, int]],
     return kept / len(found)
 
 
-# ------------------------------------------------------------------ snippets for source-augmented metrics
-
-_ENTRY = re.compile(r"<(entry|note|code)\b.*?</\1>", re.S)
-
-
-def bm25_snippets(text: str, question: str, k: int = 3) -> list[str]:
-    """The k entries (LUMIA) or notes and codes (paper-era) of a record that BM25 ranks best for a
-    question, markup removed: the 'source' the paper gave COMET."""
-    import bm25s
-
-    spans = [(m.start(), m.end()) for m in _ENTRY.finditer(text)]
-    if not spans:
-        return []
-    docs = [" ".join(_plain(re.sub(r"\s+", " ", text[a:b])).split()) for a, b in spans]
-    bm = bm25s.BM25()
-    bm.index(bm25s.tokenize(docs, stopwords="en", show_progress=False), show_progress=False)
-    q = bm25s.tokenize([question], stopwords="en", show_progress=False, return_ids=False)[0]
-    if not q:
-        return []
-    scores = np.asarray(bm.get_scores(q))
-    best = np.argsort(-scores, kind="stable")[:k]
-    return [docs[i] for i in best if scores[i] > 0]
-
-
 # ------------------------------------------------------------------ the prompt grid
 
+
 def instruction_evidence(release) -> dict[str, str]:
-    """Each instruction's `evidence` field: the primary reference's, else the reviewed responses'."""
+    """Each instruction's `evidence` field: the primary reference's (`release.primary_reviewer_rows`),
+    else the primary reviewer's of the reviewed responses."""
+    from .release import primary_reviewer_rows
+
     out: dict[str, str] = {}
     for df in (release.model_responses, release.references):
         if "evidence" in df.columns:
-            d = df.sort_values("annotator_num", kind="stable") if "annotator_num" in df.columns else df
-            for iid, ev in d.drop_duplicates("instruction_id")[["instruction_id", "evidence"]].itertuples(index=False):
+            rows = primary_reviewer_rows(df, ("evidence",)).drop_duplicates("instruction_id")
+            for iid, ev in rows[["instruction_id", "evidence"]].itertuples(index=False):
                 if isinstance(ev, str) and ev.strip():
                     out[str(iid)] = ev
     return out
+
+
+@dataclass
+class FitRequest:
+    """Everything a strategy may use to fit one record for one instruction and context. Views of the
+    record, its encounter index and its tokens in a peer's tokenizer are built on first use and
+    shared by every instruction of the record."""
+
+    tokenizer: Tokenizer
+    record: Record
+    prefix: str
+    suffix: str
+    target: int  # context - reserve: the most tokens the whole prompt may have
+    question: str
+    full_total: int  # the prompt's tokens with the whole record
+    overhead: int  # the prompt's tokens with an empty EHR
+    reserve: int
+    template: PromptTemplate
+    mr_chunk_tokens: int
+    shared: RecordResources
+
+
+class RecordResources:
+    """Per-record objects that strategies build lazily and share across instructions."""
+
+    def __init__(self, tokenizer: Tokenizer, record: Record, path: Path, cache_dir, cl100k: Tokenizer | None):
+        self.tokenizer, self.record, self.path, self.cache_dir, self._cl100k = (
+            tokenizer,
+            record,
+            path,
+            cache_dir,
+            cl100k,
+        )
+        self.views: dict[str, Record] = {"record": record}
+        self._encounters: EncounterIndex | None = None
+        self._cl_record: Record | None = None
+
+    def view(self, base: str) -> Record:
+        """The record (`record`) or its notes-only / codes-only view, with its tokens."""
+        from .tokenization import tokenize_text
+
+        if base not in self.views:
+            vt = record_view(self.record.text, "notes" if base == "notes_only" else "codes")
+            self.views[base] = Record(vt, tokenize_text(self.tokenizer, vt, self.cache_dir))
+        return self.views[base]
+
+    def encounters(self) -> EncounterIndex:
+        if self._encounters is None:
+            self._encounters = EncounterIndex(self.record.text)
+        return self._encounters
+
+    def cl100k(self) -> tuple[Tokenizer, Record]:
+        from .tokenization import load_tokenizer, tokenize_file
+
+        if self._cl_record is None:
+            self._cl100k = self._cl100k or load_tokenizer("cl100k")
+            self._cl_record = Record(self.record.text, tokenize_file(self._cl100k, self.path, self.cache_dir))
+        return self._cl100k, self._cl_record
+
+
+def _strategy_recent(r: FitRequest) -> EHRView:
+    return fit_recent(r.tokenizer, r.record, r.prefix, r.suffix, r.target, full_total=r.full_total)
+
+
+def _strategy_oldest(r: FitRequest) -> EHRView:
+    return fit_oldest(r.tokenizer, r.record, r.prefix, r.suffix, r.target, full_total=r.full_total)
+
+
+def _strategy_view(base: str):
+    def fit(r: FitRequest) -> EHRView:
+        return fit_recent(r.tokenizer, r.shared.view(base), r.prefix, r.suffix, r.target, base=base)
+
+    fit.__doc__ = f"`recent` over the record's {base.replace('_only', '')}-only view."
+    return fit
+
+
+def _strategy_retrieval(r: FitRequest) -> EHRView:
+    return fit_retrieval(
+        r.tokenizer, r.record, r.prefix, r.suffix, r.target, r.question, r.shared.encounters(), full_total=r.full_total
+    )
+
+
+def _strategy_mr_chunks(r: FitRequest) -> EHRView:
+    refine_overhead = r.overhead + r.reserve + 64  # the previous answer and the refine wording
+    size = max(256, min(r.mr_chunk_tokens, r.target - refine_overhead))
+    chunks = mr_chunks(r.record, size)
+    first = count_prompt(r.tokenizer, r.prefix, r.record, [chunks[0]], r.suffix)
+    return EHRView(r.record.text[chunks[0][0] : chunks[0][1]], chunks, "record", first, n_chunks=len(chunks))
+
+
+def _strategy_two_pass(r: FitRequest) -> EHRView:
+    cl100k, cl_record = r.shared.cl100k()
+    cl_prefix, cl_suffix = r.template.parts(None, False, question=r.question)
+    cl_view = fit_recent(cl100k, cl_record, cl_prefix, cl_suffix, r.target)
+    own = _strategy_recent(r)
+    start = max(cl_view.spans[0][0], own.spans[0][0])
+    text = r.record.text
+    return EHRView(
+        text[start:],
+        [(start, len(text))],
+        "record",
+        count_prompt(r.tokenizer, r.prefix, r.record, [(start, len(text))], r.suffix),
+    )
+
+
+def _strategy_drop_if_too_long(r: FitRequest) -> EHRView:
+    text = r.record.text
+    return EHRView(text, [(0, len(text))], "record", r.full_total, dropped=r.full_total > r.target)
+
+
+# The one list of strategies: name -> fit(FitRequest) -> EHRView. The grid, its settings and
+# notebook 02 all read it.
+STRATEGY_FUNCTIONS = {
+    "recent": _strategy_recent,
+    "oldest": _strategy_oldest,
+    "notes_only": _strategy_view("notes_only"),
+    "codes_only": _strategy_view("codes_only"),
+    "retrieval": _strategy_retrieval,
+    "mr_chunks": _strategy_mr_chunks,
+    "two_pass": _strategy_two_pass,
+    "drop_if_too_long": _strategy_drop_if_too_long,
+}
+STRATEGIES = tuple(STRATEGY_FUNCTIONS)
 
 
 @dataclass
@@ -418,36 +560,45 @@ class GridSettings:
 
     tokenizer: str
     contexts: tuple[int, ...]
-    strategies: tuple[str, ...] = ("recent", "oldest", "notes_only", "codes_only", "retrieval", "mr_chunks",
-                                   "two_pass", "drop_if_too_long")
+    strategies: tuple[str, ...] = STRATEGIES
     reserve: int = 256
     template: str = "medalign_prompt"
     use_chat_template: bool = True
     mr_chunk_tokens: int = 30_000
 
 
-def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, template: PromptTemplate | None = None,
-                      reserve: int = 256, use_chat_template: bool = True, instructions=None, cache_dir=None,
-                      progress: bool = True, cl100k: Tokenizer | None = None, mr_chunk_tokens: int = 30_000):
+def build_prompt_grid(
+    release,
+    tokenizer: Tokenizer,
+    contexts,
+    strategies=None,
+    template: PromptTemplate | None = None,
+    reserve: int = 256,
+    use_chat_template: bool = True,
+    instructions=None,
+    cache_dir=None,
+    progress: bool = True,
+    cl100k: Tokenizer | None = None,
+    mr_chunk_tokens: int = 30_000,
+):
     """Every instruction x context x strategy: prompt tokens, kept spans and evidence retained.
 
     Each record is tokenized once per tokenizer (cached on disk); every cell of the grid is a slice
-    of those tokens plus exact recounts of the joins. Returns a DataFrame with one row per cell:
-    instruction_id, person_id, strategy, context, prompt_tokens, target_tokens, record_tokens,
-    kept_tokens, base, spans, evidence_retained, dropped, error.
+    of those tokens plus exact recounts of the joins. `strategies` are names in `STRATEGIES`
+    (default: all). Returns a DataFrame with one row per cell: instruction_id, person_id, strategy,
+    context, prompt_tokens, target_tokens, record_tokens, kept_tokens, base, spans,
+    evidence_retained, dropped, error (and n_chunks for `mr_chunks`).
     """
     import pandas as pd
     from tqdm import tqdm
 
-    from .tokenization import load_tokenizer, tokenize_file, tokenize_text
+    from .tokenization import tokenize_file
 
     template = template or PromptTemplate.from_file()
-    strategies = list(strategies or GridSettings("", ()).strategies)
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    strategies = list(strategies or STRATEGIES)
+    unknown = [s for s in strategies if s not in STRATEGY_FUNCTIONS]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
-    if "two_pass" in strategies and cl100k is None:
-        cl100k = load_tokenizer("cl100k")
     ins = instructions if instructions is not None else release.instructions
     ins = ins[ins.person_id.isin(release.ehr_files.keys())]
     evidence = instruction_evidence(release)
@@ -457,21 +608,24 @@ def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, 
         path = release.ehr_files[pid]
         text = release.ehr_text(pid)
         if not text.strip():
-            rows += [{"instruction_id": iid, "person_id": pid, "strategy": strat, "context": ctx, "target_tokens": ctx - reserve,
-                      "record_tokens": 0, "dropped": True, "error": f"empty EHR ({path.name}): nothing to fit"}
-                     for iid in part.instruction_id for ctx in contexts for strat in strategies]
+            rows += [
+                {
+                    "instruction_id": iid,
+                    "person_id": pid,
+                    "strategy": strat,
+                    "context": ctx,
+                    "target_tokens": ctx - reserve,
+                    "record_tokens": 0,
+                    "dropped": True,
+                    "error": f"empty EHR ({path.name}): nothing to fit",
+                }
+                for iid in part.instruction_id
+                for ctx in contexts
+                for strat in strategies
+            ]
             continue
         record = Record(text, tokenize_file(tokenizer, path, cache_dir))
-        views: dict[str, Record] = {"record": record}
-
-        def view(name: str) -> Record:
-            if name not in views:
-                vt = record_view(text, "notes" if name == "notes_only" else "codes")
-                views[name] = Record(vt, tokenize_text(tokenizer, vt, cache_dir))
-            return views[name]
-
-        cl_record = Record(text, tokenize_file(cl100k, path, cache_dir)) if "two_pass" in strategies else None
-        enc_index = EncounterIndex(text) if "retrieval" in strategies else None
+        shared = RecordResources(tokenizer, record, path, cache_dir, cl100k)
         for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
             items = evidence_items(evidence.get(str(iid)))
             positions = {}
@@ -480,60 +634,71 @@ def build_prompt_grid(release, tokenizer: Tokenizer, contexts, strategies=None, 
             full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)  # the same for every context
             for ctx in contexts:
                 target = ctx - reserve
+                base_row = {
+                    "instruction_id": iid,
+                    "person_id": pid,
+                    "strategy": None,
+                    "context": ctx,
+                    "target_tokens": target,
+                    "record_tokens": record.n_tokens,
+                    "dropped": False,
+                    "error": None,
+                }
+                try:
+                    ehr_budget(tokenizer, ctx, question, template, reserve, parts=(prefix, suffix))
+                except BudgetError as err:
+                    rows += [
+                        {**base_row, "strategy": strat, "dropped": True, "error": str(err)} for strat in strategies
+                    ]
+                    continue
+                request = FitRequest(
+                    tokenizer,
+                    record,
+                    prefix,
+                    suffix,
+                    target,
+                    question,
+                    full,
+                    overhead,
+                    reserve,
+                    template,
+                    mr_chunk_tokens,
+                    shared,
+                )
                 for strat in strategies:
-                    row = {"instruction_id": iid, "person_id": pid, "strategy": strat, "context": ctx,
-                           "target_tokens": target, "record_tokens": record.n_tokens, "dropped": False, "error": None}
-                    if target - overhead <= 0:
-                        row.update(error=f"context {ctx} cannot hold the prompt ({overhead} tokens) and the "
-                                         f"{reserve}-token reserve", dropped=True)
-                        rows.append(row)
-                        continue
-                    base = "record"
-                    if strat == "recent":
-                        v = fit_recent(tokenizer, record, prefix, suffix, target, full_total=full)
-                    elif strat == "oldest":
-                        v = fit_oldest(tokenizer, record, prefix, suffix, target, full_total=full)
-                    elif strat in ("notes_only", "codes_only"):
-                        base = strat
-                        v = fit_recent(tokenizer, view(strat), prefix, suffix, target, base=strat)
-                    elif strat == "retrieval":
-                        v = fit_retrieval(tokenizer, record, prefix, suffix, target, question, enc_index, full_total=full)
-                    elif strat == "mr_chunks":
-                        refine_overhead = overhead + reserve + 64  # the previous answer and the refine wording
-                        size = max(256, min(mr_chunk_tokens, target - refine_overhead))
-                        chunks = mr_chunks(record, size)
-                        first = count_prompt(tokenizer, prefix, record, [chunks[0]], suffix)
-                        v = EHRView(text[chunks[0][0]:chunks[0][1]], chunks, "record", first)
-                        row["n_chunks"] = len(chunks)
-                    elif strat == "two_pass":
-                        cl_prefix, cl_suffix = template.parts(None, False, question=question)
-                        cl_view = fit_recent(cl100k, cl_record, cl_prefix, cl_suffix, target)
-                        own = fit_recent(tokenizer, record, prefix, suffix, target, full_total=full)
-                        start = max(cl_view.spans[0][0], own.spans[0][0])
-                        v = EHRView(text[start:], [(start, len(text))], "record",
-                                    count_prompt(tokenizer, prefix, record, [(start, len(text))], suffix))
-                    else:  # drop_if_too_long
-                        v = EHRView(text, [(0, len(text))], "record", full, dropped=full > target)
-                    rec = views[base] if base in views else record
-                    for b in {"record", base}:
+                    v = STRATEGY_FUNCTIONS[strat](request)
+                    rec = shared.view(v.base)
+                    for b in {"record", v.base}:
                         if b not in positions:
-                            positions[b] = locate_evidence(views[b].text if b in views else record.text, items)
+                            positions[b] = locate_evidence(shared.view(b).text, items)
                     kept = sum(rec.token_at_char(b) - rec.token_at_char(a) for a, b in v.spans)
-                    retained = evidence_retained(positions[base], v.spans, positions["record"])
+                    retained = evidence_retained(positions[v.base], v.spans, positions["record"])
                     if v.dropped and retained is not None:
                         retained = 0.0  # a dropped instruction keeps no evidence
-                    row.update(prompt_tokens=None if v.dropped else v.prompt_tokens, base=base,
-                               spans=[list(s) for s in v.spans], kept_tokens=0 if v.dropped else kept,
-                               base_tokens=rec.n_tokens, dropped=v.dropped, evidence_retained=retained)
+                    row = {
+                        **base_row,
+                        "strategy": strat,
+                        "prompt_tokens": None if v.dropped else v.prompt_tokens,
+                        "base": v.base,
+                        "spans": [list(s) for s in v.spans],
+                        "kept_tokens": 0 if v.dropped else kept,
+                        "base_tokens": rec.n_tokens,
+                        "dropped": v.dropped,
+                        "evidence_retained": retained,
+                    }
+                    if v.n_chunks is not None:
+                        row["n_chunks"] = v.n_chunks
                     rows.append(row)
     grid = pd.DataFrame(rows)
-    grid.attrs["settings"] = GridSettings(tokenizer.name, tuple(contexts), tuple(strategies), reserve, template.name,
-                                          use_chat_template, mr_chunk_tokens).__dict__
+    grid.attrs["settings"] = GridSettings(
+        tokenizer.name, tuple(contexts), tuple(strategies), reserve, template.name, use_chat_template, mr_chunk_tokens
+    ).__dict__
     return grid
 
 
-def materialize_prompts(grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None,
-                        use_chat_template: bool = True):
+def materialize_prompts(
+    grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None, use_chat_template: bool = True
+):
     """Add the full prompt text to grid rows (for generation), rebuilt from their spans."""
     template = template or PromptTemplate.from_file()
     texts: dict[tuple[str, str], str] = {}
@@ -550,7 +715,7 @@ def materialize_prompts(grid, release, tokenizer: Tokenizer, template: PromptTem
             texts[key] = t if row.base == "record" else record_view(t, "notes" if row.base == "notes_only" else "codes")
         base = texts[key]
         spans = list(row.spans)[:1] if row.strategy == "mr_chunks" else list(row.spans)
-        ehr = "".join(base[int(a):int(b)] for a, b in spans)
+        ehr = "".join(base[int(a) : int(b)] for a, b in spans)
         prefix, suffix = template.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
         out.append(prefix + ehr + suffix)
         users.append(template.render(ehr, question=questions[row.instruction_id]))
@@ -563,6 +728,9 @@ def retention_table(grid):
     """Share (%) of instructions whose evidence is in the prompt, per strategy and context
     (instructions without locatable evidence are left out and counted)."""
     g = grid.dropna(subset=["evidence_retained"])
-    out = (g.groupby(["strategy", "context"]).evidence_retained.agg(retained_pct=lambda s: 100 * s.mean(), n="size")
-           .reset_index())
+    out = (
+        g.groupby(["strategy", "context"])
+        .evidence_retained.agg(retained_pct=lambda s: 100 * s.mean(), n="size")
+        .reset_index()
+    )
     return out

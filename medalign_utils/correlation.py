@@ -14,13 +14,22 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import human_eval
+from .release import primary_reviewer_rows
 from .stats import bootstrap_ci, kendall_tau_b_rows
 
 
-def score_responses(responses: pd.DataFrame, references: pd.DataFrame, metric_names: list[str],
-                    reference_annotators: str = "primary", sources: dict[str, str] | None = None,
-                    progress: bool = True, metric_kwargs: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """Score every distinct response against its instruction's reference(s).
+def score_responses(
+    responses: pd.DataFrame,
+    references: pd.DataFrame,
+    metric_names: list[str],
+    reference_annotators: str = "primary",
+    sources: dict[str, str] | None = None,
+    progress: bool = True,
+    metric_kwargs: dict | None = None,
+    preset: str = "paper",
+) -> tuple[pd.DataFrame, dict]:
+    """Score every distinct response against its instruction's reference(s), each metric made with
+    the settings of `preset` (`metrics.PRESETS`; `paper` by default, as Table 4 is the paper's).
 
     `reference_annotators`: "primary" (Annotator_1, the paper's and public code's choice) or "all"
     (every annotator's reference, combined by each metric's `multi_ref`). Returns (scores: one row
@@ -29,21 +38,20 @@ def score_responses(responses: pd.DataFrame, references: pd.DataFrame, metric_na
     """
     from .metrics import SOURCE_METRICS, make_metric
 
-    refs = references.copy()
-    if reference_annotators == "primary" and "annotator_num" in refs.columns:
-        first = "Annotator_1" if "Annotator_1" in set(refs.annotator_num) else refs.annotator_num.iloc[0]
-        primary = refs[refs.annotator_num == first]
-        # Instructions the primary did not answer keep their first reference.
-        refs = pd.concat([primary, refs[~refs.instruction_id.isin(primary.instruction_id)].drop_duplicates("instruction_id")])
+    refs = references
+    if reference_annotators == "primary":  # the primary reviewer's reference (the paper's and public code's choice)
+        refs = primary_reviewer_rows(references, ("clinician_response",))
     ref_lists = refs.groupby("instruction_id").clinician_response.apply(lambda s: [t for t in s if str(t).strip()])
-    items = responses.drop_duplicates(["instruction_id", "model_name"])[["instruction_id", "model_name", "model_response"]]
+    items = responses.drop_duplicates(["instruction_id", "model_name"])[
+        ["instruction_id", "model_name", "model_response"]
+    ]
     items = items[items.instruction_id.isin(ref_lists.index)].reset_index(drop=True)
     hyps = items.model_response.fillna("").astype(str).tolist()
     ref_for = [ref_lists[i] for i in items.instruction_id]
     src = [sources.get(i, "") for i in items.instruction_id] if sources else None
     rows, signatures = [], {}
     for name in tqdm(metric_names, desc="metrics", disable=not progress):
-        metric = make_metric(name, **(metric_kwargs or {}).get(name, {}))
+        metric = make_metric(name, preset, **(metric_kwargs or {}).get(name, {}))
         if not metric.available:
             signatures[name] = f"unavailable: {metric.reason}"
             continue
@@ -53,47 +61,93 @@ def score_responses(responses: pd.DataFrame, references: pd.DataFrame, metric_na
             values = metric.score(hyps, ref_for)
         signatures[name] = metric.signature_str()
         rows.append(items[["instruction_id", "model_name"]].assign(metric=name, score=values))
-    scores = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["instruction_id", "model_name", "metric", "score"])
+    scores = (
+        pd.concat(rows, ignore_index=True)
+        if rows
+        else pd.DataFrame(columns=["instruction_id", "model_name", "metric", "score"])
+    )
     return scores, signatures
+
+
+EXCLUSION_REASONS = ("too_few_systems", "constant_metric", "tied_clinicians")
+
+
+def _varies(x: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Per row, whether the present values of x are not all equal."""
+    return np.where(present, x, -np.inf).max(1) > np.where(present, x, np.inf).min(1)
 
 
 def per_instruction_tau(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """For each metric and instruction, tau-b between the metric's scores and the clinicians'
-    ranking (rank 1 = best, so the clinician side is the negated rank). NaN where either is constant."""
+    ranking (rank 1 = best, so the clinician side is the negated rank) over the systems both sides
+    have. Columns metric, instruction_id, tau, n_systems and `excluded`: why tau is undefined (NaN)
+    there: fewer than two systems, a constant metric, or every clinician rank tied."""
     out = []
     for metric, part in scores.groupby("metric", sort=False):
         merged = part.merge(labels[["instruction_id", "model_name", "model_rank"]], on=["instruction_id", "model_name"])
-        models = sorted(merged.model_name.unique())
-        s = merged.pivot_table(index="instruction_id", columns="model_name", values="score", aggfunc="first").reindex(columns=models)
-        r = merged.pivot_table(index="instruction_id", columns="model_name", values="model_rank", aggfunc="first").reindex(
-            index=s.index, columns=models)
-        # Instructions where a model is missing: compare the models both sides have.
-        taus = np.full(len(s), np.nan)
+        s = merged.pivot_table(index="instruction_id", columns="model_name", values="score", aggfunc="first")
+        r = merged.pivot_table(index="instruction_id", columns="model_name", values="model_rank", aggfunc="first")
+        r = r.reindex(index=s.index, columns=s.columns)
         sv, rv = s.to_numpy(float), -r.to_numpy(float)
-        complete = ~(np.isnan(sv).any(1) | np.isnan(rv).any(1))
+        both = ~(np.isnan(sv) | np.isnan(rv))
+        n_systems = both.sum(1)
+        taus = np.full(len(s), np.nan)
+        complete = both.all(1)
         taus[complete] = kendall_tau_b_rows(sv[complete], rv[complete])
-        for i in np.flatnonzero(~complete):
-            ok = ~(np.isnan(sv[i]) | np.isnan(rv[i]))
-            if ok.sum() >= 2:
-                taus[i] = kendall_tau_b_rows(sv[i, ok], rv[i, ok])[0]
-        out.append(pd.DataFrame({"metric": metric, "instruction_id": s.index, "tau": taus}))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["metric", "instruction_id", "tau"])
+        for i in np.flatnonzero(~complete & (n_systems >= 2)):  # compare the systems both sides have
+            taus[i] = kendall_tau_b_rows(sv[i, both[i]], rv[i, both[i]])[0]
+
+        excluded = np.select(
+            [n_systems < 2, ~_varies(sv, both), ~_varies(rv, both)],
+            ["too_few_systems", "constant_metric", "tied_clinicians"],
+            "",
+        )
+        excluded = np.where(np.isnan(taus), excluded, "")
+        out.append(
+            pd.DataFrame(
+                {"metric": metric, "instruction_id": s.index, "tau": taus, "n_systems": n_systems, "excluded": excluded}
+            )
+        )
+    cols = ["metric", "instruction_id", "tau", "n_systems", "excluded"]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
 
 
-def table4(scores: pd.DataFrame, labels: pd.DataFrame, n_resamples: int = 2000, seed: int = 0,
-           confidence: float = 0.95) -> pd.DataFrame:
-    """The paper's Table 4: metric, mean_tau, ci_low, ci_high, n_instructions, n_excluded (instructions
-    where the metric or the clinician ranking is constant), sorted by mean tau."""
+def table4(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    min_systems: int = 2,
+) -> pd.DataFrame:
+    """The paper's Table 4: metric, mean_tau, ci_low, ci_high, n_instructions, n_excluded and one
+    count per reason (`n_too_few_systems`, `n_constant_metric`, `n_tied_clinicians`), sorted by
+    mean tau. `min_systems` keeps only instructions with at least that many labelled systems (with
+    two, tau can only be -1 or +1); the rest count as too few."""
     taus = per_instruction_tau(scores, labels)
+    few = taus.n_systems < min_systems
+    taus.loc[few, "tau"] = np.nan
+    taus.loc[few, "excluded"] = "too_few_systems"
     rows = []
     for metric, part in taus.groupby("metric", sort=False):
         valid = part.tau.dropna().to_numpy()
-        lo, hi = bootstrap_ci(valid, n_resamples=n_resamples, seed=seed, confidence=confidence) if len(valid) > 1 else (np.nan, np.nan)
-        rows.append({"metric": metric, "mean_tau": valid.mean() if len(valid) else np.nan, "ci_low": lo, "ci_high": hi,
-                     "n_instructions": len(valid), "n_excluded": int(part.tau.isna().sum())})
+        lo, hi = bootstrap_ci(valid, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        row = {
+            "metric": metric,
+            "mean_tau": valid.mean() if len(valid) else np.nan,
+            "ci_low": lo,
+            "ci_high": hi,
+            "n_instructions": len(valid),
+            "n_excluded": int(part.tau.isna().sum()),
+        }
+        row.update({f"n_{reason}": int((part.excluded == reason).sum()) for reason in EXCLUSION_REASONS})
+        rows.append(row)
     out = pd.DataFrame(rows).sort_values("mean_tau", ascending=False, kind="stable").reset_index(drop=True)
-    out.attrs["settings"] = {"tau": "Kendall tau-b per instruction, mean over instructions",
-                             "ci": f"percentile bootstrap over instructions, {n_resamples} resamples, seed {seed}"}
+    out.attrs["settings"] = {
+        "tau": "Kendall tau-b per instruction, mean over instructions",
+        "ci": f"percentile bootstrap over instructions, {n_resamples} resamples, seed {seed}",
+        "min_systems": min_systems,
+    }
     return out
 
 
@@ -123,15 +177,25 @@ def metric_induced_labels(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     return part[["instruction_id", "model_name", "model_rank", "binary_correct", "n_raters"]]
 
 
-def rank_systems(scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
+def rank_systems(
+    scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> pd.DataFrame:
     """Per metric and system, the mean score with a bootstrap CI over instructions, and the system's
     place under that metric (for ranking the suite's own generated answers)."""
     rows = []
     for (metric, model), part in scores.groupby(["metric", "model_name"]):
         v = part.score.dropna().to_numpy()
-        lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed, confidence=confidence) if len(v) > 1 else (np.nan, np.nan)
-        rows.append({"metric": metric, "model_name": model, "n": len(v), "mean": v.mean() if len(v) else np.nan,
-                     "ci_low": lo, "ci_high": hi})
+        lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        rows.append(
+            {
+                "metric": metric,
+                "model_name": model,
+                "n": len(v),
+                "mean": v.mean() if len(v) else np.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
     out = pd.DataFrame(rows)
     if len(out):
         out["place"] = out.groupby("metric")["mean"].rank(ascending=False, method="min").astype(int)
@@ -141,7 +205,7 @@ def rank_systems(scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, c
 def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int = 2000) -> dict[str, str]:
     """The source text of source-augmented metrics: the k BM25 best snippets (encounters) of each
     instruction's EHR for its question, as the paper did for COMET."""
-    from .context import bm25_snippets
+    from .retrieval import bm25_snippets
 
     out = {}
     for pid, part in instructions.groupby("person_id"):
@@ -153,23 +217,51 @@ def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int
     return out
 
 
-def table4_for_release(root, metrics: list[str] | None = None, n_resamples: int = 2000, seed: int = 0,
-                       combine: str = "primary", progress: bool = True) -> pd.DataFrame:
+def table4_for_release(
+    root,
+    metrics: list[str] | None = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    combine: str = "primary",
+    progress: bool = True,
+    preset: str = "paper",
+    min_systems: int = 2,
+) -> pd.DataFrame:
     """`medalign table4`: load a release, score the metrics, correlate with clinicians."""
     from .metrics import DEFAULT_METRICS, SOURCE_METRICS
     from .release import load_release
 
     release = load_release(root)
     names = metrics or [m for m in DEFAULT_METRICS if m != "comet"]
-    sources = bm25_sources(release, release.instructions[release.instructions.has_model_responses]) \
-        if SOURCE_METRICS.intersection(names) else None
-    scores, signatures = score_responses(release.model_responses, release.references, names, sources=sources,
-                                         progress=progress)
+    sources = (
+        bm25_sources(release, release.instructions[release.instructions.has_model_responses])
+        if SOURCE_METRICS.intersection(names)
+        else None
+    )
+    scores, signatures = score_responses(
+        release.model_responses, release.references, names, sources=sources, progress=progress, preset=preset
+    )
     labels = human_eval.combine_raters(release.model_responses, combine)
-    table = table4(scores, labels, n_resamples=n_resamples, seed=seed)
+    table = table4(scores, labels, n_resamples=n_resamples, seed=seed, min_systems=min_systems)
     missing = [m for m in names if str(signatures.get(m, "")).startswith("unavailable")]
     for m in missing:
-        table = pd.concat([table, pd.DataFrame([{"metric": m, "mean_tau": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                                                  "n_instructions": 0, "n_excluded": 0}])], ignore_index=True)
+        table = pd.concat(
+            [
+                table,
+                pd.DataFrame(
+                    [
+                        {
+                            "metric": m,
+                            "mean_tau": np.nan,
+                            "ci_low": np.nan,
+                            "ci_high": np.nan,
+                            "n_instructions": 0,
+                            "n_excluded": 0,
+                        }
+                    ]
+                ),
+            ],
+            ignore_index=True,
+        )
     table["signature"] = table.metric.map(signatures)
     return table

@@ -1,6 +1,6 @@
 """EHR XML (both MedAlign schemas) -> one events table, with a parquet cache.
 
-Two schemas exist (see docs/release-format.md):
+Two schemas exist (data/README.md describes both):
 
 * the release's LUMIA schema: ``<eventstream>/<encounter>/<events>/<entry timestamp>/<event ...>``;
 * the paper-era schema of the public sample: ``<record>/<visit>/<day>/<table start>/<code>`` and
@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,39 +28,49 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from lxml import etree
 
+from .parallel import process_map
 from .problems import Problem
 
 CACHE_VERSION = "2"
 
 # One row per event. `value` keeps the text as written; `value_num` is its number when it is one.
-EVENT_COLUMNS = [
-    "person_id", "encounter", "timestamp", "event_type", "vocabulary", "code", "description",
-    "value", "value_num", "unit", "note_id", "note_type", "text", "provider_id", "care_site_id",
-    "sourceline",
-]
+# name:type, in column order (types: pyarrow's).
+_EVENT_FIELDS = (
+    "person_id:string encounter:int32 timestamp:timestamp event_type:string vocabulary:string code:string "
+    "description:string value:string value_num:float64 unit:string note_id:string note_type:string text:string "
+    "provider_id:string care_site_id:string sourceline:int32"
+).split()
+EVENT_COLUMNS = [f.split(":")[0] for f in _EVENT_FIELDS]
 _DICTIONARY_COLUMNS = ["person_id", "event_type", "vocabulary", "unit", "note_type"]
 
-EVENTS_SCHEMA = pa.schema(
-    [("person_id", pa.string()), ("encounter", pa.int32()), ("timestamp", pa.timestamp("s")),
-     ("event_type", pa.string()), ("vocabulary", pa.string()), ("code", pa.string()),
-     ("description", pa.string()), ("value", pa.string()), ("value_num", pa.float64()),
-     ("unit", pa.string()), ("note_id", pa.string()), ("note_type", pa.string()), ("text", pa.string()),
-     ("provider_id", pa.string()), ("care_site_id", pa.string()), ("sourceline", pa.int32())]
-)
+_ARROW_TYPES = {"string": pa.string(), "int32": pa.int32(), "float64": pa.float64(), "timestamp": pa.timestamp("s")}
+EVENTS_SCHEMA = pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in (f.split(":") for f in _EVENT_FIELDS)])
 
 TIMESTAMP_FORMATS = (
-    "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
-    "%m/%d/%Y %H:%M", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%S",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y",
 )
 
 # `[VOCAB/CODE] rest` in the paper-era schema.
 _PAPER_CODE = re.compile(r"^\s*\[(?P<vocab>[^/\]]*)/(?P<code>[^\]]*)\]\s*(?P<rest>.*?)\s*$", re.S)
 # A trailing number and an optional unit without digits: "Body weight 80 kg", "Heart rate 85".
-_TRAILING_VALUE = re.compile(r"^(?P<desc>.*?)\s+(?P<value>[-+]?\d+(?:\.\d+)?)(?:\s+(?P<unit>[^\d\s][^\d]*?))?\s*$", re.S)
+_TRAILING_VALUE = re.compile(
+    r"^(?P<desc>.*?)\s+(?P<value>[-+]?\d+(?:\.\d+)?)(?:\s+(?P<unit>[^\d\s][^\d]*?))?\s*$", re.S
+)
 _VALUE_TABLES = {"measurement", "observation"}
 _PERSON_FIELDS = {
-    "birth": "birthdate", "race": "race", "gender": "gender", "ethnicity": "ethnicity",
-    "age in days": "age_days", "age in years": "age_years",
+    "birth": "birthdate",
+    "race": "race",
+    "gender": "gender",
+    "ethnicity": "ethnicity",
+    "age in days": "age_days",
+    "age in years": "age_years",
 }
 
 
@@ -128,8 +137,24 @@ class _Rows:
         self.person_id = person_id
         self.cols: dict[str, list] = {c: [] for c in EVENT_COLUMNS if c != "person_id"}
 
-    def add(self, encounter, timestamp, event_type, vocabulary, code, description, value, value_num,
-            unit, note_id, note_type, text, provider_id, care_site_id, sourceline):
+    def add(
+        self,
+        encounter,
+        timestamp,
+        event_type,
+        vocabulary,
+        code,
+        description,
+        value,
+        value_num,
+        unit,
+        note_id,
+        note_type,
+        text,
+        provider_id,
+        care_site_id,
+        sourceline,
+    ):
         c = self.cols
         c["encounter"].append(encounter)
         c["timestamp"].append(timestamp)
@@ -155,7 +180,9 @@ class _Rows:
         bad = sorted({s for s, v in parsed.items() if v is None and s})
         for s in bad:
             line = self.cols["sourceline"][raw_ts.index(s)]
-            problems.append(Problem(file, f"timestamp {s!r} is in no known format; kept with an empty time", f"line {line}"))
+            problems.append(
+                Problem(file, f"timestamp {s!r} is in no known format; kept with an empty time", f"line {line}")
+            )
         arrays = {"person_id": pa.array([self.person_id] * len(raw_ts), pa.string())}
         for name in EVENT_COLUMNS[1:]:
             values = [parsed[s] for s in raw_ts] if name == "timestamp" else self.cols[name]
@@ -195,16 +222,6 @@ def _person_from_paper(text: str) -> dict:
     return out
 
 
-def detect_schema(path: str | Path) -> str:
-    """'lumia' (release), 'paper' (public sample), or 'unknown', from the root element."""
-    try:
-        for _, elem in etree.iterparse(str(path), events=("start",)):
-            return {"eventstream": "lumia", "record": "paper"}.get(elem.tag, "unknown")
-    except etree.XMLSyntaxError:
-        return "unknown"
-    return "unknown"
-
-
 def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str | None = None) -> ParsedEHR:
     """Parse one EHR file of either schema into a `ParsedEHR`.
 
@@ -230,7 +247,13 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
             if schema == "unknown":
                 schema = {"eventstream": "lumia", "record": "paper"}.get(tag, "unknown")
                 if schema == "unknown":
-                    problems.append(Problem(file, f"root element <{tag}> is neither <eventstream> nor <record>; no events read", f"line {elem.sourceline}"))
+                    problems.append(
+                        Problem(
+                            file,
+                            f"root element <{tag}> is neither <eventstream> nor <record>; no events read",
+                            f"line {elem.sourceline}",
+                        )
+                    )
                     break
                 if schema == "lumia" and elem.get("person_id") and person_id is None:
                     rows.person_id = pid = elem.get("person_id")
@@ -247,14 +270,13 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
                     vocab, _, code = (elem.get("code") or "").partition("/")
                     text = elem.text or ""
                     name = elem.get("name", "")
-                    if etype == "note":
-                        add(encounter, entry_ts, etype, vocab, code, name, "", None, "", elem.get("note_id", ""),
-                            name, text, elem.get("provider_id", ""), elem.get("care_site_id", ""), elem.sourceline)
+                    if etype == "note":  # value fields empty; the note's id, type and text
+                        fields = ("", None, "", elem.get("note_id", ""), name, text)
                     else:
                         value = text.strip()
-                        add(encounter, entry_ts, etype, vocab, code, name, value, _to_number(value) if value else None,
-                            elem.get("unit", ""), "", "", "", elem.get("provider_id", ""), elem.get("care_site_id", ""),
-                            elem.sourceline)
+                        fields = (value, _to_number(value) if value else None, elem.get("unit", ""), "", "", "")
+                    where = (elem.get("provider_id", ""), elem.get("care_site_id", ""), elem.sourceline)
+                    add(encounter, entry_ts, etype, vocab, code, name, *fields, *where)
                 elif tag == "entry":
                     _clear(elem)
                 elif tag == "person":
@@ -272,12 +294,42 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
                     continue
                 if tag == "code":
                     vocab, code, desc, value, value_num, unit = split_paper_code(elem.text or "", table)
-                    add(encounter, table_ts, table, vocab, code, desc, value, value_num, unit, "", "", "", "", "",
-                        elem.sourceline)
+                    add(
+                        encounter,
+                        table_ts,
+                        table,
+                        vocab,
+                        code,
+                        desc,
+                        value,
+                        value_num,
+                        unit,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        elem.sourceline,
+                    )
                 elif tag == "note":
                     ntype = elem.get("type", "")
-                    add(encounter, elem.get("start", ""), "note", "", "", ntype, "", None, "", "", ntype,
-                        (elem.text or "").strip(), "", "", elem.sourceline)
+                    add(
+                        encounter,
+                        elem.get("start", ""),
+                        "note",
+                        "",
+                        "",
+                        ntype,
+                        "",
+                        None,
+                        "",
+                        "",
+                        ntype,
+                        (elem.text or "").strip(),
+                        "",
+                        "",
+                        elem.sourceline,
+                    )
                 elif tag == "person":
                     if not patient:
                         patient = _person_from_paper(elem.text or "")
@@ -286,7 +338,14 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
                     _clear(elem)
     except etree.XMLSyntaxError as err:
         line = err.lineno if getattr(err, "lineno", None) else "?"
-        problems.append(Problem(file, f"XML is malformed or cut off ({err.msg}); kept the {len(rows.cols['encounter'])} events read before it", f"line {line}"))
+        problems.append(
+            Problem(
+                file,
+                f"XML is malformed or cut off ({err.msg}); "
+                f"kept the {len(rows.cols['encounter'])} events read before it",
+                f"line {line}",
+            )
+        )
     except OSError as err:
         problems.append(Problem(file, f"cannot be read: {err}"))
     if schema == "unknown" and not problems:
@@ -302,11 +361,8 @@ def _person_id_from_name(name: str) -> str:
 
 def file_digest(path: str | Path) -> str:
     """Content hash of a file (the cache key): blake2b of its bytes, 32 hex digits."""
-    h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def read_ehr_text(path: str | Path) -> str:
@@ -316,13 +372,17 @@ def read_ehr_text(path: str | Path) -> str:
 
 # ---------------------------------------------------------------- cache
 
+
 def _cache_path(cache_dir: Path, digest: str) -> Path:
     return cache_dir / f"{digest}.v{CACHE_VERSION}.parquet"
 
 
 def _write_cache(parsed: ParsedEHR, target: Path) -> None:
     meta = {
-        "person_id": parsed.person_id, "schema": parsed.schema, "patient": parsed.patient, "n_notes": parsed.n_notes,
+        "person_id": parsed.person_id,
+        "schema": parsed.schema,
+        "patient": parsed.patient,
+        "n_notes": parsed.n_notes,
         "problems": [[p.file, p.message, p.where, p.fatal] for p in parsed.problems],
     }
     table = parsed.events.replace_schema_metadata({"medalign": json.dumps(meta)})
@@ -349,7 +409,9 @@ def _summary_from_cache(target: Path) -> EHRSummary:
     md = pq.read_metadata(target)
     meta = json.loads(md.metadata[b"medalign"])
     problems = [Problem(f, m, w, bool(x)) for f, m, w, x in meta["problems"]]
-    return EHRSummary(meta["person_id"], meta["schema"], str(target), md.num_rows, meta["n_notes"], meta["patient"], problems)
+    return EHRSummary(
+        meta["person_id"], meta["schema"], str(target), md.num_rows, meta["n_notes"], meta["patient"], problems
+    )
 
 
 def _parse_to_cache(args: tuple[str, str, str, str]) -> EHRSummary:
@@ -360,37 +422,35 @@ def _parse_to_cache(args: tuple[str, str, str, str]) -> EHRSummary:
         return _summary_from_cache(target)
     parsed = parse_ehr(path, person_id, display_name)
     _write_cache(parsed, target)
-    return EHRSummary(parsed.person_id, parsed.schema, str(target), parsed.n_events, parsed.n_notes,
-                      parsed.patient, parsed.problems)
+    return EHRSummary(
+        parsed.person_id, parsed.schema, str(target), parsed.n_events, parsed.n_notes, parsed.patient, parsed.problems
+    )
 
 
-def parse_ehrs_to_cache(files: dict[str, Path], cache_dir: str | Path, workers: int | None = None,
-                        progress: bool = True, root: Path | None = None) -> dict[str, EHRSummary]:
+def parse_ehrs_to_cache(
+    files: dict[str, Path],
+    cache_dir: str | Path,
+    workers: int | None = None,
+    progress: bool = True,
+    root: Path | None = None,
+) -> dict[str, EHRSummary]:
     """Parse every EHR file into the parquet cache (in parallel) and summarise each one.
 
     ``files`` maps person_id to path. Files already cached (same bytes) are not parsed again.
     """
-    from tqdm import tqdm
-
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(str(p), pid, str(p.relative_to(root)) if root else p.name, str(cache_dir)) for pid, p in files.items()]
-    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    bar = tqdm(total=len(jobs), desc="parsing EHRs", unit="file", disable=not progress)
-    out: dict[str, EHRSummary] = {}
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            out[job[1]] = _parse_to_cache(job)
-            bar.update()
-    else:
-        # Largest files first so that no worker is left with a big one at the end.
-        jobs.sort(key=lambda j: -os.path.getsize(j[0]))
-        with ProcessPoolExecutor(workers) as pool:
-            for job, summary in zip(jobs, pool.map(_parse_to_cache, jobs, chunksize=1)):
-                out[job[1]] = summary
-                bar.update()
-    bar.close()
-    return {pid: out[pid] for pid in files}
+    summaries = process_map(
+        _parse_to_cache,
+        jobs,
+        workers=workers,
+        size=lambda j: os.path.getsize(j[0]),
+        desc="parsing EHRs",
+        unit="file",
+        progress=progress,
+    )
+    return dict(zip(files, summaries))
 
 
 def load_cached_events(summaries: dict[str, EHRSummary], columns: list[str] | None = None) -> pd.DataFrame:

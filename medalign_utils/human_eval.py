@@ -21,23 +21,11 @@ import numpy as np
 import pandas as pd
 
 from .problems import Problem
+from .release import primary_reviewer_rows, rater_column
 from .stats import bootstrap_ci, kendall_tau_b_rows
 
-RATER_COLUMNS = ("annotator_num", "reviewer", "rater", "annotator")
 COMBINE_METHODS = ("primary", "majority", "mean")
-
-
-def rater_column(df: pd.DataFrame) -> str | None:
-    return next((c for c in RATER_COLUMNS if c in df.columns), None)
-
-
-def primary_rater(df: pd.DataFrame) -> str | None:
-    """The primary reviewer's label: 'Annotator_1' where present, else the first listed."""
-    col = rater_column(df)
-    if col is None:
-        return None
-    raters = list(dict.fromkeys(df[col].astype(str)))
-    return "Annotator_1" if "Annotator_1" in raters else raters[0]
+LABEL_COLUMNS = ("model_rank", "binary_correct")
 
 
 def check_labels(df: pd.DataFrame) -> list[Problem]:
@@ -51,15 +39,25 @@ def check_labels(df: pd.DataFrame) -> list[Problem]:
             continue
         bad = pd.to_numeric(df[col], errors="coerce").isna()
         if bad.any():
-            problems.append(Problem(name, f"{int(bad.sum())} rows have no usable {col}; they are left out of the "
-                                          f"{'rank' if col == 'model_rank' else 'correctness'} statistics"))
+            problems.append(
+                Problem(
+                    name,
+                    f"{int(bad.sum())} rows have no usable {col}; they are left out of the "
+                    f"{'rank' if col == 'model_rank' else 'correctness'} statistics",
+                )
+            )
     models = sorted(df.model_name.unique())
     keys = ["instruction_id"] + ([rater_column(df)] if rater_column(df) else [])
     per = df.groupby(keys).model_name.nunique()
     short = per[per < len(models)]
     if len(short):
-        problems.append(Problem(name, f"{len(short)} instruction reviews lack some of the {len(models)} models; "
-                                      "head-to-head shares use the instructions both models answered"))
+        problems.append(
+            Problem(
+                name,
+                f"{len(short)} instruction reviews lack some of the {len(models)} models; "
+                "head-to-head shares use the instructions both models answered",
+            )
+        )
     dup = df.duplicated(keys + ["model_name"]).sum()
     if dup:
         problems.append(Problem(name, f"{int(dup)} duplicated instruction x model rows; the first of each is used"))
@@ -69,41 +67,43 @@ def check_labels(df: pd.DataFrame) -> list[Problem]:
 def combine_raters(df: pd.DataFrame, how: str = "primary") -> pd.DataFrame:
     """One label per instruction x model from several reviewers.
 
-    * ``primary``: the primary reviewer's rank and correctness (Annotator_1, as public code does);
-      instructions the primary did not review keep the first reviewer's labels.
-    * ``majority``: correctness by majority vote (a tie takes the primary's label); the responses of
-      an instruction re-ranked by their mean rank across reviewers (equal means tie).
+    * ``primary``: the primary reviewer's labels as they are (`release.primary_reviewer_rows`:
+      Annotator_1's whole ranking of an instruction, or, where Annotator_1 gave none, the first
+      other reviewer's whole ranking). A label the chosen reviewer left empty stays missing.
+    * ``majority``: correctness by majority vote (a tie takes the primary's label); where several
+      reviewers ranked an instruction, its responses re-ranked by their mean rank (equal means tie,
+      averaged ranks); single-reviewer instructions keep their ranks as given.
     * ``mean``: correctness as the share of reviewers who said correct; rank as the mean rank.
 
     Returns columns instruction_id, model_name, model_rank, binary_correct, n_raters.
     """
     if how not in COMBINE_METHODS:
         raise ValueError(f"combine must be one of {', '.join(COMBINE_METHODS)}, not {how!r}")
+    keys = ["instruction_id", "model_name"]
     d = df.copy()
     d["model_rank"] = pd.to_numeric(d["model_rank"], errors="coerce")
     d["binary_correct"] = pd.to_numeric(d["binary_correct"], errors="coerce")
     col = rater_column(d)
     if col is None:
-        d = d.drop_duplicates(["instruction_id", "model_name"])
-        return d.assign(n_raters=1)[["instruction_id", "model_name", "model_rank", "binary_correct", "n_raters"]]
-    d = d.drop_duplicates(["instruction_id", "model_name", col])
-    first = primary_rater(d)
-    d["_primary"] = (d[col].astype(str) == first).astype(int)
-    g = d.groupby(["instruction_id", "model_name"], sort=False)
-    n_raters = g[col].nunique().rename("n_raters")
-    prim = d.sort_values("_primary", ascending=False, kind="stable").groupby(["instruction_id", "model_name"], sort=False).first()
+        d = d.drop_duplicates(keys)
+        return d.assign(n_raters=1)[[*keys, "model_rank", "binary_correct", "n_raters"]]
+    d = d.drop_duplicates([*keys, col])
+    n_raters = d.groupby(keys, sort=False)[col].nunique().rename("n_raters")
+    prim = primary_reviewer_rows(d, LABEL_COLUMNS).set_index(keys)[["model_rank", "binary_correct"]]
     if how == "primary":
-        out = prim[["model_rank", "binary_correct"]]
-    elif how == "mean":
-        out = g[["model_rank", "binary_correct"]].mean()
-    else:
-        share = g["binary_correct"].mean()
-        vote = np.where(share > 0.5, 1.0, np.where(share < 0.5, 0.0, prim["binary_correct"].reindex(share.index)))
-        mean_rank = g["model_rank"].mean()
-        out = pd.DataFrame({"binary_correct": vote, "mean_rank": mean_rank}, index=share.index).reset_index()
-        out["model_rank"] = out.groupby("instruction_id")["mean_rank"].rank(method="min")
-        out = out.set_index(["instruction_id", "model_name"])[["model_rank", "binary_correct"]]
-    return out.join(n_raters).reset_index()
+        return prim.join(n_raters).reset_index()
+    g = d.groupby(keys, sort=False)
+    if how == "mean":
+        return g[["model_rank", "binary_correct"]].mean().join(n_raters).reset_index()
+    share = g["binary_correct"].mean()
+    tie_break = prim["binary_correct"].reindex(share.index)
+    vote = np.where(share > 0.5, 1.0, np.where(share < 0.5, 0.0, tie_break))
+    out = pd.DataFrame({"binary_correct": vote, "model_rank": g["model_rank"].mean()}, index=share.index)
+    out = out.join(n_raters).reset_index()
+    combined = out.groupby("instruction_id").n_raters.transform("max") > 1
+    reranked = out[combined].groupby("instruction_id")["model_rank"].rank(method="average")
+    out.loc[combined, "model_rank"] = reranked
+    return out[[*keys, "model_rank", "binary_correct", "n_raters"]]
 
 
 def label_matrices(labels: pd.DataFrame, models: list[str] | None = None):
@@ -152,10 +152,16 @@ def win_rates(share: np.ndarray) -> np.ndarray:
         return np.nanmean(share, axis=-1)
 
 
-def _bootstrap_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    """Each row: how many times each instruction is drawn in one bootstrap resample."""
+def _bootstrap_counts(n: int, n_resamples: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
+    """Each row: how many times each instruction is drawn in one bootstrap resample. With
+    `clusters` (a cluster index per instruction, e.g. its patient), whole clusters are drawn and
+    each instruction counts as often as its cluster was drawn."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
+    if clusters is None:
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
+    k = int(clusters.max()) + 1
+    drawn = rng.multinomial(k, np.full(k, 1.0 / k), size=n_resamples).astype(float)
+    return drawn[:, clusters]
 
 
 def _weighted_nanmean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -166,18 +172,47 @@ def _weighted_nanmean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return (weights @ xs) / (weights @ present.astype(float))
 
 
-def table3(df: pd.DataFrame, combine: str = "primary", n_resamples: int = 2000, seed: int = 0,
-           confidence: float = 0.95) -> pd.DataFrame:
-    """The paper's Table 3 with bootstrap CIs over instructions.
+BOOTSTRAP_UNITS = ("instruction", "patient")
+
+
+def _clusters(df: pd.DataFrame, ids: list, unit: str) -> np.ndarray | None:
+    """The cluster index of each instruction for a bootstrap by `unit` (None: by instruction)."""
+    if unit not in BOOTSTRAP_UNITS:
+        raise ValueError(f"bootstrap unit must be one of {', '.join(BOOTSTRAP_UNITS)}, not {unit!r}")
+    if unit == "instruction":
+        return None
+    if "person_id" not in df.columns:
+        raise ValueError("a bootstrap by patient needs a person_id column in the labels")
+    person = df.drop_duplicates("instruction_id").set_index("instruction_id").person_id.astype(str)
+    codes, _ = pd.factorize(person.reindex(ids).fillna("unknown"))
+    return codes
+
+
+def table3(
+    df: pd.DataFrame,
+    combine: str = "primary",
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    bootstrap_unit: str = "instruction",
+    min_n: int = 10,
+) -> pd.DataFrame:
+    """The paper's Table 3 with percentile bootstrap CIs over instructions (or over patients:
+    `bootstrap_unit="patient"` draws whole patients, since several instructions share a record).
 
     Columns: model, n, correct_pct, correct_ci_low, correct_ci_high, error_rate_pct, win_rate,
     win_rate_ci_low, win_rate_ci_high, mean_rank, mean_rank_ci_low, mean_rank_ci_high,
-    n_rank_missing, n_correct_missing. `attrs['problems']` lists what the input lacked.
+    n_rank_missing, n_correct_missing, low_n. A model with fewer than `min_n` labelled responses
+    gets a Wilson interval for correct % and no win-rate or rank CI (a bootstrap of a handful of
+    values is not an interval), is flagged `low_n`, sorted after the well-measured models, and
+    named in `attrs['problems']`, which lists what else the input lacked.
     """
+    from statsmodels.stats.proportion import proportion_confint
+
     problems = check_labels(df)
     labels = combine_raters(df, combine)
     ids, models, rank, corr = label_matrices(labels)
-    weights = _bootstrap_counts(len(ids), n_resamples, seed)
+    weights = _bootstrap_counts(len(ids), n_resamples, seed, _clusters(df, ids, bootstrap_unit))
     alpha = (1 - confidence) / 2
     q = [alpha, 1 - alpha]
     boot_correct = _weighted_nanmean(corr, weights) * 100
@@ -187,29 +222,60 @@ def table3(df: pd.DataFrame, combine: str = "primary", n_resamples: int = 2000, 
     with warnings.catch_warnings():
         # A model with no usable labels in a resample gives NaN there, not an error.
         warnings.simplefilter("ignore", RuntimeWarning)
-        quant = {name: np.nanquantile(boot, q, axis=0) for name, boot in
-                 (("correct", boot_correct), ("wr", boot_wr), ("rank", boot_rank))}
+        quant = {
+            name: np.nanquantile(boot, q, axis=0)
+            for name, boot in (("correct", boot_correct), ("wr", boot_wr), ("rank", boot_rank))
+        }
         point_correct, point_rank = np.nanmean(corr, axis=0) * 100, np.nanmean(rank, axis=0)
-    out = pd.DataFrame({
-        "model": models,
-        "n": (~np.isnan(corr) | ~np.isnan(rank)).sum(0),
-        "correct_pct": point_correct,
-        "correct_ci_low": quant["correct"][0],
-        "correct_ci_high": quant["correct"][1],
-        "win_rate": wr,
-        "win_rate_ci_low": quant["wr"][0],
-        "win_rate_ci_high": quant["wr"][1],
-        "mean_rank": point_rank,
-        "mean_rank_ci_low": quant["rank"][0],
-        "mean_rank_ci_high": quant["rank"][1],
-        "n_rank_missing": np.isnan(rank).sum(0),
-        "n_correct_missing": np.isnan(corr).sum(0),
-    })
+    n = (~np.isnan(corr) | ~np.isnan(rank)).sum(0)
+    low = n < min_n
+    n_correct_labelled = (~np.isnan(corr)).sum(0)
+    for j in np.flatnonzero(low):
+        k = int(np.nansum(corr[:, j] >= 0.5))
+        lo, hi = (
+            proportion_confint(k, n_correct_labelled[j], 1 - confidence, method="wilson")
+            if n_correct_labelled[j]
+            else (np.nan, np.nan)
+        )
+        quant["correct"][:, j] = (100 * lo, 100 * hi)
+        quant["wr"][:, j] = quant["rank"][:, j] = np.nan
+        problems.append(
+            Problem(
+                df.attrs.get("source_file", "model responses"),
+                f"model {models[j]} has {n[j]} labelled responses (< {min_n}): Wilson CI for correct %, "
+                "no win-rate or rank CI, listed after the well-measured models",
+            )
+        )
+    out = pd.DataFrame(
+        {
+            "model": models,
+            "n": n,
+            "correct_pct": point_correct,
+            "correct_ci_low": quant["correct"][0],
+            "correct_ci_high": quant["correct"][1],
+            "win_rate": wr,
+            "win_rate_ci_low": quant["wr"][0],
+            "win_rate_ci_high": quant["wr"][1],
+            "mean_rank": point_rank,
+            "mean_rank_ci_low": quant["rank"][0],
+            "mean_rank_ci_high": quant["rank"][1],
+            "n_rank_missing": np.isnan(rank).sum(0),
+            "n_correct_missing": np.isnan(corr).sum(0),
+            "low_n": low,
+        }
+    )
     out.insert(5, "error_rate_pct", 100 - out.correct_pct)
-    out = out.sort_values("win_rate", ascending=False, kind="stable").reset_index(drop=True)
+    out = out.sort_values(["low_n", "win_rate"], ascending=[True, False], kind="stable").reset_index(drop=True)
     out.attrs["problems"] = problems
-    out.attrs["settings"] = {"combine": combine, "n_resamples": n_resamples, "seed": seed, "confidence": confidence,
-                             "ci": "percentile bootstrap over instructions"}
+    out.attrs["settings"] = {
+        "combine": combine,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "confidence": confidence,
+        "ci": f"percentile bootstrap over {bootstrap_unit}s; Wilson for correct % below n = {min_n}",
+        "bootstrap_unit": bootstrap_unit,
+        "min_n": min_n,
+    }
     return out
 
 
@@ -221,6 +287,7 @@ def win_matrix(df: pd.DataFrame, combine: str = "primary", models: list[str] | N
 
 
 # ------------------------------------------------------------------ paired tests
+
 
 @dataclass
 class McNemarResult:
@@ -237,8 +304,14 @@ class McNemarResult:
     exact: bool
 
 
-def mcnemar(df: pd.DataFrame, model_a: str, model_b: str, combine: str = "primary", exact: bool | None = None,
-            confidence: float = 0.95) -> McNemarResult:
+def mcnemar(
+    df: pd.DataFrame,
+    model_a: str,
+    model_b: str,
+    combine: str = "primary",
+    exact: bool | None = None,
+    confidence: float = 0.95,
+) -> McNemarResult:
     """McNemar's test of correctness between two systems on the instructions both answered.
 
     Exact binomial test when the discordant pairs are few (< 25) unless `exact` says otherwise,
@@ -246,6 +319,7 @@ def mcnemar(df: pd.DataFrame, model_a: str, model_b: str, combine: str = "primar
     interval of a difference of paired proportions.
     """
     from scipy import stats
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
     labels = combine_raters(df, combine)
     wide = labels.pivot_table(index="instruction_id", columns="model_name", values="binary_correct", aggfunc="first")
@@ -260,57 +334,90 @@ def mcnemar(df: pd.DataFrame, model_a: str, model_b: str, combine: str = "primar
     use_exact = disc < 25 if exact is None else exact
     if disc == 0:
         stat, p = 0.0, 1.0
-    elif use_exact:
-        stat = float(min(n10, n01))
-        p = float(stats.binomtest(n10, disc, 0.5).pvalue)
     else:
-        stat = (abs(n10 - n01) - 1) ** 2 / disc
-        p = float(stats.chi2.sf(stat, 1))
+        table = [[int(np.sum(a & b)), n10], [n01, int(np.sum(~a & ~b))]]
+        res = sm_mcnemar(table, exact=use_exact, correction=True)
+        stat, p = float(res.statistic), float(res.pvalue)
     diff = (n10 - n01) / n if n else np.nan
     se = np.sqrt(max(n10 + n01 - (n10 - n01) ** 2 / n, 0)) / n if n else np.nan
     z = stats.norm.ppf(0.5 + confidence / 2)
-    return McNemarResult(model_a, model_b, n, n10, n01, 100 * diff, 100 * (diff - z * se), 100 * (diff + z * se),
-                         float(stat), p, bool(use_exact))
+    return McNemarResult(
+        model_a,
+        model_b,
+        n,
+        n10,
+        n01,
+        100 * diff,
+        100 * (diff - z * se),
+        100 * (diff + z * se),
+        float(stat),
+        p,
+        bool(use_exact),
+    )
 
 
-def bradley_terry(df: pd.DataFrame, combine: str = "primary", n_resamples: int = 200, seed: int = 0,
-                  confidence: float = 0.95, max_iter: int = 500) -> pd.DataFrame:
-    """Bradley-Terry strengths fitted to the non-tied battles (Hunter's MM algorithm), as log-strengths
-    centred on 0, with percentile bootstrap CIs over instructions. Also the model's probability of
-    beating an average opponent, exp(s) / (exp(s) + 1) on the centred scale."""
+def fit_bradley_terry(
+    wins: np.ndarray, prior_games: float = 1.0, max_iter: int = 2000, tol: float = 1e-10
+) -> np.ndarray:
+    """Log-strengths of a Bradley-Terry model fitted to a wins matrix (wins[a, b]: times a beat b),
+    by Hunter's MM algorithm with a proper prior: each model also plays `prior_games` virtual games
+    against a fixed reference player of strength 1, winning half of them. This is the maximum of the
+    likelihood times that prior; it shrinks every strength toward the reference and keeps a model
+    that never (or always) wins finite. Returned centred on 0."""
+    w = np.asarray(wins, float)
+    n = w + w.T
+    total_wins = w.sum(1) + prior_games / 2
+    p = np.ones(len(w))
+    for _ in range(max_iter):
+        denom = (n / (p[:, None] + p[None, :])).sum(1) + prior_games / (p + 1.0)
+        new = total_wins / denom
+        if np.max(np.abs(np.log(new) - np.log(p))) < tol:
+            p = new
+            break
+        p = new
+    s = np.log(p)
+    return s - s.mean()
+
+
+def bradley_terry(
+    df: pd.DataFrame,
+    combine: str = "primary",
+    n_resamples: int = 200,
+    seed: int = 0,
+    confidence: float = 0.95,
+    prior_games: float = 1.0,
+) -> pd.DataFrame:
+    """Bradley-Terry strengths fitted to the non-tied battles (`fit_bradley_terry`: MM with one
+    virtual game per model against an average reference player), as log-strengths centred on 0,
+    with percentile bootstrap CIs over instructions. Also the model's probability of beating an
+    average opponent, exp(s) / (exp(s) + 1) on the centred scale."""
     labels = combine_raters(df, combine)
     ids, models, rank, _ = label_matrices(labels)
     wins, _ = _battles(rank)
-
-    def fit(w: np.ndarray) -> np.ndarray:
-        m = w.shape[0]
-        n = w + w.T
-        total_wins = w.sum(1)
-        p = np.ones(m)
-        for _ in range(max_iter):
-            denom = np.array([np.sum(n[i, np.arange(m) != i] / (p[i] + p[np.arange(m) != i])) for i in range(m)])
-            new = np.where(denom > 0, (total_wins + 0.5) / (denom + 1.0 / p), p)  # a weak prior keeps 0-win models finite
-            new /= np.exp(np.mean(np.log(new)))
-            if np.max(np.abs(new - p)) < 1e-10:
-                p = new
-                break
-            p = new
-        return np.log(p)
-
-    point = fit(wins.sum(0))
+    point = fit_bradley_terry(wins.sum(0), prior_games)
     counts = _bootstrap_counts(len(ids), n_resamples, seed)
-    boot = np.array([fit((c @ wins.reshape(len(ids), -1)).reshape(len(models), len(models))) for c in counts])
+    flat = wins.reshape(len(ids), -1)
+    boot = np.array([fit_bradley_terry((c @ flat).reshape(len(models), len(models)), prior_games) for c in counts])
     alpha = (1 - confidence) / 2
-    out = pd.DataFrame({"model": models, "bt_log_strength": point,
-                        "ci_low": np.quantile(boot, alpha, axis=0), "ci_high": np.quantile(boot, 1 - alpha, axis=0)})
+    out = pd.DataFrame(
+        {
+            "model": models,
+            "bt_log_strength": point,
+            "ci_low": np.quantile(boot, alpha, axis=0),
+            "ci_high": np.quantile(boot, 1 - alpha, axis=0),
+        }
+    )
     out["p_beat_average"] = 1 / (1 + np.exp(-out.bt_log_strength))
+    out.attrs["settings"] = {"prior": f"{prior_games:g} virtual game(s) per model vs a reference of strength 1"}
     return out.sort_values("bt_log_strength", ascending=False).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ breakdowns
 
-def breakdown(df: pd.DataFrame, groups: pd.Series, combine: str = "primary", n_resamples: int = 1000,
-              seed: int = 0) -> pd.DataFrame:
+
+def breakdown(
+    df: pd.DataFrame, groups: pd.Series, combine: str = "primary", n_resamples: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Correct % and mean rank per model within each group of instructions (category, EHR length
     bin...), with the number of instructions per cell so thin cells are visible, and a bootstrap
     CI of correct % per cell. `groups` maps instruction_id to a group label; instructions without
@@ -320,14 +427,23 @@ def breakdown(df: pd.DataFrame, groups: pd.Series, combine: str = "primary", n_r
     rows = []
     for (group, model), part in labels.groupby([g, labels.model_name], sort=True):
         corr = part.binary_correct.dropna().to_numpy()
-        lo, hi = bootstrap_ci(corr * 100, n_resamples=n_resamples, seed=seed) if len(corr) > 1 else (np.nan, np.nan)
-        rows.append({"group": group, "model": model, "n_instructions": part.instruction_id.nunique(),
-                     "correct_pct": corr.mean() * 100 if len(corr) else np.nan, "correct_ci_low": lo, "correct_ci_high": hi,
-                     "mean_rank": part.model_rank.mean()})
+        lo, hi = bootstrap_ci(corr * 100, n_resamples=n_resamples, seed=seed)
+        rows.append(
+            {
+                "group": group,
+                "model": model,
+                "n_instructions": part.instruction_id.nunique(),
+                "correct_pct": corr.mean() * 100 if len(corr) else np.nan,
+                "correct_ci_low": lo,
+                "correct_ci_high": hi,
+                "mean_rank": part.model_rank.mean(),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ agreement between reviewers
+
 
 def rater_rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """For instructions with two or more reviewers: {instruction_id: raters x models rank table}."""
@@ -350,7 +466,7 @@ def inter_rater_tau(df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, co
     counted. A release with a single reviewer per instruction returns n_instructions = 0."""
     per_instruction = []
     n_pairs = n_constant = 0
-    for iid, table in rater_rankings(df).items():
+    for table in rater_rankings(df).values():
         table = table.dropna(axis=1)
         raters = table.to_numpy(float)
         ia, ib = np.triu_indices(len(raters), 1)
@@ -360,28 +476,39 @@ def inter_rater_tau(df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, co
         if np.isfinite(taus).any():
             per_instruction.append(np.nanmean(taus))
     vals = np.array(per_instruction)
-    lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed, confidence=confidence) if len(vals) > 1 else (np.nan, np.nan)
-    return {"mean_tau": float(vals.mean()) if len(vals) else np.nan, "ci_low": float(lo), "ci_high": float(hi),
-            "n_instructions": int(len(vals)), "n_rater_pairs": n_pairs, "n_pairs_constant": n_constant}
+    lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return {
+        "mean_tau": float(vals.mean()) if len(vals) else np.nan,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "n_instructions": int(len(vals)),
+        "n_rater_pairs": n_pairs,
+        "n_pairs_constant": n_constant,
+    }
 
 
 def cohens_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's kappa between two raters' labels (any categories)."""
+    """Cohen's kappa between two raters' labels (any categories; statsmodels); NaN when both
+    raters use one category only (chance agreement is then 1)."""
+    from statsmodels.stats.inter_rater import cohens_kappa as sm_cohens_kappa
+
     a, b = np.asarray(a), np.asarray(b)
     cats = np.union1d(a, b)
-    po = np.mean(a == b)
-    pe = sum(np.mean(a == c) * np.mean(b == c) for c in cats)
-    return float((po - pe) / (1 - pe)) if pe < 1 else np.nan
+    if len(cats) < 2:
+        return np.nan
+    table = pd.crosstab(pd.Categorical(a, cats), pd.Categorical(b, cats), dropna=False).to_numpy()
+    return float(sm_cohens_kappa(table, return_results=False))
 
 
 def fleiss_kappa(counts: np.ndarray) -> float:
-    """Fleiss' kappa from an items x categories table of rater counts (same raters per item)."""
+    """Fleiss' kappa from an items x categories table of rater counts (same raters per item;
+    statsmodels); NaN when every rating falls in one category."""
+    from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
+
     counts = np.asarray(counts, float)
-    n = counts.sum(1)[0]
-    p_j = counts.sum(0) / counts.sum()
-    p_i = (np.sum(counts ** 2, axis=1) - n) / (n * (n - 1))
-    pbar, pe = p_i.mean(), np.sum(p_j ** 2)
-    return float((pbar - pe) / (1 - pe)) if pe < 1 else np.nan
+    if np.count_nonzero(counts.sum(0)) < 2:
+        return np.nan
+    return float(sm_fleiss_kappa(counts, method="fleiss"))
 
 
 def correctness_agreement(df: pd.DataFrame) -> dict:
@@ -408,5 +535,9 @@ def correctness_agreement(df: pd.DataFrame) -> dict:
             both = wide[[raters[i], raters[j]]].dropna()
             if len(both) > 1:
                 pair_kappas.append(cohens_kappa(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy()))
-    return {"fleiss_kappa": fleiss_kappa(table), "mean_cohens_kappa": float(np.nanmean(pair_kappas)) if pair_kappas else np.nan,
-            "n_items": int(len(full)), "n_raters": modal}
+    return {
+        "fleiss_kappa": fleiss_kappa(table),
+        "mean_cohens_kappa": float(np.nanmean(pair_kappas)) if pair_kappas else np.nan,
+        "n_items": int(len(full)),
+        "n_raters": modal,
+    }

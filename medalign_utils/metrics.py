@@ -25,6 +25,38 @@ from tqdm import tqdm
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
+def whitespace_tokens(text: str) -> list[str]:
+    """Tokens split on white space, case kept (the MedAlign authors' lineage: TIMER's ROUGE-L)."""
+    return text.split()
+
+
+def tokens_13a(text: str) -> list[str]:
+    """sacrebleu's 13a tokens, case kept (what Hugging Face `evaluate`'s google_bleu uses)."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()(text).split()
+
+
+def nltk_word_tokens(text: str) -> list[str]:
+    """nltk's `word_tokenize`, one line at a time (`preserve_line=True`): the Treebank word tokenizer
+    without Punkt sentence splitting, whose model is a download the suite never makes. It differs
+    from the default call only where a sentence-final period inside the text stays on its word."""
+    from nltk.tokenize import word_tokenize
+
+    return word_tokenize(text, preserve_line=True)
+
+
+# Tokenizer name -> function, for the metrics that take one.
+TOKENIZERS = {"simple": None, "whitespace": whitespace_tokens, "13a": tokens_13a, "nltk_word": nltk_word_tokens}
+
+
+class _Tokenize:
+    """A rouge-score tokenizer object from a tokens function."""
+
+    def __init__(self, fn):
+        self.tokenize = fn
+
+
 def simple_tokens(text: str) -> list[str]:
     """Lower-cased words and punctuation marks (METEOR's and GoogleBLEU's tokenization here: nltk's
     word_tokenize would need the punkt download)."""
@@ -36,6 +68,12 @@ def _version(pkg: str) -> str:
         return importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def _tokenizer(name: str):
+    if name not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; known: {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[name] or simple_tokens
 
 
 class Metric:
@@ -55,8 +93,10 @@ class Metric:
     def settings(self) -> dict:
         return {"multi_ref": self.multi_ref}
 
+    preset = None  # set by make_metric
+
     def signature(self) -> dict:
-        sig = {"metric": self.name, **self.settings()}
+        sig = {"metric": self.name, **({"preset": self.preset} if self.preset else {}), **self.settings()}
         if self.library:
             sig["version"] = f"{self.library} {_version(self.library)}"
         return sig
@@ -72,8 +112,12 @@ class Metric:
             raise RuntimeError(f"{self.name} is unavailable: {self.reason}")
         _check_lengths(hyps, refs)
         agg = np.max if self.multi_ref == "max" else np.mean
-        return np.array([agg([self._pair(h, r) for r in rs]) if rs else np.nan
-                         for h, rs in tqdm(list(zip(hyps, refs)), desc=self.name, disable=not progress)])
+        return np.array(
+            [
+                agg([self._pair(h, r) for r in rs]) if rs else np.nan
+                for h, rs in tqdm(list(zip(hyps, refs)), desc=self.name, disable=not progress)
+            ]
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.signature_str()})"
@@ -85,19 +129,22 @@ def _check_lengths(hyps, refs) -> None:
 
 
 class RougeL(Metric):
-    """ROUGE-L F-measure (rouge-score, Porter stemmer on)."""
+    """ROUGE-L F-measure (rouge-score). The suite's settings: its default tokenizer (lower case,
+    punctuation dropped) with the Porter stemmer; the `paper` preset: white-space tokens, case
+    kept, no stemmer."""
 
     name, library = "rougeL", "rouge-score"
 
-    def __init__(self, multi_ref: str = "max", use_stemmer: bool = True):
+    def __init__(self, multi_ref: str = "max", use_stemmer: bool = True, tokenizer: str = "default"):
         super().__init__(multi_ref)
         from rouge_score import rouge_scorer
 
-        self.use_stemmer = use_stemmer
-        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+        self.use_stemmer, self.tokenizer = use_stemmer, tokenizer
+        tok = None if tokenizer == "default" else _Tokenize(_tokenizer(tokenizer))
+        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer, tokenizer=tok)
 
     def settings(self):
-        return {**super().settings(), "stemmer": self.use_stemmer}
+        return {**super().settings(), "stemmer": self.use_stemmer, "tok": self.tokenizer}
 
     def _pair(self, hyp, ref):
         return self._scorer.score(ref, hyp)["rougeL"].fmeasure
@@ -116,8 +163,13 @@ class Bleu(Metric):
 
     def settings(self):
         b = self._bleu
-        return {**super().settings(), "tok": b.tokenizer_signature, "smooth": b.smooth_method, "effective_order": True,
-                "case": "lc" if b.lowercase else "mixed"}
+        return {
+            **super().settings(),
+            "tok": b.tokenizer_signature,
+            "smooth": b.smooth_method,
+            "effective_order": True,
+            "case": "lc" if b.lowercase else "mixed",
+        }
 
     def _pair(self, hyp, ref):
         return self._bleu.sentence_score(hyp, [ref]).score / 100
@@ -138,22 +190,36 @@ class Chrf(Metric):
 
     def settings(self):
         c = self._chrf
-        return {**super().settings(), "nc": c.char_order, "nw": c.word_order, "beta": c.beta,
-                "space": c.whitespace, "case": "lc" if c.lowercase else "mixed"}
+        return {
+            **super().settings(),
+            "nc": c.char_order,
+            "nw": c.word_order,
+            "beta": c.beta,
+            "space": c.whitespace,
+            "case": "lc" if c.lowercase else "mixed",
+        }
 
     def _pair(self, hyp, ref):
         return self._chrf.sentence_score(hyp, [ref]).score / 100
 
 
 class GoogleBleu(Metric):
-    """Google BLEU (GLEU, Wu et al. 2016) from nltk, n-grams 1-4, on `simple_tokens`."""
+    """Google BLEU (GLEU, Wu et al. 2016) from nltk, n-grams 1-4, on `simple_tokens` (the suite's) or
+    sacrebleu's 13a tokens with case kept (the `paper` preset)."""
 
     name, library = "google_bleu", "nltk"
+
+    def __init__(self, multi_ref: str = "max", tokenizer: str = "simple"):
+        super().__init__(multi_ref)
+        self.tokenizer, self._tok = tokenizer, _tokenizer(tokenizer)
+
+    def settings(self):
+        return {**super().settings(), "tok": self.tokenizer}
 
     def _pair(self, hyp, ref):
         from nltk.translate.gleu_score import sentence_gleu
 
-        return sentence_gleu([simple_tokens(ref)], simple_tokens(hyp), min_len=1, max_len=4)
+        return sentence_gleu([self._tok(ref)], self._tok(hyp), min_len=1, max_len=4)
 
 
 class Meteor(Metric):
@@ -162,31 +228,39 @@ class Meteor(Metric):
 
     name, library = "meteor", "nltk"
 
-    def __init__(self, multi_ref: str = "max"):
+    def __init__(self, multi_ref: str = "max", tokenizer: str = "simple"):
         super().__init__(multi_ref)
         from .models import wordnet_status
 
+        self.tokenizer, self._tok = tokenizer, _tokenizer(tokenizer)
         self.available, self.reason = wordnet_status()
         if self.available:
             self.reason = ""
 
     def settings(self):
-        return {**super().settings(), "wordnet": "3.0", "tokenizer": "simple_tokens"}
+        return {**super().settings(), "wordnet": "3.0", "tok": self.tokenizer}
 
     def _pair(self, hyp, ref):
         from nltk.translate.meteor_score import meteor_score
 
-        return meteor_score([simple_tokens(ref)], simple_tokens(hyp))
+        return meteor_score([self._tok(ref)], self._tok(hyp))
 
 
 # ------------------------------------------------------------------ embeddings (BERTScore and friends)
+
 
 class Encoder:
     """A local transformer encoder that embeds each distinct text once (token embeddings of one
     layer, L2-normalised), with texts sorted by length into batches so padding stays small."""
 
-    def __init__(self, path: str | Path | None = None, num_layers: int | None = None, batch_tokens: int = 4096,
-                 max_length: int = 512, device: str | None = None):
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        num_layers: int | None = None,
+        batch_tokens: int = 4096,
+        max_length: int = 512,
+        device: str | None = None,
+    ):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -228,12 +302,15 @@ class Encoder:
             with torch.inference_mode():
                 for b in tqdm(batches, desc="embedding", disable=not progress):
                     feats = self.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in b]}, return_tensors="pt")
-                    out = self.model(input_ids=feats["input_ids"].to(self.device),
-                                     attention_mask=feats["attention_mask"].to(self.device), output_hidden_states=True)
+                    out = self.model(
+                        input_ids=feats["input_ids"].to(self.device),
+                        attention_mask=feats["attention_mask"].to(self.device),
+                        output_hidden_states=True,
+                    )
                     for layer in self._layers:
                         hidden = torch.nn.functional.normalize(out.hidden_states[layer].float(), dim=-1).cpu().numpy()
                         for row, i in enumerate(b):
-                            self._layer_cache.setdefault(layer, {})[todo[i]] = hidden[row, :lengths[i]]
+                            self._layer_cache.setdefault(layer, {})[todo[i]] = hidden[row, : lengths[i]]
                 for t in todo:
                     self._cache[t] = self._layer_cache[self.num_layers][t]
         return [self._cache[t] for t in texts]
@@ -315,8 +392,14 @@ class BertScore(Metric):
 
     name, library = "bertscore", "transformers"
 
-    def __init__(self, model_path: str | Path | None = None, num_layers: int | None = None, rescale: bool = False,
-                 part: str = "F", multi_ref: str = "max"):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        num_layers: int | None = None,
+        rescale: bool = False,
+        part: str = "F",
+        multi_ref: str = "max",
+    ):
         super().__init__(multi_ref)
         self.encoder = get_encoder(model_path, num_layers)
         self.part, self.rescale = part, rescale
@@ -324,13 +407,21 @@ class BertScore(Metric):
         if rescale:
             base = load_baseline() if model_path is None else {}
             if self.encoder.num_layers not in base:
-                raise ValueError(f"no rescale baseline for {self.encoder.path} layer {self.encoder.num_layers}: "
-                                 "compute one with medalign_utils.metrics.compute_baseline")
+                raise ValueError(
+                    f"no rescale baseline for {self.encoder.path} layer {self.encoder.num_layers}: "
+                    "compute one with medalign_utils.metrics.compute_baseline"
+                )
             self.baseline = base[self.encoder.num_layers]
 
     def settings(self):
-        return {**super().settings(), "model": Path(self.encoder.path).name, "layer": self.encoder.num_layers,
-                "idf": False, "part": self.part, "rescaled": self.rescale}
+        return {
+            **super().settings(),
+            "model": Path(self.encoder.path).name,
+            "layer": self.encoder.num_layers,
+            "idf": False,
+            "part": self.part,
+            "rescaled": self.rescale,
+        }
 
     def score_prf(self, hyps, refs, progress=False) -> np.ndarray:
         """(n, 3) array of P, R, F, each the best (or mean) over a response's references."""
@@ -363,8 +454,12 @@ class SourceEmbedding(Metric):
         self.source_weight = source_weight
 
     def settings(self):
-        return {**super().settings(), "model": Path(self.encoder.path).name, "source_weight": self.source_weight,
-                "source": "BM25 EHR snippets"}
+        return {
+            **super().settings(),
+            "model": Path(self.encoder.path).name,
+            "source_weight": self.source_weight,
+            "source": "BM25 EHR snippets",
+        }
 
     def score(self, hyps, refs, progress=False, sources: list[str] | None = None):
         _check_lengths(hyps, refs)
@@ -375,7 +470,9 @@ class SourceEmbedding(Metric):
         for i, (h, rs) in enumerate(zip(hyps, refs)):
             ref_sim = agg([float(vec[h] @ vec[r]) for r in rs]) if rs else np.nan
             src = sources[i] if sources else ""
-            out.append((1 - self.source_weight) * ref_sim + self.source_weight * float(vec[h] @ vec[src]) if src else ref_sim)
+            out.append(
+                (1 - self.source_weight) * ref_sim + self.source_weight * float(vec[h] @ vec[src]) if src else ref_sim
+            )
         return np.array(out)
 
 
@@ -393,7 +490,10 @@ class Comet(Metric):
             self.available, self.reason = False, "unbabel-comet is not installed (pip install '.[comet]')"
             return
         if not self.checkpoint or not Path(self.checkpoint).exists():
-            self.available, self.reason = False, "no local COMET checkpoint (set MEDALIGN_COMET_CHECKPOINT to a .ckpt file)"
+            self.available, self.reason = (
+                False,
+                "no local COMET checkpoint (set MEDALIGN_COMET_CHECKPOINT to a .ckpt file)",
+            )
 
     def score(self, hyps, refs, progress=False, sources: list[str] | None = None):
         if not self.available:
@@ -401,7 +501,10 @@ class Comet(Metric):
         from comet import load_from_checkpoint
 
         model = load_from_checkpoint(str(self.checkpoint))
-        data = [{"src": (sources[i] if sources else ""), "mt": h, "ref": rs[0] if rs else ""} for i, (h, rs) in enumerate(zip(hyps, refs))]
+        data = [
+            {"src": (sources[i] if sources else ""), "mt": h, "ref": rs[0] if rs else ""}
+            for i, (h, rs) in enumerate(zip(hyps, refs))
+        ]
         return np.array(model.predict(data, batch_size=self.batch_size, gpus=0, progress_bar=progress).scores)
 
 
@@ -420,13 +523,35 @@ DEFAULT_METRICS = ["rougeL", "bleu", "chrf", "chrf++", "google_bleu", "meteor", 
 SOURCE_METRICS = {"src_embed", "comet"}
 
 
-def make_metric(name: str, **kwargs) -> Metric:
+# Named settings. `paper`: the MedAlign authors' metric lineage (TIMER's scripts, through Hugging
+# Face `evaluate`): ROUGE-L on white-space tokens with case kept and no stemmer, METEOR on nltk's
+# word tokens, GoogleBLEU on sacrebleu's 13a tokens with case kept. `suite`: lower case,
+# punctuation split off, Porter stemmer for ROUGE-L. Table 4 uses `paper` (it is the paper's table).
+PRESETS = {
+    "paper": {
+        "rougeL": {"use_stemmer": False, "tokenizer": "whitespace"},
+        "meteor": {"tokenizer": "nltk_word"},
+        "google_bleu": {"tokenizer": "13a"},
+    },
+    "suite": {},
+}
+DEFAULT_PRESET = "paper"
+
+
+def make_metric(name: str, preset: str = DEFAULT_PRESET, **kwargs) -> Metric:
+    """A metric by registry name with a preset's settings (explicit `kwargs` win); its signature
+    records the preset."""
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
-    return METRICS[name](**kwargs)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown metric preset {preset!r}; known: {', '.join(PRESETS)}")
+    metric = METRICS[name](**{**PRESETS[preset].get(name, {}), **kwargs})
+    metric.preset = preset
+    return metric
 
 
 # ------------------------------------------------------------------ the rescale baseline
+
 
 def baseline_sentences(n: int = 2000, seed: int = 0) -> list[str]:
     """English sentences from the Python standard library's docstrings: plentiful, offline, and
@@ -461,47 +586,17 @@ def compute_baseline(model_path=None, n_pairs: int = 1000, seed: int = 0) -> dic
     sentences = baseline_sentences(2 * n_pairs, seed)
     rng = np.random.default_rng(seed + 1)
     perm = rng.permutation(len(sentences))
-    a, b = [sentences[i] for i in perm[: len(perm) // 2]], [sentences[i] for i in perm[len(perm) // 2:]]
+    a, b = [sentences[i] for i in perm[: len(perm) // 2]], [sentences[i] for i in perm[len(perm) // 2 :]]
     layers = get_encoder(model_path).all_layers(a + b)
     out = {}
     for layer, emb in layers.items():
-        prf = np.array([greedy_match(x, y) for x, y in zip(emb[: len(a)], emb[len(a):])])
+        prf = np.array([greedy_match(x, y) for x, y in zip(emb[: len(a)], emb[len(a) :])])
         out[layer] = tuple(float(v) for v in prf.mean(0).round(6))
     return out
 
 
 def write_baseline(baseline: dict, path: Path = BASELINE_FILE, note: str = "") -> None:
-    lines = [f"# {note}" if note else "", "LAYER\tP\tR\tF"] + [f"{k}\t{p}\t{r}\t{f}" for k, (p, r, f) in sorted(baseline.items())]
+    lines = [f"# {note}" if note else "", "LAYER\tP\tR\tF"] + [
+        f"{k}\t{p}\t{r}\t{f}" for k, (p, r, f) in sorted(baseline.items())
+    ]
     path.write_text("\n".join(x for x in lines if x) + "\n")
-
-
-# ------------------------------------------------------------------ auto-grading answers that are values
-
-_NUM = re.compile(r"[-+]?\d+(?:\.\d+)?")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# The value each auto-gradable kind of synthetic instruction must state, as written in its reference.
-_VALUE_PATTERNS = {
-    "latest_lab": r" was ([-\d.]+) ", "first_lab": r" was ([-\d.]+) ", "latest_bp": r"(\d+/\d+)",
-    "bmi": r"BMI is ([\d.]+)", "egfr_stage": r"stage (G\w+)", "last_visit": r"(\d{4}-\d{2}-\d{2})",
-    "first_diagnosis": r"(\d{4}-\d{2}-\d{2})", "smoking": r"as (never smoker|former smoker|current every day smoker)",
-    "demographics": r"(\d+)-year-old", "last_procedure": r"showed (.+?)\.$",
-}
-GRADABLE_KINDS = set(_VALUE_PATTERNS)
-
-
-def reference_value(kind: str, reference: str) -> str | None:
-    """The value an answer must state for the synthetic instruction kinds whose reference is a value
-    from the record (None for kinds that are not auto-gradable: summaries, plans, translations)."""
-    pattern = _VALUE_PATTERNS.get(kind)
-    m = re.search(pattern, reference) if pattern else None
-    return m.group(1) if m else None
-
-
-def value_match(answer: str, value: str) -> bool:
-    """Whether an answer states the value: numbers compared as numbers (7.2 = 7.20), text
-    case-insensitively."""
-    answer = answer or ""
-    if _NUM.fullmatch(value):
-        target = float(value)
-        return any(abs(float(x) - target) < 1e-9 for x in _NUM.findall(answer))
-    return value.lower() in answer.lower()

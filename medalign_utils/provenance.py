@@ -6,12 +6,27 @@ import importlib.metadata
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 TRACKED_PACKAGES = (
-    "medalign-suite", "numpy", "pandas", "pyarrow", "lxml", "scipy", "statsmodels", "torch", "transformers",
-    "tokenizers", "tiktoken", "bm25s", "sacrebleu", "rouge-score", "nltk", "bert-score", "papermill",
+    "medalign-suite",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "lxml",
+    "scipy",
+    "statsmodels",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "tiktoken",
+    "bm25s",
+    "sacrebleu",
+    "rouge-score",
+    "nltk",
+    "bert-score",
+    "papermill",
 )
 
 
@@ -29,10 +44,16 @@ def git_commit(path: str | Path | None = None) -> str:
     """The commit of the project checkout (with '+dirty' when it has uncommitted changes)."""
     cwd = Path(path) if path else Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (commit or "unknown") + ("+dirty" if dirty else "")
@@ -44,5 +65,5 @@ def environment_record() -> dict:
         "platform": platform.platform(),
         "git_commit": git_commit(),
         "packages": package_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

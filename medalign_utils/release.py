@@ -1,6 +1,6 @@
 """Finding and reading a MedAlign release folder (real or synthetic) into DataFrames.
 
-The layout varies between versions (docs/release-format.md): TSV or CSV, several EHR folder and
+The layout varies between versions (data/README.md): TSV or CSV, several EHR folder and
 file names, columns that come and go. `load_release` finds what is there, reads it without
 guessing, and lists every problem as a `Problem`; it raises `UnusableReleaseError` only when the
 release cannot be used at all.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import ehr as ehr_mod
+from .config import cache_root, project_path
 from .problems import Problem, UnusableReleaseError
 
 RESPONSES_STEM = "clinician-reviewed-model-responses"
@@ -46,11 +47,6 @@ _TRUE = {"1", "1.0", "true", "t", "yes", "y", "correct"}
 _FALSE = {"0", "0.0", "false", "f", "no", "n", "incorrect"}
 
 
-def default_cache_dir() -> Path:
-    """Where parsed EHRs are cached: $MEDALIGN_CACHE_DIR, else ~/.cache/medalign."""
-    return Path(os.environ.get("MEDALIGN_CACHE_DIR", Path.home() / ".cache" / "medalign"))
-
-
 @dataclass
 class ReleaseLayout:
     """Which files of a release folder hold what."""
@@ -63,8 +59,10 @@ class ReleaseLayout:
 
 
 def _find_release_root(root: Path) -> Path:
-    if any((root / f"{RESPONSES_STEM}{ext}").exists() or (root / f"{REFERENCES_STEM}{ext}").exists()
-           for ext in (".tsv", ".csv")):
+    if any(
+        (root / f"{RESPONSES_STEM}{ext}").exists() or (root / f"{REFERENCES_STEM}{ext}").exists()
+        for ext in (".tsv", ".csv")
+    ):
         return root
     for name in RELEASE_DIR_NAMES:
         if (root / name).is_dir():
@@ -86,15 +84,23 @@ def find_layout(root: str | Path, problems: list[Problem]) -> ReleaseLayout:
                 layout.tables[stem] = root / f"{stem}{ext}"
                 break
     if RESPONSES_STEM not in layout.tables and REFERENCES_STEM not in layout.tables:
-        raise UnusableReleaseError(Problem(
-            str(root), f"required file {RESPONSES_STEM}.tsv (or {REFERENCES_STEM}.tsv, or .csv) is missing", fatal=True))
+        raise UnusableReleaseError(
+            Problem(
+                str(root),
+                f"required file {RESPONSES_STEM}.tsv (or {REFERENCES_STEM}.tsv, or .csv) is missing",
+                fatal=True,
+            )
+        )
     for name in EHR_DIR_NAMES:
         if (root / name).is_dir():
             layout.ehr_dir = root / name
             break
     if layout.ehr_dir is None:
-        raise UnusableReleaseError(Problem(
-            str(root), f"no EHR folder: expected one of {', '.join(n + '/' for n in EHR_DIR_NAMES)}", fatal=True))
+        raise UnusableReleaseError(
+            Problem(
+                str(root), f"no EHR folder: expected one of {', '.join(n + '/' for n in EHR_DIR_NAMES)}", fatal=True
+            )
+        )
     for path in sorted(layout.ehr_dir.iterdir()):
         rel = f"{layout.ehr_dir.name}/{path.name}"
         m = _EHR_FILE.match(path.name)
@@ -103,8 +109,9 @@ def find_layout(root: str | Path, problems: list[Problem]) -> ReleaseLayout:
             continue
         pid = m.group("pid")
         if pid in layout.ehr_files:
-            problems.append(Problem(rel, f"a second file for person_id {pid} "
-                                         f"(also {layout.ehr_files[pid].name}); skipped"))
+            problems.append(
+                Problem(rel, f"a second file for person_id {pid} (also {layout.ehr_files[pid].name}); skipped")
+            )
             continue
         layout.ehr_files[pid] = path
     return layout
@@ -130,12 +137,21 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as err:
-                problems.append(Problem(name, f"byte 0x{line[err.start]:02x} at column {err.start + 1} is not UTF-8 "
-                                              f"(data row {i - 1}); replaced by U+FFFD", f"line {i}"))
+                problems.append(
+                    Problem(
+                        name,
+                        f"byte 0x{line[err.start]:02x} at column {err.start + 1} is not UTF-8 "
+                        f"(data row {i - 1}); replaced by U+FFFD",
+                        f"line {i}",
+                    )
+                )
         text = raw.decode("utf-8", errors="replace")
     is_tsv = path.suffix.lower() == ".tsv"
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if is_tsv else ",",
-                        quoting=csv.QUOTE_NONE if is_tsv else csv.QUOTE_MINIMAL)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter="\t" if is_tsv else ",",
+        quoting=csv.QUOTE_NONE if is_tsv else csv.QUOTE_MINIMAL,
+    )
     try:
         header = next(reader)
     except StopIteration:
@@ -143,8 +159,14 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
     header = [h.strip() for h in header]
     missing = [c for c in required if c not in header]
     if missing:
-        raise UnusableReleaseError(Problem(name, f"required column {', '.join(missing)} is missing "
-                                                 f"(columns: {', '.join(header)})", "line 1", fatal=True))
+        raise UnusableReleaseError(
+            Problem(
+                name,
+                f"required column {', '.join(missing)} is missing (columns: {', '.join(header)})",
+                "line 1",
+                fatal=True,
+            )
+        )
     rows, row_numbers = [], []
     n = len(header)
     row_no = 0
@@ -157,8 +179,13 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
             if len(fields) == n + 1 and fields[-1] == "":
                 fields = fields[:-1]
             else:
-                problems.append(Problem(name, f"row {row_no} has {len(fields)} fields, the header has {n}; row skipped",
-                                        f"line {reader.line_num}"))
+                problems.append(
+                    Problem(
+                        name,
+                        f"row {row_no} has {len(fields)} fields, the header has {n}; row skipped",
+                        f"line {reader.line_num}",
+                    )
+                )
                 continue
         rows.append(fields)
         row_numbers.append(row_no)
@@ -167,7 +194,11 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
     df.attrs["row_numbers"] = row_numbers
     # Identifiers stay text: person_ids are long integers that must not become floats.
     for col in df.columns:
-        df[col] = df[col].astype(str).str.strip() if col in ("instruction_id", "person_id", "model_name", "annotator_num") else df[col]
+        df[col] = (
+            df[col].astype(str).str.strip()
+            if col in ("instruction_id", "person_id", "model_name", "annotator_num")
+            else df[col]
+        )
     return df
 
 
@@ -192,7 +223,9 @@ def coerce_numeric(df: pd.DataFrame, column: str, problems: list[Problem], boole
             try:
                 out[i] = float(v)
             except ValueError:
-                problems.append(Problem(name, f"{column} {v!r} is not a number; kept as missing", f"row {row_numbers[i]}"))
+                problems.append(
+                    Problem(name, f"{column} {v!r} is not a number; kept as missing", f"row {row_numbers[i]}")
+                )
     if blank_rows:
         shown = ", ".join(map(str, blank_rows[:10])) + (", …" if len(blank_rows) > 10 else "")
         problems.append(Problem(name, f"{len(blank_rows)} rows have no {column} (rows {shown}); kept as missing"))
@@ -207,8 +240,12 @@ def _tidy_responses(df: pd.DataFrame, problems: list[Problem]) -> pd.DataFrame:
     out = df.copy()
     text_col = _first_present(out, RESPONSE_TEXT_ALIASES)
     if text_col is None:
-        problems.append(Problem(df.attrs["source_file"], f"no response text column (looked for {', '.join(RESPONSE_TEXT_ALIASES)}); "
-                                                         "responses are empty"))
+        problems.append(
+            Problem(
+                df.attrs["source_file"],
+                f"no response text column (looked for {', '.join(RESPONSE_TEXT_ALIASES)}); responses are empty",
+            )
+        )
         out["model_response"] = ""
     elif text_col != "model_response":
         out = out.rename(columns={text_col: "model_response"})
@@ -239,16 +276,21 @@ def build_instructions(tables: dict[str, pd.DataFrame], problems: list[Problem])
         part["source"] = stem
         parts.append(part)
     if not parts:
-        return pd.DataFrame(columns=["instruction_id", "question", "person_id", "category",
-                                     "has_reference", "has_model_responses"])
+        return pd.DataFrame(
+            columns=["instruction_id", "question", "person_id", "category", "has_reference", "has_model_responses"]
+        )
     allrows = pd.concat(parts, ignore_index=True)
     # Person conflicts: an instruction tied to two patients in different files.
     if "person_id" in allrows.columns:
         pids = allrows.dropna(subset=["person_id"]).groupby("instruction_id")["person_id"].nunique()
         for iid in pids[pids > 1].index:
             found = sorted(allrows.loc[allrows.instruction_id == iid, "person_id"].unique())
-            problems.append(Problem(RESPONSES_STEM, f"instruction {iid} is tied to several person_ids ({', '.join(found)}); "
-                                                    "the first is used"))
+            problems.append(
+                Problem(
+                    RESPONSES_STEM,
+                    f"instruction {iid} is tied to several person_ids ({', '.join(found)}); the first is used",
+                )
+            )
     first = allrows.groupby("instruction_id", sort=False).first().reset_index()
     first = first.drop(columns=["source"])
     for c in ("question", "person_id", "category"):
@@ -259,6 +301,41 @@ def build_instructions(tables: dict[str, pd.DataFrame], problems: list[Problem])
     first["has_reference"] = first.instruction_id.isin(refs.instruction_id) if refs is not None else False
     first["has_model_responses"] = first.instruction_id.isin(resp.instruction_id) if resp is not None else False
     return first
+
+
+# ------------------------------------------------------------------ reviewers
+
+RATER_COLUMNS = ("annotator_num", "reviewer", "rater", "annotator")
+PRIMARY_REVIEWER = "Annotator_1"
+
+
+def rater_column(df: pd.DataFrame) -> str | None:
+    """The column naming the reviewer (annotator) of each row, where the table has one."""
+    return next((c for c in RATER_COLUMNS if c in df.columns), None)
+
+
+def primary_reviewer_rows(df: pd.DataFrame, label_columns: tuple[str, ...]) -> pd.DataFrame:
+    """One reviewer's rows per instruction: the rule every analysis uses to pick "the primary".
+
+    Per instruction, the primary reviewer is `Annotator_1` (as public code does) when they gave any
+    of `label_columns` for it; otherwise the first other reviewer (in the table's order) who did.
+    That reviewer's rows are kept whole and as they are: a label the chosen reviewer left empty
+    stays missing, never filled from another reviewer (which would make rankings nobody gave).
+    Instructions no reviewer labelled keep the primary's (empty) rows. Tables without a reviewer
+    column are returned unchanged.
+    """
+    col = rater_column(df)
+    if col is None or df.empty:
+        return df
+    raters = df[col].astype(str)
+    order = {r: i for i, r in enumerate(dict.fromkeys(raters))}
+    order[PRIMARY_REVIEWER] = -1
+    present = [c for c in label_columns if c in df.columns]
+    labelled = df[present].apply(lambda s: s.notna() & s.astype(str).str.strip().ne(""))
+    gave_any = labelled.any(axis=1).groupby([df.instruction_id, raters]).transform("any")
+    rank = raters.map(order) + np.where(gave_any, 0, len(order) + 1)  # reviewers who gave labels first
+    chosen = rank.groupby(df.instruction_id).transform("min")
+    return df[rank == chosen]
 
 
 @dataclass
@@ -286,6 +363,17 @@ class Release:
         return self.layout.is_synthetic
 
     @property
+    def planted_truth(self) -> dict | None:
+        """The synthetic cohort's planted truth (`planted_truth.json`: the label model, expected
+        statistics, each instruction's answer as a value); None for the real release."""
+        path = self.root / "planted_truth.json"
+        if not self.is_synthetic or not path.exists():
+            return None
+        if not hasattr(self, "_planted"):
+            self._planted = json.loads(path.read_text(encoding="utf-8"))
+        return self._planted
+
+    @property
     def ehr_files(self) -> dict[str, Path]:
         return self.layout.ehr_files
 
@@ -293,19 +381,22 @@ class Release:
         """The raw XML of a patient's record, as it goes into prompts."""
         return ehr_mod.read_ehr_text(self.layout.ehr_files[str(person_id)])
 
-    def parse_ehrs(self, cache_dir: str | Path | None = None, workers: int | None = None,
-                   progress: bool = True) -> dict[str, ehr_mod.EHRSummary]:
+    def parse_ehrs(
+        self, cache_dir: str | Path | None = None, workers: int | None = None, progress: bool = True
+    ) -> dict[str, ehr_mod.EHRSummary]:
         """Parse (or find cached) every EHR; parse problems are added to `problems` once."""
-        summaries = ehr_mod.parse_ehrs_to_cache(self.ehr_files, cache_dir or default_cache_dir() / "events",
-                                                workers=workers, progress=progress, root=self.root)
+        summaries = ehr_mod.parse_ehrs_to_cache(
+            self.ehr_files, cache_dir or cache_root() / "events", workers=workers, progress=progress, root=self.root
+        )
         if not getattr(self, "_parse_problems_added", False):
             for s in summaries.values():
                 self.problems.extend(s.problems)
             self._parse_problems_added = True
         return summaries
 
-    def events(self, columns: list[str] | None = None, cache_dir: str | Path | None = None,
-               progress: bool = True) -> pd.DataFrame:
+    def events(
+        self, columns: list[str] | None = None, cache_dir: str | Path | None = None, progress: bool = True
+    ) -> pd.DataFrame:
         """Every patient's events in one DataFrame (see `ehr.EVENT_COLUMNS`)."""
         return ehr_mod.load_cached_events(self.parse_ehrs(cache_dir, progress=progress), columns)
 
@@ -313,8 +404,9 @@ class Release:
         """One row per patient: demographics as written in the record, event and note counts."""
         rows = []
         for pid, s in self.parse_ehrs(cache_dir, progress=progress).items():
-            rows.append({"person_id": pid, "schema": s.schema, "n_events": s.n_events, "n_notes": s.n_notes,
-                         **s.patient})
+            rows.append(
+                {"person_id": pid, "schema": s.schema, "n_events": s.n_events, "n_notes": s.n_notes, **s.patient}
+            )
         return pd.DataFrame(rows)
 
     def fingerprint(self) -> str:
@@ -329,6 +421,24 @@ class Release:
         return h.hexdigest()
 
 
+def open_release(data_dir: str | Path) -> Release:
+    """The release at `data_dir` (relative to the repository root unless absolute), as notebooks
+    open it. It only reads: a synthetic cohort is made by an explicit step (`make data`,
+    `medalign synth DIR`, or `medalign run` with `synthetic.generate_if_missing`)."""
+    path = project_path(data_dir)
+    if not path.exists():
+        raise UnusableReleaseError(
+            Problem(
+                str(data_dir),
+                "no release here: point data_dir at your copy of the release, "
+                "or make the synthetic cohort with `make data` or "
+                f"`medalign synth {data_dir}`",
+                fatal=True,
+            )
+        )
+    return load_release(path)
+
+
 def load_release(root: str | Path) -> Release:
     """Read a release folder (or the folder holding `medalign_instructions_v1_3/`).
 
@@ -341,10 +451,17 @@ def load_release(root: str | Path) -> Release:
     for stem, path in layout.tables.items():
         tables[stem] = read_table(path, problems, REQUIRED_COLUMNS[stem])
     responses = tables.get(RESPONSES_STEM)
-    responses = _tidy_responses(responses, problems) if responses is not None else pd.DataFrame(
-        columns=["instruction_id", "person_id", "model_name", "model_response", "model_rank", "binary_correct"])
+    responses = (
+        _tidy_responses(responses, problems)
+        if responses is not None
+        else pd.DataFrame(
+            columns=["instruction_id", "person_id", "model_name", "model_response", "model_rank", "binary_correct"]
+        )
+    )
     tables[RESPONSES_STEM] = responses
-    references = tables.get(REFERENCES_STEM, pd.DataFrame(columns=["instruction_id", "person_id", "clinician_response"]))
+    references = tables.get(
+        REFERENCES_STEM, pd.DataFrame(columns=["instruction_id", "person_id", "clinician_response"])
+    )
     instructions = build_instructions(tables, problems)
     # Every instruction's patient must have a record.
     for stem, df in ((RESPONSES_STEM, responses), (REFERENCES_STEM, references), (ROUGE_STEM, tables.get(ROUGE_STEM))):
@@ -360,12 +477,20 @@ def load_release(root: str | Path) -> Release:
                 continue
             seen.add(pid)
             n = int((df["person_id"] == pid).sum())
-            problems.append(Problem(fname, f"person_id {pid} has no EHR file in {layout.ehr_dir.name}/ "
-                                           f"({n} rows of instruction {df['instruction_id'].iat[i]} and others)", f"row {rows[i]}"))
+            problems.append(
+                Problem(
+                    fname,
+                    f"person_id {pid} has no EHR file in {layout.ehr_dir.name}/ "
+                    f"({n} rows of instruction {df['instruction_id'].iat[i]} and others)",
+                    f"row {rows[i]}",
+                )
+            )
     return Release(layout.root, layout, instructions, references, responses, tables.get(ROUGE_STEM), problems)
 
 
-def validate_release(root: str | Path, cache_dir: str | Path | None = None, progress: bool = False) -> tuple[dict, list[Problem]]:
+def validate_release(
+    root: str | Path, cache_dir: str | Path | None = None, progress: bool = False
+) -> tuple[dict, list[Problem]]:
     """Read everything, parse every EHR, and return (summary, problems) for `medalign validate`."""
     release = load_release(root)
     summaries = release.parse_ehrs(cache_dir, progress=progress)

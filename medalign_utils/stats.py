@@ -31,13 +31,21 @@ def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return tau
 
 
-def bootstrap_ci(values: np.ndarray, statistic=np.mean, n_resamples: int = 2000, confidence: float = 0.95,
-                 seed: int = 0, axis: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: np.ndarray,
+    statistic=np.mean,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    axis: int = 0,
+    min_n: int = 2,
+) -> tuple[float, float]:
     """Percentile bootstrap CI of `statistic` over the first axis (e.g. instructions), vectorized:
-    all resamples are drawn as one index matrix."""
+    all resamples are drawn as one index matrix. Fewer than `min_n` values give (NaN, NaN): one
+    value resampled says nothing about its spread."""
     values = np.asarray(values, float)
     n = values.shape[axis]
-    if n == 0:
+    if n < max(min_n, 1):
         return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_resamples, n))

@@ -37,17 +37,27 @@ class LabelModel:
         return asdict(self)
 
 
+# How tied responses share ranks. The paper's mean ranks sum to 21.00 = 1 + ... + 6 over six
+# systems, which holds with no ties or with averaged ties (1, 2.5, 2.5, 4), not with "min" ties
+# (1, 2, 2, 4, whose sums fall short): averaged ties are the convention its numbers imply.
+TIE_CONVENTION = "average"
+
+
 def ranks_with_ties(latent: np.ndarray, rng: np.random.Generator, tie_prob: float) -> np.ndarray:
     """Rank each row (1 = highest latent); each neighbour in the order is tied to the one above
-    with probability `tie_prob` (tied responses share the better rank, as in 1, 2, 2, 4)."""
+    with probability `tie_prob`; tied responses share the average of their ranks (1, 2.5, 2.5, 4),
+    so every row's ranks sum to 1 + ... + m."""
     n, m = latent.shape
     order = np.argsort(-latent, axis=1, kind="stable")
     tie = rng.random((n, m)) < tie_prob
     tie[:, 0] = False
     positions = np.arange(m)[None, :].repeat(n, axis=0)
-    group_start = np.where(tie, 0, positions)
-    group_start = np.maximum.accumulate(group_start, axis=1)
-    ranks_sorted = group_start + 1
+    group_start = np.maximum.accumulate(np.where(tie, 0, positions), axis=1)
+    # The next group's start after each position, from the right: one less is this group's end.
+    starts = np.where(~tie, positions, m)
+    after = np.concatenate([starts[:, 1:], np.full((n, 1), m)], axis=1)
+    group_end = np.minimum.accumulate(after[:, ::-1], axis=1)[:, ::-1] - 1
+    ranks_sorted = (group_start + group_end) / 2 + 1
     ranks = np.empty_like(ranks_sorted)
     np.put_along_axis(ranks, order, ranks_sorted, axis=1)
     return ranks
@@ -56,7 +66,7 @@ def ranks_with_ties(latent: np.ndarray, rng: np.random.Generator, tie_prob: floa
 @dataclass
 class SimulatedLabels:
     correct: np.ndarray  # (raters, n, m) of 0/1
-    rank: np.ndarray  # (raters, n, m) of 1..m
+    rank: np.ndarray  # (raters, n, m) of 1..m, averaged ties (x.5)
     latent: np.ndarray  # (n, m), the response quality that response texts follow
     base_correct: np.ndarray = field(default=None)  # (n, m)
 
@@ -67,7 +77,7 @@ def simulate_labels(model: LabelModel, n: int, rng: np.random.Generator, n_rater
     base_correct = (rng.random((n, m)) < p).astype(int)
     latent = np.asarray(model.mu) + model.gamma * base_correct + model.sigma * rng.standard_normal((n, m))
     correct = np.empty((n_raters, n, m), dtype=int)
-    rank = np.empty((n_raters, n, m), dtype=int)
+    rank = np.empty((n_raters, n, m), dtype=float)
     for r in range(n_raters):
         seen = latent + model.rater_sigma * rng.standard_normal((n, m))
         rank[r] = ranks_with_ties(seen, rng, model.tie_prob)
@@ -97,8 +107,10 @@ def expected_table3(model: LabelModel, n: int = 200_000, seed: int = 12345) -> d
         "correct_pct": dict(zip(model.models, (100 * sim.correct[0].mean(axis=0)).round(2).tolist())),
         "win_rate": dict(zip(model.models, np.nanmean(wins, axis=1).round(4).tolist())),
         "mean_rank": dict(zip(model.models, sim.rank[0].mean(axis=0).round(3).tolist())),
-        "win_matrix": {a: {b: (None if np.isnan(wins[i, j]) else round(float(wins[i, j]), 4))
-                           for j, b in enumerate(model.models)} for i, a in enumerate(model.models)},
+        "win_matrix": {
+            a: {b: (None if np.isnan(wins[i, j]) else round(float(wins[i, j]), 4)) for j, b in enumerate(model.models)}
+            for i, a in enumerate(model.models)
+        },
         "monte_carlo_draws": n,
     }
 
@@ -109,8 +121,13 @@ def expected_inter_rater_tau(model: LabelModel, n: int = 20_000, seed: int = 543
     return float(np.nanmean(kendall_tau_b_rows(sim.rank[0], sim.rank[1])))
 
 
-def calibrate_mu(model: LabelModel, target_mean_rank=tuple(paper.TABLE3.mean_rank), steps: int = 60,
-                 n: int = 40_000, rate: float = 0.6) -> tuple[float, ...]:
+def calibrate_mu(
+    model: LabelModel,
+    target_mean_rank=tuple(paper.TABLE3.mean_rank),
+    steps: int = 60,
+    n: int = 40_000,
+    rate: float = 0.6,
+) -> tuple[float, ...]:
     """Stochastic approximation of `mu` so that expected mean ranks approach the targets (how the
     defaults were found; not run at generation time)."""
     mu = np.asarray(model.mu, float)
@@ -121,3 +138,19 @@ def calibrate_mu(model: LabelModel, target_mean_rank=tuple(paper.TABLE3.mean_ran
         mu += rate * (sim.rank[0].mean(axis=0) - target)
         mu -= mu.mean()
     return tuple(np.round(mu, 3))
+
+
+# Table 3 statistic -> the prefix of its CI columns in `human_eval.table3`.
+TABLE3_CI_PREFIX = {"correct_pct": "correct", "win_rate": "win_rate", "mean_rank": "mean_rank"}
+
+
+def planted_coverage(table3, planted: dict):
+    """Table 3 with each statistic's planted expected value beside it (`planted_<stat>`), and for
+    each statistic the number of systems whose CI contains it: (table, {stat: count})."""
+    exp = planted["expected_table3"]
+    out = table3.copy()
+    inside = {}
+    for stat, ci in TABLE3_CI_PREFIX.items():
+        out[f"planted_{stat}"] = out.model.map(exp[stat])
+        inside[stat] = int(out[f"planted_{stat}"].between(out[f"{ci}_ci_low"], out[f"{ci}_ci_high"]).sum())
+    return out, inside

@@ -20,8 +20,10 @@ PUBLIC_SAMPLE = SHARED / "medalign-public-sample"
 @pytest.fixture(scope="session")
 def public_sample() -> Path:
     if not (PUBLIC_SAMPLE / "sample-ehr-clean.xml").exists():
-        pytest.skip(f"the dataset authors' public sample is not at {PUBLIC_SAMPLE} (only a developer checkout "
-                    "beside ../shared has it; CI always does)")
+        pytest.skip(
+            f"the dataset authors' public sample is not at {PUBLIC_SAMPLE} (only a developer checkout "
+            "beside ../shared has it; CI always does)"
+        )
     return PUBLIC_SAMPLE
 
 
@@ -35,8 +37,17 @@ def small_spec(patients: int = 4, instructions: int = 40, gold: int = 14, seed: 
     from medalign_utils.synthetic import CohortSpec
 
     # Short records (median ~8k tokens) keep fixtures fast; the shape of everything else is kept.
-    return CohortSpec(patients=patients, instructions=instructions, gold=gold, multi_rated=multi_rated, seed=seed,
-                      length_log_median=9.0, length_log_sigma=0.6, min_tokens=3000, max_tokens=40_000)
+    return CohortSpec(
+        patients=patients,
+        instructions=instructions,
+        gold=gold,
+        multi_rated=multi_rated,
+        seed=seed,
+        length_log_median=9.0,
+        length_log_sigma=0.6,
+        min_tokens=3000,
+        max_tokens=40_000,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +66,9 @@ def gold_cohort(tmp_path_factory) -> Path:
     from medalign_utils.synthetic import make_cohort
 
     out = tmp_path_factory.mktemp("gold_cohort")
-    make_cohort(out, small_spec(patients=6, instructions=400, gold=303, seed=1, multi_rated=50), workers=1, progress=False)
+    make_cohort(
+        out, small_spec(patients=6, instructions=400, gold=303, seed=1, multi_rated=50), workers=1, progress=False
+    )
     return out
 
 
@@ -66,21 +79,37 @@ def make_tiny_lm(path: Path, chat_template: bool = False) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    corpus = ["Instruction: Answer the following question based on the EHR:", "Question: What was the last glucose?",
-              '<entry timestamp="2020-01-01 08:00"><event type="measurement" name="Glucose">104.00</event></entry>',
-              "The patient has hypertension and takes lisinopril 10 MG daily."] * 50
+    corpus = [
+        "Instruction: Answer the following question based on the EHR:",
+        "Question: What was the last glucose?",
+        '<entry timestamp="2020-01-01 08:00"><event type="measurement" name="Glucose">104.00</event></entry>',
+        "The patient has hypertension and takes lisinopril 10 MG daily.",
+    ] * 50
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>", "<pad>"],
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
     if chat_template:
         fast.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
     model = LlamaForCausalLM(config).eval()
     model.save_pretrained(path)
     fast.save_pretrained(path)

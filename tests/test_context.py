@@ -5,9 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medalign_utils.context import (BudgetError, EncounterIndex, PromptTemplate, Record, build_prompt_grid,
-                                    count_prompt, ehr_budget, evidence_items, fit_recent, fit_retrieval,
-                                    materialize_prompts, mr_chunks, record_view, retention_table)
+from medalign_utils.context import (
+    BudgetError,
+    EncounterIndex,
+    PromptTemplate,
+    Record,
+    build_prompt_grid,
+    count_prompt,
+    ehr_budget,
+    evidence_items,
+    fit_recent,
+    fit_retrieval,
+    materialize_prompts,
+    mr_chunks,
+    record_view,
+    retention_table,
+)
 from medalign_utils.release import load_release
 from medalign_utils.tokenization import load_tokenizer, split_at_line_starts, tokenize_file
 
@@ -47,7 +60,7 @@ def test_chunked_tokenization_equals_whole_string(tokenizer, release, public_sam
     # Offsets point at the text each token decodes to.
     k = len(rec.tokens) // 3
     a, b = rec.tokens.char_offsets[k], rec.tokens.char_offsets[k + 5]
-    assert tokenizer.decode(rec.tokens.ids[k:k + 5]) == rec.text[a:b]
+    assert tokenizer.decode(rec.tokens.ids[k : k + 5]) == rec.text[a:b]
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +90,11 @@ def test_recent_budget_is_exact(tokenizer, long_text, context):
 
 
 def test_recent_matches_a_hand_computed_case(cl100k):
-    lines = "".join(f'<entry timestamp="2020-01-{d:02d} 08:00">\n<event type="measurement" name="Heart rate">{60 + d}.00</event>\n</entry>\n'
-                    for d in range(1, 29))
+    lines = "".join(
+        f'<entry timestamp="2020-01-{d:02d} 08:00">\n'
+        f'<event type="measurement" name="Heart rate">{60 + d}.00</event>\n</entry>\n'
+        for d in range(1, 29)
+    )
     text = f"<eventstream>\n{lines}</eventstream>\n"
     rec = Record(text, cl100k.tokenize_with_offsets(text))
     template = PromptTemplate("Q: {question}\nEHR: {ehr}")
@@ -88,15 +104,17 @@ def test_recent_matches_a_hand_computed_case(cl100k):
     # By hand: the record's tokens, the overhead of the empty prompt, the last (target - overhead) tokens.
     ids = cl100k.encode(text)
     overhead = len(cl100k.encode(prefix + suffix))
-    expected_ehr = cl100k.decode(ids[len(ids) - (target - overhead):])
+    expected_ehr = cl100k.decode(ids[len(ids) - (target - overhead) :])
     assert len(cl100k.encode(prefix + expected_ehr + suffix)) in (target - 1, target, target + 1)
     assert view.text == expected_ehr or abs(len(view.text) - len(expected_ehr)) <= 8
     assert cl100k.count(prefix + view.text + suffix) == view.prompt_tokens <= target
 
 
 def test_cut_never_breaks_a_character(smollm2):
-    body = "".join(f"<entry>\n<event type=\"note\">Plan según el médico: ✓ 🩺 revisión {i} — naïve café</event>\n</entry>\n"
-                   for i in range(60))
+    body = "".join(
+        f'<entry>\n<event type="note">Plan según el médico: ✓ 🩺 revisión {i} — naïve café</event>\n</entry>\n'
+        for i in range(60)
+    )
     text = f"<eventstream>\n{body}</eventstream>\n"
     rec = Record(text, smollm2.tokenize_with_offsets(text))
     assert not rec.tokens.starts_char.all()  # the emoji is split over byte-level tokens
@@ -112,7 +130,9 @@ def test_cut_never_breaks_a_character(smollm2):
 def test_count_prompt_over_several_spans_is_exact(tokenizer, release):
     pid, rec = longest_record(release, tokenizer)
     prefix, suffix = TEMPLATE.parts(tokenizer, True, question="x")
-    spans = [(a, b + 1) for a, b in __import__("medalign_utils.context", fromlist=["x"]).encounter_spans(rec.text)][1:6:2]
+    spans = [(a, b + 1) for a, b in __import__("medalign_utils.context", fromlist=["x"]).encounter_spans(rec.text)][
+        1:6:2
+    ]
     text = "".join(rec.text[a:b] for a, b in spans)
     assert count_prompt(tokenizer, prefix, rec, spans, suffix) == tokenizer.count(prefix + text + suffix)
 
@@ -156,9 +176,17 @@ def test_views_hold_only_notes_or_only_codes(release):
 def test_grid_reuses_cached_tokens_and_evidence_retention_falls_with_context(release, cl100k, monkeypatch, tmp_path):
     calls = []
     original = type(cl100k).tokenize_with_offsets
-    monkeypatch.setattr(type(cl100k), "tokenize_with_offsets", lambda self, text: calls.append(len(text)) or original(self, text))
-    grid = build_prompt_grid(release, cl100k, [2048, 8192, 131072], strategies=["recent", "notes_only", "drop_if_too_long"],
-                             progress=False, cache_dir=tmp_path)
+    monkeypatch.setattr(
+        type(cl100k), "tokenize_with_offsets", lambda self, text: calls.append(len(text)) or original(self, text)
+    )
+    grid = build_prompt_grid(
+        release,
+        cl100k,
+        [2048, 8192, 131072],
+        strategies=["recent", "notes_only", "drop_if_too_long"],
+        progress=False,
+        cache_dir=tmp_path,
+    )
     n_records = release.instructions.person_id.nunique()
     assert len(calls) <= 2 * n_records  # each record (and its notes view) once, not once per instruction
     ret = retention_table(grid).set_index(["strategy", "context"]).retained_pct
@@ -175,8 +203,9 @@ def test_grid_reuses_cached_tokens_and_evidence_retention_falls_with_context(rel
 def test_context_too_small_is_a_clear_error(cl100k, release):
     with pytest.raises(BudgetError, match="cannot hold the prompt"):
         ehr_budget(cl100k, 200, "What was the most recent glucose?", TEMPLATE)
-    grid = build_prompt_grid(release, cl100k, [256], strategies=["recent"], progress=False,
-                             instructions=release.instructions.head(2))
+    grid = build_prompt_grid(
+        release, cl100k, [256], strategies=["recent"], progress=False, instructions=release.instructions.head(2)
+    )
     assert grid.dropped.all() and grid.error.str.contains("cannot hold the prompt").all()
 
 
@@ -208,7 +237,9 @@ def test_empty_ehr_is_reported_not_fitted(tmp_path, tiny_cohort, cl100k):
 def test_evidence_items_split_timestamps_and_free_text():
     assert evidence_items("2019-03-04 10:15; 2020-01-02 08:00") == ["2019-03-04 10:15", "2020-01-02 08:00"]
     assert evidence_items("Progress note says A1c rising; see cardiology consult") == [
-        "Progress note says A1c rising", "see cardiology consult"]
+        "Progress note says A1c rising",
+        "see cardiology consult",
+    ]
     assert evidence_items(None) == [] and evidence_items(float("nan")) == []
 
 
@@ -216,3 +247,17 @@ def test_split_at_line_starts_only_before_elements():
     text = "<a>\n<b>x\ny</b>\n<c/>\n"
     chunks = split_at_line_starts(text, target_chars=1)
     assert "".join(chunks) == text and chunks == ["<a>\n", "<b>x\ny</b>\n", "<c/>\n"]
+
+
+def test_strategies_come_from_one_registry(tiny_cohort, cl100k):
+    from medalign_utils import context
+
+    assert context.STRATEGIES == tuple(context.STRATEGY_FUNCTIONS)
+    assert context.GridSettings("x", ()).strategies == context.STRATEGIES
+    release = load_release(tiny_cohort)
+    ins = release.instructions.head(2)
+    grid = build_prompt_grid(release, cl100k, [4096], instructions=ins, progress=False)
+    assert sorted(grid.strategy.unique()) == sorted(context.STRATEGIES)
+    assert tuple(grid.attrs["settings"]["strategies"]) == context.STRATEGIES
+    with pytest.raises(ValueError, match="unknown strategy nope"):
+        build_prompt_grid(release, cl100k, [4096], strategies=["nope"], instructions=ins, progress=False)

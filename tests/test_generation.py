@@ -12,22 +12,36 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
-from medalign_utils.generation.backends import (ExtractiveBaseline, GenerationSettings, OpenAICompatibleBackend,
-                                                TransformersBackend)
+
+from medalign_utils.generation.backends import (
+    ExtractiveBaseline,
+    GenerationSettings,
+    OpenAICompatibleBackend,
+    TransformersBackend,
+)
 from medalign_utils.generation.guard import DataGuardError, check_endpoint, is_loopback
 from medalign_utils.generation.local_server import LocalServer
 from medalign_utils.generation.runner import ResultStore, read_results, run_extractive, run_generation, run_refinement
 
-PROMPTS = ["Question: What was the last glucose?", "The patient has hypertension and takes",
-           "Instruction: Answer the following question based on the EHR: Question: glucose?", "lisinopril",
-           '<entry timestamp="2020-01-01 08:00"><event type="measurement" name="Glucose">104.00</event></entry> Q:']
+PROMPTS = [
+    "Question: What was the last glucose?",
+    "The patient has hypertension and takes",
+    "Instruction: Answer the following question based on the EHR: Question: glucose?",
+    "lisinopril",
+    '<entry timestamp="2020-01-01 08:00"><event type="measurement" name="Glucose">104.00</event></entry> Q:',
+]
 
 
 def items(n: int) -> pd.DataFrame:
-    return pd.DataFrame({"instruction_id": [f"i{k}" for k in range(n)], "strategy": "recent", "context": 2048,
-                         "prompt": [PROMPTS[k % len(PROMPTS)] + f" item {k}" for k in range(n)]})
+    return pd.DataFrame(
+        {
+            "instruction_id": [f"i{k}" for k in range(n)],
+            "strategy": "recent",
+            "context": 2048,
+            "prompt": [PROMPTS[k % len(PROMPTS)] + f" item {k}" for k in range(n)],
+        }
+    )
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny_lm):
@@ -96,7 +110,8 @@ def test_a_crash_on_one_item_is_recorded_and_the_run_goes_on(tmp_path):
 def test_resume_after_sigkill_completes_every_item_exactly_once(tiny_lm, tmp_path):
     out = tmp_path / "gen.jsonl"
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         import pandas as pd
@@ -112,7 +127,8 @@ def test_resume_after_sigkill_completes_every_item_exactly_once(tiny_lm, tmp_pat
                               "prompt": [f"Question: value {{k}}?" for k in range(24)]}})
         run_generation(items, Slow({str(tiny_lm)!r}, GenerationSettings(max_new_tokens=4), batch_size=2),
                        {str(out)!r}, "tiny", commit_every=2, progress=False)
-    """))
+    """)
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, str(script)], env=env)
     deadline = time.time() + 120
@@ -137,8 +153,9 @@ def test_http_backend_round_trip_with_retry_after_503(tiny_lm):
     backend = TransformersBackend(tiny_lm, GenerationSettings(max_new_tokens=6), batch_size=1)
     local = backend.generate(PROMPTS[:2])
     with LocalServer(backend, fail_first=1) as srv:
-        client = OpenAICompatibleBackend(srv.url, "tiny", GenerationSettings(max_new_tokens=6), chat=False,
-                                         max_concurrency=1, backoff=0.01)
+        client = OpenAICompatibleBackend(
+            srv.url, "tiny", GenerationSettings(max_new_tokens=6), chat=False, max_concurrency=1, backoff=0.01
+        )
         answers = client.generate(PROMPTS[:2])
         assert srv.requests == 3  # one planted 503, then both prompts
     assert [a.text for a in answers] == [a.text for a in local]
@@ -152,12 +169,15 @@ def test_http_chat_endpoint_and_giving_up(tmp_path):
     chat_lm = make_tiny_lm(tmp_path / "chat_lm", chat_template=True)
     backend = TransformersBackend(chat_lm, GenerationSettings(max_new_tokens=5), batch_size=1)
     with LocalServer(backend, fail_first=10) as srv:
-        client = OpenAICompatibleBackend(srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True, retries=2,
-                                         backoff=0.01)
+        client = OpenAICompatibleBackend(
+            srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True, retries=2, backoff=0.01
+        )
         failed = client.generate(["hello"])[0]
         assert failed.error.startswith("HTTP 503") and failed.attempts == 3
     with LocalServer(backend) as srv:
-        ok = OpenAICompatibleBackend(srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True).generate(["hello"])[0]
+        ok = OpenAICompatibleBackend(srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True).generate(
+            ["hello"]
+        )[0]
     assert ok.error is None and ok.prompt_tokens > 1
 
 
@@ -178,25 +198,61 @@ def test_multi_step_refinement_runs_every_chunk(tiny_lm, tmp_path):
     from medalign_utils.context import REFINE_TEMPLATE, PromptTemplate
 
     backend = TransformersBackend(tiny_lm, GenerationSettings(max_new_tokens=3), batch_size=4)
-    df = pd.DataFrame({"instruction_id": ["a", "b"], "question": ["glucose?", "bp?"], "context": [2048, 2048],
-                       "chunks": [["<e>1</e>\n", "<e>2</e>\n", "<e>3</e>\n"], ["<e>9</e>\n"]]})
+    df = pd.DataFrame(
+        {
+            "instruction_id": ["a", "b"],
+            "question": ["glucose?", "bp?"],
+            "context": [2048, 2048],
+            "chunks": [["<e>1</e>\n", "<e>2</e>\n", "<e>3</e>\n"], ["<e>9</e>\n"]],
+        }
+    )
     out = tmp_path / "mr.jsonl"
-    res = run_refinement(df, backend, out, "tiny", PromptTemplate.from_file(), PromptTemplate.from_file(REFINE_TEMPLATE),
-                         progress=False)
+    res = run_refinement(
+        df, backend, out, "tiny", PromptTemplate.from_file(), PromptTemplate.from_file(REFINE_TEMPLATE), progress=False
+    )
     assert res["steps"] == 3
     recs = read_results(out).set_index("instruction_id")
     assert recs.loc["a", "steps"] == 3 and len(recs.loc["a", "intermediate_answers"]) == 2
     assert recs.loc["b", "steps"] == 1
-    assert run_refinement(df, backend, out, "tiny", PromptTemplate.from_file(),
-                          PromptTemplate.from_file(REFINE_TEMPLATE), progress=False)["generated"] == 0
+    assert (
+        run_refinement(
+            df,
+            backend,
+            out,
+            "tiny",
+            PromptTemplate.from_file(),
+            PromptTemplate.from_file(REFINE_TEMPLATE),
+            progress=False,
+        )["generated"]
+        == 0
+    )
 
 
 def test_extractive_baseline_answers_from_the_record(tiny_cohort, tmp_path):
     from medalign_utils.release import load_release
 
     release = load_release(tiny_cohort)
-    ans = ExtractiveBaseline().answer(release.ehr_text(next(iter(release.ehr_files))),
-                                      "What is the current plan of care for hypertension?")
+    ans = ExtractiveBaseline().answer(
+        release.ehr_text(next(iter(release.ehr_files))), "What is the current plan of care for hypertension?"
+    )
     assert ans.text and len(ans.text.split()) > 5
     res = run_extractive(release, release.instructions.head(6), tmp_path / "x.jsonl", progress=False)
     assert res["generated"] == 6 and read_results(tmp_path / "x.jsonl").system.eq("bm25_extractive").all()
+
+
+def test_extractive_baseline_is_a_backend_reading_its_prompts(tiny_cohort):
+    from medalign_utils.context import PromptTemplate
+    from medalign_utils.generation.backends import Backend
+    from medalign_utils.release import load_release
+
+    release = load_release(tiny_cohort)
+    text = release.ehr_text(next(iter(release.ehr_files)))
+    question = "What is the current plan of care for hypertension?"
+    baseline = ExtractiveBaseline()
+    assert isinstance(baseline, Backend) and baseline.settings is None
+    template = PromptTemplate.from_file()
+    assert template.parse(template.render(text, question=question)) == {"question": question, "ehr": text}
+    direct = baseline.answer(text, question)
+    via_prompt, bad = baseline.generate([template.render(text, question=question), "not a prompt"])
+    assert via_prompt.text == direct.text and via_prompt.error is None
+    assert bad.text == "" and "does not follow" in bad.error

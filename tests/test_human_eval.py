@@ -13,9 +13,20 @@ from statsmodels.stats import inter_rater as sm_ir
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
 from medalign_utils import cli, paper
-from medalign_utils.human_eval import (bradley_terry, check_labels, cohens_kappa, combine_raters, correctness_agreement,
-                                       fleiss_kappa, head_to_head, inter_rater_tau, label_matrices, mcnemar, table3,
-                                       win_matrix, win_rates)
+from medalign_utils.human_eval import (
+    bradley_terry,
+    check_labels,
+    cohens_kappa,
+    combine_raters,
+    correctness_agreement,
+    fleiss_kappa,
+    head_to_head,
+    inter_rater_tau,
+    mcnemar,
+    table3,
+    win_matrix,
+    win_rates,
+)
 from medalign_utils.release import load_release
 from medalign_utils.stats import kendall_tau_b_rows
 
@@ -57,8 +68,16 @@ def test_paper_figure2_battles_give_the_published_win_rates():
 
 
 def test_ties_are_excluded_from_battles():
-    df = labels_frame([["q1", "A", 1, 1], ["q1", "B", 1, 1], ["q1", "C", 3, 0],
-                       ["q2", "A", 2, 1], ["q2", "B", 1, 1], ["q2", "C", 2, 0]])
+    df = labels_frame(
+        [
+            ["q1", "A", 1, 1],
+            ["q1", "B", 1, 1],
+            ["q1", "C", 3, 0],
+            ["q2", "A", 2, 1],
+            ["q2", "B", 1, 1],
+            ["q2", "C", 2, 0],
+        ]
+    )
     share = win_matrix(df)
     # A vs B: q1 tie (excluded), q2 B wins -> A 0/1; A vs C: q1 A wins, q2 tie -> 1/1.
     assert share.loc["A", "B"] == 0.0 and share.loc["B", "A"] == 1.0
@@ -67,9 +86,16 @@ def test_ties_are_excluded_from_battles():
 
 
 def test_models_missing_for_some_instructions_use_shared_instructions_only():
-    df = labels_frame([["q1", "A", 1, 1], ["q1", "B", 2, 0],
-                       ["q2", "A", 2, 0], ["q2", "C", 1, 1],
-                       ["q3", "B", 1, 1], ["q3", "C", 2, 1]])
+    df = labels_frame(
+        [
+            ["q1", "A", 1, 1],
+            ["q1", "B", 2, 0],
+            ["q2", "A", 2, 0],
+            ["q2", "C", 1, 1],
+            ["q3", "B", 1, 1],
+            ["q3", "C", 2, 1],
+        ]
+    )
     share = win_matrix(df)
     assert share.loc["A", "B"] == 1 and share.loc["A", "C"] == 0 and share.loc["B", "C"] == 1
     problems = check_labels(df)
@@ -107,7 +133,9 @@ def test_combine_raters_hand_worked():
     assert m.loc["A", "binary_correct"] == 0 and m.loc["B", "binary_correct"] == 1
     assert m.loc["A", "model_rank"] == 1 and m.loc["B", "model_rank"] == 2  # mean ranks 4/3 vs 5/3
     mean = combine_raters(df, "mean").set_index("model_name")
-    assert mean.loc["A", "model_rank"] == pytest.approx(4 / 3) and mean.loc["B", "binary_correct"] == pytest.approx(2 / 3)
+    assert mean.loc["A", "model_rank"] == pytest.approx(4 / 3) and mean.loc["B", "binary_correct"] == pytest.approx(
+        2 / 3
+    )
     with pytest.raises(ValueError, match="combine must be one of"):
         combine_raters(df, "median")
 
@@ -129,7 +157,9 @@ def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
     x = (rng.random(300) < 0.6).astype(float)
     df = labels_frame([[f"q{i}", "A", 1, v] for i, v in enumerate(x)] + [[f"q{i}", "B", 2, 1] for i in range(300)])
     row = table3(df, n_resamples=4000, seed=1).set_index("model").loc["A"]
-    ref = stats.bootstrap((x * 100,), np.mean, n_resamples=4000, method="percentile", random_state=2).confidence_interval
+    ref = stats.bootstrap(
+        (x * 100,), np.mean, n_resamples=4000, method="percentile", random_state=2
+    ).confidence_interval
     assert row.correct_ci_low == pytest.approx(ref.low, abs=1.2)
     assert row.correct_ci_high == pytest.approx(ref.high, abs=1.2)
 
@@ -171,8 +201,12 @@ def test_inter_rater_tau_hand_worked_and_against_scipy():
         rows += [["q1", m, rk[k], 1, r] for k, m in enumerate("ABCD")]
     df = pd.DataFrame(rows, columns=["instruction_id", "model_name", "model_rank", "binary_correct", "annotator_num"])
     res = inter_rater_tau(df)
-    want = np.mean([stats.kendalltau(ranks[x], ranks[y]).statistic
-                    for x, y in [("Annotator_1", "Annotator_2"), ("Annotator_1", "Annotator_3"), ("Annotator_2", "Annotator_3")]])
+    want = np.mean(
+        [
+            stats.kendalltau(ranks[x], ranks[y]).statistic
+            for x, y in [("Annotator_1", "Annotator_2"), ("Annotator_1", "Annotator_3"), ("Annotator_2", "Annotator_3")]
+        ]
+    )
     assert res["mean_tau"] == pytest.approx(want) and res["n_instructions"] == 1 and res["n_rater_pairs"] == 3
 
 
@@ -220,5 +254,7 @@ def test_table3_cli_prints_csv(gold_cohort, capsys):
     assert cli.main(["table3", str(gold_cohort), "--resamples", "200"]) == 0
     out = capsys.readouterr().out
     df = pd.read_csv(io.StringIO(out))
-    assert {"model", "n", "correct_pct", "correct_ci_low", "correct_ci_high", "win_rate", "mean_rank"} <= set(df.columns)
+    assert {"model", "n", "correct_pct", "correct_ci_low", "correct_ci_high", "win_rate", "mean_rank"} <= set(
+        df.columns
+    )
     assert len(df) == 6 and df.n.eq(303).all() and df.correct_pct.between(0, 100).all()

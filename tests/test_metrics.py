@@ -12,10 +12,27 @@ import sacrebleu
 from scipy import stats
 
 from medalign_utils import cli, human_eval, paper
-from medalign_utils.correlation import (metric_induced_labels, per_instruction_tau, rank_systems, score_responses,
-                                        system_level, table4)
-from medalign_utils.metrics import (BertScore, Bleu, Chrf, GoogleBleu, Meteor, RougeL, SourceEmbedding, greedy_match,
-                                    load_baseline, make_metric, simple_tokens)
+from medalign_utils.correlation import (
+    metric_induced_labels,
+    per_instruction_tau,
+    rank_systems,
+    score_responses,
+    system_level,
+    table4,
+)
+from medalign_utils.metrics import (
+    BertScore,
+    Bleu,
+    Chrf,
+    GoogleBleu,
+    Meteor,
+    RougeL,
+    SourceEmbedding,
+    greedy_match,
+    load_baseline,
+    make_metric,
+    simple_tokens,
+)
 from medalign_utils.models import wordnet_status
 from medalign_utils.release import load_release
 
@@ -112,7 +129,9 @@ def test_source_embedding_rewards_agreement_with_the_source():
     m = SourceEmbedding()
     hyps = ["Metformin 500 mg twice daily.", "Metformin 500 mg twice daily."]
     refs = [["The patient takes metformin."]] * 2
-    with_src = m.score(hyps, refs, sources=["metformin hydrochloride 500 MG Oral Tablet", "chest X-ray showed no fracture"])
+    with_src = m.score(
+        hyps, refs, sources=["metformin hydrochloride 500 MG Oral Tablet", "chest X-ray showed no fracture"]
+    )
     assert with_src[0] > with_src[1]
 
 
@@ -181,20 +200,10 @@ def test_system_level_and_metric_induced_battles(gold_scores):
 
 
 def test_table4_cli(gold_cohort, capsys):
-    assert cli.main(["table4", str(gold_cohort), "--metrics", "rougeL,chrf++,bleu", "--resamples", "100", "--quiet"]) == 0
+    assert (
+        cli.main(["table4", str(gold_cohort), "--metrics", "rougeL,chrf++,bleu", "--resamples", "100", "--quiet"]) == 0
+    )
     df = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert {"metric", "mean_tau", "ci_low", "ci_high", "n_instructions", "n_excluded"} <= set(df.columns)
     assert set(df.metric) == {"rougeL", "chrf++", "bleu"} and (df.n_instructions > 250).all()
     assert df.signature.str.contains("sacrebleu").any()
-
-
-def test_auto_grading_of_value_answers():
-    from medalign_utils.metrics import reference_value, value_match
-
-    ref = "The most recent hemoglobin A1c was 7.2 %, on 2021-03-04."
-    assert reference_value("latest_lab", ref) == "7.2"
-    assert value_match("A1c: 7.20 percent", "7.2") and not value_match("A1c 7.3", "7.2")
-    assert reference_value("latest_bp", "The last recorded blood pressure was 128/80 mm Hg on 2020-01-02.") == "128/80"
-    assert reference_value("smoking", "Smoking status is documented as former smoker (last on 2020-01-02).") == "former smoker"
-    assert value_match("She is a Former Smoker.", "former smoker")
-    assert reference_value("plan", "Per the progress note: continue metformin.") is None

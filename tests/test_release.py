@@ -42,8 +42,20 @@ LUMIA_EHR = """<eventstream person_id="{pid}">
 </eventstream>
 """
 
-RESPONSES_HEADER = ["instruction_id", "question", "person_id", "filename", "clinician_response", "evidence",
-                    "model_name", "model_response", "model_rank", "binary_correct", "is_used_eval", "extra_column"]
+RESPONSES_HEADER = [
+    "instruction_id",
+    "question",
+    "person_id",
+    "filename",
+    "clinician_response",
+    "evidence",
+    "model_name",
+    "model_response",
+    "model_rank",
+    "binary_correct",
+    "is_used_eval",
+    "extra_column",
+]
 
 
 def write_tsv(path: Path, header: list[str], rows: list[list[str]], sep: str = "\t") -> None:
@@ -58,20 +70,42 @@ def make_lumia_release(root: Path, person_ids=("101", "102")) -> Path:
     for iid, pid in (("1", "101"), ("2", "102")):
         for m, rank in (("model_a", "1"), ("model_b", "2")):
             # A bare quote character inside a field: read with quoting off, kept as written.
-            rows.append([iid, 'What was the "last" heart rate?', pid, f"{pid}.xml", "85 bpm", "2019-01-02 08:05", m,
-                         f'It was 85 "bpm"', rank, "1" if m == "model_a" else "0", "yes", "x"])
+            rows.append(
+                [
+                    iid,
+                    'What was the "last" heart rate?',
+                    pid,
+                    f"{pid}.xml",
+                    "85 bpm",
+                    "2019-01-02 08:05",
+                    m,
+                    'It was 85 "bpm"',
+                    rank,
+                    "1" if m == "model_a" else "0",
+                    "yes",
+                    "x",
+                ]
+            )
     write_tsv(root / "clinician-reviewed-model-responses.tsv", RESPONSES_HEADER, rows)
-    write_tsv(root / "clinician-instruction-responses.tsv",
-              ["instruction_id", "person_id", "question", "annotator_num", "clinician_response", "evidence"],
-              [["1", "101", 'What was the "last" heart rate?', "Annotator_1", "85 bpm", "2019-01-02 08:05"],
-               ["2", "102", 'What was the "last" heart rate?', "Annotator_1", "85 bpm", "2019-01-02 08:05"]])
+    write_tsv(
+        root / "clinician-instruction-responses.tsv",
+        ["instruction_id", "person_id", "question", "annotator_num", "clinician_response", "evidence"],
+        [
+            ["1", "101", 'What was the "last" heart rate?', "Annotator_1", "85 bpm", "2019-01-02 08:05"],
+            ["2", "102", 'What was the "last" heart rate?', "Annotator_1", "85 bpm", "2019-01-02 08:05"],
+        ],
+    )
     return root
 
 
 def run_validate(capsys, path) -> tuple[int, list[str]]:
+    """Exit code and the lines printed: results on stdout, an unusable release's line on stderr."""
     code = cli.main(["validate", str(path)])
-    out = capsys.readouterr().out.strip().splitlines()
-    return code, out
+    captured = capsys.readouterr()
+    if code == 2:
+        assert not captured.out.strip()  # errors go to stderr only
+        return code, captured.err.strip().splitlines()
+    return code, captured.out.strip().splitlines()
 
 
 def summary_of(lines: list[str]) -> dict[str, str]:
@@ -79,6 +113,7 @@ def summary_of(lines: list[str]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ the public sample (paper-era schema)
+
 
 def test_public_sample_parses_to_visits_codes_and_notes(public_sample):
     parsed = parse_ehr(public_sample / "sample-ehr-clean.xml", "sample")
@@ -102,10 +137,18 @@ def test_public_sample_parses_to_visits_codes_and_notes(public_sample):
 
 def test_paper_code_strings_keep_odd_values_without_guessing():
     assert split_paper_code("[LOINC/29463-7] Body weight 2432.51", "measurement")[3:] == ("2432.51", 2432.51, "")
-    assert split_paper_code("[LOINC/8277-6] Body surface area 0 sq meters", "measurement")[3:] == ("0", 0.0, "sq meters")
+    assert split_paper_code("[LOINC/8277-6] Body surface area 0 sq meters", "measurement")[3:] == (
+        "0",
+        0.0,
+        "sq meters",
+    )
     # A number inside a description is not mistaken for the value.
     assert split_paper_code("[LOINC/1] Glucose 2 Hr post meal 120 mg/dL", "measurement")[2:] == (
-        "Glucose 2 Hr post meal", "120", 120.0, "mg/dL")
+        "Glucose 2 Hr post meal",
+        "120",
+        120.0,
+        "mg/dL",
+    )
     # Conditions carry no value, even when their names end in numbers.
     assert split_paper_code("[ICD/E11] Diabetes type 2", "condition_occurrence")[2:4] == ("Diabetes type 2", "")
 
@@ -118,6 +161,7 @@ def test_timestamp_formats():
 
 
 # ------------------------------------------------------------------ LUMIA releases
+
 
 def test_lumia_release_reads_all_tables(tmp_path):
     release = load_release(make_lumia_release(tmp_path / "rel"))
@@ -184,8 +228,10 @@ def test_legacy_csv_release_with_paper_era_ehrs(tmp_path, capsys, public_sample)
     (root / "full_patient_ehrs").mkdir(parents=True)
     shutil.copy(public_sample / "sample-ehr-clean.xml", root / "full_patient_ehrs" / "EHR_555.xml")
     header = ["instruction_id", "question", "person_id", "model_name", "model_response", "model_rank", "binary_correct"]
-    rows = [["9", '"Has this patient, had a stroke?"', "555", "m1", '"Yes, in 2018."', "1", "True"],
-            ["9", '"Has this patient, had a stroke?"', "555", "m2", "No.", "2", "False"]]
+    rows = [
+        ["9", '"Has this patient, had a stroke?"', "555", "m1", '"Yes, in 2018."', "1", "True"],
+        ["9", '"Has this patient, had a stroke?"', "555", "m2", "No.", "2", "False"],
+    ]
     write_tsv(root / "clinician-reviewed-model-responses.csv", header, rows, sep=",")
     code, out = run_validate(capsys, root)
     assert code == 0, out
@@ -200,7 +246,7 @@ def test_ehr_cut_off_mid_element_names_file_and_line(tmp_path, capsys):
     root = make_lumia_release(tmp_path / "rel")
     path = root / "ehrs" / "102.xml"
     text = path.read_text()
-    path.write_text(text[: text.index("<event type=\"note\"") + 30])
+    path.write_text(text[: text.index('<event type="note"') + 30])
     code, out = run_validate(capsys, root)
     assert code == 1
     problem = next(line for line in out if line.startswith("problem:"))

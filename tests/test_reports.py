@@ -9,41 +9,55 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
-
 from conftest import REPO
+
+from medalign_utils.config import SuiteConfig
 from medalign_utils.release import load_release
-from medalign_utils.reports import SensitiveIndex, index_html, run_suite
+from medalign_utils.reports import index_html, run_suite
+from medalign_utils.scan import SensitiveIndex
 
 
-def write_config(path: Path, data: Path, **extra) -> Path:
-    cfg = {"data_dir": str(data), "synthetic": {"generate_if_missing": False}, "share_safe": True, "seed": 0,
-           "tokenizers": ["cl100k", "smollm2"], "context_lengths": [2048, 8192, 32768], "n_resamples": 200,
-           "progress": False, "prompts_out": str(path.parent / "data" / "prompts.parquet"),
-           "prompts_path": str(path.parent / "data" / "prompts.parquet"),
-           "generations_path": str(path.parent / "data" / "generations.jsonl"),
-           "notebooks": {"02_context_truncation": {"export_contexts": [2048], "export_strategies": ["recent"]},
-                         "03_model_generation": {"max_items": 2, "max_new_tokens": 8, "generation_contexts": [2048],
-                                                 "generation_strategies": ["recent"]},
-                         "05_metric_correlation": {"metrics": ["rougeL", "chrf++", "bertscore", "comet"]}}}
-    cfg.update(extra)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def suite_overrides(tmp: Path, data: Path) -> dict:
+    """The default config with a small, fast run on `data`, its intermediate files under `tmp`."""
+    return {
+        "data_dir": str(data),
+        "synthetic": {"generate_if_missing": False},
+        "context_lengths": [2048, 8192, 32768],
+        "n_resamples": 200,
+        "prompts_path": str(tmp / "data" / "prompts.parquet"),
+        "generations_path": str(tmp / "data" / "generations.jsonl"),
+        "notebooks": {
+            "02_context_truncation": {"export_contexts": [2048], "export_strategies": ["recent"]},
+            "03_model_generation": {
+                "max_items": 2,
+                "max_new_tokens": 8,
+                "generation_contexts": [2048],
+                "generation_strategies": ["recent"],
+            },
+            "05_metric_correlation": {"metrics": ["rougeL", "chrf++", "bertscore", "comet"]},
+        },
+    }
+
+
+def custom_notebooks_config(data: Path) -> SuiteConfig:
+    """For runs of test notebooks: the schema's defaults, no notebook sections."""
+    return SuiteConfig(data_dir=str(data), n_resamples=200)
 
 
 def write_notebook(path: Path, source: str) -> None:
     """A two-cell notebook: a parameters cell declaring data_dir, then `source`."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(source)]
+    nb.cells = [
+        nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(source),
+    ]
     nbformat.write(nb, path)
 
 
 @pytest.fixture(scope="module")
 def suite_run(tiny_cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    cfg = write_config(out / "config.yaml", tiny_cohort)
-    ok = run_suite(config=cfg, out=out, progress=False)
+    ok = run_suite(overrides=suite_overrides(out, tiny_cohort), out=out, progress=False)
     return ok, out
 
 
@@ -61,13 +75,12 @@ def test_whole_suite_runs_on_a_tiny_cohort(suite_run):
     assert record["environment"]["packages"]["pandas"]
     index = (out / "index.html").read_text()
     for name in notebooks:
-        assert f'{record["run_id"]}/{name}.html' in index
+        assert f"{record['run_id']}/{name}.html" in index
 
 
 def test_rerun_with_same_inputs_reuses_results(suite_run, tiny_cohort):
     ok, out = suite_run
-    cfg = out / "config.yaml"
-    assert run_suite(config=cfg, out=out, progress=False, only=["01"])
+    assert run_suite(overrides=suite_overrides(out, tiny_cohort), out=out, progress=False, only=["01"])
     record = json.loads((out / "run.json").read_text())
     assert [n["reused"] for n in record["notebooks"]] == [True]
 
@@ -75,15 +88,20 @@ def test_rerun_with_same_inputs_reuses_results(suite_run, tiny_cohort):
 def test_failing_notebook_is_shown_and_stops_only_its_dependents(tmp_path, tiny_cohort):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    for name, src in (("02_context_truncation", "raise RuntimeError('planted failure')"),
-                      ("03_model_generation", "print('should not run')"), ("04_ok", "print('fine')")):
+    for name, src in (
+        ("02_context_truncation", "raise RuntimeError('planted failure')"),
+        ("03_model_generation", "print('should not run')"),
+        ("04_ok", "print('fine')"),
+    ):
         write_notebook(nbs / f"{name}.ipynb", src)
     out = tmp_path / "reports"
-    ok = run_suite(config=write_config(tmp_path / "c.yaml", tiny_cohort), out=out, progress=False, notebooks_dir=nbs)
+    ok = run_suite(config=custom_notebooks_config(tiny_cohort), out=out, progress=False, notebooks_dir=nbs)
     assert not ok
     record = json.loads((out / "run.json").read_text())
     st = {n["name"]: n for n in record["notebooks"]}
-    assert st["02_context_truncation"]["status"] == "failed" and "planted failure" in st["02_context_truncation"]["error"]
+    assert (
+        st["02_context_truncation"]["status"] == "failed" and "planted failure" in st["02_context_truncation"]["error"]
+    )
     assert st["02_context_truncation"]["cell"] == 3  # papermill's injected-parameters cell counts too
     assert st["03_model_generation"]["status"] == "skipped"
     assert st["04_ok"]["status"] == "ok"
@@ -96,13 +114,18 @@ def test_share_safe_scan_fails_the_run_on_a_leak(tmp_path, tiny_cohort):
     (real / "SYNTHETIC").unlink()  # now it counts as the real release
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    write_notebook(nbs / "01_leaky.ipynb", "from medalign_utils.release import load_release\n"
-                                           "ev = load_release(data_dir).events(progress=False)\n"
-                                           "print(ev[ev.event_type == 'note'].text.iloc[3])")
-    write_notebook(nbs / "02_aggregate.ipynb", "from medalign_utils.release import load_release\n"
-                                               "print(len(load_release(data_dir).events(progress=False)))")
+    write_notebook(
+        nbs / "01_leaky.ipynb",
+        "from medalign_utils.release import load_release\n"
+        "ev = load_release(data_dir).events(progress=False)\n"
+        "print(ev[ev.event_type == 'note'].text.iloc[3])",
+    )
+    write_notebook(
+        nbs / "02_aggregate.ipynb",
+        "from medalign_utils.release import load_release\nprint(len(load_release(data_dir).events(progress=False)))",
+    )
     out = tmp_path / "reports"
-    ok = run_suite(config=write_config(tmp_path / "c.yaml", real), out=out, progress=False, notebooks_dir=nbs)
+    ok = run_suite(config=custom_notebooks_config(real), out=out, progress=False, notebooks_dir=nbs)
     assert not ok
     record = json.loads((out / "run.json").read_text())
     st = {n["name"]: n for n in record["notebooks"]}
@@ -124,9 +147,17 @@ def test_sensitive_index_catches_ids_and_passages_not_aggregates(tiny_cohort):
 
 
 def test_index_marks_unsafe_real_reports_in_red():
-    record = {"run_id": "r", "finished": "now", "share_safe": False, "scanned": False, "config": {}, "config_file": "c",
-              "data": {"dir": "d", "synthetic": False, "fingerprint": "f", "patients": 1, "instructions": 1},
-              "environment": {"git_commit": "x", "python": "3", "platform": "p", "packages": {}}, "notebooks": []}
+    record = {
+        "run_id": "r",
+        "finished": "now",
+        "share_safe": False,
+        "scanned": False,
+        "config": {},
+        "config_file": "c",
+        "data": {"dir": "d", "synthetic": False, "fingerprint": "f", "patients": 1, "instructions": 1},
+        "environment": {"git_commit": "x", "python": "3", "platform": "p", "packages": {}},
+        "notebooks": [],
+    }
     assert "share_safe is false" in index_html(record) and "#cf222e" in index_html(record)
 
 
@@ -136,34 +167,60 @@ def test_rendered_pages_in_headless_chromium(suite_run, tmp_path):
         pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install chromium)")
     ok, out = suite_run
     record = json.loads((out / "run.json").read_text())
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     # The index: every notebook link is in the rendered DOM.
-    dom = subprocess.run([chromium, *flags, "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     for nb in record["notebooks"]:
         assert f'href="{record["run_id"]}/{nb["html"]}"' in dom
     # The exploration page: its plots are there as images, and a screenshot is taken.
     page = out / record["run_id"] / "01_ehr_exploration.html"
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert dom.count('src="data:image/png;base64') >= 5
     shot = tmp_path / "page.png"
-    subprocess.run([chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}", page.as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, "--window-size=1200,3000", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 50_000
 
 
-def test_every_parameters_cell_parses_for_papermill():
-    import papermill
+def _assigned_names(source: str) -> set[str]:
+    import ast
 
+    tree = ast.parse(source)
+    return {
+        t.id
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
+
+
+def test_every_parameters_cell_parses_for_papermill():
     from medalign_utils.reports import declared_parameters
 
     for nb in sorted((REPO / "notebooks").glob("[0-9]*.ipynb")):
+        cells = [c for c in nbformat.read(str(nb), as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+        assert cells, f"{nb.name} has no cell tagged 'parameters'"
         declared = declared_parameters(nb)
-        assert declared, f"{nb.name} has no cell tagged 'parameters'"
         # papermill silently drops a parameter line it cannot parse (an apostrophe in a comment, say).
-        assert set(papermill.inspect_notebook(str(nb))) == declared, nb.name
+        assert _assigned_names(cells[0].source) == declared, nb.name
         assert "data_dir" in declared and "progress" in declared
 
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import small_spec
+
 from medalign_utils import cli, paper
 from medalign_utils.release import load_release
 from medalign_utils.synthetic import CohortSpec, make_cohort, record_lengths
@@ -45,8 +45,20 @@ def test_tables_have_release_columns_and_paper_proportions(gold_cohort):
     assert release.problems == []
     mr = release.model_responses
     assert set(paper.MODELS) == set(mr.model_name.unique())
-    assert {"instruction_id", "question", "person_id", "filename", "clinician_response", "evidence", "model_name",
-            "model_response", "model_rank", "binary_correct", "is_used_eval", "annotator_num"} <= set(mr.columns)
+    assert {
+        "instruction_id",
+        "question",
+        "person_id",
+        "filename",
+        "clinician_response",
+        "evidence",
+        "model_name",
+        "model_response",
+        "model_rank",
+        "binary_correct",
+        "is_used_eval",
+        "annotator_num",
+    } <= set(mr.columns)
     assert mr.model_rank.between(1, 6).all() and mr.binary_correct.isin([0, 1]).all()
     truth = json.loads((gold_cohort / "planted_truth.json").read_text())
     assert truth["instructions"]["gold"] == 303 and release.instructions.has_reference.sum() == 303
@@ -157,3 +169,51 @@ def test_default_scale_synth_then_validate_is_clean(tmp_path, capsys):
     summary = dict(line.split(": ", 1) for line in text.splitlines())
     assert int(summary["patients"]) == 24 and int(summary["instructions"]) == 480
     assert int(summary["events"]) > 50_000 and int(summary["notes"]) > 1_000
+
+
+def test_value_match_compares_numbers_as_numbers_and_text_case_blind():
+    from medalign_utils.synthetic_grading import value_match
+
+    assert value_match("A1c: 7.20 percent", "7.2") and not value_match("A1c 7.3", "7.2")
+    assert value_match("She is a Former Smoker.", "former smoker")
+    assert value_match("BP 128/80 yesterday", "128/80") and not value_match("BP 128/85", "128/80")
+
+
+def test_grading_reads_planted_values_not_the_reference_wording(gold_cohort):
+    import copy
+
+    from medalign_utils.synthetic_grading import GRADABLE_KINDS, grade_answers, planted_values, value_match
+
+    planted = load_release(gold_cohort).planted_truth
+    answers = planted["answers"]
+    gradable = sorted(i for i, a in answers.items() if a["kind"] in GRADABLE_KINDS)
+    values = planted_values(planted)
+    assert sorted(values.instruction_id) == gradable and values.value.notna().all() and len(gradable) > 100
+    # The generator writes the value and the reference sentence from one fact: each states its value.
+    for row in values.itertuples():
+        assert value_match(answers[row.instruction_id]["answer"], row.value), row
+    lab = values[values.kind == "latest_lab"].iloc[0]
+    assert f" was {lab.value} {lab.unit}, on {lab.date}." in answers[lab.instruction_id]["answer"]
+    # Rewording every reference sentence drops no instruction from grading and changes no grade.
+    results = pd.DataFrame(
+        {"instruction_id": gradable, "answer": [answers[i]["answer"] for i in gradable], "error": None}
+    )
+    reworded = copy.deepcopy(planted)
+    for a in reworded["answers"].values():
+        a["answer"] = "In other words: " + a["answer"][::-1]
+    before, after = grade_answers(results, planted), grade_answers(results, reworded)
+    assert len(before) == len(after) == len(gradable)
+    assert before.correct.all() and after.correct.all()
+
+
+def test_a_cohort_without_planted_values_is_reported_not_silently_ungraded(gold_cohort):
+    import copy
+
+    from medalign_utils.synthetic_grading import grade_answers
+
+    old = copy.deepcopy(load_release(gold_cohort).planted_truth)
+    for a in old["answers"].values():
+        a.pop("value")
+    results = pd.DataFrame({"instruction_id": list(old["answers"]), "answer": "x", "error": None})
+    with pytest.warns(UserWarning, match=r"\d+ instructions of gradable kinds have no planted value"):
+        assert grade_answers(results, old).empty

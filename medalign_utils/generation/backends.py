@@ -1,6 +1,7 @@
-"""Generation backends: a local Hugging Face causal LM (transformers), an OpenAI-compatible server
-(vLLM, TGI, llama.cpp's server, a HIPAA-compliant hosted deployment), and an extractive BM25
-baseline that needs no model. Each takes a list of prompts and returns one `Answer` per prompt."""
+"""Generation backends behind one interface (`Backend`): a local Hugging Face causal LM
+(transformers), an OpenAI-compatible server (vLLM, TGI, llama.cpp's server, a HIPAA-compliant
+hosted deployment), and an extractive BM25 baseline that needs no model. Each takes a list of
+prompts and returns one `Answer` per prompt; `describe()` says what made the answers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import http.client
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -41,13 +42,29 @@ class Answer:
     attempts: int = 1
 
 
+class Backend:
+    """What every backend offers the runners: `generate(prompts) -> answers` (one per prompt, in
+    order), `describe()` (the identity recorded with each answer), its decoding `settings`, and the
+    `batch_size` the runners commit results in."""
+
+    kind = "backend"
+    settings: GenerationSettings | None = None  # None: no decoding (the extractive baseline)
+    batch_size: int = 8
+
+    def generate(self, prompts: list[str]) -> list[Answer]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+
 def _is_oom(err: BaseException) -> bool:
     import torch
 
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     """Any local causal LM folder. Prompts are sorted by length into batches (left padding), run
     under `torch.inference_mode`; a batch that runs out of memory is split in two and retried
     instead of killing the run. Prompts already carry the chat template when the model has one
@@ -55,8 +72,15 @@ class TransformersBackend:
 
     kind = "transformers"
 
-    def __init__(self, model_path: str | Path, settings: GenerationSettings = GenerationSettings(), batch_size: int = 8,
-                 device: str | None = None, dtype: str | None = None, random_weights: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        settings: GenerationSettings = GenerationSettings(),
+        batch_size: int = 8,
+        device: str | None = None,
+        dtype: str | None = None,
+        random_weights: bool = False,
+    ):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -66,7 +90,9 @@ class TransformersBackend:
         self.model_path = str(model_path)
         self.settings, self.batch_size = settings, batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        torch_dtype = (
+            getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -87,8 +113,14 @@ class TransformersBackend:
 
         if self._weights_hash is None:
             self._weights_hash = "random-init" if self.random_weights else weights_hash(self.model_path)
-        return {"backend": self.kind, "model_path": self.model_path, "weights_hash": self._weights_hash,
-                "device": self.device, "dtype": str(self.model.dtype).replace("torch.", ""), "batch_size": self.batch_size}
+        return {
+            "backend": self.kind,
+            "model_path": self.model_path,
+            "weights_hash": self._weights_hash,
+            "device": self.device,
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "batch_size": self.batch_size,
+        }
 
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=not self.has_chat_template)["input_ids"]
@@ -100,7 +132,7 @@ class TransformersBackend:
         size = self.batch_size
         i = 0
         while i < len(order):
-            batch = [int(j) for j in order[i:i + size]]
+            batch = [int(j) for j in order[i : i + size]]
             try:
                 for j, ans in zip(batch, self._generate_batch([ids[j] for j in batch])):
                     out[j] = ans
@@ -155,12 +187,19 @@ class TransformersBackend:
         for row, x in zip(gen[:, width:].tolist(), batch_ids):
             n = next((k for k, t in enumerate(row) if t in eos), None)
             new = row[:n] if n is not None else [t for t in row if t != pad]
-            answers.append(Answer(self.tokenizer.decode(new, skip_special_tokens=True).strip(), len(x), len(new), seconds,
-                                  "stop" if n is not None else "length"))
+            answers.append(
+                Answer(
+                    self.tokenizer.decode(new, skip_special_tokens=True).strip(),
+                    len(x),
+                    len(new),
+                    seconds,
+                    "stop" if n is not None else "length",
+                )
+            )
         return answers
 
 
-class OpenAICompatibleBackend:
+class OpenAICompatibleBackend(Backend):
     """A server speaking the OpenAI completions or chat-completions API, with bounded concurrency,
     retries with exponential backoff (429, 5xx, timeouts, dropped connections), and token usage
     recorded from the server's `usage`. Plain http.client: no extra dependency, nothing but the
@@ -169,9 +208,18 @@ class OpenAICompatibleBackend:
     kind = "openai-compatible"
     RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
-    def __init__(self, base_url: str, model: str, settings: GenerationSettings = GenerationSettings(), chat: bool = True,
-                 max_concurrency: int = 4, timeout: float = 120.0, retries: int = 5, backoff: float = 0.5,
-                 api_key: str | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        settings: GenerationSettings = GenerationSettings(),
+        chat: bool = True,
+        max_concurrency: int = 4,
+        timeout: float = 120.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        api_key: str | None = None,
+    ):
         parsed = urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"endpoint {base_url!r} is not an http(s) URL")
@@ -182,8 +230,13 @@ class OpenAICompatibleBackend:
         self._rng = np.random.default_rng(settings.seed)
 
     def describe(self) -> dict:
-        return {"backend": self.kind, "endpoint": self.base_url, "model": self.model, "chat": self.chat,
-                "max_concurrency": self.max_concurrency}
+        return {
+            "backend": self.kind,
+            "endpoint": self.base_url,
+            "model": self.model,
+            "chat": self.chat,
+            "max_concurrency": self.max_concurrency,
+        }
 
     def _post(self, path: str, body: dict) -> tuple[int, dict]:
         conn_cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
@@ -206,8 +259,13 @@ class OpenAICompatibleBackend:
 
     def _one(self, prompt: str) -> Answer:
         s = self.settings
-        body = {"model": self.model, "max_tokens": s.max_new_tokens, "seed": s.seed,
-                "temperature": s.temperature if s.do_sample else 0.0, "top_p": s.top_p if s.do_sample else 1.0}
+        body = {
+            "model": self.model,
+            "max_tokens": s.max_new_tokens,
+            "seed": s.seed,
+            "temperature": s.temperature if s.do_sample else 0.0,
+            "top_p": s.top_p if s.do_sample else 1.0,
+        }
         if self.chat:
             body["messages"] = [{"role": "user", "content": prompt}]
             path = "/v1/chat/completions" if not self._parsed.path.rstrip("/").endswith("/v1") else "/chat/completions"
@@ -225,8 +283,14 @@ class OpenAICompatibleBackend:
                 choice = (payload.get("choices") or [{}])[0]
                 text = choice.get("message", {}).get("content") if self.chat else choice.get("text")
                 usage = payload.get("usage") or {}
-                return Answer((text or "").strip(), usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                              time.perf_counter() - t0, choice.get("finish_reason"), attempts=attempt)
+                return Answer(
+                    (text or "").strip(),
+                    usage.get("prompt_tokens"),
+                    usage.get("completion_tokens"),
+                    time.perf_counter() - t0,
+                    choice.get("finish_reason"),
+                    attempts=attempt,
+                )
             if status is not None:
                 last = f"HTTP {status}: {str(payload.get('error', payload))[:300]}"
                 if status not in self.RETRY_STATUS:
@@ -240,38 +304,42 @@ class OpenAICompatibleBackend:
             return list(pool.map(self._one, prompts))
 
 
-@dataclass
-class ExtractiveBaseline:
-    """A cheap reference system without a model: the `n_sentences` sentences of the record that BM25
-    ranks best for the question, in record order."""
+class ExtractiveBaseline(Backend):
+    """A cheap reference system without a model: the `n_sentences` sentences of the EHR that BM25
+    ranks best for the question, in record order. It reads the question and the EHR out of each
+    prompt through the prompt's `template` (prompts without a chat template: `user_message`)."""
 
-    n_sentences: int = 3
-    kind: str = "bm25-extractive"
-    _cache: dict = field(default_factory=dict)
+    kind = "bm25-extractive"
+
+    def __init__(self, template=None, n_sentences: int = 3, batch_size: int = 64):
+        from ..context import PromptTemplate
+
+        self.template = template or PromptTemplate.from_file()
+        self.n_sentences, self.batch_size = n_sentences, batch_size
+        self._last: tuple[int, list[str], object] | None = None  # one record at a time: memory stays small
 
     def describe(self) -> dict:
-        return {"backend": self.kind, "n_sentences": self.n_sentences}
+        return {"backend": self.kind, "n_sentences": self.n_sentences, "template": self.template.name}
+
+    def generate(self, prompts: list[str]) -> list[Answer]:
+        out = []
+        for prompt in prompts:
+            fields = self.template.parse(prompt)
+            if fields is None:
+                out.append(Answer("", error=f"prompt does not follow the {self.template.name} template"))
+                continue
+            out.append(self.answer(fields["ehr"], fields.get("question", "")))
+        return out
 
     def answer(self, ehr_text: str, question: str) -> Answer:
-        import re
-
-        import bm25s
+        from ..retrieval import BM25Index, record_sentences
 
         t0 = time.perf_counter()
         key = hash(ehr_text)
-        if key not in self._cache:
-            plain = re.sub(r"<[^>]+>", "\n", ehr_text)
-            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", plain) if len(s.strip().split()) >= 3]
-            sentences = list(dict.fromkeys(sentences))
-            bm = bm25s.BM25()
-            if sentences:
-                bm.index(bm25s.tokenize(sentences, stopwords="en", show_progress=False), show_progress=False)
-            self._cache = {key: (sentences, bm)}  # one record at a time: memory stays small
-        sentences, bm = self._cache[key]
-        q = bm25s.tokenize([question], stopwords="en", show_progress=False, return_ids=False)[0]
-        if not sentences or not q:
-            return Answer("", 0, 0, time.perf_counter() - t0, "stop")
-        scores = np.asarray(bm.get_scores(q))
-        best = sorted(np.argsort(-scores, kind="stable")[: self.n_sentences])
-        text = " ".join(sentences[i] for i in best if scores[i] > 0)
+        if self._last is None or self._last[0] != key:
+            sentences = record_sentences(ehr_text)
+            self._last = (key, sentences, BM25Index(sentences))
+        _, sentences, index = self._last
+        best = sorted(index.top(question, self.n_sentences))
+        text = " ".join(sentences[i] for i in best)
         return Answer(text, None, len(text.split()), time.perf_counter() - t0, "stop")

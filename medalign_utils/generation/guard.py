@@ -38,4 +38,5 @@ def check_endpoint(url: str, synthetic: bool, allowed_hosts=()) -> str:
     raise DataGuardError(
         f"refusing to send MedAlign data to {host}: the release has no SYNTHETIC marker, and its data use agreement "
         f"forbids sending it to services that are not HIPAA-compliant. Use a server on loopback (e.g. vLLM on "
-        f"127.0.0.1), or add {host} to allowed_hosts in the config if it is an approved, HIPAA-compliant deployment.")
+        f"127.0.0.1), or add {host} to allowed_hosts in the config if it is an approved, HIPAA-compliant deployment."
+    )

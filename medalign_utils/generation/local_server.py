@@ -17,7 +17,7 @@ from .backends import GenerationSettings, TransformersBackend
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "LocalServer"
+    server: LocalServer
 
     def log_message(self, *args):  # quiet
         pass
@@ -40,25 +40,41 @@ class _Handler(BaseHTTPRequestHandler):
             chat = self.path.endswith("/chat/completions")
             if chat:
                 user = body["messages"][-1]["content"]
-                prompt = srv.backend.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                                                   add_generation_prompt=True) \
-                    if srv.backend.has_chat_template else user
+                prompt = (
+                    srv.backend.tokenizer.apply_chat_template(
+                        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+                    )
+                    if srv.backend.has_chat_template
+                    else user
+                )
             elif self.path.endswith("/completions"):
                 prompt = body["prompt"]
             else:
                 return self._send(404, {"error": f"no route {self.path}"})
-            settings = GenerationSettings(max_new_tokens=int(body.get("max_tokens", 16)),
-                                          do_sample=float(body.get("temperature", 0)) > 0,
-                                          temperature=float(body.get("temperature", 1.0)) or 1.0,
-                                          top_p=float(body.get("top_p", 1.0)), seed=int(body.get("seed", 0)))
+            settings = GenerationSettings(
+                max_new_tokens=int(body.get("max_tokens", 16)),
+                do_sample=float(body.get("temperature", 0)) > 0,
+                temperature=float(body.get("temperature", 1.0)) or 1.0,
+                top_p=float(body.get("top_p", 1.0)),
+                seed=int(body.get("seed", 0)),
+            )
             srv.backend.settings = settings
             ans = srv.backend.generate([prompt])[0]
         choice = {"index": 0, "finish_reason": ans.finish_reason}
         choice.update({"message": {"role": "assistant", "content": ans.text}} if chat else {"text": ans.text})
-        self._send(200, {"object": "chat.completion" if chat else "text_completion", "model": body.get("model"),
-                         "choices": [choice],
-                         "usage": {"prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.new_tokens,
-                                   "total_tokens": (ans.prompt_tokens or 0) + (ans.new_tokens or 0)}})
+        self._send(
+            200,
+            {
+                "object": "chat.completion" if chat else "text_completion",
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": {
+                    "prompt_tokens": ans.prompt_tokens,
+                    "completion_tokens": ans.new_tokens,
+                    "total_tokens": (ans.prompt_tokens or 0) + (ans.new_tokens or 0),
+                },
+            },
+        )
 
 
 class LocalServer(ThreadingHTTPServer):
