@@ -63,7 +63,16 @@ def main() -> None:
                     release, tok, CONTEXTS, strategies=["recent"], template=template, cache_dir=cache, progress=False
                 )
             assert (grid.prompt_tokens <= grid.target_tokens).all()
-            results[name] = {"tokens": sum(counts.values()), "pass_s": tp["s"], "grid_s": tg["s"], "cells": len(grid)}
+            cut = grid[grid.kept_tokens < grid.base_tokens]
+            slack = (cut.target_tokens - cut.prompt_tokens).value_counts().sort_index()
+            results[name] = {
+                "tokens": sum(counts.values()),
+                "pass_s": tp["s"],
+                "grid_s": tg["s"],
+                "cells": len(grid),
+                "cut": len(cut),
+                "slack": {int(k): int(v) for k, v in slack.items()},
+            }
         rss = peak_rss_mb()
         # Baseline on a random sample of cells, extrapolated to the grid.
         cl100k = load_tokenizer("cl100k")
@@ -86,6 +95,10 @@ def main() -> None:
         emit(f"{name}_pass_s", r["pass_s"], "{:.1f}")
         emit(f"{name}_grid_cells", r["cells"])
         emit(f"{name}_grid_s", r["grid_s"], "{:.1f}")
+        # Tokens short of the budget among cut prompts (0 = exact): slack -> number of prompts.
+        emit(f"{name}_cut_prompts", r["cut"])
+        emit(f"{name}_slack_distribution", " ".join(f"{k}:{v}" for k, v in r["slack"].items()))
+        emit(f"{name}_exact_pct", 100 * r["slack"].get(0, 0) / max(r["cut"], 1), "{:.2f}")
         emit(f"{name}_baseline_s_extrapolated_from_{args.sample}_cells", r["baseline_s"], "{:.0f}")
     ours_grid = sum(r["grid_s"] for r in results.values())
     ours_total = sum(r["grid_s"] + r["pass_s"] for r in results.values())

@@ -13,13 +13,19 @@ EHR quotes and the character spans of its base text that it keeps):
 * `retrieval`: the record's encounters ranked by BM25 against the instruction, the best that fit
   the budget, put back in time order;
 * `mr_chunks`: the paper's multi-step refinement chunks (~30k tokens, earliest first);
-* peer variants of published code: `two_pass` (cut in cl100k first, then in the target
-  tokenizer) and `drop_if_too_long` (skip the instruction when the record does not fit).
+* peer variants, reproducing published code's arithmetic token for token: `helm` (HELM's MedAlign
+  prompt; budget = context - 256 - cl100k tokens of the raw template text *with* its `{ehr}` and
+  `{question}` placeholders - cl100k tokens of the instruction; the last that many cl100k tokens
+  of the record), `timer` (the same on the MedAlign template file read as is, its trailing
+  newline included), and `drop_if_too_long` (skip the instruction when the record does not fit,
+  as MedHELM did).
 
 Exactness: every prompt's token count is <= context - reserve and, when the record is long enough,
-equal to it. A cut never splits a character: where a byte-level tokenizer splits a multi-byte
-character over two tokens, the cut moves to the next character start, which can leave the prompt
-one to three tokens short (the only slack). Counts are exact, not estimated: the tokens of the
+equal to it wherever a cut gives it. The count is not monotonic in the cut (a cut inside a token's
+text can merge or split differently), so when the cut at a token start falls short, `fit_recent`
+tries every character position within a few tokens either side and takes one that reaches the
+target. What slack remains is where no nearby cut gives the target at all (the count steps over it
+by two); a cut never splits a character. Counts are exact, not estimated: the tokens of the
 record are cached once (`tokenization.tokenize_file`), and only the few hundred characters where
 the prompt's parts join are encoded again.
 """
@@ -39,6 +45,7 @@ from .tokenization import TokenizedText, Tokenizer
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES / "medalign_prompt.txt"
 REFINE_TEMPLATE = TEMPLATES / "medalign_refine.txt"
+HELM_TEMPLATE = TEMPLATES / "helm_prompt.txt"
 _ENCOUNTER = re.compile(r"<(encounter|visit)\b.*?</\1>", re.S)
 
 
@@ -53,11 +60,15 @@ class PromptTemplate:
     name: str = "medalign"
 
     @classmethod
-    def from_file(cls, path: str | Path = DEFAULT_TEMPLATE) -> PromptTemplate:
+    def from_file(cls, path: str | Path = DEFAULT_TEMPLATE, keep_trailing_newline: bool = False) -> PromptTemplate:
+        """A template file; its trailing newline is dropped unless `keep_trailing_newline` (as a
+        peer's loader that keeps it does)."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"prompt template {path} does not exist")
-        text = path.read_text(encoding="utf-8").rstrip("\n")
+        text = path.read_text(encoding="utf-8")
+        if not keep_trailing_newline:
+            text = text.rstrip("\n")
         if "{ehr}" not in text:
             raise ValueError(f"prompt template {path} has no {{ehr}} field")
         return cls(text, path.stem)
@@ -86,6 +97,9 @@ class PromptTemplate:
             user = tokenizer.apply_chat_template(user)
         prefix, _, suffix = user.partition(marker)
         return prefix, suffix
+
+
+CUT_SEARCH_TOKENS = 6  # how far before a short cut `fit_recent` looks for an exact one
 
 
 class BudgetError(ValueError):
@@ -210,6 +224,7 @@ class EHRView:
     prompt_tokens: int | None = None
     dropped: bool = False
     n_chunks: int | None = None  # mr_chunks only
+    template: str | None = None  # a peer's own prompt template (peer variants only)
 
 
 def _whole_record(tokenizer, record: Record, prefix, suffix, target: int, full_total: int | None, base: str = "record"):
@@ -253,7 +268,31 @@ def fit_recent(
             break
         k = record.next_char_start(k + (total - target))
     start = record.char_start(k)
+    if total < target and k > 0:
+        start, total = _closest_cut(tokenizer, record, prefix, suffix, target, k, start, total)
     return EHRView(record.text[start:], [(start, len(record.text))], base, total)
+
+
+def _closest_cut(tokenizer, record: Record, prefix, suffix, target: int, k: int, start: int, total: int):
+    """A cut that reaches the target exactly where one exists near the token-boundary cut.
+
+    The prompt's token count is not monotonic in the cut: a cut inside the text of a token near the
+    boundary can merge or split differently, so a few characters earlier or later can give exactly
+    the target where no cut at a token start does. Every character position within
+    `CUT_SEARCH_TOKENS` tokens either side is tried (positions are whole characters, so none splits
+    one); the most tokens that still fit win, the earliest position (most text) among equals."""
+    lo = record.char_start(max(0, k - CUT_SEARCH_TOKENS))
+    hi = record.char_start(min(record.n_tokens, k + CUT_SEARCH_TOKENS))
+    best_start, best_total = start, total
+    for c in range(lo, hi + 1):
+        if c == start:
+            continue
+        t = count_prompt(tokenizer, prefix, record, [(c, len(record.text))], suffix)
+        if best_total < t <= target or (t == best_total and c < best_start):
+            best_start, best_total = c, t
+            if t == target and c < start:
+                break  # the earliest exact cut: nothing earlier is tried after it
+    return best_start, best_total
 
 
 def fit_oldest(
@@ -449,6 +488,7 @@ class FitRequest:
     template: PromptTemplate
     mr_chunk_tokens: int
     shared: RecordResources
+    use_chat_template: bool = True
 
 
 class RecordResources:
@@ -519,19 +559,37 @@ def _strategy_mr_chunks(r: FitRequest) -> EHRView:
     return EHRView(r.record.text[chunks[0][0] : chunks[0][1]], chunks, "record", first, n_chunks=len(chunks))
 
 
-def _strategy_two_pass(r: FitRequest) -> EHRView:
-    cl100k, cl_record = r.shared.cl100k()
-    cl_prefix, cl_suffix = r.template.parts(None, False, question=r.question)
-    cl_view = fit_recent(cl100k, cl_record, cl_prefix, cl_suffix, r.target)
-    own = _strategy_recent(r)
-    start = max(cl_view.spans[0][0], own.spans[0][0])
-    text = r.record.text
-    return EHRView(
-        text[start:],
-        [(start, len(text))],
-        "record",
-        count_prompt(r.tokenizer, r.prefix, r.record, [(start, len(text))], r.suffix),
-    )
+def peer_template(name: str) -> PromptTemplate:
+    """The prompt a peer's published code uses: HELM's own, or TIMER's MedAlign template file read
+    as is (its trailing newline kept, as TIMER's loader keeps it)."""
+    if name == "helm":
+        return PromptTemplate.from_file(HELM_TEMPLATE)
+    if name == "timer":
+        return PromptTemplate(PromptTemplate.from_file(DEFAULT_TEMPLATE, keep_trailing_newline=True).text, "timer")
+    raise ValueError(f"no peer template {name!r}")
+
+
+def peer_budget(cl100k: Tokenizer, context: int, question: str, template: PromptTemplate, reserve: int = 256) -> int:
+    """The peers' EHR budget: context - reserve - cl100k tokens of the raw template text (with its
+    literal placeholders) - cl100k tokens of the instruction, counted apart."""
+    return context - reserve - len(cl100k.encode(template.text)) - len(cl100k.encode(question))
+
+
+def _strategy_peer(name: str):
+    def fit(r: FitRequest) -> EHRView:
+        cl100k, cl_record = r.shared.cl100k()
+        template = peer_template(name)
+        budget = peer_budget(cl100k, r.target + r.reserve, r.question, template, r.reserve)
+        n, text = cl_record.n_tokens, r.record.text
+        # The last `budget` cl100k tokens, as `tokens[-budget:]` keeps them (a budget of 0 or less
+        # keeps nothing here; a character split by the cut starts at its next whole character).
+        start = len(text) if budget <= 0 else cl_record.char_start(cl_record.next_char_start(max(0, n - budget)))
+        prefix, suffix = template.parts(r.tokenizer, r.use_chat_template, question=r.question)
+        total = count_prompt(r.tokenizer, prefix, r.record, [(start, len(text))], suffix)
+        return EHRView(text[start:], [(start, len(text))], "record", total, template=name)
+
+    fit.__doc__ = f"{name}'s published truncation arithmetic (see the module docstring)."
+    return fit
 
 
 def _strategy_drop_if_too_long(r: FitRequest) -> EHRView:
@@ -548,10 +606,12 @@ STRATEGY_FUNCTIONS = {
     "codes_only": _strategy_view("codes_only"),
     "retrieval": _strategy_retrieval,
     "mr_chunks": _strategy_mr_chunks,
-    "two_pass": _strategy_two_pass,
+    "helm": _strategy_peer("helm"),
+    "timer": _strategy_peer("timer"),
     "drop_if_too_long": _strategy_drop_if_too_long,
 }
 STRATEGIES = tuple(STRATEGY_FUNCTIONS)
+PEER_STRATEGIES = ("helm", "timer")  # prompts in the peer's own template
 
 
 @dataclass
@@ -664,6 +724,7 @@ def build_prompt_grid(
                     template,
                     mr_chunk_tokens,
                     shared,
+                    use_chat_template,
                 )
                 for strat in strategies:
                     v = STRATEGY_FUNCTIONS[strat](request)
@@ -716,9 +777,10 @@ def materialize_prompts(
         base = texts[key]
         spans = list(row.spans)[:1] if row.strategy == "mr_chunks" else list(row.spans)
         ehr = "".join(base[int(a) : int(b)] for a, b in spans)
-        prefix, suffix = template.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
+        own = peer_template(row.strategy) if row.strategy in PEER_STRATEGIES else template
+        prefix, suffix = own.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
         out.append(prefix + ehr + suffix)
-        users.append(template.render(ehr, question=questions[row.instruction_id]))
+        users.append(own.render(ehr, question=questions[row.instruction_id]))
     # `prompt` is what a local model reads (chat template applied); `user_message` is the same
     # prompt without it, for chat endpoints that apply their own.
     return grid.assign(prompt=out, user_message=users)

@@ -151,6 +151,30 @@ def table4(
     return out
 
 
+def preset_sensitivity(
+    responses: pd.DataFrame,
+    references: pd.DataFrame,
+    labels: pd.DataFrame,
+    metric_names: list[str],
+    presets: tuple[str, str] = ("paper", "suite"),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """How much the metric settings move Table 4: each metric whose settings differ between the two
+    presets, scored under both, with its mean tau under each and the difference."""
+    from .metrics import PRESETS
+
+    names = [m for m in metric_names if any(m in PRESETS[p] for p in presets)]
+    taus = {}
+    for preset in presets:
+        scores, _ = score_responses(responses, references, names, progress=progress, preset=preset)
+        taus[preset] = table4(scores, labels, n_resamples=n_resamples, seed=seed).set_index("metric").mean_tau
+    out = pd.DataFrame({f"tau_{p}": taus[p] for p in presets})
+    out["difference"] = out[f"tau_{presets[0]}"] - out[f"tau_{presets[1]}"]
+    return out.reset_index()
+
+
 def system_level(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Per metric, Kendall tau-b and Pearson r between per-model mean metric score and per-model
     mean clinician rank (negated, so positive = agreement), over the systems."""

@@ -512,8 +512,11 @@ def fleiss_kappa(counts: np.ndarray) -> float:
 
 
 def correctness_agreement(df: pd.DataFrame) -> dict:
-    """Agreement of reviewers on correctness over instruction x model items they all labelled:
-    Fleiss' kappa (items with the modal number of reviewers) and the mean pairwise Cohen's kappa."""
+    """Agreement of reviewers on correctness over instruction x model items they all labelled.
+
+    `fleiss_kappa` (items with the modal number of reviewers) is the agreement figure: the
+    release's Annotator_1/2/3 columns are slots that rotate over the clinicians, so treating them as
+    fixed raters (Cohen's) is not justified. `mean_cohens_kappa` over slot pairs is a detail."""
     col = rater_column(df)
     if col is None:
         return {"fleiss_kappa": np.nan, "mean_cohens_kappa": np.nan, "n_items": 0, "n_raters": 1}
@@ -523,7 +526,7 @@ def correctness_agreement(df: pd.DataFrame) -> dict:
     if d.empty:
         return {"fleiss_kappa": np.nan, "mean_cohens_kappa": np.nan, "n_items": 0, "n_raters": 1}
     wide = d.pivot_table(index=["instruction_id", "model_name"], columns=col, values="binary_correct", aggfunc="first")
-    k = wide.notna().sum(1)
+    k = wide.notna().sum(axis=1)
     modal = int(k.mode().iloc[0])
     full = wide[k == modal]
     votes = full.to_numpy(float)

