@@ -16,6 +16,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def write_csv(table, out=None) -> None:
+    """A table as CSV on stdout. Text cells that a spreadsheet would run as a formula (starting with
+    =, +, -, @, tab or carriage return: a model name such as '=HYPERLINK(...)') get a leading
+    apostrophe and quotes, so they open as text."""
+    import csv
+
+    import pandas as pd
+
+    safe = table.copy()
+    for col in safe.columns:
+        if pd.api.types.is_float_dtype(safe[col]):
+            safe[col] = safe[col].round(4)  # numbers stay numbers: unquoted
+        elif not pd.api.types.is_numeric_dtype(safe[col]) and not pd.api.types.is_bool_dtype(safe[col]):
+            safe[col] = safe[col].map(lambda v: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+    safe.to_csv(out or sys.stdout, index=False, quoting=csv.QUOTE_NONNUMERIC)
+
+
 def _cmd_validate(args) -> int:
     from .problems import UnusableReleaseError
     from .release import validate_release
@@ -74,7 +94,7 @@ def _cmd_table3(args) -> int:
     if not args.quiet:
         for p in table.attrs.get("problems", []):
             print(str(p), file=sys.stderr)
-    table.to_csv(sys.stdout, index=False, float_format="%.4f")
+    write_csv(table)
     return 0
 
 
@@ -92,7 +112,7 @@ def _cmd_table4(args) -> int:
         preset=args.preset,
         min_systems=args.min_systems,
     )
-    table.to_csv(sys.stdout, index=False, float_format="%.4f")
+    write_csv(table)
     return 0
 
 

@@ -53,6 +53,33 @@ def cache_root() -> Path:
     return Path(os.environ.get("MEDALIGN_CACHE_DIR", Path.home() / ".cache" / "medalign"))
 
 
+_FALLBACKS: dict[Path, Path] = {}  # folder -> itself when writable, else its temporary stand-in
+
+
+def writable_dir(path: str | Path, what: str = "cache") -> Path:
+    """`path`, created if needed, when it can be written; else a temporary folder for this process,
+    with a warning (a read-only cache must not make the release unusable)."""
+    import tempfile
+    import warnings
+
+    path = Path(path)
+    if path in _FALLBACKS:
+        return _FALLBACKS[path]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+        _FALLBACKS[path] = path  # checked once per process
+        return path
+    except OSError as err:
+        fallback = Path(tempfile.mkdtemp(prefix=f"medalign-{what.replace(' ', '-')}-"))
+        warnings.warn(
+            f"{path} cannot be written ({err.strerror}): the {what} goes to {fallback} for this run", stacklevel=2
+        )
+        _FALLBACKS[path] = fallback
+        return fallback
+
+
 # ------------------------------------------------------------------ schema
 
 
@@ -78,6 +105,7 @@ class SuiteConfig:
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     share_safe: bool = True  # real release only: the scan of every page; false marks the index in red
     allowed_hosts: list[str] = field(default_factory=list)  # endpoints besides loopback the DUA allows
+    follow_external_links: bool = False  # read release files that are links to outside its folder
     seed: int = 0
     tokenizers: list[str] = field(default_factory=lambda: ["cl100k", "smollm2"])
     context_lengths: list[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384, 32768, 65536, 131072])
@@ -93,7 +121,7 @@ class SuiteConfig:
     def global_parameters(self) -> dict:
         """The keys every notebook may receive (those it declares)."""
         out = dataclasses.asdict(self)
-        for k in ("notebooks", "source", "synthetic"):
+        for k in ("notebooks", "source", "synthetic", "follow_external_links"):
             out.pop(k)
         return out
 

@@ -677,7 +677,7 @@ def build_prompt_grid(
                     "target_tokens": ctx - reserve,
                     "record_tokens": 0,
                     "dropped": True,
-                    "error": f"empty EHR ({path.name}): nothing to fit",
+                    "error": "empty EHR: nothing to fit",  # the person_id column says whose; no file name
                 }
                 for iid in part.instruction_id
                 for ctx in contexts

@@ -124,6 +124,8 @@ def table4(
     count per reason (`n_too_few_systems`, `n_constant_metric`, `n_tied_clinicians`), sorted by
     mean tau. `min_systems` keeps only instructions with at least that many labelled systems (with
     two, tau can only be -1 or +1); the rest count as too few."""
+    if scores.empty or labels.empty:
+        raise ValueError("no scored responses with clinician ranks: Table 4 needs reviewed responses and references")
     taus = per_instruction_tau(scores, labels)
     few = taus.n_systems < min_systems
     taus.loc[few, "tau"] = np.nan
@@ -256,6 +258,7 @@ def table4_for_release(
     from .release import load_release
 
     release = load_release(root)
+    human_eval.require_responses(release.model_responses)
     names = metrics or [m for m in DEFAULT_METRICS if m != "comet"]
     sources = (
         bm25_sources(release, release.instructions[release.instructions.has_model_responses])

@@ -242,6 +242,15 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
     table = ""
     table_ts = ""
     try:
+        with open(path, "rb") as f:
+            encoding = xml_encoding(f.read(200))
+    except OSError:
+        encoding = "utf-8"  # reported below, where the parse fails to open it
+    if encoding not in ("utf-8", "utf-8-sig"):
+        problems.append(
+            Problem(file, f"encoded as {encoding}, not UTF-8: read as {encoding} (prompts get the decoded text)")
+        )
+    try:
         for action, elem in etree.iterparse(str(path), events=("start", "end"), huge_tree=True):
             tag = elem.tag
             if schema == "unknown":
@@ -359,15 +368,57 @@ def _person_id_from_name(name: str) -> str:
     return stem[4:] if stem.startswith("EHR_") else stem
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_digest(path: str | Path) -> str:
-    """Content hash of a file (the cache key): blake2b of its bytes, 32 hex digits."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    """Content hash of a file (the cache key): blake2b of its bytes, 32 hex digits. Remembered per
+    path, size and modification time, so hashing a release twice in one process reads it once."""
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+    return _DIGESTS[key]
+
+
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+_DECLARED = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def xml_encoding(raw: bytes) -> str:
+    """The encoding of an XML file's bytes: by its byte-order mark, by the NUL pattern of UTF-16
+    without one, by its XML declaration, else UTF-8."""
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            return name
+    if raw[:4] == b"<\x00?\x00":
+        return "utf-16-le"
+    if raw[:4] == b"\x00<\x00?":
+        return "utf-16-be"
+    m = _DECLARED.match(raw[:200])
+    if m:
+        import codecs
+
+        try:
+            return codecs.lookup(m.group(1).decode("ascii")).name
+        except LookupError:
+            return "utf-8"
+    return "utf-8"
 
 
 def read_ehr_text(path: str | Path) -> str:
-    """The raw XML text of a record: what a prompt contains. Undecodable bytes become U+FFFD."""
-    return Path(path).read_bytes().decode("utf-8", errors="replace")
+    """The XML text of a record: what a prompt contains. Decoded by its byte-order mark or XML
+    declaration (a UTF-16 record must not reach a prompt as NUL-interleaved bytes); undecodable
+    bytes become U+FFFD."""
+    raw = Path(path).read_bytes()
+    return raw.decode(xml_encoding(raw), errors="replace")
 
 
 # ---------------------------------------------------------------- cache
@@ -416,7 +467,8 @@ def _summary_from_cache(target: Path) -> EHRSummary:
 
 def _parse_to_cache(args: tuple[str, str, str, str]) -> EHRSummary:
     path, person_id, display_name, cache_dir = args
-    digest = file_digest(path)
+    # Keyed by content *and* person: two byte-identical files of two patients are two entries.
+    digest = hashlib.blake2b(f"{file_digest(path)}|{person_id}".encode(), digest_size=16).hexdigest()
     target = _cache_path(Path(cache_dir), digest)
     if target.exists():
         return _summary_from_cache(target)

@@ -28,6 +28,13 @@ COMBINE_METHODS = ("primary", "majority", "mean")
 LABEL_COLUMNS = ("model_rank", "binary_correct")
 
 
+def require_responses(df: pd.DataFrame) -> None:
+    """A clear error, naming the file, when there is nothing to analyse (a header-only file)."""
+    if df.empty or "model_name" not in df.columns:
+        name = df.attrs.get("source_file", "the model responses table")
+        raise ValueError(f"{name} holds no reviewed responses (a header and no rows?): there is nothing to tabulate")
+
+
 def check_labels(df: pd.DataFrame) -> list[Problem]:
     """Problems an analysis must know about: missing or non-numeric ranks and labels, ranks outside
     1..n, models missing for some instructions, duplicated rows. Nothing is dropped here."""
@@ -209,6 +216,7 @@ def table3(
     """
     from statsmodels.stats.proportion import proportion_confint
 
+    require_responses(df)
     problems = check_labels(df)
     labels = combine_raters(df, combine)
     ids, models, rank, corr = label_matrices(labels)

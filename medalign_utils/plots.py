@@ -127,17 +127,21 @@ def bar_counts(series: pd.Series, title: str, xlabel: str = "count", top: int = 
 
 
 def timeline(events: pd.DataFrame, max_patients: int = 40):
-    """One line per patient from first to last event, dots at encounters (no identifiers shown)."""
-    spans = (
-        events.groupby("person_id", observed=True).timestamp.agg(["min", "max"]).sort_values("min").head(max_patients)
-    )
+    """One line per patient from first to last event, dots at encounters, in days since the
+    patient's first event (no identifier and no record date is shown: dates tied to a patient are
+    identifiers under HIPAA's safe harbor)."""
+    first = events.groupby("person_id", observed=True).timestamp.transform("min")
+    days = (events.timestamp - first).dt.total_seconds() / 86400
+    rel = events.assign(day=days)
+    spans = rel.groupby("person_id", observed=True).day.max().sort_values(ascending=False).head(max_patients)
     fig, ax = plt.subplots(figsize=(8, 0.16 * len(spans) + 1.5))
-    for i, (pid, r) in enumerate(spans.iterrows()):
-        ax.plot([r["min"], r["max"]], [i, i], color="C0", lw=1.5)
-        enc = events[(events.person_id == pid)].groupby("encounter").timestamp.min()
+    for i, (pid, last) in enumerate(spans.items()):
+        ax.plot([0, last], [i, i], color="C0", lw=1.5)
+        enc = rel[rel.person_id == pid].groupby("encounter").day.min()
         ax.scatter(enc.values, np.full(len(enc), i), s=3, color="C1")
     ax.set_yticks([])
-    ax.set_ylabel(f"patients (first {len(spans)})")
+    ax.set_xlabel("days since the patient's first event")
+    ax.set_ylabel(f"patients (the {len(spans)} longest)")
     ax.set_title("Timeline per patient: span and encounters")
     fig.tight_layout()
     return fig

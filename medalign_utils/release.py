@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import ehr as ehr_mod
-from .config import cache_root, project_path
+from .config import cache_root, project_path, writable_dir
 from .problems import Problem, UnusableReleaseError
 
 RESPONSES_STEM = "clinician-reviewed-model-responses"
@@ -55,7 +56,50 @@ class ReleaseLayout:
     tables: dict[str, Path] = field(default_factory=dict)  # stem -> file
     ehr_dir: Path | None = None
     ehr_files: dict[str, Path] = field(default_factory=dict)  # person_id -> file
-    is_synthetic: bool = False
+
+    def fingerprint(self) -> str:
+        """A short hash of every table and EHR file's bytes: identifies the data a result came from."""
+        h = hashlib.blake2b(digest_size=8)
+        for stem, path in sorted(self.tables.items()):
+            h.update(stem.encode())
+            h.update(ehr_mod.file_digest(path).encode())
+        for pid, path in sorted(self.ehr_files.items()):
+            h.update(pid.encode())
+            h.update(ehr_mod.file_digest(path).encode())
+        return h.hexdigest()
+
+
+MARKER_GENERATOR = "medalign_utils.synthetic"
+
+
+def synthetic_marker(fingerprint: str) -> str:
+    """The `SYNTHETIC` marker `medalign synth` writes: a sentence for people, then a JSON line with the
+    fingerprint of the cohort's files, so that no other file or folder named SYNTHETIC (nor a real
+    release someone marked) turns the data guard and the share-safe scan off."""
+    meta = {"generator": MARKER_GENERATOR, "fingerprint": fingerprint}
+    return (
+        "This folder is a synthetic MedAlign cohort made by `medalign synth`. No real patient data.\n"
+        + json.dumps(meta)
+        + "\n"
+    )
+
+
+def marker_status(layout: ReleaseLayout) -> tuple[bool, str | None]:
+    """(whether the release counts as synthetic, why a marker present does not count)."""
+    marker = layout.root / SYNTHETIC_MARKER
+    if not marker.exists() and not marker.is_symlink():
+        return False, None
+    if marker.is_symlink() or not marker.is_file():
+        return False, "is not a plain file"
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8").strip().splitlines()[-1])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return False, "is not the marker `medalign synth` writes"
+    if not isinstance(meta, dict) or meta.get("generator") != MARKER_GENERATOR:
+        return False, "is not the marker `medalign synth` writes"
+    if meta.get("fingerprint") != layout.fingerprint():
+        return False, "records a fingerprint the files no longer have (they changed since `medalign synth`)"
+    return True, None
 
 
 def _find_release_root(root: Path) -> Path:
@@ -70,17 +114,40 @@ def _find_release_root(root: Path) -> Path:
     return root
 
 
-def find_layout(root: str | Path, problems: list[Problem]) -> ReleaseLayout:
+FOLLOW_LINKS_ENV = "MEDALIGN_FOLLOW_EXTERNAL_LINKS"
+_LINK_SKIPPED = (
+    "is a link to a file outside the release folder; skipped (set follow_external_links: true in the config to read it)"
+)
+
+
+def _follow_external_links(value: bool | None) -> bool:
+    if value is not None:
+        return value
+    return os.environ.get(FOLLOW_LINKS_ENV, "").lower() in ("1", "true", "yes")
+
+
+def _outside(path: Path, root: Path) -> bool:
+    """Whether a link leads outside the release folder."""
+    return path.is_symlink() and not path.resolve().is_relative_to(root.resolve())
+
+
+def find_layout(root: str | Path, problems: list[Problem], follow_external_links: bool | None = None) -> ReleaseLayout:
     """Locate the tables and the EHR folder; files in the EHR folder that are not EHRs are skipped
-    and each is reported."""
+    and each is reported. A link that leads outside the release folder is reported and skipped,
+    unless `follow_external_links` (or the config's `follow_external_links`, which the runner passes
+    as $MEDALIGN_FOLLOW_EXTERNAL_LINKS) allows it."""
+    follow = _follow_external_links(follow_external_links)
     root = Path(root)
     if not root.is_dir():
         raise UnusableReleaseError(Problem(str(root), "no such folder", fatal=True))
     root = _find_release_root(root)
-    layout = ReleaseLayout(root=root, is_synthetic=(root / SYNTHETIC_MARKER).exists())
+    layout = ReleaseLayout(root=root)
     for stem in REQUIRED_COLUMNS:
         for ext in (".tsv", ".csv"):
             if (root / f"{stem}{ext}").is_file():
+                if _outside(root / f"{stem}{ext}", root) and not follow:
+                    problems.append(Problem(f"{stem}{ext}", _LINK_SKIPPED))
+                    break
                 layout.tables[stem] = root / f"{stem}{ext}"
                 break
     if RESPONSES_STEM not in layout.tables and REFERENCES_STEM not in layout.tables:
@@ -108,6 +175,11 @@ def find_layout(root: str | Path, problems: list[Problem]) -> ReleaseLayout:
             problems.append(Problem(rel, "not an EHR file (<person_id>.xml or EHR_<person_id>.xml); skipped"))
             continue
         pid = m.group("pid")
+        if _outside(path, root):
+            if not follow:
+                problems.append(Problem(rel, _LINK_SKIPPED))
+                continue
+            problems.append(Problem(rel, "is a link to a file outside the release folder; followed (config allows it)"))
         if pid in layout.ehr_files:
             problems.append(
                 Problem(rel, f"a second file for person_id {pid} (also {layout.ehr_files[pid].name}); skipped")
@@ -147,6 +219,7 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
                 )
         text = raw.decode("utf-8", errors="replace")
     is_tsv = path.suffix.lower() == ".tsv"
+    csv.field_size_limit(2**31 - 1)  # clinical notes and long responses exceed the 128 KB default
     reader = csv.reader(
         io.StringIO(text, newline=""),
         delimiter="\t" if is_tsv else ",",
@@ -170,10 +243,30 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
     rows, row_numbers = [], []
     n = len(header)
     row_no = 0
+    sep = "\t" if is_tsv else ","
+    last_line = reader.line_num
     for fields in reader:
+        first_line, last_line = last_line + 1, reader.line_num
         if not fields or fields == [""]:
             continue
         row_no += 1
+        if last_line > first_line:
+            # A quoted field spanning lines: lines inside it that look like whole rows were swallowed
+            # by an unbalanced quote. Each is reported; none is lost silently.
+            swallowed = [
+                first_line + k
+                for f in fields
+                for k, line in enumerate(f.split("\n")[1:], start=1)
+                if line.count(sep) >= n - 1
+            ]
+            for line_no in swallowed:
+                problems.append(
+                    Problem(
+                        name,
+                        f"row lost: an unbalanced quote on line {first_line} made it part of row {row_no}'s field",
+                        f"line {line_no}",
+                    )
+                )
         if len(fields) != n:
             # A trailing empty field from a trailing tab is harmless; anything else is not.
             if len(fields) == n + 1 and fields[-1] == "":
@@ -255,7 +348,30 @@ def _tidy_responses(df: pd.DataFrame, problems: list[Problem]) -> pd.DataFrame:
         else:
             out[col] = np.nan
     out.attrs = df.attrs
+    _drop_out_of_range_labels(out, problems)
     return out
+
+
+def _drop_out_of_range_labels(df: pd.DataFrame, problems: list[Problem]) -> None:
+    """Labels outside their range become missing, each reported with its row: `binary_correct` must
+    be 0 or 1; `model_rank` must lie between 1 and the number of systems that reviewer had for that
+    instruction (its rows), in whole or half steps (halves are averaged ties)."""
+    name = df.attrs.get("source_file", "?")
+    rows = df.attrs.get("row_numbers") or list(range(1, len(df) + 1))
+    correct = df["binary_correct"]
+    bad_correct = correct.notna() & ~correct.isin([0.0, 1.0])
+    rank = df["model_rank"]
+    keys = ["instruction_id"] + ([rater_column(df)] if rater_column(df) else [])
+    # The systems that reviewer had for the instruction: its rows, whether or not each rank parsed.
+    n_ranked = rank.groupby([df[k] for k in keys]).transform("size")
+    bad_rank = rank.notna() & (~np.isfinite(rank) | (rank < 1) | (rank > n_ranked) | ((rank * 2) % 1 != 0))
+    for col, bad, rule in (
+        ("binary_correct", bad_correct, "must be 0 or 1"),
+        ("model_rank", bad_rank, "must lie between 1 and the number of systems ranked for the instruction"),
+    ):
+        for i in np.flatnonzero(bad.to_numpy()):
+            problems.append(Problem(name, f"{col} {df[col].iat[i]:g} {rule}; left out (as missing)", f"row {rows[i]}"))
+        df.loc[bad, col] = np.nan
 
 
 def build_instructions(tables: dict[str, pd.DataFrame], problems: list[Problem]) -> pd.DataFrame:
@@ -360,7 +476,16 @@ class Release:
 
     @property
     def is_synthetic(self) -> bool:
-        return self.layout.is_synthetic
+        """True only when the folder holds the marker `medalign synth` wrote for exactly these
+        files; anything else (no marker, a folder or link named SYNTHETIC, a marker for other
+        files) counts as the real release, with the data guard and the share-safe scan on."""
+        if not hasattr(self, "_synthetic"):
+            self._synthetic, why = marker_status(self.layout)
+            if why:
+                self.problems.append(
+                    Problem(SYNTHETIC_MARKER, f"{why}: the data counts as the real release (guard and scan on)")
+                )
+        return self._synthetic
 
     @property
     def planted_truth(self) -> dict | None:
@@ -386,7 +511,11 @@ class Release:
     ) -> dict[str, ehr_mod.EHRSummary]:
         """Parse (or find cached) every EHR; parse problems are added to `problems` once."""
         summaries = ehr_mod.parse_ehrs_to_cache(
-            self.ehr_files, cache_dir or cache_root() / "events", workers=workers, progress=progress, root=self.root
+            self.ehr_files,
+            writable_dir(cache_dir or cache_root() / "events", "parsed-EHR cache"),
+            workers=workers,
+            progress=progress,
+            root=self.root,
         )
         if not getattr(self, "_parse_problems_added", False):
             for s in summaries.values():
@@ -411,14 +540,7 @@ class Release:
 
     def fingerprint(self) -> str:
         """A short hash of every table and EHR file's bytes: identifies the data a result came from."""
-        h = hashlib.blake2b(digest_size=8)
-        for stem, path in sorted(self.layout.tables.items()):
-            h.update(stem.encode())
-            h.update(ehr_mod.file_digest(path).encode())
-        for pid, path in sorted(self.ehr_files.items()):
-            h.update(pid.encode())
-            h.update(ehr_mod.file_digest(path).encode())
-        return h.hexdigest()
+        return self.layout.fingerprint()
 
 
 def open_release(data_dir: str | Path) -> Release:
@@ -439,14 +561,14 @@ def open_release(data_dir: str | Path) -> Release:
     return load_release(path)
 
 
-def load_release(root: str | Path) -> Release:
+def load_release(root: str | Path, follow_external_links: bool | None = None) -> Release:
     """Read a release folder (or the folder holding `medalign_instructions_v1_3/`).
 
     Raises `UnusableReleaseError` for a missing folder, a missing required file or column; every
     other problem is collected in `Release.problems` and the data is kept.
     """
     problems: list[Problem] = []
-    layout = find_layout(root, problems)
+    layout = find_layout(root, problems, follow_external_links)
     tables: dict[str, pd.DataFrame] = {}
     for stem, path in layout.tables.items():
         tables[stem] = read_table(path, problems, REQUIRED_COLUMNS[stem])

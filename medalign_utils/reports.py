@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .config import SuiteConfig, load_config, project_path, project_root
 from .provenance import environment_record
-from .scan import SensitiveIndex
+from .scan import SensitiveIndex, ShareSafeWriter
 
 # A notebook runs only if the notebooks it depends on succeeded (03 reads 02's prompts).
 NOTEBOOK_DEPENDENCIES = {"03_model_generation": ["02_context_truncation"]}
@@ -107,10 +107,11 @@ def run_suite(
         from .synthetic import CohortSpec, make_cohort
 
         make_cohort(data_path, CohortSpec.for_scale(cfg.synthetic.scale, seed=cfg.synthetic.seed), progress=progress)
-    release = load_release(data_path)
+    release = load_release(data_path, follow_external_links=cfg.follow_external_links)
     fingerprint = release.fingerprint()
     scan_needed = cfg.share_safe and not release.is_synthetic
     index = SensitiveIndex.from_release(release, progress=progress) if scan_needed else None
+    writer = ShareSafeWriter(index)
 
     out = project_path(out)
     nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
@@ -131,10 +132,15 @@ def run_suite(
     cache_dir.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, NotebookResult] = {}
+    run = _Run(cfg, fingerprint, run_dir, cache_dir, writer, progress, kernel_name)
     bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not progress)
-    with _inline_figures():
+    with _kernel_environment(share_safe_figures=scan_needed, follow_external_links=cfg.follow_external_links):
         for nb in bar:
-            _run_one(nb, cfg, fingerprint, run_dir, cache_dir, results, scan_needed, index, progress, kernel_name, bar)
+            bar.set_postfix_str(nb.stem)
+            results[nb.stem] = _run_one(nb, run, results)
+            res = results[nb.stem]
+            if progress and res.status != "ok":
+                tqdm.write(writer.message(f"{nb.stem}: {res.status}: {res.error}"))
     bar.close()
 
     record = {
@@ -154,59 +160,82 @@ def run_suite(
         "notebooks": [r.__dict__ for r in results.values()],
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (run_dir / "run.json").write_text(json.dumps(record, indent=1, default=str))
-    (out / "run.json").write_text(json.dumps(record, indent=1, default=str))
-    (out / "index.html").write_text(index_html(record), encoding="utf-8")
+    record = writer.record(record)  # every string of it through the scan
+    for target in (run_dir / "run.json", out / "run.json"):
+        writer.write_json(target, record)
+    if writer.write(out / "index.html", index_html(record)):
+        raise RuntimeError("the index page failed the share-safe scan and was not written")
     if progress:
         ok = sum(r.status == "ok" for r in results.values())
         print(f"{ok}/{len(results)} notebooks ok; index: {out / 'index.html'}")
     return all(r.status == "ok" for r in results.values())
 
 
+# Run in every kernel on the real release: figures become SVG with their text kept as text, so the
+# share-safe scan reads titles, labels and tick labels (text inside a PNG cannot be scanned).
+_SVG_STARTUP = """\
+import matplotlib
+matplotlib.rcParams["svg.fonttype"] = "none"
+from matplotlib_inline.backend_inline import set_matplotlib_formats
+set_matplotlib_formats("svg")
+"""
+
+
 @contextmanager
-def _inline_figures():
-    """Kernels inherit the environment: a headless MPLBACKEND (Agg) would keep every figure out of
-    the pages, so the inline backend is set while notebooks run, then the old value restored."""
-    old = os.environ.get("MPLBACKEND")
+def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = False):
+    """The environment kernels inherit while notebooks run. A headless MPLBACKEND (Agg) would keep
+    every figure out of the pages, so the inline backend is set; on the real release an IPython
+    profile makes every figure SVG with text as text. Old values are restored after."""
+    import tempfile
+
+    from .release import FOLLOW_LINKS_ENV
+
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV)}
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = old
+    os.environ[FOLLOW_LINKS_ENV] = "1" if follow_external_links else "0"
+    with tempfile.TemporaryDirectory(prefix="medalign-ipython-") as ipython_dir:
+        if share_safe_figures:
+            startup = Path(ipython_dir) / "profile_default" / "startup"
+            startup.mkdir(parents=True)
+            (startup / "00-share-safe-figures.py").write_text(_SVG_STARTUP)
+            os.environ["IPYTHONDIR"] = ipython_dir
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
-def _run_one(
-    nb: Path,
-    cfg: SuiteConfig,
-    fingerprint: str,
-    run_dir: Path,
-    cache_dir: Path,
-    results: dict,
-    scan_needed: bool,
-    index,
-    progress: bool,
-    kernel_name: str,
-    bar,
-) -> None:
-    """Execute (or reuse), render and scan one notebook; its result goes into `results`."""
+@dataclass
+class _Run:
+    """What every notebook of one run shares."""
+
+    cfg: SuiteConfig
+    fingerprint: str
+    run_dir: Path
+    cache_dir: Path
+    writer: ShareSafeWriter
+    progress: bool
+    kernel_name: str
+
+
+def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
+    """Execute (or reuse), render and scan one notebook."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
-    from tqdm import tqdm
 
-    bar.set_postfix_str(nb.stem)
-    params = cfg.notebook_parameters(nb.stem, declared_parameters(nb))
+    params = run.cfg.notebook_parameters(nb.stem, declared_parameters(nb))
     failed_deps = [d for d in NOTEBOOK_DEPENDENCIES.get(nb.stem, []) if d in results and results[d].status != "ok"]
     if failed_deps:
-        results[nb.stem] = NotebookResult(
+        return NotebookResult(
             nb.stem, "skipped", error=f"depends on {', '.join(failed_deps)}, which failed", parameters=params
         )
-        return
-    key = _cache_key(nb, params, fingerprint)
-    target_nb, target_html = run_dir / nb.name, run_dir / f"{nb.stem}.html"
-    cached_nb, cached_html = cache_dir / f"{nb.stem}-{key}.ipynb", cache_dir / f"{nb.stem}-{key}.html"
+    key = _cache_key(nb, params, run.fingerprint)
+    target_nb, target_html = run.run_dir / nb.name, run.run_dir / f"{nb.stem}.html"
+    cached_nb, cached_html = run.cache_dir / f"{nb.stem}-{key}.ipynb", run.cache_dir / f"{nb.stem}-{key}.html"
     t0 = time.perf_counter()
     res = NotebookResult(nb.stem, "ok", parameters=params)
     if cached_nb.exists() and cached_html.exists():
@@ -219,9 +248,9 @@ def _run_one(
                 str(nb),
                 str(target_nb),
                 parameters=params,
-                kernel_name=kernel_name,
+                kernel_name=run.kernel_name,
                 language="python",
-                progress_bar=progress,
+                progress_bar=run.progress,
                 cwd=str(project_root()),
                 report_mode=False,
             )
@@ -232,30 +261,22 @@ def _run_one(
             res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
         if target_nb.exists():
             render_html(target_nb, target_html)
-        if res.status == "ok" and not scan_needed:
-            shutil.copyfile(target_nb, cached_nb)
-            shutil.copyfile(target_html, cached_html)
     res.seconds = time.perf_counter() - t0
-    if scan_needed:
-        for page in (target_html, target_nb):
-            if page.exists():
-                leaks = index.scan(page.read_text(encoding="utf-8", errors="replace"))
-                if leaks:
-                    page.unlink()  # a leaking page is never left on disk
-                    res.status = "leak"
-                    res.error = (
-                        (res.error + "; " if res.error else "")
-                        + f"share-safe scan: {page.name} held "
-                        + ", ".join(leaks)
-                    )
-        if res.status == "ok":
-            shutil.copyfile(target_nb, cached_nb)
-            shutil.copyfile(target_html, cached_html)
+    res.error = run.writer.message(res.error)
+    leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
+    if leaks:
+        # A page that leaks takes every copy of its notebook's output with it.
+        for path in (target_html, target_nb, *run.cache_dir.glob(f"{nb.stem}-*")):
+            path.unlink(missing_ok=True)
+        res.status = "leak"
+        found = "; ".join(f"{name} held {', '.join(kinds)}" for name, kinds in leaks.items())
+        res.error = (res.error + "; " if res.error else "") + f"share-safe scan: {found}"
+    elif res.status == "ok" and not res.reused:
+        shutil.copyfile(target_nb, cached_nb)
+        shutil.copyfile(target_html, cached_html)
     res.html = target_html.name if target_html.exists() else None
     res.ipynb = target_nb.name if target_nb.exists() else None
-    results[nb.stem] = res
-    if progress and res.status != "ok":
-        tqdm.write(f"{nb.stem}: {res.status}: {res.error}")
+    return res
 
 
 def index_html(record: dict) -> str:

@@ -991,9 +991,10 @@ def make_cohort(
         },
     }
     (out / "planted_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
-    (out / "SYNTHETIC").write_text(
-        "This folder is a synthetic MedAlign cohort made by `medalign synth`. No real patient data.\n"
-    )
+    from .release import SYNTHETIC_MARKER, find_layout, synthetic_marker
+
+    (out / SYNTHETIC_MARKER).unlink(missing_ok=True)
+    (out / SYNTHETIC_MARKER).write_text(synthetic_marker(find_layout(out, []).fingerprint()))
     (out / "README.md").write_text(_readme(spec, truth))
     return truth
 

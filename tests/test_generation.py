@@ -20,10 +20,11 @@ from medalign_utils.generation.backends import (
     OpenAICompatibleBackend,
     TransformersBackend,
 )
-from medalign_utils.generation.guard import DataGuardError, check_endpoint, is_loopback
+from medalign_utils.generation.guard import DataGuard, DataGuardError, check_endpoint, is_loopback
 from medalign_utils.generation.local_server import LocalServer
 from medalign_utils.generation.runner import ResultStore, read_results, run_extractive, run_generation, run_refinement
 
+LOOPBACK = DataGuard.loopback_only()
 PROMPTS = [
     "Question: What was the last glucose?",
     "The patient has hypertension and takes",
@@ -146,7 +147,8 @@ def test_resume_after_sigkill_completes_every_item_exactly_once(tiny_lm, tmp_pat
     recs = [json.loads(line) for line in lines]  # every line is whole JSON
     ids = [r["instruction_id"] for r in recs]
     assert sorted(ids) == sorted(f"i{k}" for k in range(24))  # every item exactly once
-    assert ResultStore(out).repaired_bytes == 0
+    with ResultStore(out) as store:
+        assert store.repaired_bytes == 0
 
 
 def test_http_backend_round_trip_with_retry_after_503(tiny_lm):
@@ -154,7 +156,13 @@ def test_http_backend_round_trip_with_retry_after_503(tiny_lm):
     local = backend.generate(PROMPTS[:2])
     with LocalServer(backend, fail_first=1) as srv:
         client = OpenAICompatibleBackend(
-            srv.url, "tiny", GenerationSettings(max_new_tokens=6), chat=False, max_concurrency=1, backoff=0.01
+            srv.url,
+            "tiny",
+            GenerationSettings(max_new_tokens=6),
+            chat=False,
+            guard=LOOPBACK,
+            max_concurrency=1,
+            backoff=0.01,
         )
         answers = client.generate(PROMPTS[:2])
         assert srv.requests == 3  # one planted 503, then both prompts
@@ -170,14 +178,15 @@ def test_http_chat_endpoint_and_giving_up(tmp_path):
     backend = TransformersBackend(chat_lm, GenerationSettings(max_new_tokens=5), batch_size=1)
     with LocalServer(backend, fail_first=10) as srv:
         client = OpenAICompatibleBackend(
-            srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True, retries=2, backoff=0.01
+            srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True, guard=LOOPBACK, retries=2, backoff=0.01
         )
         failed = client.generate(["hello"])[0]
         assert failed.error.startswith("HTTP 503") and failed.attempts == 3
     with LocalServer(backend) as srv:
-        ok = OpenAICompatibleBackend(srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True).generate(
-            ["hello"]
-        )[0]
+        client = OpenAICompatibleBackend(
+            srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True, guard=LOOPBACK
+        )
+        ok = client.generate(["hello"])[0]
     assert ok.error is None and ok.prompt_tokens > 1
 
 

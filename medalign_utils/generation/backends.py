@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -14,6 +15,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+
+from .guard import DataGuard
 
 
 @dataclass(frozen=True)
@@ -200,51 +203,76 @@ class TransformersBackend(Backend):
 
 
 class OpenAICompatibleBackend(Backend):
-    """A server speaking the OpenAI completions or chat-completions API, with bounded concurrency,
-    retries with exponential backoff (429, 5xx, timeouts, dropped connections), and token usage
-    recorded from the server's `usage`. Plain http.client: no extra dependency, nothing but the
-    configured endpoint is ever contacted."""
+    """A server speaking the OpenAI completions or chat-completions API (vLLM, TGI, a HIPAA-compliant
+    deployment), with bounded concurrency, retries with exponential backoff (429, 5xx, timeouts,
+    dropped connections), and token usage recorded from the server's `usage`.
+
+    `base_url` may be several URLs, replicas of one deployment: requests are spread over them in
+    turn, and a request whose replica fails goes on to the next one, so a run finishes while any
+    replica is up. Every URL passes the `guard` when the backend is built. Plain http.client: no
+    redirect is followed and no proxy variable is read, so only the checked hosts are contacted.
+    (An httpx transport's retries cover connection errors only, not the 429/5xx status codes this
+    retries on, so it would not make this simpler.)"""
 
     kind = "openai-compatible"
     RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | list[str],
         model: str,
         settings: GenerationSettings = GenerationSettings(),
         chat: bool = True,
+        *,
+        guard: DataGuard,
         max_concurrency: int = 4,
         timeout: float = 120.0,
         retries: int = 5,
         backoff: float = 0.5,
         api_key: str | None = None,
     ):
-        parsed = urlparse(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"endpoint {base_url!r} is not an http(s) URL")
-        self.base_url, self.model, self.settings, self.chat = base_url.rstrip("/"), model, settings, chat
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("no endpoint given")
+        if not isinstance(guard, DataGuard):
+            raise TypeError("an endpoint backend needs a DataGuard (DataGuard.for_release(release, allowed_hosts))")
+        self._parsed = []
+        for url in urls:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"endpoint {url!r} is not an http(s) URL")
+            guard.check(url)  # raises DataGuardError before anything is sent
+            self._parsed.append(parsed)
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.base_url = self.base_urls[0]
+        self.model, self.settings, self.chat, self.guard = model, settings, chat, guard
         self.max_concurrency, self.timeout, self.retries, self.backoff = max_concurrency, timeout, retries, backoff
         self._api_key = api_key
-        self._parsed = parsed
         self._rng = np.random.default_rng(settings.seed)
+        self._next = 0
+        self._lock = threading.Lock()
+        self.served = {u: 0 for u in self.base_urls}  # answers each replica gave
+        self.failures = {u: 0 for u in self.base_urls}
 
     def describe(self) -> dict:
         return {
             "backend": self.kind,
-            "endpoint": self.base_url,
+            "endpoint": self.base_url if len(self.base_urls) == 1 else self.base_urls,
             "model": self.model,
             "chat": self.chat,
             "max_concurrency": self.max_concurrency,
         }
 
-    def _post(self, path: str, body: dict) -> tuple[int, dict]:
-        conn_cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(self._parsed.hostname, self._parsed.port, timeout=self.timeout)
+    def _post(self, replica: int, path: str, body: dict) -> tuple[int, dict]:
+        parsed = self._parsed[replica]
+        conn_cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(parsed.hostname, parsed.port, timeout=self.timeout)
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        prefix = self._parsed.path.rstrip("/")
+        prefix = parsed.path.rstrip("/")
+        if not prefix.endswith("/v1"):
+            prefix += "/v1"
         try:
             conn.request("POST", f"{prefix}{path}", body=json.dumps(body), headers=headers)
             resp = conn.getresponse()
@@ -268,21 +296,27 @@ class OpenAICompatibleBackend(Backend):
         }
         if self.chat:
             body["messages"] = [{"role": "user", "content": prompt}]
-            path = "/v1/chat/completions" if not self._parsed.path.rstrip("/").endswith("/v1") else "/chat/completions"
+            path = "/chat/completions"
         else:
             body["prompt"] = prompt
-            path = "/v1/completions" if not self._parsed.path.rstrip("/").endswith("/v1") else "/completions"
+            path = "/completions"
+        with self._lock:  # spread requests over the replicas in turn
+            first = self._next
+            self._next = (self._next + 1) % len(self.base_urls)
         t0 = time.perf_counter()
         last = ""
         for attempt in range(1, self.retries + 2):
+            replica = (first + attempt - 1) % len(self.base_urls)  # a retry goes to the next replica
             try:
-                status, payload = self._post(path, body)
+                status, payload = self._post(replica, path, body)
             except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out
                 status, payload, last = None, {}, f"{type(err).__name__}: {err}"
             if status == 200:
                 choice = (payload.get("choices") or [{}])[0]
                 text = choice.get("message", {}).get("content") if self.chat else choice.get("text")
                 usage = payload.get("usage") or {}
+                with self._lock:
+                    self.served[self.base_urls[replica]] += 1
                 return Answer(
                     (text or "").strip(),
                     usage.get("prompt_tokens"),
@@ -291,12 +325,17 @@ class OpenAICompatibleBackend(Backend):
                     choice.get("finish_reason"),
                     attempts=attempt,
                 )
+            with self._lock:
+                self.failures[self.base_urls[replica]] += 1
             if status is not None:
                 last = f"HTTP {status}: {str(payload.get('error', payload))[:300]}"
                 if status not in self.RETRY_STATUS:
                     break
-            if attempt <= self.retries:
-                time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + 0.25 * float(self._rng.random())))
+            if attempt <= self.retries and (attempt % len(self.base_urls) == 0):
+                # Back off once every replica has been tried in this round.
+                time.sleep(
+                    self.backoff * 2 ** (attempt // len(self.base_urls) - 1) * (1 + 0.25 * float(self._rng.random()))
+                )
         return Answer("", error=last or "no answer", seconds=time.perf_counter() - t0, attempts=attempt)
 
     def generate(self, prompts: list[str]) -> list[Answer]:

@@ -3,9 +3,11 @@
 Each item is keyed by (instruction_id, system, strategy, context, prompt hash). Finished items are
 appended a batch at a time, flushed and fsynced; a rerun skips every key already answered, so a
 run killed with SIGKILL loses at most the batch in flight. A half-written last line (the kill
-landing mid-write) is cut off before anything is appended. An item that fails is recorded with its
-error and the run goes on; a rerun tries it again (`retry_errors`), and `read_results` keeps one
-record per key, the latest answer.
+landing mid-write) is cut off by the next writer, under its lock, before anything is appended;
+readers (`read_results`) never write, so reading a file a live run appends to loses nothing, and
+a second writer on the same file is refused. An item that fails is recorded with its error and the
+run goes on; a rerun tries it again (`retry_errors`), and `read_results` keeps one record per key,
+the latest answer.
 """
 
 from __future__ import annotations
@@ -29,26 +31,66 @@ def prompt_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", errors="replace"), digest_size=12).hexdigest()
 
 
-def item_key(rec: dict) -> str:
-    return "|".join(str(rec[k]) for k in KEY_FIELDS)
+class StoreBusyError(RuntimeError):
+    """Another writer holds the results file."""
+
+
+def read_records(path: str | Path):
+    """The complete records of a JSONL results file, never writing to it: a last line still being
+    written (no newline yet) is left for its writer, not cut."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    for line in data[: data.rfind(b"\n") + 1].splitlines():
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a killed writer, before its next writer repairs it
 
 
 class ResultStore:
-    """The JSONL file of a run: repairs a torn last line, knows which keys are done, appends
-    durably."""
+    """The JSONL file of a run, opened by its one writer: takes an exclusive lock (a second writer
+    on the same file is refused, not duplicated), repairs a torn last line left by a killed writer,
+    knows which keys are done, appends durably. Use as a context manager, or `close()`."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS):
+        import fcntl
+
         self.path = Path(path)
+        self.key_fields = key_fields
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path.with_name(self.path.name + ".lock"), "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StoreBusyError(f"{self.path} is being written by another run: refusing a second writer") from None
         self.repaired_bytes = self._repair()
         self.done: set[str] = set()
         self.failed: set[str] = set()
-        for rec in self._records():
-            (self.failed if rec.get("error") else self.done).add(item_key(rec))
+        for rec in read_records(self.path):
+            (self.failed if rec.get("error") else self.done).add(self.key(rec))
         self.failed -= self.done
 
+    def key(self, rec) -> str:
+        return "|".join(str(rec[k]) for k in self.key_fields)
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            self._lock.close()  # releases the lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def _repair(self) -> int:
-        """Cut an incomplete last line (no newline, or not JSON) left by a killed writer."""
+        """Cut an incomplete last line (no newline) left by a killed writer; only the writer, under
+        its lock, ever does this."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return 0
         with open(self.path, "rb+") as f:
@@ -61,18 +103,6 @@ class ResultStore:
                 os.fsync(f.fileno())
             return len(tail)
 
-    def _records(self):
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # cannot happen after _repair, but never fatal
-
     def append(self, records: list[dict]) -> None:
         if not records:
             return
@@ -82,7 +112,7 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
         for r in records:
-            k = item_key(r)
+            k = self.key(r)
             if r.get("error"):
                 self.failed.add(k)
             else:
@@ -90,16 +120,16 @@ class ResultStore:
                 self.failed.discard(k)
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
-    """A run's records, one per key (the latest answer; an error only where no answer exists)."""
-    store = ResultStore(path)
-    recs = list(store._records())
+def read_results(path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS) -> pd.DataFrame:
+    """A run's records, one per key (the latest answer; an error only where no answer exists).
+    Reads only: safe while a run is appending to the file."""
+    recs = list(read_records(path))
     if not recs:
-        return pd.DataFrame(columns=[*KEY_FIELDS, "answer", "error"])
+        return pd.DataFrame(columns=[*key_fields, "answer", "error"])
     df = pd.DataFrame(recs)
     df["_ok"] = df["error"].isna()
     df["_order"] = range(len(df))
-    df = df.sort_values(["_ok", "_order"]).drop_duplicates([*KEY_FIELDS], keep="last")
+    df = df.sort_values(["_ok", "_order"]).drop_duplicates([*key_fields], keep="last")
     return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 
@@ -119,76 +149,76 @@ def run_generation(
     `out_path`. Returns counts: done_before, generated, failed, seconds, tokens_per_s."""
     from tqdm import tqdm
 
-    store = ResultStore(out_path)
-    items = items.copy()
-    items["prompt_hash"] = items[prompt_column].map(prompt_hash)
-    items["system"] = system
-    keys = items.apply(lambda r: item_key(r), axis=1)
-    skip = store.done | (set() if retry_errors else store.failed)
-    todo = items[~keys.isin(skip)]
-    done_before = len(items) - len(todo)
-    # Commit a batch at a time, prompts of similar length together (the backend batches the same way).
-    size = commit_every or backend.batch_size
-    todo = todo.assign(_len=todo[prompt_column].str.len()).sort_values("_len", kind="stable")
-    desc = backend.describe()
-    settings = backend.settings
-    versions = {k: v for k, v in package_versions(("torch", "transformers", "medalign-suite")).items()}
-    n_new = n_failed = tokens = 0
-    t_start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"generating ({system})", unit="item", disable=not progress)
-    for start in range(0, len(todo), size):
-        chunk = todo.iloc[start : start + size]
-        prompts = chunk[prompt_column].tolist()
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        try:
-            answers = backend.generate(prompts)
-        except Exception:
-            answers = []
-            for p in prompts:  # one bad item must not sink its batch
-                try:
-                    answers.append(backend.generate([p])[0])
-                except Exception as err:
-                    answers.append(Answer("", error=f"{type(err).__name__}: {err}"[:500]))
-        records = []
-        for row, ans in zip(chunk.itertuples(index=False), answers):
-            rec = {
-                "instruction_id": row.instruction_id,
-                "system": system,
-                "strategy": row.strategy,
-                "context": int(row.context),
-                "prompt_hash": row.prompt_hash,
-                "answer": ans.text,
-                "error": ans.error,
-                "finish_reason": ans.finish_reason,
-                "prompt_tokens": ans.prompt_tokens,
-                "new_tokens": ans.new_tokens,
-                "seconds": round(ans.seconds, 4),
-                "attempts": ans.attempts,
-                "started": started,
-                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                "model": desc,
-                "settings": settings.to_dict() if settings else None,
-                "versions": versions,
-                "data_fingerprint": data_fingerprint,
-                **(extra or {}),
-            }
-            records.append(rec)
-            n_failed += ans.error is not None
-            n_new += ans.error is None
-            tokens += ans.new_tokens or 0
-        store.append(records)
-        bar.update(len(chunk))
-    bar.close()
-    seconds = time.perf_counter() - t_start
-    return {
-        "done_before": done_before,
-        "generated": n_new,
-        "failed": n_failed,
-        "seconds": seconds,
-        "new_tokens": tokens,
-        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-        "repaired_bytes": store.repaired_bytes,
-    }
+    with ResultStore(out_path) as store:
+        items = items.copy()
+        items["prompt_hash"] = items[prompt_column].map(prompt_hash)
+        items["system"] = system
+        keys = items.apply(lambda r: store.key(r), axis=1)
+        skip = store.done | (set() if retry_errors else store.failed)
+        todo = items[~keys.isin(skip)]
+        done_before = len(items) - len(todo)
+        # Commit a batch at a time, prompts of similar length together (the backend batches the same way).
+        size = commit_every or backend.batch_size
+        todo = todo.assign(_len=todo[prompt_column].str.len()).sort_values("_len", kind="stable")
+        desc = backend.describe()
+        settings = backend.settings
+        versions = {k: v for k, v in package_versions(("torch", "transformers", "medalign-suite")).items()}
+        n_new = n_failed = tokens = 0
+        t_start = time.perf_counter()
+        bar = tqdm(total=len(todo), desc=f"generating ({system})", unit="item", disable=not progress)
+        for start in range(0, len(todo), size):
+            chunk = todo.iloc[start : start + size]
+            prompts = chunk[prompt_column].tolist()
+            started = datetime.now(UTC).isoformat(timespec="seconds")
+            try:
+                answers = backend.generate(prompts)
+            except Exception:
+                answers = []
+                for p in prompts:  # one bad item must not sink its batch
+                    try:
+                        answers.append(backend.generate([p])[0])
+                    except Exception as err:
+                        answers.append(Answer("", error=f"{type(err).__name__}: {err}"[:500]))
+            records = []
+            for row, ans in zip(chunk.itertuples(index=False), answers):
+                rec = {
+                    "instruction_id": row.instruction_id,
+                    "system": system,
+                    "strategy": row.strategy,
+                    "context": int(row.context),
+                    "prompt_hash": row.prompt_hash,
+                    "answer": ans.text,
+                    "error": ans.error,
+                    "finish_reason": ans.finish_reason,
+                    "prompt_tokens": ans.prompt_tokens,
+                    "new_tokens": ans.new_tokens,
+                    "seconds": round(ans.seconds, 4),
+                    "attempts": ans.attempts,
+                    "started": started,
+                    "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "model": desc,
+                    "settings": settings.to_dict() if settings else None,
+                    "versions": versions,
+                    "data_fingerprint": data_fingerprint,
+                    **(extra or {}),
+                }
+                records.append(rec)
+                n_failed += ans.error is not None
+                n_new += ans.error is None
+                tokens += ans.new_tokens or 0
+            store.append(records)
+            bar.update(len(chunk))
+        bar.close()
+        seconds = time.perf_counter() - t_start
+        return {
+            "done_before": done_before,
+            "generated": n_new,
+            "failed": n_failed,
+            "seconds": seconds,
+            "new_tokens": tokens,
+            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+            "repaired_bytes": store.repaired_bytes,
+        }
 
 
 def run_refinement(
@@ -210,72 +240,72 @@ def run_refinement(
     every intermediate one, under strategy 'mr_chunks'."""
     from tqdm import tqdm
 
-    store = ResultStore(out_path)
-    rows = []
-    for r in items.itertuples(index=False):
-        chunks = list(r.chunks)
-        rows.append(
-            {
-                "iid": r.instruction_id,
-                "q": r.question,
-                "ctx": int(r.context),
-                "chunks": chunks,
-                "hash": prompt_hash(r.question + "".join(chunks)),
-                "answers": [],
-            }
-        )
-    rows = [
-        r
-        for r in rows
-        if item_key(
+    with ResultStore(out_path) as store:
+        rows = []
+        for r in items.itertuples(index=False):
+            chunks = list(r.chunks)
+            rows.append(
+                {
+                    "iid": r.instruction_id,
+                    "q": r.question,
+                    "ctx": int(r.context),
+                    "chunks": chunks,
+                    "hash": prompt_hash(r.question + "".join(chunks)),
+                    "answers": [],
+                }
+            )
+        rows = [
+            r
+            for r in rows
+            if store.key(
+                {
+                    "instruction_id": r["iid"],
+                    "system": system,
+                    "strategy": "mr_chunks",
+                    "context": r["ctx"],
+                    "prompt_hash": r["hash"],
+                }
+            )
+            not in store.done
+        ]
+        steps = max((len(r["chunks"]) for r in rows), default=0)
+        t0 = time.perf_counter()
+        for step in tqdm(range(steps), desc=f"refinement steps ({system})", disable=not progress):
+            active = [r for r in rows if step < len(r["chunks"])]
+            prompts = []
+            for r in active:
+                if step == 0:
+                    pre, suf = first_template.parts(tokenizer, use_chat_template, question=r["q"])
+                else:
+                    pre, suf = refine_template.parts(
+                        tokenizer, use_chat_template, question=r["q"], previous_answer=r["answers"][-1]
+                    )
+                prompts.append(pre + r["chunks"][step] + suf)
+            for r, ans in zip(active, backend.generate(prompts)):
+                r["answers"].append(ans.text if not ans.error else r["answers"][-1] if r["answers"] else "")
+                r.setdefault("errors", []).append(ans.error)
+                r["tokens"] = r.get("tokens", 0) + (ans.new_tokens or 0)
+        records = [
             {
                 "instruction_id": r["iid"],
                 "system": system,
                 "strategy": "mr_chunks",
                 "context": r["ctx"],
                 "prompt_hash": r["hash"],
+                "answer": r["answers"][-1] if r["answers"] else "",
+                "error": next((e for e in r.get("errors", []) if e), None) if not r["answers"] else None,
+                "steps": len(r["answers"]),
+                "intermediate_answers": r["answers"][:-1],
+                "new_tokens": r.get("tokens", 0),
+                "model": backend.describe(),
+                "settings": backend.settings.to_dict(),
+                "data_fingerprint": data_fingerprint,
+                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-        )
-        not in store.done
-    ]
-    steps = max((len(r["chunks"]) for r in rows), default=0)
-    t0 = time.perf_counter()
-    for step in tqdm(range(steps), desc=f"refinement steps ({system})", disable=not progress):
-        active = [r for r in rows if step < len(r["chunks"])]
-        prompts = []
-        for r in active:
-            if step == 0:
-                pre, suf = first_template.parts(tokenizer, use_chat_template, question=r["q"])
-            else:
-                pre, suf = refine_template.parts(
-                    tokenizer, use_chat_template, question=r["q"], previous_answer=r["answers"][-1]
-                )
-            prompts.append(pre + r["chunks"][step] + suf)
-        for r, ans in zip(active, backend.generate(prompts)):
-            r["answers"].append(ans.text if not ans.error else r["answers"][-1] if r["answers"] else "")
-            r.setdefault("errors", []).append(ans.error)
-            r["tokens"] = r.get("tokens", 0) + (ans.new_tokens or 0)
-    records = [
-        {
-            "instruction_id": r["iid"],
-            "system": system,
-            "strategy": "mr_chunks",
-            "context": r["ctx"],
-            "prompt_hash": r["hash"],
-            "answer": r["answers"][-1] if r["answers"] else "",
-            "error": next((e for e in r.get("errors", []) if e), None) if not r["answers"] else None,
-            "steps": len(r["answers"]),
-            "intermediate_answers": r["answers"][:-1],
-            "new_tokens": r.get("tokens", 0),
-            "model": backend.describe(),
-            "settings": backend.settings.to_dict(),
-            "data_fingerprint": data_fingerprint,
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        for r in rows
-    ]
-    store.append(records)
-    return {"generated": len(records), "steps": steps, "seconds": time.perf_counter() - t0}
+            for r in rows
+        ]
+        store.append(records)
+        return {"generated": len(records), "steps": steps, "seconds": time.perf_counter() - t0}
 
 
 def run_extractive(
