@@ -418,7 +418,7 @@ def read_ehr_text(path: str | Path) -> str:
     declaration (a UTF-16 record must not reach a prompt as NUL-interleaved bytes); undecodable
     bytes become U+FFFD."""
     raw = Path(path).read_bytes()
-    return raw.decode(xml_encoding(raw), errors="replace")
+    return raw.decode(xml_encoding(raw), errors="replace").removeprefix("\ufeff")  # the byte-order mark is no text
 
 
 # ---------------------------------------------------------------- cache

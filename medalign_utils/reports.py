@@ -171,13 +171,13 @@ def run_suite(
     return all(r.status == "ok" for r in results.values())
 
 
-# Run in every kernel on the real release: figures become SVG with their text kept as text, so the
-# share-safe scan reads titles, labels and tick labels (text inside a PNG cannot be scanned).
-_SVG_STARTUP = """\
-import matplotlib
-matplotlib.rcParams["svg.fonttype"] = "none"
-from matplotlib_inline.backend_inline import set_matplotlib_formats
-set_matplotlib_formats("svg")
+# The IPython kernel configuration on the real release: figures become SVG with their text kept as
+# text, so the share-safe scan reads titles, labels and tick labels (text inside a PNG cannot be
+# scanned). Set as configuration, not at startup: the inline backend applies its configuration
+# when pyplot first loads, after startup files run.
+_SVG_KERNEL_CONFIG = """\
+c.InlineBackend.figure_formats = {"svg"}
+c.InlineBackend.rc = {"svg.fonttype": "none", "figure.dpi": 100}
 """
 
 
@@ -195,9 +195,9 @@ def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = 
     os.environ[FOLLOW_LINKS_ENV] = "1" if follow_external_links else "0"
     with tempfile.TemporaryDirectory(prefix="medalign-ipython-") as ipython_dir:
         if share_safe_figures:
-            startup = Path(ipython_dir) / "profile_default" / "startup"
-            startup.mkdir(parents=True)
-            (startup / "00-share-safe-figures.py").write_text(_SVG_STARTUP)
+            profile = Path(ipython_dir) / "profile_default"
+            profile.mkdir(parents=True)
+            (profile / "ipython_kernel_config.py").write_text(_SVG_KERNEL_CONFIG)
             os.environ["IPYTHONDIR"] = ipython_dir
         try:
             yield

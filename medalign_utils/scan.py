@@ -34,7 +34,13 @@ COMMON_SHARE = 0.2
 _WORD = re.compile(r"\w+")
 _ISO_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
 _US_DATE = re.compile(r"(?<!\d)(\d{1,2})/(\d{1,2})/(\d{4})(?!\d)")
-_RASTER = re.compile(r"data:image/(?:png|jpe?g|gif|webp)", re.I)
+# A raster image shown on a page (an HTML <img>, or a notebook output of that type). Images inside
+# an SVG figure (a colorbar, an imshow) are drawn data; the figure's text is SVG text, scanned.
+_RASTER = re.compile(
+    r"""<img\b[^>]*src=\\?["']data:image/(?:png|jpe?g|gif|webp)|"image/(?:png|jpeg|gif|webp)"\s*:""", re.I
+)
+# An SVG figure that the HTML exporter embedded as a base64 data URI: decoded, so its text is read.
+_SVG_DATA = re.compile(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)")
 _MULT = np.uint64(1_000_003)
 
 
@@ -58,6 +64,13 @@ def _shingle_hashes(words: list[str], k: int = SHINGLE_WORDS) -> np.ndarray:
 def page_text(raw: str) -> str:
     """All the text of a page, markup removed and entities and JSON escapes undone; nothing is
     skipped (script and style contents, SVG text and attributes included)."""
+    import base64
+
+    for payload in _SVG_DATA.findall(raw):
+        try:
+            raw += " " + base64.b64decode(payload).decode("utf-8", errors="replace")
+        except ValueError:
+            continue
     text = html.unescape(raw)
     text = text.replace("\\n", " ").replace('\\"', '"').replace("\\u003c", "<").replace("\\u003e", ">")
     return re.sub(r"<[^>]*>", " ", text) + " " + " ".join(re.findall(r'"([^"]{1,200})"', text))
