@@ -111,9 +111,58 @@ def _cmd_table4(args) -> int:
         progress=not args.quiet,
         preset=args.preset,
         min_systems=args.min_systems,
+        judgments=args.judgments,
     )
     write_csv(table)
     return 0
+
+
+def _cmd_judge(args) -> int:
+    from .config import project_path
+    from .generation.backends import GenerationSettings, OpenAICompatibleBackend, TransformersBackend
+    from .generation.guard import DataGuard
+    from .judge import Judge, response_items, run_judgments
+    from .judge import pairwise_items as make_pairs
+    from .release import load_release
+    from .tokenization import load_tokenizer
+
+    if bool(args.endpoint) == bool(args.model):
+        print("error: give --endpoint URL (one or more) with --judge-model NAME, or --model PATH", file=sys.stderr)
+        return 2
+    release = load_release(args.dir)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
+    if args.endpoint:
+        if not args.judge_model:
+            print("error: --endpoint needs --judge-model NAME (the model the endpoint serves)", file=sys.stderr)
+            return 2
+        guard = DataGuard.for_release(release, args.allowed_host or [])
+        backend = OpenAICompatibleBackend(
+            args.endpoint, args.judge_model, settings, chat=not args.completions, guard=guard,
+            max_concurrency=args.concurrency,
+        )  # fmt: skip
+        name, tokenizer = args.judge_model, load_tokenizer(args.tokenizer or "cl100k")
+    else:
+        from .models import smollm2_path
+
+        path = smollm2_path() if args.model == "smollm2" else project_path(args.model)
+        backend = TransformersBackend(path, settings, batch_size=args.batch_size)
+        name = args.judge_model or ("smollm2" if args.model == "smollm2" else Path(path).name)
+        tokenizer = load_tokenizer(args.tokenizer or (args.model if args.model == "smollm2" else path))
+    judge = Judge(name, backend, tokenizer, args.context, args.strategy, retries=args.retries,
+                  use_chat_template=not args.endpoint)  # fmt: skip
+    items = response_items(release)
+    if args.limit:
+        keep = sorted(items.instruction_id.unique())[: args.limit]
+        items = items[items.instruction_id.isin(keep)]
+    if args.mode == "pairwise":
+        items = make_pairs(items)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    out = Path(args.out) if args.out else project_path("data/judgments") / f"{safe}-{args.mode}.jsonl"
+    stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
+    print(f"out: {out}")
+    for key in ("judgments", "invalid", "failed", "prompt_tokens", "completion_tokens"):
+        print(f"{key}: {stats[key]}")
+    return 0 if not stats["failed"] else 1
 
 
 def _cmd_run(args) -> int:
@@ -192,12 +241,39 @@ def build_parser() -> argparse.ArgumentParser:
     t4.add_argument("--resamples", type=int, default=2000)
     t4.add_argument("--seed", type=int, default=0)
     t4.add_argument("--combine", choices=["primary", "majority", "mean"], default="primary")
+    t4.add_argument(
+        "--judgments",
+        nargs="+",
+        default=None,
+        help="JSONL files of `medalign judge`: each judge a row judge:<name>:<mode>",
+    )
     t4.add_argument("--preset", choices=["paper", "suite"], default="paper", help="metric settings (metrics.PRESETS)")
     t4.add_argument(
         "--min-systems", type=int, default=2, help="keep instructions with at least this many labelled systems"
     )
     t4.add_argument("--quiet", action="store_true")
     t4.set_defaults(func=_cmd_table4)
+
+    j = sub.add_parser("judge", help="judge every reviewed response of a release with an LLM judge (JSONL)")
+    j.add_argument("dir")
+    j.add_argument("--endpoint", action="append", default=None, help="OpenAI-compatible base URL (repeat: replicas)")
+    j.add_argument("--judge-model", default=None, help="the model name the endpoint serves (and the judge's name)")
+    j.add_argument("--model", default=None, help="a local Hugging Face model folder (or 'smollm2') instead")
+    j.add_argument("--mode", choices=["rubric", "correct", "pairwise"], required=True)
+    j.add_argument("--out", default=None, help="JSONL (default data/judgments/<judge>-<mode>.jsonl)")
+    j.add_argument("--completions", action="store_true", help="use /v1/completions instead of chat completions")
+    j.add_argument("--allowed-host", action="append", default=None, help="a HIPAA-compliant host the DUA allows")
+    j.add_argument("--tokenizer", default=None, help="the judge's tokenizer for the EHR budget (default cl100k)")
+    j.add_argument("--context", type=int, default=8192, help="the judge's context length")
+    j.add_argument("--strategy", default="recent", help="how the EHR is fitted (context.STRATEGIES) or 'none'")
+    j.add_argument("--max-new-tokens", type=int, default=128)
+    j.add_argument("--retries", type=int, default=2, help="times an invalid verdict is asked again")
+    j.add_argument("--concurrency", type=int, default=8)
+    j.add_argument("--batch-size", type=int, default=8)
+    j.add_argument("--limit", type=int, default=None, help="judge only the first N instructions")
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--quiet", action="store_true")
+    j.set_defaults(func=_cmd_judge)
 
     r = sub.add_parser("run", help="run every notebook with papermill into HTML reports")
     r.add_argument("--config", default=None, help="YAML config (default configs/synthetic.yaml)")

@@ -757,6 +757,51 @@ def build_prompt_grid(
     return grid
 
 
+def render_fitted(
+    tokenizer: Tokenizer | None,
+    release,
+    person_id,
+    template: PromptTemplate,
+    fields: dict,
+    context_length: int,
+    reserve: int,
+    strategy: str = "recent",
+    use_chat_template: bool = True,
+    cache_dir=None,
+) -> str:
+    """A prompt from `template` and `fields` with the patient's EHR fitted by `strategy` into
+    `context_length - reserve` tokens of `tokenizer`, the whole prompt counted (chat template too).
+    `strategy="none"`, no tokenizer, or no room leaves the EHR out. For prompts other than the
+    grid's (the judge's): the same budget and strategies, one prompt at a time."""
+    from .tokenization import tokenize_file
+
+    chat = use_chat_template and tokenizer is not None
+    prefix, suffix = template.parts(tokenizer, chat, **fields)
+    path = release.ehr_files.get(str(person_id))
+    if strategy == "none" or tokenizer is None or path is None:
+        return prefix + suffix
+    if strategy not in STRATEGY_FUNCTIONS:
+        raise ValueError(f"unknown strategy {strategy!r}; known: none, {', '.join(STRATEGIES)}")
+    text = release.ehr_text(person_id)
+    target = context_length - reserve
+    overhead = tokenizer.count(prefix + suffix)
+    if not text.strip() or target - overhead <= 0:
+        return prefix + suffix
+    record = Record(text, tokenize_file(tokenizer, path, cache_dir))
+    full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)
+    shared = RecordResources(tokenizer, record, path, cache_dir, None)
+    request = FitRequest(
+        tokenizer, record, prefix, suffix, target, str(fields.get("question", "")), full, overhead, reserve,
+        template, 30_000, shared, chat,
+    )  # fmt: skip
+    view = STRATEGY_FUNCTIONS[strategy](request)
+    if view.dropped:
+        return prefix + suffix
+    base = shared.view(view.base).text
+    spans = view.spans[:1] if strategy == "mr_chunks" else view.spans
+    return prefix + "".join(base[a:b] for a, b in spans) + suffix
+
+
 def materialize_prompts(
     grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None, use_chat_template: bool = True
 ):

@@ -252,8 +252,11 @@ def table4_for_release(
     progress: bool = True,
     preset: str = "paper",
     min_systems: int = 2,
+    judgments: list | None = None,
 ) -> pd.DataFrame:
-    """`medalign table4`: load a release, score the metrics, correlate with clinicians."""
+    """`medalign table4`: load a release, score the metrics, correlate with clinicians. Each file of
+    `judgments` (from `medalign judge`) adds its judge as a row `judge:<name>:<mode>` (rubric and
+    correct verdicts; pairwise ones have no per-response score)."""
     from .metrics import DEFAULT_METRICS, SOURCE_METRICS
     from .release import load_release
 
@@ -269,6 +272,16 @@ def table4_for_release(
         release.model_responses, release.references, names, sources=sources, progress=progress, preset=preset
     )
     labels = human_eval.combine_raters(release.model_responses, combine)
+    if judgments:
+        from .judge import as_metric_scores, read_judgments
+
+        j = read_judgments(judgments)
+        for mode in ("rubric", "correct"):
+            if (j["mode"] == mode).any():
+                scores = pd.concat([scores, as_metric_scores(j, mode)], ignore_index=True)
+                signatures.update(
+                    {m: "LLM judge (see the judgments file)" for m in scores.metric.unique() if m not in signatures}
+                )
     table = table4(scores, labels, n_resamples=n_resamples, seed=seed, min_systems=min_systems)
     missing = [m for m in names if str(signatures.get(m, "")).startswith("unavailable")]
     for m in missing:

@@ -154,3 +154,21 @@ def planted_coverage(table3, planted: dict):
         out[f"planted_{stat}"] = out.model.map(exp[stat])
         inside[stat] = int(out[f"planted_{stat}"].between(out[f"{ci}_ci_low"], out[f"{ci}_ci_high"]).sum())
     return out, inside
+
+
+def judge_rubric_level(quality: np.ndarray, noise: np.ndarray, scale: float) -> np.ndarray:
+    """The rubric level (1-5) the planted test judge gives a response of latent `quality`, seen
+    through its own `noise`: one function shared by the judge and its expected agreement."""
+    return np.clip(np.rint(3 + scale * (quality + noise)), 1, 5)
+
+
+def expected_judge_tau(
+    model: LabelModel, noise_sd: float, scale: float = 1.0, n: int = 40_000, seed: int = 97531
+) -> float:
+    """Expected per-instruction Kendall tau-b between the planted test judge's rubric scores and the
+    primary clinician's ranking, under the label model (Monte Carlo; instructions where either side
+    is constant are left out, as Table 4 does)."""
+    rng = np.random.default_rng(seed)
+    sim = simulate_labels(model, n, rng, n_raters=1)
+    score = judge_rubric_level(sim.latent, noise_sd * rng.standard_normal(sim.latent.shape), scale)
+    return float(np.nanmean(kendall_tau_b_rows(score, -sim.rank[0])))

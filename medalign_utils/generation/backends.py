@@ -53,6 +53,12 @@ class Backend:
     kind = "backend"
     settings: GenerationSettings | None = None  # None: no decoding (the extractive baseline)
     batch_size: int = 8
+    thread_safe = False  # whether `generate` may run in several threads at once (a server asks)
+    has_chat_template = False
+
+    def chat_prompt(self, user_message: str) -> str:
+        """The prompt this backend reads for one user turn of a chat request."""
+        return user_message
 
     def generate(self, prompts: list[str]) -> list[Answer]:
         raise NotImplementedError
@@ -110,6 +116,13 @@ class TransformersBackend(Backend):
         self.random_weights = random_weights
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self._weights_hash = None
+
+    def chat_prompt(self, user_message: str) -> str:
+        if not self.has_chat_template:
+            return user_message
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+        )
 
     def describe(self) -> dict:
         from ..models import weights_hash

@@ -9,11 +9,12 @@ be told to fail its first N requests with a 503 (`fail_first`) to exercise clien
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .backends import GenerationSettings, TransformersBackend
+from .backends import Backend, GenerationSettings, TransformersBackend
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -37,20 +38,16 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests += 1
             if srv.requests <= srv.fail_first:
                 return self._send(503, {"error": "warming up (planted failure)"})
-            chat = self.path.endswith("/chat/completions")
-            if chat:
-                user = body["messages"][-1]["content"]
-                prompt = (
-                    srv.backend.tokenizer.apply_chat_template(
-                        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-                    )
-                    if srv.backend.has_chat_template
-                    else user
-                )
-            elif self.path.endswith("/completions"):
-                prompt = body["prompt"]
-            else:
-                return self._send(404, {"error": f"no route {self.path}"})
+        chat = self.path.endswith("/chat/completions")
+        if chat:
+            prompt = srv.backend.chat_prompt(body["messages"][-1]["content"])
+        elif self.path.endswith("/completions"):
+            prompt = body["prompt"]
+        else:
+            return self._send(404, {"error": f"no route {self.path}"})
+        # A model backend answers one request at a time; a thread-safe one (the planted test judge)
+        # serves requests concurrently, as a real deployment does.
+        with srv.lock if not srv.backend.thread_safe else contextlib.nullcontext():
             settings = GenerationSettings(
                 max_new_tokens=int(body.get("max_tokens", 16)),
                 do_sample=float(body.get("temperature", 0)) > 0,
@@ -82,7 +79,7 @@ class LocalServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, backend: TransformersBackend, port: int = 0, fail_first: int = 0):
+    def __init__(self, backend: Backend, port: int = 0, fail_first: int = 0):
         super().__init__(("127.0.0.1", port), _Handler)
         self.backend, self.fail_first, self.requests = backend, fail_first, 0
         self.lock = threading.Lock()

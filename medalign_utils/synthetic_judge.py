@@ -1,0 +1,118 @@
+"""A test judge for the synthetic cohort: verdicts from each response's planted quality plus noise.
+
+`PlantedJudge` is a backend (serve it on loopback with `generation.local_server.LocalServer`, as a
+real judge would be served) that reads the judge prompts the suite writes, finds the response(s)
+in them, and answers a verdict in the judge's JSON: the rubric level
+`synthetic_labels.judge_rubric_level(quality, noise)`, correct when quality plus noise is above a
+threshold, the better of two in a pairwise prompt. Its noise is drawn from the prompt's own hash,
+so a verdict does not depend on order or concurrency. With `source="clinician_ranks"` it scores the
+primary clinician's own ranking instead (its agreement with the clinicians is then exactly 1).
+Its agreement with the clinicians under the label model is `synthetic_labels.expected_judge_tau`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+
+import numpy as np
+
+from .generation.backends import Answer, Backend, GenerationSettings
+from .synthetic_labels import judge_rubric_level
+
+_REFERENCE = re.compile(r'reference answer: """(.*?)"""', re.S)
+_ONE = re.compile(r'Answer to (?:rate|judge): """(.*)"""', re.S)
+_TWO = re.compile(r'Answer A: """(.*)"""\s*Answer B: """(.*)"""', re.S)
+
+
+class PlantedJudge(Backend):
+    kind = "planted-test-judge"
+    thread_safe = True
+
+    def __init__(
+        self,
+        release,
+        noise_sd: float = 0.5,
+        scale: float = 1.0,
+        seed: int = 0,
+        service_time: float = 0.0,
+        source: str = "quality",
+        correct_threshold: float = 0.6,
+        tie_margin: float = 0.15,
+    ):
+        planted = release.planted_truth
+        if planted is None or "response_quality" not in planted:
+            raise ValueError("the planted test judge needs a synthetic cohort with planted response quality")
+        if source not in ("quality", "clinician_ranks"):
+            raise ValueError("source must be 'quality' or 'clinician_ranks'")
+        from .judge import response_items
+
+        items = response_items(release)
+        if source == "quality":
+            q = planted["response_quality"]
+            values = [q.get(i, {}).get(m, np.nan) for i, m in zip(items.instruction_id, items.system)]
+        else:
+            from .human_eval import combine_raters
+
+            ranks = combine_raters(release.model_responses, "primary").set_index(["instruction_id", "model_name"])
+            values = [-ranks.model_rank.get((i, m), np.nan) for i, m in zip(items.instruction_id, items.system)]
+        # Keyed by (reference, response), both of which the prompt shows: the same answer text can
+        # answer two instructions ("I could not find this in the EHR"); their references differ.
+        # Two systems that gave one instruction the very same text cannot be told apart by any
+        # judge; they share the last value.
+        self.quality = {
+            (r, t): v
+            for r, t, v in zip(items.reference.astype(str), items.response.astype(str), values)
+            if not np.isnan(v)
+        }
+        self.noise_sd, self.scale, self.seed, self.source = noise_sd, scale, seed, source
+        self.service_time, self.correct_threshold, self.tie_margin = service_time, correct_threshold, tie_margin
+        self.settings = GenerationSettings(max_new_tokens=64)
+        self.batch_size = 16
+
+    def describe(self) -> dict:
+        return {"backend": self.kind, "noise_sd": self.noise_sd, "scale": self.scale, "seed": self.seed,
+                "source": self.source}  # fmt: skip
+
+    def _noise(self, prompt: str, k: int) -> np.ndarray:
+        digest = hashlib.blake2b(f"{self.seed}|{prompt}".encode(), digest_size=8).digest()
+        return self.noise_sd * np.random.default_rng(int.from_bytes(digest, "little")).standard_normal(k)
+
+    def verdict(self, prompt: str) -> dict:
+        m = _REFERENCE.search(prompt)
+        question = m.group(1) if m else ""  # the instruction's reference answer: what tells instructions apart
+        two = _TWO.search(prompt)
+        if two:
+            qa, qb = (self.quality.get((question, t)) for t in two.groups())
+            if qa is None or qb is None:
+                return {"winner": "tie", "rationale": "unknown response"}
+            na, nb = self._noise(prompt, 2)
+            d = (qa + na) - (qb + nb)
+            winner = "A" if d > self.tie_margin else "B" if d < -self.tie_margin else "tie"
+            return {"winner": winner, "rationale": "planted quality"}
+        one = _ONE.search(prompt)
+        q = self.quality.get((question, one.group(1))) if one else None
+        if "Answer to judge:" in prompt:
+            seen = (q if q is not None else 0.0) + self._noise(prompt, 1)[0]
+            return {"correct": bool(seen > self.correct_threshold), "rationale": "planted quality"}
+        if q is None:
+            return {"accuracy": 3, "completeness": 3, "clarity": 3, "rationale": "unknown response"}
+        if self.source == "clinician_ranks":
+            total = int(round(15 + 2 * (q + 1)))  # rank 1 -> 15 ... rank 6 -> 5: strictly by rank, ties kept
+            base, extra = divmod(total, 3)
+            levels = [base + (i < extra) for i in range(3)]
+        else:
+            levels = [int(judge_rubric_level(np.array(q), self._noise(prompt, 1)[0], self.scale))] * 3
+        return {"accuracy": levels[0], "completeness": levels[1], "clarity": levels[2], "rationale": "planted quality"}
+
+    def generate(self, prompts: list[str]) -> list[Answer]:
+        out = []
+        for p in prompts:
+            t0 = time.perf_counter()
+            if self.service_time:
+                time.sleep(self.service_time)  # what a real judge's server would take
+            text = json.dumps(self.verdict(p))
+            out.append(Answer(text, len(p) // 4, len(text) // 4, time.perf_counter() - t0, "stop"))
+        return out
