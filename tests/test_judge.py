@@ -270,8 +270,8 @@ def test_judge_cli_and_table4_rows(gold, gold_cohort, tmp_path, capsys):
     release, _, _ = gold
     with LocalServer(PlantedJudge(release)) as srv:
         out = tmp_path / "j.jsonl"
-        args = ["judge", str(gold_cohort), "--endpoint", srv.url + "/v1", "--judge-model", "planted", "--mode", "rubric",
-                "--out", str(out), "--strategy", "none", "--quiet"]  # fmt: skip
+        args = ["judge", str(gold_cohort), "--endpoint", srv.url + "/v1", "--judge-model", "planted",
+                "--mode", "rubric", "--out", str(out), "--strategy", "none", "--quiet"]  # fmt: skip
         assert cli.main(args) == 0
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
     assert lines["judgments"] == "1818" and lines["invalid"] == "0" and int(lines["prompt_tokens"]) > 0
