@@ -121,7 +121,7 @@ def _cmd_judge(args) -> int:
     from .config import project_path
     from .generation.backends import GenerationSettings, OpenAICompatibleBackend, TransformersBackend
     from .generation.guard import DataGuard
-    from .judge import Judge, response_items, run_judgments
+    from .judge import Judge, _safe, response_items, run_judgments
     from .judge import pairwise_items as make_pairs
     from .release import load_release
     from .tokenization import load_tokenizer
@@ -156,8 +156,7 @@ def _cmd_judge(args) -> int:
         items = items[items.instruction_id.isin(keep)]
     if args.mode == "pairwise":
         items = make_pairs(items)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    out = Path(args.out) if args.out else project_path("data/judgments") / f"{safe}-{args.mode}.jsonl"
+    out = Path(args.out) if args.out else project_path("data/judgments") / f"{_safe(name)}-{args.mode}.jsonl"
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
     print(f"out: {out}")
     for key in ("judgments", "invalid", "failed", "prompt_tokens", "completion_tokens"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -560,15 +560,39 @@ def self_preference(judgments: pd.DataFrame, mode: str, families: dict[str, list
     return out
 
 
-@dataclass
-class JudgeRun:
-    """What a notebook or the CLI needs to judge a release: the judges and the sample."""
+def with_new_system(items: pd.DataFrame, answers: pd.DataFrame, system: str) -> pd.DataFrame:
+    """The reviewed responses plus a new system's answers to the same instructions (`answers`: the
+    generation runner's results, rows of one system with instruction_id and answer), so the new
+    system can be judged against the paper's six on equal terms. Instructions it did not answer
+    keep only the six."""
+    mine = answers[answers.error.isna()].drop_duplicates("instruction_id", keep="last")
+    mine = mine[mine.instruction_id.isin(items.instruction_id)]
+    first = items.drop_duplicates("instruction_id").set_index("instruction_id")
+    new = pd.DataFrame(
+        {
+            "instruction_id": mine.instruction_id.to_numpy(),
+            "system": system,
+            "response": mine.answer.fillna("").astype(str).to_numpy(),
+        }
+    )
+    for col in ("person_id", "question", "reference"):
+        new[col] = new.instruction_id.map(first[col])
+    return pd.concat([items, new[items.columns.intersection(new.columns)]], ignore_index=True)
 
-    judges: list[Judge]
-    modes: tuple[str, ...] = ("rubric", "correct", "pairwise")
-    out_dir: Path = Path("data/judgments")
-    stats: dict = field(default_factory=dict)
 
-    def path(self, judge: Judge, mode: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge.name)
-        return Path(self.out_dir) / f"{safe}-{mode}.jsonl"
+def judge_all_modes(judges: list[Judge], modes, items: pd.DataFrame, release, out_dir: str | Path,
+                    progress: bool = True) -> pd.DataFrame:  # fmt: skip
+    """Every judge in every mode over `items` (pairwise: both orders of every pair), each to its own
+    JSONL under `out_dir`; returns one row of counts per judge and mode."""
+    rows = []
+    pairs = pairwise_items(items) if "pairwise" in modes else None
+    for judge in judges:
+        for mode in modes:
+            path = Path(out_dir) / f"{_safe(judge.name)}-{mode}.jsonl"
+            stats = run_judgments(judge, mode, pairs if mode == "pairwise" else items, release, path, progress)
+            rows.append({"judge": judge.name, "mode": mode, "file": path.name, **stats})
+    return pd.DataFrame(rows)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

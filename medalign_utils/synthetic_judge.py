@@ -80,12 +80,20 @@ class PlantedJudge(Backend):
         digest = hashlib.blake2b(f"{self.seed}|{prompt}".encode(), digest_size=8).digest()
         return self.noise_sd * np.random.default_rng(int.from_bytes(digest, "little")).standard_normal(k)
 
+    def _quality(self, reference: str, response: str) -> float | None:
+        q = self.quality.get((reference, response))
+        if q is None and reference in self.planted_value:
+            from .synthetic_grading import value_match
+
+            q = 1.0 if value_match(response, self.planted_value[reference]) else -1.0
+        return q
+
     def verdict(self, prompt: str) -> dict:
         m = _REFERENCE.search(prompt)
         question = m.group(1) if m else ""  # the instruction's reference answer: what tells instructions apart
         two = _TWO.search(prompt)
         if two:
-            qa, qb = (self.quality.get((question, t)) for t in two.groups())
+            qa, qb = (self._quality(question, t) for t in two.groups())
             if qa is None or qb is None:
                 return {"winner": "tie", "rationale": "unknown response"}
             na, nb = self._noise(prompt, 2)
@@ -93,7 +101,7 @@ class PlantedJudge(Backend):
             winner = "A" if d > self.tie_margin else "B" if d < -self.tie_margin else "tie"
             return {"winner": winner, "rationale": "planted quality"}
         one = _ONE.search(prompt)
-        q = self.quality.get((question, one.group(1))) if one else None
+        q = self._quality(question, one.group(1)) if one else None
         if "Answer to judge:" in prompt:
             seen = (q if q is not None else 0.0) + self._noise(prompt, 1)[0]
             return {"correct": bool(seen > self.correct_threshold), "rationale": "planted quality"}
