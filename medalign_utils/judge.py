@@ -431,7 +431,8 @@ def pairwise_battles(judgments: pd.DataFrame, judge: str | None = None) -> pd.Da
     if judge:
         j = j[j.judge == judge]
     rows, incomplete = [], 0
-    for (name, iid, systems), part in j.groupby(["judge", "instruction_id", "systems"]):
+    groups = j.groupby(["judge", "instruction_id", "systems"]) if len(j) else []
+    for (name, iid, systems), part in groups:
         orders = {o: r for o, r in zip(part.order, part.itertuples(index=False))}
         if set(orders) != {"AB", "BA"} or not all(bool(r.valid) for r in orders.values()):
             incomplete += 1
@@ -500,6 +501,11 @@ def judge_win_rates(battles: pd.DataFrame, models: list[str], n_resamples: int =
 
     ids, w, l = battle_counts(battles, models)
     m = len(models)
+    if not len(ids):  # no valid verdict to count: every win rate unknown, said so
+        empty = pd.DataFrame({"model": models, "judge_win_rate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                              "battles": 0, "place": np.nan})  # fmt: skip
+        empty.attrs["note"] = "no valid pairwise verdicts"
+        return empty
     weights = _bootstrap_counts(len(ids), n_resamples, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         point = win_rates(w.sum(0) / (w.sum(0) + l.sum(0)) + np.where(np.eye(m, dtype=bool), np.nan, 0))

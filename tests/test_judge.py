@@ -295,3 +295,11 @@ def test_the_judge_sees_the_ehr_fitted_to_its_own_budget(gold, smollm2_tokenizer
         assert "<eventstream" in prompt or "<entry" in prompt
     none = J.judge_prompts(J.Judge("x", EchoingJudge(RUBRIC), tokenizer=tok, strategy="none"), "rubric", item, release)
     assert 'EHR: """"""' in none[0]
+
+
+def test_win_rates_with_no_valid_battle_are_unknown_not_an_error():
+    invalid = _pair_judgments([("q1", "x|y", "A", "B")]).assign(valid=False)
+    empty = J.pairwise_battles(invalid)
+    assert empty.empty and empty.attrs["n_incomplete"] == 1
+    table = J.judge_win_rates(empty, ["x", "y"])
+    assert table.judge_win_rate.isna().all() and (table.battles == 0).all()
