@@ -168,8 +168,29 @@ def _cmd_run(args) -> int:
     from .reports import run_suite
 
     overrides = {"data_dir": str(args.data)} if args.data else None
-    ok = run_suite(config=args.config, overrides=overrides, out=args.out, only=args.only, progress=not args.quiet)
+    ok = run_suite(
+        config=args.config,
+        overrides=overrides,
+        out=args.out,
+        only=args.only,
+        progress=not args.quiet,
+        bundle=args.bundle,
+    )
     return 0 if ok else 1
+
+
+def _cmd_compare(args) -> int:
+    from .findings import compare_findings, load_run_findings
+
+    a, b = load_run_findings(args.run_a), load_run_findings(args.run_b)
+    if not a and not b:
+        print("error: neither run recorded any finding", file=sys.stderr)
+        return 2
+    print(f"A: {args.run_a}")
+    print(f"B: {args.run_b}")
+    for line in compare_findings(a, b):
+        print(line)
+    return 0
 
 
 def _cmd_bench(args) -> int:
@@ -280,7 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reports", help="reports folder")
     r.add_argument("--only", nargs="*", default=None, help="notebook names to run (e.g. 01 04)")
     r.add_argument("--quiet", action="store_true")
+    r.add_argument("--bundle", action="store_true", help="also write reports/<run>.zip (pages, run.json, PDFs)")
     r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("compare", help="two runs' findings side by side with their differences")
+    c.add_argument("run_a", help="a run folder (reports/<run>/), a reports folder, or a run.json")
+    c.add_argument("run_b")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_cmd_compare)
 
     b = sub.add_parser("bench", help="run a benchmark in benchmarks/ (parse, context, generate, metrics, synth, suite)")
     b.add_argument("name")

@@ -130,3 +130,91 @@ def to_paper_category(label) -> str | None:
     if low.startswith("retrieve") or low.startswith("provide patient education") or low == "information retrieval":
         return "Retrieve & Summarize"
     return "Other"
+
+
+# ------------------------------------------------------------------ the paper's remaining descriptive analyses
+
+
+def specialty_table(instructions: pd.DataFrame) -> pd.DataFrame:
+    """Instructions per submitter specialty, largest first, beside the paper's counts in the same
+    order of size (the paper gives 492/402/320/71/14/12/3 over seven specialties, unnamed here)."""
+    if "submitter_specialty" not in instructions.columns:
+        return pd.DataFrame(columns=["specialty", "instructions", "share_pct", "paper_instructions"])
+    counts = instructions.submitter_specialty.fillna("unknown").value_counts()
+    out = counts.rename_axis("specialty").reset_index(name="instructions")
+    out["share_pct"] = 100 * out.instructions / out.instructions.sum()
+    paper_counts = list(paper.SPECIALTY_COUNTS) + [None] * max(0, len(out) - len(paper.SPECIALTY_COUNTS))
+    out["paper_instructions"] = paper_counts[: len(out)]
+    return out
+
+
+def subcategory_table(instructions: pd.DataFrame) -> pd.DataFrame:
+    """Instructions per subcategory (the 20 of Table 2's appendix), where the release has them."""
+    if "subcategory" not in instructions.columns:
+        return pd.DataFrame(columns=["category", "subcategory", "instructions"])
+    g = instructions.assign(category=instructions.category.map(to_paper_category))
+    return g.groupby(["category", "subcategory"], dropna=False).size().rename("instructions").reset_index()
+
+
+def near_duplicate_instructions(instructions: pd.DataFrame, threshold: float = 0.7, top: int = 10):
+    """The paper's deduplication rule: no two instructions above ROUGE-L `threshold`. Returns (the
+    number of pairs above it, the `top` closest pairs with their ROUGE-L). Every pair is bounded by
+    its bag-of-words overlap first (ROUGE-L F cannot exceed 2*overlap/(m+n)), so exact ROUGE-L is
+    computed only where the bound can reach the closest pairs or the threshold."""
+    from rouge_score import rouge_scorer, tokenize
+    from scipy import sparse
+
+    questions = instructions.question.fillna("").astype(str).tolist()
+    ids = instructions.instruction_id.tolist()
+    tokens = [tokenize.tokenize(q, None) for q in questions]
+    vocab: dict[str, int] = {}
+    rows, cols, vals = [], [], []
+    for i, toks in enumerate(tokens):
+        for t, c in pd.Series(toks, dtype=object).value_counts().items():
+            rows.append(i)
+            cols.append(vocab.setdefault(t, len(vocab)))
+            vals.append(c)
+    lengths = np.array([len(t) for t in tokens], float)
+    n = len(questions)
+    if n < 2:
+        return 0, pd.DataFrame(columns=["instruction_a", "instruction_b", "rougeL", "question_a", "question_b"])
+    m = sparse.csr_matrix((vals, (rows, cols)), shape=(n, len(vocab)))
+    # Multiset overlap = sum of min counts; with counts mostly 1, min(a, b) <= a*b is a valid bound's input.
+    overlap = (m.minimum(1) @ m.minimum(1).T).toarray()
+    bound = np.where((lengths[:, None] + lengths[None, :]) > 0, 2 * overlap / (lengths[:, None] + lengths[None, :]), 0)
+    iu = np.triu_indices(n, 1)
+    order = np.argsort(-bound[iu], kind="stable")
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    exact = []
+    for k in order:
+        b = bound[iu][k]
+        if len(exact) >= top and b < min(threshold, sorted(s for s, _, _ in exact)[-top]):
+            break
+        i, j = iu[0][k], iu[1][k]
+        exact.append((scorer.score(questions[i], questions[j])["rougeL"].fmeasure, i, j))
+    exact.sort(reverse=True)
+    above = sum(1 for s, _, _ in exact if s > threshold)
+    closest = pd.DataFrame(
+        [(ids[i], ids[j], s, questions[i], questions[j]) for s, i, j in exact[:top]],
+        columns=["instruction_a", "instruction_b", "rougeL", "question_a", "question_b"],
+    )
+    return above, closest
+
+
+AGE_BANDS = [0, 18, 40, 65, 80, 200]
+AGE_LABELS = ["<18", "18-39", "40-64", "65-79", "80+"]
+
+
+def instruction_demographics(release, progress: bool = False) -> pd.DataFrame:
+    """Each instruction's patient's sex, race, ethnicity and age band (as written in the record),
+    for breakdowns of correctness; indexed by instruction_id."""
+    patients = release.patients(progress=progress).set_index("person_id")
+    ins = release.instructions.set_index("instruction_id").person_id.astype(str)
+    out = pd.DataFrame(index=ins.index)
+    for col, names in (("sex", ("gender", "sex")), ("race", ("race",)), ("ethnicity", ("ethnicity",))):
+        src = next((c for c in names if c in patients.columns), None)
+        out[col] = ins.map(patients[src]) if src else np.nan
+    age = next((c for c in ("age_years", "age") if c in patients.columns), None)
+    years = pd.to_numeric(ins.map(patients[age]), errors="coerce") if age else pd.Series(np.nan, index=ins.index)
+    out["age_band"] = pd.cut(years, AGE_BANDS, labels=AGE_LABELS, right=False).astype(object)
+    return out.fillna("unknown")

@@ -802,6 +802,33 @@ def render_fitted(
     return prefix + "".join(base[a:b] for a, b in spans) + suffix
 
 
+def refinement_items(
+    release, tokenizer: Tokenizer, instruction_ids, context_length: int, reserve: int = 256, limit: int = 1,
+    template: PromptTemplate | None = None, use_chat_template: bool = True,
+):  # fmt: skip
+    """Items for the paper's multi-step refinement (`generation.runner.run_refinement`): for the
+    `limit` instructions among `instruction_ids` whose records are shortest in `tokenizer` (fewest
+    steps: MR reads the whole record, a chunk per step), their question, context and chunk texts,
+    earliest first, sized as `mr_chunks` sizes them for this context."""
+    import pandas as pd
+
+    from .tokenization import tokenize_file
+
+    ins = release.instructions[release.instructions.instruction_id.isin(list(instruction_ids))]
+    ins = ins[ins.person_id.isin(release.ehr_files.keys())]
+    sizes = {pid: len(tokenize_file(tokenizer, release.ehr_files[pid])) for pid in ins.person_id.unique()}
+    ins = ins.assign(_tokens=ins.person_id.map(sizes)).sort_values(["_tokens", "instruction_id"]).head(limit)
+    grid = build_prompt_grid(release, tokenizer, [context_length], ["mr_chunks"], template, reserve, use_chat_template,
+                             instructions=ins, progress=False)  # fmt: skip
+    rows = []
+    for row in grid[~grid.dropped].itertuples(index=False):
+        text = release.ehr_text(row.person_id)
+        question = ins.set_index("instruction_id").question[row.instruction_id]
+        rows.append({"instruction_id": row.instruction_id, "question": question, "context": context_length,
+                     "chunks": [text[int(a):int(b)] for a, b in row.spans]})  # fmt: skip
+    return pd.DataFrame(rows, columns=["instruction_id", "question", "context", "chunks"])
+
+
 def materialize_prompts(
     grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None, use_chat_template: bool = True
 ):

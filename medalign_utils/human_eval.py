@@ -287,6 +287,21 @@ def table3(
     return out
 
 
+def head_to_head_ci(
+    df: pd.DataFrame, model_a: str, model_b: str, combine: str = "primary", n_resamples: int = 2000, seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:  # fmt: skip
+    """A percentile bootstrap CI (over instructions) of the share of non-tied battles `model_a`
+    won over `model_b`: one cell of Figure 2 with its uncertainty."""
+    labels = combine_raters(df, combine) if "n_raters" not in df.columns else df
+    ids, models, rank, _ = label_matrices(labels)
+    a, b = models.index(model_a), models.index(model_b)
+    shares = head_to_head(rank, _bootstrap_counts(len(ids), n_resamples, seed))[:, a, b]
+    alpha = (1 - confidence) / 2
+    lo, hi = np.nanquantile(shares, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def win_matrix(df: pd.DataFrame, combine: str = "primary", models: list[str] | None = None) -> pd.DataFrame:
     """The paper's Figure 2 as a DataFrame (row model's share of non-tied battles won over column)."""
     labels = combine_raters(df, combine) if "n_raters" not in df.columns else df
@@ -424,12 +439,19 @@ def bradley_terry(
 
 
 def breakdown(
-    df: pd.DataFrame, groups: pd.Series, combine: str = "primary", n_resamples: int = 1000, seed: int = 0
+    df: pd.DataFrame,
+    groups: pd.Series,
+    combine: str = "primary",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    min_cell: int = 0,
 ) -> pd.DataFrame:
     """Correct % and mean rank per model within each group of instructions (category, EHR length
-    bin...), with the number of instructions per cell so thin cells are visible, and a bootstrap
-    CI of correct % per cell. `groups` maps instruction_id to a group label; instructions without
-    one are counted in the group 'unknown'."""
+    bin, patient demographics...), with the number of instructions per cell so thin cells are
+    visible, and a bootstrap CI of correct % per cell. `groups` maps instruction_id to a group
+    label; instructions without one are counted in the group 'unknown'. Cells with fewer than
+    `min_cell` instructions show only their count (on the real release, so that no cell describes
+    a handful of patients)."""
     labels = combine_raters(df, combine)
     g = labels.instruction_id.map(groups).astype(object).fillna("unknown")
     rows = []
@@ -447,7 +469,11 @@ def breakdown(
                 "mean_rank": part.model_rank.mean(),
             }
         )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if min_cell and len(out):
+        thin = out.n_instructions < min_cell
+        out.loc[thin, ["correct_pct", "correct_ci_low", "correct_ci_high", "mean_rank"]] = np.nan
+    return out
 
 
 # ------------------------------------------------------------------ agreement between reviewers

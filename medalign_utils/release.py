@@ -388,6 +388,9 @@ def build_instructions(tables: dict[str, pd.DataFrame], problems: list[Problem])
         cat = _first_present(df, CATEGORY_ALIASES)
         if cat:
             cols["category"] = df[cat]
+        sub = _first_present(df, ("human_assigned_subcategory_1", "subcategory"))
+        if sub and sub != cat:
+            cols["subcategory"] = df[sub]
         part = pd.DataFrame(cols)
         part["source"] = stem
         parts.append(part)

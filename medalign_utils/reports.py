@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import SuiteConfig, load_config, project_path, project_root
+from .findings import FINDINGS_ENV, read_findings
 from .provenance import environment_record
 from .scan import SensitiveIndex, ShareSafeWriter
 
@@ -44,6 +45,7 @@ class NotebookResult:
     cell: int | None = None
     reused: bool = False
     parameters: dict = field(default_factory=dict)
+    findings: list = field(default_factory=list)
 
 
 def declared_parameters(notebook: Path) -> set[str]:
@@ -73,14 +75,11 @@ def _cache_key(notebook: Path, params: dict, fingerprint: str) -> str:
     return h.hexdigest()
 
 
-def render_html(ipynb: Path, target: Path) -> None:
-    import nbformat
-    from nbconvert import HTMLExporter
+def render_html(ipynb: Path, target: Path, relativize=lambda t: t) -> None:
+    """Render an executed notebook into a reader's page (`pages.render_page`)."""
+    from .pages import render_page
 
-    nb = nbformat.read(str(ipynb), as_version=4)
-    exporter = HTMLExporter(template_name="lab")
-    body, _ = exporter.from_notebook_node(nb)
-    target.write_text(body, encoding="utf-8")
+    render_page(ipynb, target, relativize)
 
 
 def run_suite(
@@ -91,11 +90,13 @@ def run_suite(
     progress: bool = True,
     notebooks_dir: str | Path | None = None,
     kernel_name: str = "python3",
+    bundle: bool = False,
 ) -> bool:
     """Run the suite; returns True when every notebook ran and every page passed the scan.
 
     `config` is a config file (default `configs/synthetic.yaml`) or a loaded `SuiteConfig`;
     `overrides` merge over it as data (``{"data_dir": ..., "notebooks": {"03_model_generation": {...}}}``).
+    `bundle` also writes `reports/<run>.zip` (`pages.bundle_run`).
     """
     from tqdm import tqdm
 
@@ -132,7 +133,12 @@ def run_suite(
     cache_dir.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, NotebookResult] = {}
-    run = _Run(cfg, fingerprint, run_dir, cache_dir, writer, progress, kernel_name)
+    from functools import partial
+
+    from .pages import relative_paths
+
+    relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
+    run = _Run(cfg, fingerprint, run_dir, cache_dir, writer, progress, kernel_name, relativize, run_id)
     bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not progress)
     with _kernel_environment(share_safe_figures=scan_needed, follow_external_links=cfg.follow_external_links):
         for nb in bar:
@@ -146,7 +152,7 @@ def run_suite(
     record = {
         "run_id": run_id,
         "data": {
-            "dir": cfg.data_dir,
+            "dir": data_path.name,
             "synthetic": release.is_synthetic,
             "fingerprint": fingerprint,
             "patients": len(release.ehr_files),
@@ -154,20 +160,27 @@ def run_suite(
         },
         "share_safe": cfg.share_safe,
         "scanned": scan_needed,
-        "config": {k: v for k, v in cfg.to_dict().items() if k != "source"},
-        "config_file": cfg.source,
+        "config": json.loads(relativize(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "source"}))),
+        "config_file": relativize(cfg.source),
+        "findings": [f for r in results.values() for f in r.findings],
         "environment": environment_record(),
-        "notebooks": [r.__dict__ for r in results.values()],
+        "notebooks": [{k: v for k, v in r.__dict__.items() if k != "findings"} for r in results.values()],
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    record = writer.record(record)  # every string of it through the scan
+    record = writer.record(json.loads(relativize(json.dumps(record, default=str))))  # no machine paths; scanned
     for target in (run_dir / "run.json", out / "run.json"):
         writer.write_json(target, record)
-    if writer.write(out / "index.html", index_html(record)):
+    if writer.write(out / "index.html", relativize(index_html(record))):
         raise RuntimeError("the index page failed the share-safe scan and was not written")
     if progress:
         ok = sum(r.status == "ok" for r in results.values())
         print(f"{ok}/{len(results)} notebooks ok; index: {out / 'index.html'}")
+    if bundle:
+        from .pages import bundle_run
+
+        archive = bundle_run(out, run_id, writer)
+        if progress:
+            print(f"bundle: {archive}")
     return all(r.status == "ok" for r in results.values())
 
 
@@ -179,6 +192,11 @@ _SVG_KERNEL_CONFIG = """\
 c.InlineBackend.figure_formats = {"svg"}
 c.InlineBackend.rc = {"svg.fonttype": "none", "figure.dpi": 100}
 """
+# Every kernel: its own log lines (the loopback TCP notice, the interrupt papermill sends at the end)
+# say nothing to the reader of a run's console, which shows the suite's own progress.
+_QUIET_KERNEL_CONFIG = """\
+c.IPKernelApp.log_level = "CRITICAL"
+"""
 
 
 @contextmanager
@@ -188,17 +206,20 @@ def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = 
     profile makes every figure SVG with text as text. Old values are restored after."""
     import tempfile
 
+    from .findings import FINDINGS_ENV
     from .release import FOLLOW_LINKS_ENV
 
-    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV)}
+    saved = {
+        k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV, FINDINGS_ENV, "MEDALIGN_NOTEBOOK")
+    }
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ[FOLLOW_LINKS_ENV] = "1" if follow_external_links else "0"
     with tempfile.TemporaryDirectory(prefix="medalign-ipython-") as ipython_dir:
-        if share_safe_figures:
-            profile = Path(ipython_dir) / "profile_default"
-            profile.mkdir(parents=True)
-            (profile / "ipython_kernel_config.py").write_text(_SVG_KERNEL_CONFIG)
-            os.environ["IPYTHONDIR"] = ipython_dir
+        profile = Path(ipython_dir) / "profile_default"
+        profile.mkdir(parents=True)
+        config = _QUIET_KERNEL_CONFIG + (_SVG_KERNEL_CONFIG if share_safe_figures else "")
+        (profile / "ipython_kernel_config.py").write_text(config)
+        os.environ["IPYTHONDIR"] = ipython_dir
         try:
             yield
         finally:
@@ -220,6 +241,8 @@ class _Run:
     writer: ShareSafeWriter
     progress: bool
     kernel_name: str
+    relativize: object
+    run_id: str
 
 
 def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
@@ -238,11 +261,16 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     cached_nb, cached_html = run.cache_dir / f"{nb.stem}-{key}.ipynb", run.cache_dir / f"{nb.stem}-{key}.html"
     t0 = time.perf_counter()
     res = NotebookResult(nb.stem, "ok", parameters=params)
+    cached_findings = run.cache_dir / f"{nb.stem}-{key}.findings.json"
+    findings_file = run.run_dir / f".{nb.stem}.findings.jsonl"
     if cached_nb.exists() and cached_html.exists():
         shutil.copyfile(cached_nb, target_nb)
         shutil.copyfile(cached_html, target_html)
         res.reused = True
+        res.findings = json.loads(cached_findings.read_text()) if cached_findings.exists() else []
     else:
+        findings_file.unlink(missing_ok=True)
+        os.environ[FINDINGS_ENV], os.environ["MEDALIGN_NOTEBOOK"] = str(findings_file), nb.stem
         try:
             papermill.execute_notebook(
                 str(nb),
@@ -260,7 +288,10 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
         except Exception as err:  # a kernel that died, a notebook that is not JSON
             res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
         if target_nb.exists():
-            render_html(target_nb, target_html)
+            target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
+            render_html(target_nb, target_html, run.relativize)
+            res.findings = _link_findings(read_findings(findings_file), target_nb, f"{run.run_id}/{target_html.name}")
+        findings_file.unlink(missing_ok=True)
     res.seconds = time.perf_counter() - t0
     res.error = run.writer.message(res.error)
     leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
@@ -274,9 +305,30 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     elif res.status == "ok" and not res.reused:
         shutil.copyfile(target_nb, cached_nb)
         shutil.copyfile(target_html, cached_html)
+        cached_findings.write_text(json.dumps(res.findings))
+    if res.reused:  # a finding's link names this run's page
+        res.findings = [{**f, "link": f"{run.run_id}/{target_html.name}#{f['link'].split('#', 1)[-1]}"}
+                        if f.get("link") else f for f in res.findings]  # fmt: skip
     res.html = target_html.name if target_html.exists() else None
     res.ipynb = target_nb.name if target_nb.exists() else None
     return res
+
+
+def _fmt(x) -> str:
+    from .findings import _fmt as fmt
+
+    return fmt(x)
+
+
+def _link_findings(findings: list[dict], executed: Path, page: str) -> list[dict]:
+    """Each finding with a link to the cell that recorded it (by its execution count)."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    cell_ids = {c.get("execution_count"): c.get("id") for c in nb.cells if c.cell_type == "code"}
+    return [
+        {**f, "link": f"{page}#cell-id={cell_ids[f['cell']]}" if f.get("cell") in cell_ids else page} for f in findings
+    ]
 
 
 def index_html(record: dict) -> str:
@@ -293,4 +345,5 @@ def index_html(record: dict) -> str:
         data=record["data"],
         params=yaml.safe_dump(record["config"], sort_keys=True),
         colours={"ok": "#1a7f37", "failed": "#cf222e", "leak": "#cf222e", "skipped": "#9a6700"},
+        fmt=_fmt,
     )
