@@ -163,13 +163,9 @@ class Bleu(Metric):
 
     def settings(self):
         b = self._bleu
-        return {
-            **super().settings(),
-            "tok": b.tokenizer_signature,
-            "smooth": b.smooth_method,
-            "effective_order": True,
-            "case": "lc" if b.lowercase else "mixed",
-        }
+        case = "lc" if b.lowercase else "mixed"
+        return {**super().settings(), "tok": b.tokenizer_signature, "smooth": b.smooth_method, "effective_order": True,
+                "case": case}  # fmt: skip
 
     def _pair(self, hyp, ref):
         return self._bleu.sentence_score(hyp, [ref]).score / 100
@@ -190,14 +186,9 @@ class Chrf(Metric):
 
     def settings(self):
         c = self._chrf
-        return {
-            **super().settings(),
-            "nc": c.char_order,
-            "nw": c.word_order,
-            "beta": c.beta,
-            "space": c.whitespace,
-            "case": "lc" if c.lowercase else "mixed",
-        }
+        case = "lc" if c.lowercase else "mixed"
+        return {**super().settings(), "nc": c.char_order, "nw": c.word_order, "beta": c.beta, "space": c.whitespace,
+                "case": case}  # fmt: skip
 
     def _pair(self, hyp, ref):
         return self._chrf.sentence_score(hyp, [ref]).score / 100

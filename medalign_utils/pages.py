@@ -35,7 +35,12 @@ function medalignToggleCode() {
   var hidden = document.body.classList.toggle('medalign-hide-code');
   document.getElementById('medalign-code-toggle').textContent = hidden ? 'Show code' : 'Hide code';
 }
-document.body.classList.add('medalign-hide-code');
+// Code starts collapsed; a link ending in #show-code opens the page with it shown.
+if (window.location.hash !== '#show-code') {
+  document.body.classList.add('medalign-hide-code');
+} else {
+  document.getElementById('medalign-code-toggle').textContent = 'Hide code';
+}
 </script>
 """
 

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 from conftest import REPO
 
+from medalign_utils import cli
 from medalign_utils.config import SuiteConfig
 from medalign_utils.release import load_release
 from medalign_utils.reports import index_html, run_suite
@@ -78,9 +79,11 @@ def test_whole_suite_runs_on_a_tiny_cohort(suite_run):
         assert f"{record['run_id']}/{name}.html" in index
 
 
-def test_rerun_with_same_inputs_reuses_results(suite_run, tiny_cohort):
-    ok, out = suite_run
-    assert run_suite(overrides=suite_overrides(out, tiny_cohort), out=out, progress=False, only=["01"])
+def test_rerun_with_same_inputs_reuses_results(suite_run, tiny_cohort, tmp_path):
+    ok, first = suite_run
+    out = tmp_path / "again"
+    shutil.copytree(first, out)  # the same cache; the first run's index stays for the tests below
+    assert run_suite(overrides=suite_overrides(first, tiny_cohort), out=out, progress=False, only=["01"])
     record = json.loads((out / "run.json").read_text())
     assert [n["reused"] for n in record["notebooks"]] == [True]
 
@@ -197,6 +200,90 @@ def test_rendered_pages_in_headless_chromium(suite_run, tmp_path):
         timeout=120,
     )
     assert shot.exists() and shot.stat().st_size > 50_000
+    # Code collapsed by default, shown from the link that asks for it; the findings open the index.
+    assert 'class="medalign-hide-code"' in dom or "medalign-hide-code" in dom.split("<body", 1)[1].split(">", 1)[0]
+    shown = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri() + "#show-code"], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "medalign-hide-code" not in shown.split("<body", 1)[1].split(">", 1)[0] and ">Hide code<" in shown
+    index_dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert index_dom.index('id="findings"') < index_dom.index("<h2>Notebooks</h2>")
+    for name in ("index", "page-expanded"):
+        shot = tmp_path / f"{name}.png"
+        url = (out / "index.html").as_uri() if name == "index" else page.as_uri() + "#show-code"
+        subprocess.run([chromium, *flags, "--window-size=1200,1600", f"--screenshot={shot}", url], capture_output=True,
+                       timeout=120)  # fmt: skip
+        assert shot.exists() and shot.stat().st_size > 20_000
+
+
+def test_index_opens_with_findings_linked_to_their_cells(suite_run):
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    findings = record["findings"]
+    assert len(findings) >= 8
+    names = " ".join(f["name"] for f in findings)
+    for expected in ("Table 3 win rate", "32k to 2k", "best metric", "evidence kept by `recent` at 2048",
+                     "fit entirely in 32k", "LLM judge agreement", "ROUGE-L 0.7"):  # fmt: skip
+        assert expected in names, expected
+    index = (out / "index.html").read_text()
+    for f in findings:
+        assert isinstance(f["value"], (int, float)) and f["link"].startswith(record["run_id"] + "/")
+        assert "#cell-id=" in f["link"] and f'href="{f["link"]}"' in index
+        page, anchor = f["link"].split("#", 1)
+        assert f'id="{anchor}"' in (out / page).read_text()
+    assert sum(f["ci_low"] is not None for f in findings) >= 6
+
+
+def test_pages_hold_no_stderr_and_no_machine_paths(suite_run):
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    run_dir = out / record["run_id"]
+    for path in [out / "index.html", out / "run.json", *run_dir.glob("*.html"), *run_dir.glob("*.ipynb")]:
+        text = path.read_text()
+        assert str(REPO) not in text and str(Path.home()) + "/" not in text, path.name
+        assert str(out) not in text, path.name
+        if path.suffix == ".html" and path.name != "index.html":
+            assert "application/vnd.jupyter.stderr" not in text, path.name
+            assert "medalign-code-toggle" in text and f'href="{path.stem}.ipynb"' in text
+    long_page = (run_dir / "04_error_analysis.html").read_text()
+    assert 'id="medalign-toc"' in long_page
+
+
+def test_compare_prints_each_finding_and_its_difference(suite_run, tiny_cohort, tmp_path, capsys):
+    ok, out = suite_run
+    other = tmp_path / "other"
+    overrides = {**suite_overrides(tmp_path, tiny_cohort), "seed": 1}
+    run_suite(overrides=overrides, out=other, progress=False, only=["04"])
+    capsys.readouterr()
+    assert cli.main(["compare", str(out), str(other / "run.json")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    findings = json.loads((out / "run.json").read_text())["findings"]
+    body = lines[2:]
+    assert len(body) == len({f["name"] for f in findings})
+    assert any("Table 3 win rate" in line and "(B − A:" in line for line in body)
+    assert any("| B —" in line for line in body)  # in A only: notebooks B did not run
+
+
+def test_bundle_is_one_archive_of_the_run(tiny_cohort, tmp_path):
+    import zipfile
+
+    out = tmp_path / "reports"
+    assert run_suite(
+        overrides=suite_overrides(tmp_path, tiny_cohort), out=out, progress=False, only=["01"], bundle=True
+    )
+    record = json.loads((out / "run.json").read_text())
+    names = zipfile.ZipFile(out / f"{record['run_id']}.zip").namelist()
+    assert "index.html" in names and f"{record['run_id']}/run.json" in names
+    assert (
+        f"{record['run_id']}/01_ehr_exploration.html" in names
+        and f"{record['run_id']}/01_ehr_exploration.ipynb" in names
+    )
+    if shutil.which("chromium"):
+        assert f"{record['run_id']}/01_ehr_exploration.pdf" in names
+    else:
+        assert "NO_PDF.txt" in names
 
 
 def _assigned_names(source: str) -> set[str]:
