@@ -86,6 +86,12 @@ def load_run_findings(run: str | Path) -> list[dict]:
     return json.loads(path.read_text(encoding="utf-8")).get("findings", [])
 
 
+def _finding(record: dict) -> Finding:
+    from dataclasses import fields
+
+    return Finding(**{f.name: record[f.name] for f in fields(Finding) if f.name in record})
+
+
 def compare_findings(a: list[dict], b: list[dict]) -> list[str]:
     """One line per finding: its value in run A and in run B and the difference where both are numbers."""
     by_b = {f["name"]: f for f in b}
@@ -94,8 +100,8 @@ def compare_findings(a: list[dict], b: list[dict]) -> list[str]:
     lines = []
     for name in names:
         fa, fb = by_a.get(name), by_b.get(name)
-        va = Finding(**fa).text() if fa else "—"
-        vb = Finding(**fb).text() if fb else "—"
+        va = _finding(fa).text() if fa else "—"
+        vb = _finding(fb).text() if fb else "—"
         diff = ""
         if fa and fb and isinstance(fa["value"], (int, float)) and isinstance(fb["value"], (int, float)):
             diff = f"  (B − A: {fb['value'] - fa['value']:+.4g})"

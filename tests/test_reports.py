@@ -245,7 +245,7 @@ def test_pages_hold_no_stderr_and_no_machine_paths(suite_run):
         assert str(REPO) not in text and str(Path.home()) + "/" not in text, path.name
         assert str(out) not in text, path.name
         if path.suffix == ".html" and path.name != "index.html":
-            assert "application/vnd.jupyter.stderr" not in text, path.name
+            assert 'data-mime-type="application/vnd.jupyter.stderr"' not in text, path.name  # no stderr output
             assert "medalign-code-toggle" in text and f'href="{path.stem}.ipynb"' in text
     long_page = (run_dir / "04_error_analysis.html").read_text()
     assert 'id="medalign-toc"' in long_page
