@@ -32,6 +32,7 @@ def main() -> None:
         "data_dir": str(work / "synthetic"),
         "prompts_path": str(work / "data" / "prompts.parquet"),
         "generations_path": str(work / "data" / "generations.jsonl"),
+        "notebooks": {"06_llm_judge": {"judgments_dir": str(work / "data" / "judgments")}},
     }
     try:
         with timed() as t:

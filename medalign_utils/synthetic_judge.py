@@ -67,6 +67,15 @@ class PlantedJudge(Backend):
             for r, t, v in zip(items.reference.astype(str), items.response.astype(str), values)
             if not np.isnan(v)
         }
+        # An answer it has no planted quality for (a new system's) is graded against the planted value
+        # where the instruction has one: stating the value reads as a good answer, else a poor one.
+        from .synthetic_grading import planted_values
+
+        values_by_iid = planted_values(planted).dropna(subset=["value"]).set_index("instruction_id").value
+        first = items.drop_duplicates("instruction_id")
+        self.planted_value = {
+            str(r): values_by_iid[i] for r, i in zip(first.reference, first.instruction_id) if i in values_by_iid.index
+        }
         self.noise_sd, self.scale, self.seed, self.source = noise_sd, scale, seed, source
         self.service_time, self.correct_threshold, self.tie_margin = service_time, correct_threshold, tie_margin
         self.settings = GenerationSettings(max_new_tokens=64)

@@ -392,6 +392,7 @@ def test_whole_suite_on_an_unmarked_cohort_leaks_nothing_anywhere(real_like, tmp
             "02_context_truncation": {"export_contexts": [2048], "export_strategies": ["recent"]},
             "03_model_generation": {"max_items": 2, "max_new_tokens": 8, "generation_strategies": ["recent"]},
             "05_metric_correlation": {"metrics": ["rougeL", "chrf++"]},
+            "06_llm_judge": {"judgments_dir": str(work / "data" / "judgments")},
         },
     }
     script = (

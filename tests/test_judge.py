@@ -303,3 +303,24 @@ def test_win_rates_with_no_valid_battle_are_unknown_not_an_error():
     assert empty.empty and empty.attrs["n_incomplete"] == 1
     table = J.judge_win_rates(empty, ["x", "y"])
     assert table.judge_win_rate.isna().all() and (table.battles == 0).all()
+
+
+def test_a_new_system_is_placed_beside_the_six_by_the_planted_judge(gold, tmp_path):
+    release, items, labels = gold
+    planted = release.planted_truth
+    answers_for = {}
+    for iid in items.instruction_id.unique()[:30]:
+        value = (planted["answers"][iid].get("value") or {}).get("value")
+        answers_for[iid] = f"The answer is {value}." if value else "I do not know."
+    answers = pd.DataFrame({"instruction_id": list(answers_for), "answer": list(answers_for.values()), "error": None})
+    placed = J.with_new_system(items[items.instruction_id.isin(answers_for)], answers, "new:oracle")
+    models = sorted(labels.model_name.unique())
+    pairs = J.pairwise_items(placed, [("new:oracle", m) for m in models])
+    with LocalServer(PlantedJudge(release)) as srv:
+        backend = OpenAICompatibleBackend(srv.url + "/v1", "planted", guard=DataGuard.loopback_only(), backoff=0.01)
+        stats = J.run_judgments(J.Judge("planted", backend, strategy="none"), "pairwise", pairs, release,
+                                tmp_path / "p.jsonl", progress=False)  # fmt: skip
+    assert stats["failed"] == 0 and stats["invalid"] == 0
+    table = J.judge_win_rates(J.pairwise_battles(J.read_judgments(tmp_path / "p.jsonl")), [*models, "new:oracle"])
+    oracle = table.set_index("model").loc["new:oracle"]
+    assert oracle.battles > 0 and oracle.judge_win_rate > 0.5  # stating the planted value wins

@@ -56,7 +56,10 @@ class _Handler(BaseHTTPRequestHandler):
                 seed=int(body.get("seed", 0)),
             )
             srv.backend.settings = settings
-            ans = srv.backend.generate([prompt])[0]
+            try:
+                ans = srv.backend.generate([prompt])[0]
+            except Exception as err:  # an answer the client can retry, not a dropped connection
+                return self._send(500, {"error": f"{type(err).__name__}: {err}"[:300]})
         choice = {"index": 0, "finish_reason": ans.finish_reason}
         choice.update({"message": {"role": "assistant", "content": ans.text}} if chat else {"text": ans.text})
         self._send(
