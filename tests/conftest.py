@@ -119,3 +119,15 @@ def make_tiny_lm(path: Path, chat_template: bool = False) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+def write_notebook(path: Path, source: str) -> None:
+    """A two-cell notebook: a parameters cell declaring data_dir, then `source`."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(source),
+    ]
+    nbformat.write(nb, path)

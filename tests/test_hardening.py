@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_notebook
 
 from medalign_utils import cli
 from medalign_utils.config import SuiteConfig
@@ -38,15 +38,6 @@ def unmark(src: Path, dst: Path, prefix: str = "PT-") -> tuple[Path, dict[str, s
     for old, new in ids.items():
         (dst / "ehrs" / f"{old}.xml").rename(dst / "ehrs" / f"{new}.xml")
     return dst, ids
-
-
-def write_notebook(path: Path, source: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(source),
-    ]
-    nbformat.write(nb, path)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO
+from conftest import REPO, write_notebook
 
 from medalign_utils import cli
 from medalign_utils.config import SuiteConfig
@@ -44,16 +44,6 @@ def suite_overrides(tmp: Path, data: Path) -> dict:
 def custom_notebooks_config(data: Path) -> SuiteConfig:
     """For runs of test notebooks: the schema's defaults, no notebook sections."""
     return SuiteConfig(data_dir=str(data), n_resamples=200)
-
-
-def write_notebook(path: Path, source: str) -> None:
-    """A two-cell notebook: a parameters cell declaring data_dir, then `source`."""
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(source),
-    ]
-    nbformat.write(nb, path)
 
 
 @pytest.fixture(scope="module")
