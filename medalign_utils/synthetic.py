@@ -1100,21 +1100,10 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
                 )
     _tsv(
         out / "clinician-reviewed-model-responses.tsv",
-        [
-            "instruction_id",
-            "question",
-            "person_id",
-            "filename",
-            "clinician_response",
-            "evidence",
-            "model_name",
-            "model_response",
-            "model_rank",
-            "binary_correct",
-            "is_used_eval",
-            "submitter_specialty",
-            "annotator_num",
-        ],
+        (
+            "instruction_id question person_id filename clinician_response evidence model_name model_response "
+            "model_rank binary_correct is_used_eval submitter_specialty annotator_num"
+        ).split(),
         resp_rows,
     )
 
