@@ -22,9 +22,8 @@ import numpy as np
 from _common import default_work_dir, emit, full_cohort, peak_rss_mb, timed
 
 from medalign_utils import paper
-from medalign_utils.context import PromptTemplate, build_prompt_grid
-from medalign_utils.release import load_release
-from medalign_utils.tokenization import load_tokenizer, pretokenize
+from medalign_utils.context import PromptTemplate, build_prompt_grid, load_tokenizer, pretokenize
+from medalign_utils.data import load_release
 
 CONTEXTS = paper.CONTEXT_LENGTHS
 

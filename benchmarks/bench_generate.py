@@ -21,7 +21,7 @@ import time
 import numpy as np
 from _common import emit, peak_rss_mb
 
-from medalign_utils.generation.backends import GenerationSettings, TransformersBackend
+from medalign_utils.generation import GenerationSettings, TransformersBackend
 
 TEXT = (
     "Patient is a 67-year-old woman with a history of type 2 diabetes mellitus, essential hypertension and "
@@ -97,7 +97,7 @@ def main() -> None:
     import torch
 
     if args.model is None:
-        from medalign_utils.models import smollm2_path
+        from medalign_utils.assets import smollm2_path
 
         args.model = smollm2_path()
     rng = np.random.default_rng(0)

@@ -20,15 +20,18 @@ from pathlib import Path
 
 from _common import emit, peak_rss_mb
 
-from medalign_utils import judge as J
-from medalign_utils.generation.backends import GenerationSettings, OpenAICompatibleBackend, TransformersBackend
-from medalign_utils.generation.guard import DataGuard
-from medalign_utils.generation.local_server import LocalServer
-from medalign_utils.models import smollm2_path
-from medalign_utils.release import load_release
-from medalign_utils.synthetic import CohortSpec, make_cohort
-from medalign_utils.synthetic_judge import PlantedJudge
-from medalign_utils.tokenization import load_tokenizer
+from medalign_utils.assets import smollm2_path
+from medalign_utils.context import load_tokenizer
+from medalign_utils.data import load_release
+from medalign_utils.evaluation import judge as J
+from medalign_utils.generation import (
+    DataGuard,
+    GenerationSettings,
+    LocalServer,
+    OpenAICompatibleBackend,
+    TransformersBackend,
+)
+from medalign_utils.synthetic import CohortSpec, PlantedJudge, make_cohort
 
 PRICE_PROMPT, PRICE_COMPLETION = 0.005, 0.015
 

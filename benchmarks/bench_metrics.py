@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from _common import emit, peak_rss_mb, timed
 
-from medalign_utils import metrics as M
-from medalign_utils.models import minilm_path
-from medalign_utils.release import load_release
-from medalign_utils.synthetic import _ROS, CohortSpec, make_cohort
+from medalign_utils.assets import minilm_path
+from medalign_utils.data import load_release
+from medalign_utils.evaluation import metrics as M
+from medalign_utils.synthetic import CohortSpec, make_cohort
+from medalign_utils.synthetic.records import REVIEW_OF_SYSTEMS
 
 
 def realistic_pairs(root: Path, seed: int = 0):
@@ -34,7 +35,7 @@ def realistic_pairs(root: Path, seed: int = 0):
         .clinician_response
     )
     rng = np.random.default_rng(seed)
-    pool = _ROS + [s for s in refs.tolist()]
+    pool = REVIEW_OF_SYSTEMS + [s for s in refs.tolist()]
     hyps, ref_lists = [], []
     for row in mr.itertuples(index=False):
         words = int(np.clip(rng.lognormal(np.log(60), 0.6), 8, 250))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from _common import default_work_dir, emit, full_cohort, peak_rss_mb, timed
 
-from medalign_utils.release import load_release
+from medalign_utils.data import load_release
 
 
 def etree_baseline(files: list[Path]) -> int:

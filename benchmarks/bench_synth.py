@@ -13,7 +13,7 @@ from pathlib import Path
 
 from _common import emit, peak_rss_mb, timed
 
-from medalign_utils.release import validate_release
+from medalign_utils.data import validate_release
 from medalign_utils.synthetic import CohortSpec, make_cohort
 
 

@@ -37,8 +37,8 @@ def write_csv(table, out=None) -> None:
 
 
 def _cmd_validate(args) -> int:
-    from .problems import UnusableReleaseError
-    from .release import validate_release
+    from .data.problems import UnusableReleaseError
+    from .data.release import validate_release
 
     try:
         summary, problems = validate_release(
@@ -71,7 +71,7 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_setup(args) -> int:
-    from .models import install_wordnet
+    from .assets import install_wordnet
 
     status = install_wordnet()
     if not args.quiet:
@@ -80,8 +80,8 @@ def _cmd_setup(args) -> int:
 
 
 def _cmd_table3(args) -> int:
-    from .human_eval import table3
-    from .release import load_release
+    from .data.release import load_release
+    from .evaluation.clinicians import table3
 
     release = load_release(args.dir)
     table = table3(
@@ -99,7 +99,7 @@ def _cmd_table3(args) -> int:
 
 
 def _cmd_table4(args) -> int:
-    from .correlation import table4_for_release
+    from .evaluation.correlation import table4_for_release
 
     metrics = args.metrics.split(",") if args.metrics else None
     table = table4_for_release(
@@ -119,44 +119,39 @@ def _cmd_table4(args) -> int:
 
 def _cmd_judge(args) -> int:
     from .config import project_path
-    from .generation.backends import GenerationSettings, OpenAICompatibleBackend, TransformersBackend
+    from .data.release import load_release
+    from .evaluation.judge import Judge, judgments_file, pairwise_items, response_items, run_judgments
     from .generation.guard import DataGuard
-    from .judge import Judge, _safe, response_items, run_judgments
-    from .judge import pairwise_items as make_pairs
-    from .release import load_release
-    from .tokenization import load_tokenizer
 
     if bool(args.endpoint) == bool(args.model):
         print("error: give --endpoint URL (one or more) with --judge-model NAME, or --model PATH", file=sys.stderr)
         return 2
+    if args.endpoint and not args.judge_model:
+        print("error: --endpoint needs --judge-model NAME (the model the endpoint serves)", file=sys.stderr)
+        return 2
     release = load_release(args.dir)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, seed=args.seed)
-    if args.endpoint:
-        if not args.judge_model:
-            print("error: --endpoint needs --judge-model NAME (the model the endpoint serves)", file=sys.stderr)
-            return 2
-        guard = DataGuard.for_release(release, args.allowed_host or [])
-        backend = OpenAICompatibleBackend(
-            args.endpoint, args.judge_model, settings, chat=not args.completions, guard=guard,
-            max_concurrency=args.concurrency,
-        )  # fmt: skip
-        name, tokenizer = args.judge_model, load_tokenizer(args.tokenizer or "cl100k")
-    else:
-        from .models import smollm2_path
-
-        path = smollm2_path() if args.model == "smollm2" else project_path(args.model)
-        backend = TransformersBackend(path, settings, batch_size=args.batch_size)
-        name = args.judge_model or ("smollm2" if args.model == "smollm2" else Path(path).name)
-        tokenizer = load_tokenizer(args.tokenizer or (args.model if args.model == "smollm2" else path))
-    judge = Judge(name, backend, tokenizer, args.context, args.strategy, retries=args.retries,
-                  use_chat_template=not args.endpoint)  # fmt: skip
+    judge = Judge.from_spec(
+        args.endpoint or args.model,
+        name=args.judge_model,
+        model=args.judge_model,
+        guard=DataGuard.for_release(release, args.allowed_host or []),
+        tokenizer=args.tokenizer,
+        context=args.context,
+        strategy=args.strategy,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_concurrency=args.concurrency,
+        retries=args.retries,
+        chat=not args.completions,
+    )
     items = response_items(release)
     if args.limit:
         keep = sorted(items.instruction_id.unique())[: args.limit]
         items = items[items.instruction_id.isin(keep)]
     if args.mode == "pairwise":
-        items = make_pairs(items)
-    out = Path(args.out) if args.out else project_path("data/judgments") / f"{_safe(name)}-{args.mode}.jsonl"
+        items = pairwise_items(items)
+    out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), judge.name, args.mode)
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
     print(f"out: {out}")
     for key in ("judgments", "invalid", "failed", "prompt_tokens", "completion_tokens"):
@@ -165,7 +160,7 @@ def _cmd_judge(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .reports import run_suite
+    from .reports.runner import run_suite
 
     overrides = {"data_dir": str(args.data)} if args.data else None
     ok = run_suite(
@@ -180,7 +175,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .findings import compare_findings, load_run_findings
+    from .reports.findings import compare_findings, load_run_findings
 
     a, b = load_run_findings(args.run_a), load_run_findings(args.run_b)
     if not a and not b:

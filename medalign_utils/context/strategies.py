@@ -33,99 +33,19 @@ the prompt's parts join are encoded again.
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .retrieval import BM25Index, plain_text
-from .tokenization import TokenizedText, Tokenizer
+from .bm25 import BM25Index, plain_text
+from .templates import PromptTemplate, peer_budget, peer_template
+from .tokenizers import TokenizedText, Tokenizer
 
-TEMPLATES = Path(__file__).parent / "templates"
-DEFAULT_TEMPLATE = TEMPLATES / "medalign_prompt.txt"
-REFINE_TEMPLATE = TEMPLATES / "medalign_refine.txt"
-HELM_TEMPLATE = TEMPLATES / "helm_prompt.txt"
 _ENCOUNTER = re.compile(r"<(encounter|visit)\b.*?</\1>", re.S)
 
 
-# ------------------------------------------------------------------ templates and budget
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """A prompt template file with `{question}` and `{ehr}` (and other named) fields."""
-
-    text: str
-    name: str = "medalign"
-
-    @classmethod
-    def from_file(cls, path: str | Path = DEFAULT_TEMPLATE, keep_trailing_newline: bool = False) -> PromptTemplate:
-        """A template file; its trailing newline is dropped unless `keep_trailing_newline` (as a
-        peer's loader that keeps it does)."""
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"prompt template {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        if not keep_trailing_newline:
-            text = text.rstrip("\n")
-        if "{ehr}" not in text:
-            raise ValueError(f"prompt template {path} has no {{ehr}} field")
-        return cls(text, path.stem)
-
-    def parse(self, prompt: str) -> dict[str, str] | None:
-        """The fields of a prompt rendered from this template without a chat template (a
-        `user_message`), or None when the prompt does not have the template's shape."""
-        pattern, names = "", []
-        for literal, name, _, _ in string.Formatter().parse(self.text):
-            pattern += re.escape(literal)
-            if name:
-                pattern += f"(?P<{name}>.*)" if name == "ehr" else f"(?P<{name}>.*?)"
-                names.append(name)
-        m = re.fullmatch(pattern, prompt, flags=re.S)
-        return m.groupdict() if m else None
-
-    def render(self, ehr: str = "", **fields) -> str:
-        return self.text.replace("{ehr}", "\x00EHR\x00").format(**fields).replace("\x00EHR\x00", ehr)
-
-    def parts(self, tokenizer: Tokenizer | None = None, use_chat_template: bool = True, **fields) -> tuple[str, str]:
-        """(prefix, suffix): the full prompt text before and after the EHR, chat template applied
-        when the tokenizer has one (and `use_chat_template`)."""
-        marker = "\x00EHR\x00"
-        user = self.render(marker, **fields)
-        if tokenizer is not None and use_chat_template and tokenizer.has_chat_template:
-            user = tokenizer.apply_chat_template(user)
-        prefix, _, suffix = user.partition(marker)
-        return prefix, suffix
-
-
 CUT_SEARCH_TOKENS = 6  # how far before a short cut `fit_recent` looks for an exact one
-
-
-class BudgetError(ValueError):
-    """The context cannot hold the template, the instruction and the generation reserve."""
-
-
-def ehr_budget(
-    tokenizer: Tokenizer,
-    context_length: int,
-    question: str,
-    template: PromptTemplate,
-    reserve: int = 256,
-    use_chat_template: bool = True,
-    parts: tuple[str, str] | None = None,
-) -> int:
-    """EHR tokens available: context - reserve - tokens of the prompt with an empty EHR. `parts`
-    (the template's prefix and suffix for this question) saves rebuilding them."""
-    prefix, suffix = parts or template.parts(tokenizer, use_chat_template, question=question)
-    overhead = tokenizer.count(prefix + suffix)
-    budget = context_length - reserve - overhead
-    if budget <= 0:
-        raise BudgetError(
-            f"context {context_length} cannot hold the prompt ({overhead} tokens with this instruction) "
-            f"and the {reserve}-token generation reserve"
-        )
-    return budget
 
 
 # ------------------------------------------------------------------ a record with its tokens
@@ -398,78 +318,6 @@ def record_view(text: str, keep: str) -> str:
     return re.sub(r"<note\b.*?</note>\s*", "", text, flags=re.S)
 
 
-# ------------------------------------------------------------------ evidence
-
-_TS = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}|\d{1,2}/\d{1,2}/\d{4}(?: \d{1,2}:\d{2}(?: [AP]M)?)?")
-
-
-def evidence_items(evidence) -> list[str]:
-    """Split an `evidence` field into the items to look for: timestamps when it holds them (the
-    synthetic cohort's form), else its clauses (free text in the real release)."""
-    if evidence is None or (isinstance(evidence, float) and np.isnan(evidence)):
-        return []
-    text = str(evidence).strip()
-    if not text:
-        return []
-    stamps = _TS.findall(text)
-    if stamps:
-        return list(dict.fromkeys(stamps))
-    parts = [p.strip().strip('"') for p in re.split(r"[;\n]|\s\|\s", text)]
-    return [p for p in parts if len(p) >= 8]
-
-
-def locate_evidence(text: str, items: list[str]) -> list[list[int]]:
-    """For each item, the character positions where it occurs in the text (timestamps are matched
-    as entry timestamps when the text has them; free text case- and space-insensitively)."""
-    out = []
-    low = None
-    for item in items:
-        if _TS.fullmatch(item):
-            pos = [m.start() for m in re.finditer(re.escape(f'timestamp="{item}'), text)] or [
-                m.start() for m in re.finditer(re.escape(item), text)
-            ]
-        else:
-            if low is None:
-                low = text.lower()
-            pat = r"\s+".join(re.escape(w) for w in item.lower().split())
-            pos = [m.start() for m in re.finditer(pat, low)]
-        out.append(pos)
-    return out
-
-
-def evidence_retained(
-    positions: list[list[int]], spans: list[tuple[int, int]], in_record: list[list[int]] | None = None
-) -> float | None:
-    """Share of the evidence items found in the record that have an occurrence inside the kept
-    spans. `positions` index the text the spans refer to (a view of the record, or the record);
-    `in_record` says which items the full record holds (default: `positions`). None when the record
-    holds none of them."""
-    in_record = positions if in_record is None else in_record
-    found = [p for p, r in zip(positions, in_record) if r]
-    if not found:
-        return None
-    kept = sum(any(a <= x < b for x in p for a, b in spans) for p in found)
-    return kept / len(found)
-
-
-# ------------------------------------------------------------------ the prompt grid
-
-
-def instruction_evidence(release) -> dict[str, str]:
-    """Each instruction's `evidence` field: the primary reference's (`release.primary_reviewer_rows`),
-    else the primary reviewer's of the reviewed responses."""
-    from .release import primary_reviewer_rows
-
-    out: dict[str, str] = {}
-    for df in (release.model_responses, release.references):
-        if "evidence" in df.columns:
-            rows = primary_reviewer_rows(df, ("evidence",)).drop_duplicates("instruction_id")
-            for iid, ev in rows[["instruction_id", "evidence"]].itertuples(index=False):
-                if isinstance(ev, str) and ev.strip():
-                    out[str(iid)] = ev
-    return out
-
-
 @dataclass
 class FitRequest:
     """Everything a strategy may use to fit one record for one instruction and context. Views of the
@@ -508,7 +356,7 @@ class RecordResources:
 
     def view(self, base: str) -> Record:
         """The record (`record`) or its notes-only / codes-only view, with its tokens."""
-        from .tokenization import tokenize_text
+        from .tokenizers import tokenize_text
 
         if base not in self.views:
             vt = record_view(self.record.text, "notes" if base == "notes_only" else "codes")
@@ -521,7 +369,7 @@ class RecordResources:
         return self._encounters
 
     def cl100k(self) -> tuple[Tokenizer, Record]:
-        from .tokenization import load_tokenizer, tokenize_file
+        from .tokenizers import load_tokenizer, tokenize_file
 
         if self._cl_record is None:
             self._cl100k = self._cl100k or load_tokenizer("cl100k")
@@ -557,22 +405,6 @@ def _strategy_mr_chunks(r: FitRequest) -> EHRView:
     chunks = mr_chunks(r.record, size)
     first = count_prompt(r.tokenizer, r.prefix, r.record, [chunks[0]], r.suffix)
     return EHRView(r.record.text[chunks[0][0] : chunks[0][1]], chunks, "record", first, n_chunks=len(chunks))
-
-
-def peer_template(name: str) -> PromptTemplate:
-    """The prompt a peer's published code uses: HELM's own, or TIMER's MedAlign template file read
-    as is (its trailing newline kept, as TIMER's loader keeps it)."""
-    if name == "helm":
-        return PromptTemplate.from_file(HELM_TEMPLATE)
-    if name == "timer":
-        return PromptTemplate(PromptTemplate.from_file(DEFAULT_TEMPLATE, keep_trailing_newline=True).text, "timer")
-    raise ValueError(f"no peer template {name!r}")
-
-
-def peer_budget(cl100k: Tokenizer, context: int, question: str, template: PromptTemplate, reserve: int = 256) -> int:
-    """The peers' EHR budget: context - reserve - cl100k tokens of the raw template text (with its
-    literal placeholders) - cl100k tokens of the instruction, counted apart."""
-    return context - reserve - len(cl100k.encode(template.text)) - len(cl100k.encode(question))
 
 
 def _strategy_peer(name: str):
@@ -612,259 +444,3 @@ STRATEGY_FUNCTIONS = {
 }
 STRATEGIES = tuple(STRATEGY_FUNCTIONS)
 PEER_STRATEGIES = ("helm", "timer")  # prompts in the peer's own template
-
-
-@dataclass
-class GridSettings:
-    """What a prompt grid is built with; recorded beside its results."""
-
-    tokenizer: str
-    contexts: tuple[int, ...]
-    strategies: tuple[str, ...] = STRATEGIES
-    reserve: int = 256
-    template: str = "medalign_prompt"
-    use_chat_template: bool = True
-    mr_chunk_tokens: int = 30_000
-
-
-def build_prompt_grid(
-    release,
-    tokenizer: Tokenizer,
-    contexts,
-    strategies=None,
-    template: PromptTemplate | None = None,
-    reserve: int = 256,
-    use_chat_template: bool = True,
-    instructions=None,
-    cache_dir=None,
-    progress: bool = True,
-    cl100k: Tokenizer | None = None,
-    mr_chunk_tokens: int = 30_000,
-):
-    """Every instruction x context x strategy: prompt tokens, kept spans and evidence retained.
-
-    Each record is tokenized once per tokenizer (cached on disk); every cell of the grid is a slice
-    of those tokens plus exact recounts of the joins. `strategies` are names in `STRATEGIES`
-    (default: all). Returns a DataFrame with one row per cell: instruction_id, person_id, strategy,
-    context, prompt_tokens, target_tokens, record_tokens, kept_tokens, base, spans,
-    evidence_retained, dropped, error (and n_chunks for `mr_chunks`).
-    """
-    import pandas as pd
-    from tqdm import tqdm
-
-    from .tokenization import tokenize_file
-
-    template = template or PromptTemplate.from_file()
-    strategies = list(strategies or STRATEGIES)
-    unknown = [s for s in strategies if s not in STRATEGY_FUNCTIONS]
-    if unknown:
-        raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
-    ins = instructions if instructions is not None else release.instructions
-    ins = ins[ins.person_id.isin(release.ehr_files.keys())]
-    evidence = instruction_evidence(release)
-    rows = []
-    groups = list(ins.groupby("person_id", sort=True))
-    for pid, part in tqdm(groups, desc=f"prompt grid ({tokenizer.name})", unit="record", disable=not progress):
-        path = release.ehr_files[pid]
-        text = release.ehr_text(pid)
-        if not text.strip():
-            rows += [
-                {
-                    "instruction_id": iid,
-                    "person_id": pid,
-                    "strategy": strat,
-                    "context": ctx,
-                    "target_tokens": ctx - reserve,
-                    "record_tokens": 0,
-                    "dropped": True,
-                    "error": "empty EHR: nothing to fit",  # the person_id column says whose; no file name
-                }
-                for iid in part.instruction_id
-                for ctx in contexts
-                for strat in strategies
-            ]
-            continue
-        record = Record(text, tokenize_file(tokenizer, path, cache_dir))
-        shared = RecordResources(tokenizer, record, path, cache_dir, cl100k)
-        for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
-            items = evidence_items(evidence.get(str(iid)))
-            positions = {}
-            prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
-            overhead = tokenizer.count(prefix + suffix)
-            full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)  # the same for every context
-            for ctx in contexts:
-                target = ctx - reserve
-                base_row = {
-                    "instruction_id": iid,
-                    "person_id": pid,
-                    "strategy": None,
-                    "context": ctx,
-                    "target_tokens": target,
-                    "record_tokens": record.n_tokens,
-                    "dropped": False,
-                    "error": None,
-                }
-                try:
-                    ehr_budget(tokenizer, ctx, question, template, reserve, parts=(prefix, suffix))
-                except BudgetError as err:
-                    rows += [
-                        {**base_row, "strategy": strat, "dropped": True, "error": str(err)} for strat in strategies
-                    ]
-                    continue
-                request = FitRequest(
-                    tokenizer,
-                    record,
-                    prefix,
-                    suffix,
-                    target,
-                    question,
-                    full,
-                    overhead,
-                    reserve,
-                    template,
-                    mr_chunk_tokens,
-                    shared,
-                    use_chat_template,
-                )
-                for strat in strategies:
-                    v = STRATEGY_FUNCTIONS[strat](request)
-                    rec = shared.view(v.base)
-                    for b in {"record", v.base}:
-                        if b not in positions:
-                            positions[b] = locate_evidence(shared.view(b).text, items)
-                    kept = sum(rec.token_at_char(b) - rec.token_at_char(a) for a, b in v.spans)
-                    retained = evidence_retained(positions[v.base], v.spans, positions["record"])
-                    if v.dropped and retained is not None:
-                        retained = 0.0  # a dropped instruction keeps no evidence
-                    row = {
-                        **base_row,
-                        "strategy": strat,
-                        "prompt_tokens": None if v.dropped else v.prompt_tokens,
-                        "base": v.base,
-                        "spans": [list(s) for s in v.spans],
-                        "kept_tokens": 0 if v.dropped else kept,
-                        "base_tokens": rec.n_tokens,
-                        "dropped": v.dropped,
-                        "evidence_retained": retained,
-                    }
-                    if v.n_chunks is not None:
-                        row["n_chunks"] = v.n_chunks
-                    rows.append(row)
-    grid = pd.DataFrame(rows)
-    grid.attrs["settings"] = GridSettings(
-        tokenizer.name, tuple(contexts), tuple(strategies), reserve, template.name, use_chat_template, mr_chunk_tokens
-    ).__dict__
-    return grid
-
-
-def render_fitted(
-    tokenizer: Tokenizer | None,
-    release,
-    person_id,
-    template: PromptTemplate,
-    fields: dict,
-    context_length: int,
-    reserve: int,
-    strategy: str = "recent",
-    use_chat_template: bool = True,
-    cache_dir=None,
-) -> str:
-    """A prompt from `template` and `fields` with the patient's EHR fitted by `strategy` into
-    `context_length - reserve` tokens of `tokenizer`, the whole prompt counted (chat template too).
-    `strategy="none"`, no tokenizer, or no room leaves the EHR out. For prompts other than the
-    grid's (the judge's): the same budget and strategies, one prompt at a time."""
-    from .tokenization import tokenize_file
-
-    chat = use_chat_template and tokenizer is not None
-    prefix, suffix = template.parts(tokenizer, chat, **fields)
-    path = release.ehr_files.get(str(person_id))
-    if strategy == "none" or tokenizer is None or path is None:
-        return prefix + suffix
-    if strategy not in STRATEGY_FUNCTIONS:
-        raise ValueError(f"unknown strategy {strategy!r}; known: none, {', '.join(STRATEGIES)}")
-    text = release.ehr_text(person_id)
-    target = context_length - reserve
-    overhead = tokenizer.count(prefix + suffix)
-    if not text.strip() or target - overhead <= 0:
-        return prefix + suffix
-    record = Record(text, tokenize_file(tokenizer, path, cache_dir))
-    full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)
-    shared = RecordResources(tokenizer, record, path, cache_dir, None)
-    request = FitRequest(
-        tokenizer, record, prefix, suffix, target, str(fields.get("question", "")), full, overhead, reserve,
-        template, 30_000, shared, chat,
-    )  # fmt: skip
-    view = STRATEGY_FUNCTIONS[strategy](request)
-    if view.dropped:
-        return prefix + suffix
-    base = shared.view(view.base).text
-    spans = view.spans[:1] if strategy == "mr_chunks" else view.spans
-    return prefix + "".join(base[a:b] for a, b in spans) + suffix
-
-
-def refinement_items(
-    release, tokenizer: Tokenizer, instruction_ids, context_length: int, reserve: int = 256, limit: int = 1,
-    template: PromptTemplate | None = None, use_chat_template: bool = True,
-):  # fmt: skip
-    """Items for the paper's multi-step refinement (`generation.runner.run_refinement`): for the
-    `limit` instructions among `instruction_ids` whose records are shortest in `tokenizer` (fewest
-    steps: MR reads the whole record, a chunk per step), their question, context and chunk texts,
-    earliest first, sized as `mr_chunks` sizes them for this context."""
-    import pandas as pd
-
-    from .tokenization import tokenize_file
-
-    ins = release.instructions[release.instructions.instruction_id.isin(list(instruction_ids))]
-    ins = ins[ins.person_id.isin(release.ehr_files.keys())]
-    sizes = {pid: len(tokenize_file(tokenizer, release.ehr_files[pid])) for pid in ins.person_id.unique()}
-    ins = ins.assign(_tokens=ins.person_id.map(sizes)).sort_values(["_tokens", "instruction_id"]).head(limit)
-    grid = build_prompt_grid(release, tokenizer, [context_length], ["mr_chunks"], template, reserve, use_chat_template,
-                             instructions=ins, progress=False)  # fmt: skip
-    rows = []
-    for row in grid[~grid.dropped].itertuples(index=False):
-        text = release.ehr_text(row.person_id)
-        question = ins.set_index("instruction_id").question[row.instruction_id]
-        rows.append({"instruction_id": row.instruction_id, "question": question, "context": context_length,
-                     "chunks": [text[int(a):int(b)] for a, b in row.spans]})  # fmt: skip
-    return pd.DataFrame(rows, columns=["instruction_id", "question", "context", "chunks"])
-
-
-def materialize_prompts(
-    grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None, use_chat_template: bool = True
-):
-    """Add the full prompt text to grid rows (for generation), rebuilt from their spans."""
-    template = template or PromptTemplate.from_file()
-    texts: dict[tuple[str, str], str] = {}
-    out, users = [], []
-    questions = release.instructions.set_index("instruction_id").question.fillna("").astype(str)
-    for row in grid.itertuples(index=False):
-        if row.dropped or not isinstance(row.spans, (list, np.ndarray)):
-            out.append(None)
-            users.append(None)
-            continue
-        key = (row.person_id, row.base)
-        if key not in texts:
-            t = release.ehr_text(row.person_id)
-            texts[key] = t if row.base == "record" else record_view(t, "notes" if row.base == "notes_only" else "codes")
-        base = texts[key]
-        spans = list(row.spans)[:1] if row.strategy == "mr_chunks" else list(row.spans)
-        ehr = "".join(base[int(a) : int(b)] for a, b in spans)
-        own = peer_template(row.strategy) if row.strategy in PEER_STRATEGIES else template
-        prefix, suffix = own.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
-        out.append(prefix + ehr + suffix)
-        users.append(own.render(ehr, question=questions[row.instruction_id]))
-    # `prompt` is what a local model reads (chat template applied); `user_message` is the same
-    # prompt without it, for chat endpoints that apply their own.
-    return grid.assign(prompt=out, user_message=users)
-
-
-def retention_table(grid):
-    """Share (%) of instructions whose evidence is in the prompt, per strategy and context
-    (instructions without locatable evidence are left out and counted)."""
-    g = grid.dropna(subset=["evidence_retained"])
-    out = (
-        g.groupby(["strategy", "context"])
-        .evidence_retained.agg(retained_pct=lambda s: 100 * s.mean(), n="size")
-        .reset_index()
-    )
-    return out

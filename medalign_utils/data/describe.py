@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import paper
+from .. import paper
 
 
 def cohort_table(patients: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:

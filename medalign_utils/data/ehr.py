@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from lxml import etree
 
-from .parallel import process_map
+from ..parallel import process_map
 from .problems import Problem
 
 CACHE_VERSION = "2"

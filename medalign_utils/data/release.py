@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import ehr as ehr_mod
-from .config import cache_root, project_path, writable_dir
+from ..config import cache_root, project_path, writable_dir
 from .problems import Problem, UnusableReleaseError
 
 RESPONSES_STEM = "clinician-reviewed-model-responses"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .problems import Problem
-from .release import primary_reviewer_rows, rater_column
+from ..data.problems import Problem
+from ..data.release import primary_reviewer_rows, rater_column
 from .stats import bootstrap_ci, kendall_tau_b_rows
 
 COMBINE_METHODS = ("primary", "majority", "mean")

@@ -221,7 +221,7 @@ class Meteor(Metric):
 
     def __init__(self, multi_ref: str = "max", tokenizer: str = "simple"):
         super().__init__(multi_ref)
-        from .models import wordnet_status
+        from ..assets import wordnet_status
 
         self.tokenizer, self._tok = tokenizer, _tokenizer(tokenizer)
         self.available, self.reason = wordnet_status()
@@ -255,7 +255,7 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from .models import minilm_path
+        from ..assets import minilm_path
 
         self.path = str(path or minilm_path())
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
@@ -334,7 +334,7 @@ def get_encoder(path=None, num_layers=None) -> Encoder:
     source-augmented score) embed each text once."""
     from transformers import AutoConfig
 
-    from .models import minilm_path
+    from ..assets import minilm_path
 
     resolved = str(path or minilm_path())
     layers = num_layers or AutoConfig.from_pretrained(resolved, local_files_only=True).num_hidden_layers

@@ -1,1 +1,47 @@
-"""Model generation: backends, batching, resumable runs, the data guard."""
+"""Generating answers: backends behind one interface, the data guard, resumable result stores.
+
+`backends` holds `Backend` and its kinds (a local Hugging Face model, OpenAI-compatible servers
+with replicas, the extractive baseline); `load_backend(spec)` builds one from `"smollm2"`, a model
+folder or an `http(s)://.../v1` URL. `guard` is the data guard every endpoint backend requires:
+no text leaves for a host the user did not allow. `store` is the single-writer JSONL `ResultStore`
+whose `run` loop (chunks, skipping finished keys, appending, counting) serves generation,
+refinement and judging; `runner` runs prompts, multi-step refinement and the baseline through it;
+`local_server` serves a backend on loopback for tests.
+"""
+
+from .backends import (
+    Answer,
+    Backend,
+    ExtractiveBaseline,
+    GenerationSettings,
+    OpenAICompatibleBackend,
+    TransformersBackend,
+    load_backend,
+)
+from .guard import DataGuard, DataGuardError, check_endpoint, is_loopback
+from .local_server import LocalServer
+from .runner import run_extractive, run_generation, run_refinement
+from .store import KEY_FIELDS, ResultStore, StoreBusyError, prompt_hash, read_results
+
+__all__ = [
+    "KEY_FIELDS",
+    "Answer",
+    "Backend",
+    "DataGuard",
+    "DataGuardError",
+    "ExtractiveBaseline",
+    "GenerationSettings",
+    "LocalServer",
+    "OpenAICompatibleBackend",
+    "ResultStore",
+    "StoreBusyError",
+    "TransformersBackend",
+    "check_endpoint",
+    "is_loopback",
+    "load_backend",
+    "prompt_hash",
+    "read_results",
+    "run_extractive",
+    "run_generation",
+    "run_refinement",
+]

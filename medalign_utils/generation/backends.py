@@ -125,7 +125,7 @@ class TransformersBackend(Backend):
         )
 
     def describe(self) -> dict:
-        from ..models import weights_hash
+        from ..assets import weights_hash
 
         if self._weights_hash is None:
             self._weights_hash = "random-init" if self.random_weights else weights_hash(self.model_path)
@@ -384,7 +384,7 @@ class ExtractiveBaseline(Backend):
         return out
 
     def answer(self, ehr_text: str, question: str) -> Answer:
-        from ..retrieval import BM25Index, record_sentences
+        from ..context.bm25 import BM25Index, record_sentences
 
         t0 = time.perf_counter()
         key = hash(ehr_text)
@@ -395,3 +395,47 @@ class ExtractiveBaseline(Backend):
         best = sorted(index.top(question, self.n_sentences))
         text = " ".join(sentences[i] for i in best)
         return Answer(text, None, len(text.split()), time.perf_counter() - t0, "stop")
+
+
+def load_backend(
+    spec: str | Path | list[str],
+    settings: GenerationSettings | None = None,
+    *,
+    guard: DataGuard | None = None,
+    model: str | None = None,
+    chat: bool = True,
+    batch_size: int = 8,
+    max_concurrency: int = 4,
+    **options,
+) -> Backend:
+    """A backend from one spec, as `load_tokenizer` takes one: ``"smollm2"`` (the packaged
+    SmolLM2-135M-Instruct), a local model folder (relative to the project), ``"extractive"`` (the
+    baseline), or an ``http(s)://.../v1`` URL (a list of them for replicas) of an OpenAI-compatible
+    server, which needs `model` (the name it serves) and the data `guard` it is checked against.
+    `options` go to the backend's constructor (``device``, ``timeout``, ``random_weights``...)."""
+    settings = settings or GenerationSettings()
+    urls = [spec] if isinstance(spec, str) and spec.startswith(("http://", "https://")) else spec
+    if isinstance(urls, list | tuple):
+        if not model:
+            raise ValueError("an endpoint backend needs model= (the name of the model the server serves)")
+        if guard is None:
+            raise TypeError("an endpoint backend needs guard= (DataGuard.for_release(release, allowed_hosts))")
+        return OpenAICompatibleBackend(
+            list(urls), model, settings, chat, guard=guard, max_concurrency=max_concurrency, **options
+        )
+    if spec == "extractive":
+        return ExtractiveBaseline(**options)
+    from ..assets import smollm2_path
+    from ..config import project_path
+
+    path = smollm2_path() if spec == "smollm2" else project_path(spec)
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"model {spec}: no folder at {path} (give 'smollm2', a model folder or a URL)")
+    return TransformersBackend(path, settings, batch_size=batch_size, **options)
+
+
+def backend_name(spec: str | Path | list[str], model: str | None = None) -> str:
+    """The system name answers from `load_backend(spec, model=...)` are recorded under."""
+    if isinstance(spec, list | tuple) or str(spec).startswith(("http://", "https://")):
+        return f"{model}@endpoint"
+    return str(spec) if spec in ("smollm2", "extractive") else Path(str(spec)).name

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import SuiteConfig, load_config, project_path, project_root
+from ..config import SuiteConfig, load_config, project_path, project_root
 from .findings import FINDINGS_ENV, read_findings
-from .provenance import environment_record
+from ..provenance import environment_record
 from .scan import SensitiveIndex, ShareSafeWriter
 
 # A notebook runs only if the notebooks it depends on succeeded (03 reads 02's prompts).
@@ -60,15 +60,15 @@ def declared_parameters(notebook: Path) -> set[str]:
 
 
 def _cache_key(notebook: Path, params: dict, fingerprint: str) -> str:
-    from . import __version__
-    from .provenance import git_commit
+    from .. import __version__
+    from ..provenance import git_commit
 
     h = hashlib.blake2b(digest_size=10)
     h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(fingerprint.encode())
     h.update(__version__.encode())
-    code = Path(__file__).resolve().parent
+    code = Path(__file__).resolve().parent.parent
     for f in sorted(code.rglob("*.py")):  # any change to the package invalidates reuse
         h.update(f.read_bytes())
     h.update(git_commit().encode())
@@ -100,12 +100,12 @@ def run_suite(
     """
     from tqdm import tqdm
 
-    from .release import load_release
+    from ..data.release import load_release
 
     cfg = config if isinstance(config, SuiteConfig) else load_config(config, overrides)
     data_path = project_path(cfg.data_dir)
     if not data_path.exists() and cfg.synthetic.generate_if_missing:
-        from .synthetic import CohortSpec, make_cohort
+        from ..synthetic import CohortSpec, make_cohort
 
         make_cohort(data_path, CohortSpec.for_scale(cfg.synthetic.scale, seed=cfg.synthetic.seed), progress=progress)
     release = load_release(data_path, follow_external_links=cfg.follow_external_links)
@@ -207,7 +207,7 @@ def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = 
     import tempfile
 
     from .findings import FINDINGS_ENV
-    from .release import FOLLOW_LINKS_ENV
+    from ..data.release import FOLLOW_LINKS_ENV
 
     saved = {
         k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV, FINDINGS_ENV, "MEDALIGN_NOTEBOOK")
@@ -337,7 +337,7 @@ def index_html(record: dict) -> str:
     import yaml
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("medalign_utils", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"])
+        loader=jinja2.PackageLoader("medalign_utils.reports", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"])
     )
     return env.get_template(INDEX_TEMPLATE).render(
         record=record,

@@ -16,11 +16,12 @@ import hashlib
 import json
 import re
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
-from .generation.backends import Answer, Backend, GenerationSettings
-from .synthetic_labels import judge_rubric_level
+from ..generation.backends import Answer, Backend, GenerationSettings
+from .labels import judge_rubric_level
 
 _REFERENCE = re.compile(r'reference answer: """(.*?)"""', re.S)
 _ONE = re.compile(r'Answer to (?:rate|judge): """(.*)"""', re.S)
@@ -47,14 +48,14 @@ class PlantedJudge(Backend):
             raise ValueError("the planted test judge needs a synthetic cohort with planted response quality")
         if source not in ("quality", "clinician_ranks"):
             raise ValueError("source must be 'quality' or 'clinician_ranks'")
-        from .judge import response_items
+        from ..evaluation.judge import response_items
 
         items = response_items(release)
         if source == "quality":
             q = planted["response_quality"]
             values = [q.get(i, {}).get(m, np.nan) for i, m in zip(items.instruction_id, items.system)]
         else:
-            from .human_eval import combine_raters
+            from ..evaluation.clinicians import combine_raters
 
             ranks = combine_raters(release.model_responses, "primary").set_index(["instruction_id", "model_name"])
             values = [-ranks.model_rank.get((i, m), np.nan) for i, m in zip(items.instruction_id, items.system)]
@@ -69,7 +70,7 @@ class PlantedJudge(Backend):
         }
         # An answer it has no planted quality for (a new system's) is graded against the planted value
         # where the instruction has one: stating the value reads as a good answer, else a poor one.
-        from .synthetic_grading import planted_values
+        from .grading import planted_values
 
         values_by_iid = planted_values(planted).dropna(subset=["value"]).set_index("instruction_id").value
         first = items.drop_duplicates("instruction_id")
@@ -92,7 +93,7 @@ class PlantedJudge(Backend):
     def _quality(self, reference: str, response: str) -> float | None:
         q = self.quality.get((reference, response))
         if q is None and reference in self.planted_value:
-            from .synthetic_grading import value_match
+            from .grading import value_match
 
             q = 1.0 if value_match(response, self.planted_value[reference]) else -1.0
         return q
@@ -133,3 +134,23 @@ class PlantedJudge(Backend):
             text = json.dumps(self.verdict(p))
             out.append(Answer(text, len(p) // 4, len(text) // 4, time.perf_counter() - t0, "stop"))
         return out
+
+
+@contextmanager
+def planted_judge(release, *, name: str = "planted", noise_sd: float = 0.5, seed: int = 0, guard=None,
+                  max_concurrency: int = 8, **judge_options):  # fmt: skip
+    """A `Judge` backed by the planted test judge, served on loopback for the block's duration, as a
+    real judge's server would be: ``with planted_judge(release) as judge: run_judgments(judge, ...)``.
+    `judge_options` go to `PlantedJudge` (``service_time``, ``source``...)."""
+    from ..evaluation.judge import Judge
+    from ..generation.backends import OpenAICompatibleBackend
+    from ..generation.guard import DataGuard
+    from ..generation.local_server import LocalServer
+
+    guard = guard or DataGuard.loopback_only()
+    with LocalServer(PlantedJudge(release, noise_sd=noise_sd, seed=seed, **judge_options)) as server:
+        backend = OpenAICompatibleBackend(
+            server.url + "/v1", name, GenerationSettings(max_new_tokens=64, seed=seed), guard=guard,
+            max_concurrency=max_concurrency,
+        )  # fmt: skip
+        yield Judge(name, backend, strategy="none", retries=0)

@@ -22,25 +22,11 @@ this module: no real patient text. The same seed gives byte-identical files.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
-
-from . import paper
-from .parallel import iter_process_map
-from .synthetic_labels import (
-    TIE_CONVENTION,
-    LabelModel,
-    expected_inter_rater_tau,
-    expected_table3,
-    simulate_labels,
-)
-
-GENERATOR_VERSION = "2"  # 2: gradable answers planted as values (value, unit, date)
 
 # ------------------------------------------------------------------ vocabularies (illustrative codes)
 
@@ -256,36 +242,8 @@ PROVIDER_SPECIALTIES = [
 ]
 FIRST_NAMES = ["Avery", "Jordan", "Riley", "Morgan", "Casey", "Quinn", "Rowan", "Emerson", "Harper", "Sawyer"]
 LAST_NAMES = ["Alder", "Birch", "Cedar", "Dale", "Elm", "Fenn", "Grove", "Hale", "Ives", "Juniper"]
-SPECIALTIES = [
-    "Internal Medicine",
-    "Cardiology",
-    "Oncology",
-    "Neurology",
-    "Family Medicine",
-    "Emergency Medicine",
-    "Pediatrics",
-]
 
-# Paper categories (Table 2) -> the subcategories used for them, and the instruction kinds.
-CATEGORY_KINDS = {
-    "Retrieve & Summarize": [
-        ("retrieve laboratory studies", "latest_lab"),
-        ("retrieve laboratory studies", "first_lab"),
-        ("retrieve vitals", "latest_bp"),
-        ("retrieve medication information", "current_meds"),
-        ("retrieve appointment information", "last_visit"),
-        ("retrieve medical history", "first_diagnosis"),
-        ("retrieve social history", "smoking"),
-        ("retrieve demographics", "demographics"),
-        ("retrieve imaging studies", "last_procedure"),
-        ("retrieve medical history", "problem_summary"),
-    ],
-    "Care Planning": [("determine plan of care", "plan")],
-    "Calculation & Scoring": [("calculate numerical measures", "bmi"), ("provide risk assessment", "egfr_stage")],
-    "Diagnosis Support": [("provide diagnosis assistance", "differential")],
-    "Translation": [("translate materials", "translate")],
-    "Other": [("other", "last_visit_summary")],
-}
+
 DIFFERENTIALS = {
     "Chest pain, unspecified": "acute coronary syndrome, pulmonary embolism, gastroesophageal reflux, and musculoskeletal pain",
     "Headache, unspecified": "tension headache, migraine, medication overuse headache, and less likely intracranial hemorrhage",
@@ -293,17 +251,6 @@ DIFFERENTIALS = {
     "Urinary tract infection, site not specified": "cystitis, pyelonephritis, and nephrolithiasis",
     "Acute upper respiratory infection, unspecified": "viral upper respiratory infection, allergic rhinitis, and sinusitis",
     "Sprain of unspecified ligament of right ankle, initial encounter": "ankle sprain, fracture of the lateral malleolus, and tendon injury",
-}
-SPANISH = {
-    "continue": "continuar",
-    "and": "y",
-    "daily": "diariamente",
-    "check": "revisar",
-    "in": "en",
-    "months": "meses",
-    "weeks": "semanas",
-    "as needed": "según sea necesario",
-    "follow up": "seguimiento",
 }
 
 
@@ -321,36 +268,6 @@ def _xml_escape(s: str) -> str:
 
 def _num(value: float, decimals: int) -> str:
     return f"{value:.2f}" if decimals else f"{round(value):.2f}"
-
-
-@dataclass(frozen=True)
-class CohortSpec:
-    """How big a cohort to make. `full` matches the paper; `default` keeps the shapes, fewer patients."""
-
-    patients: int
-    instructions: int
-    gold: int
-    multi_rated: int
-    seed: int = 0
-    # log-normal of record length in cl100k tokens: median exp(mu); sigma fitted to 19.6% <= 32k.
-    length_log_median: float = 11.657
-    length_log_sigma: float = 1.5
-    min_tokens: int = 3_000
-    max_tokens: int = 2_500_000
-
-    @classmethod
-    def for_scale(cls, scale: str = "default", patients: int | None = None, seed: int = 0) -> CohortSpec:
-        if scale == "full":
-            n = patients or paper.N_PATIENTS
-            return cls(n, paper.N_INSTRUCTIONS, paper.N_GOLD, 50, seed)
-        if scale == "default":
-            n = patients or 24
-            # Fewer patients (records are what costs), more instructions per patient (20, the gold
-            # 31% of them as in the paper), so the label analyses still have ~150 instructions.
-            n_instr = min(paper.N_INSTRUCTIONS, max(12, n * 20))
-            n_gold = min(paper.N_GOLD, max(6, round(n_instr * 0.31)))
-            return cls(n, n_instr, n_gold, min(50, max(3, n_gold // 6)), seed)
-        raise ValueError(f"unknown scale {scale!r}: use 'default' or 'full'")
 
 
 # ------------------------------------------------------------------ one patient's record
@@ -386,7 +303,7 @@ class PatientFacts:
     n_bytes: int = 0
 
 
-def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
+def patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
     """Generate one patient's XML and facts (a pure function of seed and index)."""
     seed, index, target_tokens, start_year = args
     rng = np.random.default_rng([seed, 1, index])
@@ -640,7 +557,9 @@ def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
             reps = {"History and Physical": 6, "Discharge Summary": 5, "ED Provider Note": 4, "Progress Note": 3}.get(
                 ntype, 1
             )
-            sentences.extend(_ROS[int(j)] for j in rng.choice(len(_ROS), size=reps, replace=False))
+            sentences.extend(
+                REVIEW_OF_SYSTEMS[int(j)] for j in rng.choice(len(REVIEW_OF_SYSTEMS), size=reps, replace=False)
+            )
             if ntype == "Discharge Summary":
                 sentences.append(
                     f"Discharge instructions: take {meds} as directed, follow up in clinic in 1 week, "
@@ -670,7 +589,7 @@ def _patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
     return person_id, data, facts
 
 
-_ROS = [
+REVIEW_OF_SYSTEMS = [
     "Review of systems: negative for fever, chills, chest pain and shortness of breath except as noted.",
     "Physical exam: alert and oriented, no acute distress, lungs clear to auscultation bilaterally.",
     "Cardiovascular exam: regular rate and rhythm, no murmurs, rubs or gallops.",
@@ -682,488 +601,3 @@ _ROS = [
     "Patient counseled on diet, exercise and medication adherence; questions answered.",
     "Care coordinated with nursing and pharmacy; patient agrees with the plan.",
 ]
-
-
-def record_lengths(spec: CohortSpec) -> np.ndarray:
-    """Target length of each record in cl100k tokens (log-normal, clipped)."""
-    rng = np.random.default_rng([spec.seed, 0])
-    draws = rng.lognormal(spec.length_log_median, spec.length_log_sigma, size=spec.patients)
-    return np.clip(draws, spec.min_tokens, spec.max_tokens).astype(int)
-
-
-# ------------------------------------------------------------------ instructions and answers
-
-
-def _value(value, unit: str | None = None, date: str | None = None) -> dict:
-    """The answer of a gradable instruction as data: what an answer must state, its unit and date."""
-    return {"value": str(value), "unit": unit, "date": date}
-
-
-def _instruction(
-    kind: str, f: PatientFacts, rng: np.random.Generator
-) -> tuple[str, str, list[str], dict | None] | None:
-    """(question, reference answer, evidence timestamps, planted value) for one kind, or None if the
-    record lacks it. The planted value is set for the kinds whose answer is one value of the record
-    (`synthetic_grading.GRADABLE_KINDS`); grading reads it, never the reference's wording."""
-    if kind in ("latest_lab", "first_lab"):
-        labs = f.labs_last if kind == "latest_lab" else f.labs_first
-        if not labs:
-            return None
-        code = sorted(labs)[int(rng.integers(0, len(labs)))]
-        ts, val, unit = labs[code]
-        which = "most recent" if kind == "latest_lab" else "first recorded"
-        q = [
-            f"What was the {which} {LAB_SHORT[code]} value?",
-            f'What is the patient\'s {which} "{LAB_SHORT[code]}"?',
-            f"Can you tell me the {which} {LAB_SHORT[code]} and when it was drawn?",
-        ][int(rng.integers(0, 3))]
-        return q, f"The {which} {LAB_SHORT[code]} was {val} {unit}, on {ts[:10]}.", [ts], _value(val, unit, ts[:10])
-    if kind == "latest_bp":
-        if not f.bp_last:
-            return None
-        ts, s, d = f.bp_last
-        return ("What was the patient's last recorded blood pressure?",
-                f"The last recorded blood pressure was {s}/{d} mm Hg on {ts[:10]}.", [ts],
-                _value(f"{s}/{d}", "mm Hg", ts[:10]))  # fmt: skip
-    if kind == "current_meds":
-        if not f.meds_last:
-            return None
-        last = max(f.meds_last.values())
-        current = sorted(d for d, ts in f.meds_last.items() if ts == last)
-        return ("List the medications the patient is currently taking.",
-                "Current medications: " + ", ".join(DRUGS[d][1] for d in current) + ".", [last], None)  # fmt: skip
-    if kind == "last_visit":
-        name = sorted(f.visits_last)[int(rng.integers(0, len(f.visits_last)))]
-        ts = f.visits_last[name]
-        return (f"When was the patient's last {name.lower()}?",
-                f"The last {name.lower()} was on {ts[:10]}.", [ts], _value(ts[:10], None, ts[:10]))  # fmt: skip
-    if kind == "first_diagnosis":
-        known = [c for c in f.conditions if c[2]]
-        if not known:
-            return None
-        code, name, ts, _ = known[int(rng.integers(0, len(known)))]
-        return (f"When was {name.split(',')[0].lower()} first documented?",
-                f"{name} ({code}) was first documented on {ts[:10]}.", [ts],
-                _value(ts[:10], None, ts[:10]))  # fmt: skip
-    if kind == "problem_summary":
-        known = [c for c in f.conditions if c[2]]
-        if not known:
-            return None
-        items = "; ".join(f"{name} since {ts[:10]}" for code, name, ts, _ in known)
-        return ("Summarize this patient's chronic medical problems.", f"Chronic problems: {items}.",
-                [c[2] for c in known], None)  # fmt: skip
-    if kind == "smoking":
-        if not f.smoking_last:
-            return None
-        ts, status = f.smoking_last
-        return ("Does the patient smoke?",
-                f"Smoking status is documented as {status.lower()} (last on {ts[:10]}).", [ts],
-                _value(status.lower(), None, ts[:10]))  # fmt: skip
-    if kind == "demographics":
-        sex = "female" if f.gender == "FEMALE" else "male"
-        return ("What is the patient's age and sex?",
-                f"The patient is a {f.age_years}-year-old {sex} (born {f.birthdate}).", [f.last_ts],
-                _value(f.age_years, "years", f.last_ts[:10]))  # fmt: skip
-    if kind == "last_procedure":
-        if not f.procedure_last:
-            return None
-        ts, name, impression = f.procedure_last
-        return (f"What did the most recent {name} show?",
-                f"The {name} on {ts[:10]} showed {impression}.", [ts],
-                _value(impression.rstrip("."), None, ts[:10]))  # fmt: skip
-    if kind in ("plan", "translate", "last_visit_summary"):  # the three kinds about the latest note
-        if not f.last_note:
-            return None
-        ts, ntype, plan = f.last_note
-        if kind == "plan":
-            return ("What is the current plan of care according to the latest note?",
-                    f"Per the {ntype.lower()} of {ts[:10]}: {plan}", [ts], None)  # fmt: skip
-        if kind == "translate":
-            spanish = " ".join(SPANISH.get(w.lower().strip(".,"), w) for w in plan.split())
-            return (
-                "Translate the plan from the latest note into Spanish for the patient.",
-                f"Plan: {spanish}",
-                [ts],
-                None,
-            )
-        return ("Draft a two-sentence summary of the most recent visit for the referring physician.",
-                f"The patient was last seen on {ts[:10]} ({ntype.lower()}). {plan}", [ts], None)  # fmt: skip
-    if kind == "bmi":
-        if not f.weight_last or not f.height_last:
-            return None
-        (tw, w), (th, h) = f.weight_last, f.height_last
-        bmi = w / (h / 100) ** 2
-        return ("Calculate the patient's BMI from the most recent weight and height.",
-                f"BMI is {bmi:.1f} kg/m2 (weight {w} kg, height {h} cm).", sorted({tw, th}),
-                _value(f"{bmi:.1f}", "kg/m2", max(tw, th)[:10]))  # fmt: skip
-    if kind == "egfr_stage":
-        if "33914-3" not in f.labs_last:
-            return None
-        ts, val, _ = f.labs_last["33914-3"]
-        stage = (
-            "G1"
-            if val >= 90
-            else "G2"
-            if val >= 60
-            else "G3a"
-            if val >= 45
-            else "G3b"
-            if val >= 30
-            else "G4"
-            if val >= 15
-            else "G5"
-        )
-        return ("What CKD stage does the most recent eGFR correspond to?",
-                f"The most recent eGFR was {val} mL/min/1.73m2 on {ts[:10]}, which corresponds to CKD stage {stage}.",
-                [ts], _value(stage, None, ts[:10]))  # fmt: skip
-    if kind == "differential":
-        if not f.acute_last:
-            return None
-        ts, dx, diff, _ = f.acute_last
-        return (f"Given the presentation documented on {ts[:10]}, what is a reasonable differential diagnosis?",
-                f"For {dx.lower()}, the differential includes {diff}.", [ts], None)  # fmt: skip
-    raise ValueError(kind)
-
-
-def _category_counts(n: int, column: str) -> dict[str, int]:
-    """Split n instructions over the paper's categories in Table 2's proportions (largest remainder)."""
-    t = paper.TABLE2.set_index("category")[column]
-    raw = t / t.sum() * n
-    counts = np.floor(raw).astype(int)
-    rest = n - counts.sum()
-    for cat in (raw - counts).sort_values(ascending=False).index[:rest]:
-        counts[cat] += 1
-    return counts.to_dict()
-
-
-def _perturb_answer(reference: str, quality: float, correct: bool, style: int, rng: np.random.Generator) -> str:
-    """A system's response: close to the reference when quality is high, drifting when low; wrong
-    facts when incorrect. Closeness follows quality with noise, so metrics agree with clinicians
-    positively but imperfectly."""
-    words = reference.split()
-    keep = float(np.clip(0.55 + 0.18 * quality + rng.normal(0, 0.15), 0.15, 1.0))
-    kept = [w for w in words if rng.random() < keep] or words[:1]
-    if not correct:
-        mode = int(rng.integers(0, 3))
-        if mode == 0:
-            kept = ["I could not find this information in the provided EHR."]
-        else:
-            out = []
-            for w in kept:
-                digits = "".join(ch for ch in w if ch.isdigit())
-                if digits and rng.random() < 0.7:
-                    w = w.replace(digits[-1], str((int(digits[-1]) + int(rng.integers(1, 9))) % 10), 1)
-                out.append(w)
-            kept = out
-            if mode == 2:
-                kept = kept[: max(2, len(kept) // 2)] + ["though", "this", "is", "uncertain."]
-    prefix = ["", "Based on the EHR, ", "According to the record, ", "Answer: ", "", "The EHR indicates that "][
-        style % 6
-    ]
-    filler_n = int(np.clip(rng.normal(4 - quality * 2, 2), 0, 12))
-    filler = " ".join(
-        _FILLER[int(j)] for j in rng.choice(len(_FILLER), size=min(filler_n, len(_FILLER)), replace=False)
-    )
-    return (prefix + " ".join(kept) + (" " + filler if filler else "")).strip()
-
-
-_FILLER = [
-    "Please consult the treating physician.",
-    "Further evaluation may be needed.",
-    "This should be confirmed clinically.",
-    "Other details are not available.",
-    "The record contains several related entries.",
-    "Follow-up is recommended.",
-    "No other abnormalities were noted.",
-    "Clinical correlation is advised.",
-    "The patient should discuss this with their care team.",
-    "This is based on the available documentation.",
-    "Trends over time may also be relevant.",
-    "Some information may be missing from the record.",
-]
-
-
-def _paraphrase(reference: str, rng: np.random.Generator) -> str:
-    swaps = {"was": "is", "The": "Their", "on": "dated", "documented": "recorded", "includes": "would include"}
-    return " ".join(swaps.get(w, w) if rng.random() < 0.5 else w for w in reference.split())
-
-
-# ------------------------------------------------------------------ writing the release
-
-
-def _tsv(path: Path, header: list[str], rows: list[list]) -> None:
-    def clean(v) -> str:
-        return str(v).replace("\t", " ").replace("\n", " ").replace("\r", " ")
-
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write("\t".join(header) + "\n")
-        for r in rows:
-            f.write("\t".join(clean(v) for v in r) + "\n")
-
-
-def make_cohort(
-    out: str | Path,
-    spec: CohortSpec,
-    workers: int | None = None,
-    progress: bool = True,
-    label_model: LabelModel | None = None,
-) -> dict:
-    """Write a synthetic release to `out` and return its planted truth (label model: the default
-    `LabelModel` unless given)."""
-    label_model = label_model or LabelModel()
-    out = Path(out)
-    ehr_dir = out / "ehrs"
-    ehr_dir.mkdir(parents=True, exist_ok=True)
-    for old in ehr_dir.glob("*.xml"):
-        old.unlink()
-    lengths = record_lengths(spec)
-    start_years = np.random.default_rng([spec.seed, 2]).integers(2008, 2016, size=spec.patients)
-    jobs = [(spec.seed, i, int(lengths[i]), int(start_years[i])) for i in range(spec.patients)]
-    facts: list[PatientFacts] = [None] * spec.patients  # type: ignore[list-item]
-    # Records are written as they come, so memory holds one record per worker, not the cohort.
-    for i, (pid, data, f) in iter_process_map(
-        _patient_record, jobs, workers, size=lambda j: j[2], desc="synthesizing EHRs", unit="patient", progress=progress
-    ):
-        (ehr_dir / f"{pid}.xml").write_bytes(data)
-        facts[i] = f
-
-    truth = _write_tables(out, spec, facts, label_model)
-    truth["records"] = {
-        "patients": spec.patients,
-        "events": int(sum(f.n_events for f in facts)),
-        "notes": int(sum(f.n_notes for f in facts)),
-        "xml_bytes": int(sum(f.n_bytes for f in facts)),
-        "target_tokens": {f.person_id: int(n) for f, n in zip(facts, lengths)},
-        "length_model": {
-            "distribution": "lognormal (cl100k tokens)",
-            "log_median": spec.length_log_median,
-            "log_sigma": spec.length_log_sigma,
-            "min": spec.min_tokens,
-            "max": spec.max_tokens,
-            "bytes_per_token": BYTES_PER_TOKEN,
-        },
-    }
-    (out / "planted_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
-    from .release import SYNTHETIC_MARKER, find_layout, synthetic_marker
-
-    (out / SYNTHETIC_MARKER).unlink(missing_ok=True)
-    (out / SYNTHETIC_MARKER).write_text(synthetic_marker(find_layout(out, []).fingerprint()))
-    (out / "README.md").write_text(_readme(spec, truth))
-    return truth
-
-
-def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_model: LabelModel) -> dict:
-    rng = np.random.default_rng([spec.seed, 3])
-    # Choose instruction kinds per category (Table 2 proportions), gold first.
-    gold_counts = _category_counts(spec.gold, "gold")
-    all_counts = _category_counts(spec.instructions, "all")
-    # A small cohort with many gold instructions: every category needs room for its gold ones;
-    # the room is taken from the largest category so the total stays as asked.
-    for cat, g in gold_counts.items():
-        short = g - all_counts[cat]
-        if short > 0:
-            all_counts[cat] = g
-            all_counts["Retrieve & Summarize"] -= short
-    if all_counts["Retrieve & Summarize"] < gold_counts["Retrieve & Summarize"]:
-        raise ValueError(f"{spec.instructions} instructions cannot hold {spec.gold} gold ones in Table 2's proportions")
-    plan = []
-    for cat, n_all in all_counts.items():
-        n_gold = min(gold_counts.get(cat, 0), n_all)
-        plan += [(cat, True)] * n_gold + [(cat, False)] * (n_all - n_gold)
-    instructions = []
-    used_ids = set()
-    for cat, gold in plan:
-        for _ in range(50):  # find a patient whose record holds this kind of fact
-            sub, kind = CATEGORY_KINDS[cat][int(rng.integers(0, len(CATEGORY_KINDS[cat])))]
-            f = facts[int(rng.integers(0, len(facts)))]
-            made = _instruction(kind, f, rng)
-            if made:
-                break
-        else:
-            raise RuntimeError(f"no record supports a {cat} instruction")
-        iid = int(rng.integers(1_000_000_000, 9_999_999_999))
-        while iid in used_ids:
-            iid += 1
-        used_ids.add(iid)
-        q, answer, evidence, value = made
-        instructions.append(
-            {
-                "instruction_id": str(iid),
-                "person_id": f.person_id,
-                "question": q,
-                "category": cat,
-                "subcategory": sub,
-                "kind": kind,
-                "gold": gold,
-                "answer": answer,
-                "value": value,
-                "evidence": "; ".join(evidence),
-                "specialty": SPECIALTIES[int(rng.integers(0, len(SPECIALTIES)))],
-            }
-        )
-    order = rng.permutation(len(instructions))
-    instructions = [instructions[i] for i in order]
-
-    _tsv(
-        out / "all-instructions-rouge.tsv",
-        [
-            "instruction_id",
-            "person_id",
-            "question",
-            "category",
-            "human_assigned_subcategory_1",
-            "submitter_specialty",
-            "max_rouge_l_to_other",
-        ],
-        [
-            [
-                r["instruction_id"],
-                r["person_id"],
-                r["question"],
-                r["category"],
-                r["subcategory"],
-                r["specialty"],
-                f"{rng.uniform(0.1, 0.69):.3f}",
-            ]
-            for r in instructions
-        ],
-    )
-
-    gold = [r for r in instructions if r["gold"]]
-    ref_rows = []
-    second = set(rng.choice(len(gold), size=len(gold) // 4, replace=False).tolist()) if gold else set()
-    for k, r in enumerate(gold):
-        for a, text in enumerate([r["answer"]] + ([_paraphrase(r["answer"], rng)] if k in second else []), start=1):
-            ref_rows.append(
-                [
-                    r["instruction_id"],
-                    r["person_id"],
-                    r["question"],
-                    f"Annotator_{a}",
-                    text,
-                    r["evidence"],
-                    f"{r['person_id']}.xml",
-                    r["specialty"],
-                    "yes",
-                    "yes",
-                ]
-            )
-    _tsv(
-        out / "clinician-instruction-responses.tsv",
-        [
-            "instruction_id",
-            "person_id",
-            "question",
-            "annotator_num",
-            "clinician_response",
-            "evidence",
-            "filename",
-            "submitter_specialty",
-            "is_applicable",
-            "is_sufficient",
-        ],
-        ref_rows,
-    )
-
-    n_raters = 3
-    sim = simulate_labels(label_model, len(gold), np.random.default_rng([spec.seed, 4]), n_raters=n_raters)
-    multi = set(
-        np.random.default_rng([spec.seed, 5])
-        .choice(len(gold), size=min(spec.multi_rated, len(gold)), replace=False)
-        .tolist()
-    )
-    resp_rows = []
-    style_rng = np.random.default_rng([spec.seed, 6])
-    for k, r in enumerate(gold):
-        texts = [
-            _perturb_answer(r["answer"], float(sim.latent[k, m]), bool(sim.base_correct[k, m]), m, style_rng)
-            for m in range(len(label_model.models))
-        ]
-        for rater in range(n_raters if k in multi else 1):
-            for m, model in enumerate(label_model.models):
-                resp_rows.append(
-                    [
-                        r["instruction_id"],
-                        r["question"],
-                        r["person_id"],
-                        f"{r['person_id']}.xml",
-                        r["answer"],
-                        r["evidence"],
-                        model,
-                        texts[m],
-                        f"{sim.rank[rater, k, m]:g}",  # averaged ties: 2.5
-                        int(sim.correct[rater, k, m]),
-                        "yes",
-                        r["specialty"],
-                        f"Annotator_{rater + 1}",
-                    ]
-                )
-    _tsv(
-        out / "clinician-reviewed-model-responses.tsv",
-        (
-            "instruction_id question person_id filename clinician_response evidence model_name model_response "
-            "model_rank binary_correct is_used_eval submitter_specialty annotator_num"
-        ).split(),
-        resp_rows,
-    )
-
-    # Planted truth: the label model, its expected statistics, and per-instruction facts.
-    early_late = []
-    for r in instructions:
-        f = next(x for x in facts if x.person_id == r["person_id"])
-        ts0, ts1 = datetime.strptime(f.first_ts, "%Y-%m-%d %H:%M"), datetime.strptime(f.last_ts, "%Y-%m-%d %H:%M")
-        ev = datetime.strptime(r["evidence"].split("; ")[0], "%Y-%m-%d %H:%M")
-        early_late.append((ev - ts0) / max(ts1 - ts0, timedelta(minutes=1)))
-    return {
-        "generator": {
-            "name": "medalign_utils.synthetic",
-            "version": GENERATOR_VERSION,
-            "seed": spec.seed,
-            "spec": spec.__dict__,
-        },
-        "label_model": {**label_model.to_dict(), "tie_convention": TIE_CONVENTION},
-        "expected_table3": expected_table3(label_model),
-        "expected_inter_rater_tau": round(expected_inter_rater_tau(label_model), 4),
-        "instructions": {
-            "total": len(instructions),
-            "gold": len(gold),
-            "multi_rated": len(multi),
-            "categories_all": all_counts,
-            "categories_gold": gold_counts,
-            "evidence_position_quantiles": np.quantile(early_late, [0.1, 0.25, 0.5, 0.75, 0.9]).round(3).tolist(),
-        },
-        # Each reviewed response's latent quality (what its text and its clinician ranks follow):
-        # the planted signal a test judge scores from (`synthetic_judge`).
-        "response_quality": {
-            r["instruction_id"]: {m: round(float(sim.latent[k, j]), 4) for j, m in enumerate(label_model.models)}
-            for k, r in enumerate(gold)
-        },
-        "answers": {
-            r["instruction_id"]: {
-                "kind": r["kind"],
-                "answer": r["answer"],
-                "evidence": r["evidence"],
-                "value": r["value"],
-            }
-            for r in instructions
-        },
-    }
-
-
-def _readme(spec: CohortSpec, truth: dict) -> str:
-    rec = truth["records"]
-    return f"""# Synthetic MedAlign cohort
-
-Made by `medalign synth` (medalign_utils.synthetic, generator version {GENERATOR_VERSION}), seed {spec.seed}.
-Nothing here comes from a patient: records, notes, instructions and answers are drawn from vocabularies
-and templates written in the project.
-
-- {rec["patients"]} patients, {rec["events"]:,} events, {rec["notes"]:,} notes, {rec["xml_bytes"] / 1e6:.1f} MB of LUMIA XML in `ehrs/`.
-- {truth["instructions"]["total"]} instructions in `all-instructions-rouge.tsv`; {truth["instructions"]["gold"]} with clinician
-  reference answers (`clinician-instruction-responses.tsv`) and six systems' responses
-  (`clinician-reviewed-model-responses.tsv`), {truth["instructions"]["multi_rated"]} of them reviewed by three clinicians
-  (`annotator_num`).
-- Reference answers are derived from the records; `evidence` lists the entry timestamps where each answer lives.
-- `planted_truth.json` holds the label model, the expected Table 3 statistics under it (Monte Carlo), the expected
-  inter-rater Kendall's tau, and each instruction's answer kind: what the analyses should recover.
-"""

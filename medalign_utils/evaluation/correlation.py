@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import human_eval
-from .release import primary_reviewer_rows
+from ..data.release import primary_reviewer_rows
+from . import clinicians
 from .stats import bootstrap_ci, kendall_tau_b_rows
 
 
@@ -195,7 +195,7 @@ def system_level(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 
 def metric_induced_labels(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rankings of each instruction's responses induced by a metric (1 = highest score; equal
-    scores tie), in the shape of clinician labels, for `human_eval.win_matrix` (Figure 3)."""
+    scores tie), in the shape of clinician labels, for `clinicians.win_matrix` (Figure 3)."""
     part = scores[scores.metric == metric].copy()
     part["model_rank"] = part.groupby("instruction_id").score.rank(ascending=False, method="min")
     part["binary_correct"] = np.nan
@@ -231,7 +231,7 @@ def rank_systems(
 def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int = 2000) -> dict[str, str]:
     """The source text of source-augmented metrics: the k BM25 best snippets (encounters) of each
     instruction's EHR for its question, as the paper did for COMET."""
-    from .retrieval import bm25_snippets
+    from ..context.bm25 import bm25_snippets
 
     out = {}
     for pid, part in instructions.groupby("person_id"):
@@ -257,11 +257,11 @@ def table4_for_release(
     """`medalign table4`: load a release, score the metrics, correlate with clinicians. Each file of
     `judgments` (from `medalign judge`) adds its judge as a row `judge:<name>:<mode>` (rubric and
     correct verdicts; pairwise ones have no per-response score)."""
+    from ..data.release import load_release
     from .metrics import DEFAULT_METRICS, SOURCE_METRICS
-    from .release import load_release
 
     release = load_release(root)
-    human_eval.require_responses(release.model_responses)
+    clinicians.require_responses(release.model_responses)
     names = metrics or [m for m in DEFAULT_METRICS if m != "comet"]
     sources = (
         bm25_sources(release, release.instructions[release.instructions.has_model_responses])
@@ -271,7 +271,7 @@ def table4_for_release(
     scores, signatures = score_responses(
         release.model_responses, release.references, names, sources=sources, progress=progress, preset=preset
     )
-    labels = human_eval.combine_raters(release.model_responses, combine)
+    labels = clinicians.combine_raters(release.model_responses, combine)
     if judgments:
         from .judge import as_metric_scores, read_judgments
 

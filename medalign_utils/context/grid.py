@@ -1,0 +1,265 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence
+from .strategies import (
+    PEER_STRATEGIES,
+    STRATEGIES,
+    STRATEGY_FUNCTIONS,
+    FitRequest,
+    Record,
+    RecordResources,
+    count_prompt,
+    record_view,
+)
+from .templates import BudgetError, PromptTemplate, ehr_budget, peer_template
+from .tokenizers import Tokenizer
+
+
+@dataclass
+class GridSettings:
+    """What a prompt grid is built with; recorded beside its results."""
+
+    tokenizer: str
+    contexts: tuple[int, ...]
+    strategies: tuple[str, ...] = STRATEGIES
+    reserve: int = 256
+    template: str = "medalign_prompt"
+    use_chat_template: bool = True
+    mr_chunk_tokens: int = 30_000
+
+
+def build_prompt_grid(
+    release,
+    tokenizer: Tokenizer,
+    contexts,
+    strategies=None,
+    template: PromptTemplate | None = None,
+    reserve: int = 256,
+    use_chat_template: bool = True,
+    instructions=None,
+    cache_dir=None,
+    progress: bool = True,
+    cl100k: Tokenizer | None = None,
+    mr_chunk_tokens: int = 30_000,
+):
+    """Every instruction x context x strategy: prompt tokens, kept spans and evidence retained.
+
+    Each record is tokenized once per tokenizer (cached on disk); every cell of the grid is a slice
+    of those tokens plus exact recounts of the joins. `strategies` are names in `STRATEGIES`
+    (default: all). Returns a DataFrame with one row per cell: instruction_id, person_id, strategy,
+    context, prompt_tokens, target_tokens, record_tokens, kept_tokens, base, spans,
+    evidence_retained, dropped, error (and n_chunks for `mr_chunks`).
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .tokenizers import tokenize_file
+
+    template = template or PromptTemplate.from_file()
+    strategies = list(strategies or STRATEGIES)
+    unknown = [s for s in strategies if s not in STRATEGY_FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    ins = instructions if instructions is not None else release.instructions
+    ins = ins[ins.person_id.isin(release.ehr_files.keys())]
+    evidence = instruction_evidence(release)
+    rows = []
+    groups = list(ins.groupby("person_id", sort=True))
+    for pid, part in tqdm(groups, desc=f"prompt grid ({tokenizer.name})", unit="record", disable=not progress):
+        path = release.ehr_files[pid]
+        text = release.ehr_text(pid)
+        if not text.strip():
+            rows += [
+                {
+                    "instruction_id": iid,
+                    "person_id": pid,
+                    "strategy": strat,
+                    "context": ctx,
+                    "target_tokens": ctx - reserve,
+                    "record_tokens": 0,
+                    "dropped": True,
+                    "error": "empty EHR: nothing to fit",  # the person_id column says whose; no file name
+                }
+                for iid in part.instruction_id
+                for ctx in contexts
+                for strat in strategies
+            ]
+            continue
+        record = Record(text, tokenize_file(tokenizer, path, cache_dir))
+        shared = RecordResources(tokenizer, record, path, cache_dir, cl100k)
+        for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
+            items = evidence_items(evidence.get(str(iid)))
+            positions = {}
+            prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
+            overhead = tokenizer.count(prefix + suffix)
+            full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)  # the same for every context
+            for ctx in contexts:
+                target = ctx - reserve
+                base_row = {
+                    "instruction_id": iid,
+                    "person_id": pid,
+                    "strategy": None,
+                    "context": ctx,
+                    "target_tokens": target,
+                    "record_tokens": record.n_tokens,
+                    "dropped": False,
+                    "error": None,
+                }
+                try:
+                    ehr_budget(tokenizer, ctx, question, template, reserve, parts=(prefix, suffix))
+                except BudgetError as err:
+                    rows += [
+                        {**base_row, "strategy": strat, "dropped": True, "error": str(err)} for strat in strategies
+                    ]
+                    continue
+                request = FitRequest(
+                    tokenizer,
+                    record,
+                    prefix,
+                    suffix,
+                    target,
+                    question,
+                    full,
+                    overhead,
+                    reserve,
+                    template,
+                    mr_chunk_tokens,
+                    shared,
+                    use_chat_template,
+                )
+                for strat in strategies:
+                    v = STRATEGY_FUNCTIONS[strat](request)
+                    rec = shared.view(v.base)
+                    for b in {"record", v.base}:
+                        if b not in positions:
+                            positions[b] = locate_evidence(shared.view(b).text, items)
+                    kept = sum(rec.token_at_char(b) - rec.token_at_char(a) for a, b in v.spans)
+                    retained = evidence_retained(positions[v.base], v.spans, positions["record"])
+                    if v.dropped and retained is not None:
+                        retained = 0.0  # a dropped instruction keeps no evidence
+                    row = {
+                        **base_row,
+                        "strategy": strat,
+                        "prompt_tokens": None if v.dropped else v.prompt_tokens,
+                        "base": v.base,
+                        "spans": [list(s) for s in v.spans],
+                        "kept_tokens": 0 if v.dropped else kept,
+                        "base_tokens": rec.n_tokens,
+                        "dropped": v.dropped,
+                        "evidence_retained": retained,
+                    }
+                    if v.n_chunks is not None:
+                        row["n_chunks"] = v.n_chunks
+                    rows.append(row)
+    grid = pd.DataFrame(rows)
+    grid.attrs["settings"] = GridSettings(
+        tokenizer.name, tuple(contexts), tuple(strategies), reserve, template.name, use_chat_template, mr_chunk_tokens
+    ).__dict__
+    return grid
+
+
+def render_fitted(
+    tokenizer: Tokenizer | None,
+    release,
+    person_id,
+    template: PromptTemplate,
+    fields: dict,
+    context_length: int,
+    reserve: int,
+    strategy: str = "recent",
+    use_chat_template: bool = True,
+    cache_dir=None,
+) -> str:
+    """A prompt from `template` and `fields` with the patient's EHR fitted by `strategy` into
+    `context_length - reserve` tokens of `tokenizer`, the whole prompt counted (chat template too).
+    `strategy="none"`, no tokenizer, or no room leaves the EHR out. For prompts other than the
+    grid's (the judge's): the same budget and strategies, one prompt at a time."""
+    from .tokenizers import tokenize_file
+
+    chat = use_chat_template and tokenizer is not None
+    prefix, suffix = template.parts(tokenizer, chat, **fields)
+    path = release.ehr_files.get(str(person_id))
+    if strategy == "none" or tokenizer is None or path is None:
+        return prefix + suffix
+    if strategy not in STRATEGY_FUNCTIONS:
+        raise ValueError(f"unknown strategy {strategy!r}; known: none, {', '.join(STRATEGIES)}")
+    text = release.ehr_text(person_id)
+    target = context_length - reserve
+    overhead = tokenizer.count(prefix + suffix)
+    if not text.strip() or target - overhead <= 0:
+        return prefix + suffix
+    record = Record(text, tokenize_file(tokenizer, path, cache_dir))
+    full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)
+    shared = RecordResources(tokenizer, record, path, cache_dir, None)
+    request = FitRequest(
+        tokenizer, record, prefix, suffix, target, str(fields.get("question", "")), full, overhead, reserve,
+        template, 30_000, shared, chat,
+    )  # fmt: skip
+    view = STRATEGY_FUNCTIONS[strategy](request)
+    if view.dropped:
+        return prefix + suffix
+    base = shared.view(view.base).text
+    spans = view.spans[:1] if strategy == "mr_chunks" else view.spans
+    return prefix + "".join(base[a:b] for a, b in spans) + suffix
+
+
+def refinement_items(
+    release, tokenizer: Tokenizer, instruction_ids, context_length: int, reserve: int = 256, limit: int = 1,
+    template: PromptTemplate | None = None, use_chat_template: bool = True,
+):  # fmt: skip
+    """Items for the paper's multi-step refinement (`generation.runner.run_refinement`): for the
+    `limit` instructions among `instruction_ids` whose records are shortest in `tokenizer` (fewest
+    steps: MR reads the whole record, a chunk per step), their question, context and chunk texts,
+    earliest first, sized as `mr_chunks` sizes them for this context."""
+    import pandas as pd
+
+    from .tokenizers import tokenize_file
+
+    ins = release.instructions[release.instructions.instruction_id.isin(list(instruction_ids))]
+    ins = ins[ins.person_id.isin(release.ehr_files.keys())]
+    sizes = {pid: len(tokenize_file(tokenizer, release.ehr_files[pid])) for pid in ins.person_id.unique()}
+    ins = ins.assign(_tokens=ins.person_id.map(sizes)).sort_values(["_tokens", "instruction_id"]).head(limit)
+    grid = build_prompt_grid(release, tokenizer, [context_length], ["mr_chunks"], template, reserve, use_chat_template,
+                             instructions=ins, progress=False)  # fmt: skip
+    rows = []
+    for row in grid[~grid.dropped].itertuples(index=False):
+        text = release.ehr_text(row.person_id)
+        question = ins.set_index("instruction_id").question[row.instruction_id]
+        rows.append({"instruction_id": row.instruction_id, "question": question, "context": context_length,
+                     "chunks": [text[int(a):int(b)] for a, b in row.spans]})  # fmt: skip
+    return pd.DataFrame(rows, columns=["instruction_id", "question", "context", "chunks"])
+
+
+def materialize_prompts(
+    grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None, use_chat_template: bool = True
+):
+    """Add the full prompt text to grid rows (for generation), rebuilt from their spans."""
+    template = template or PromptTemplate.from_file()
+    texts: dict[tuple[str, str], str] = {}
+    out, users = [], []
+    questions = release.instructions.set_index("instruction_id").question.fillna("").astype(str)
+    for row in grid.itertuples(index=False):
+        if row.dropped or not isinstance(row.spans, (list, np.ndarray)):
+            out.append(None)
+            users.append(None)
+            continue
+        key = (row.person_id, row.base)
+        if key not in texts:
+            t = release.ehr_text(row.person_id)
+            texts[key] = t if row.base == "record" else record_view(t, "notes" if row.base == "notes_only" else "codes")
+        base = texts[key]
+        spans = list(row.spans)[:1] if row.strategy == "mr_chunks" else list(row.spans)
+        ehr = "".join(base[int(a) : int(b)] for a, b in spans)
+        own = peer_template(row.strategy) if row.strategy in PEER_STRATEGIES else template
+        prefix, suffix = own.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
+        out.append(prefix + ehr + suffix)
+        users.append(own.render(ehr, question=questions[row.instruction_id]))
+    # `prompt` is what a local model reads (chat template applied); `user_message` is the same
+    # prompt without it, for chat endpoints that apply their own.
+    return grid.assign(prompt=out, user_message=users)

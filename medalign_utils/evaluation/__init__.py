@@ -1,0 +1,79 @@
+"""Measuring answers: the clinicians' labels, automated metrics, their agreement, LLM judges.
+
+`clinicians` combines raters and computes Table 3 and Figure 2 (correct %, win rate, mean rank
+with bootstrap CIs), McNemar, Bradley-Terry, breakdowns and inter-rater agreement; `metrics` holds
+the metric objects (ROUGE-L, BLEU, chrF(++), GoogleBLEU, METEOR, BERTScore, a source-augmented
+score, COMET optional) whose signatures record their settings; `correlation` correlates any per-response
+score with the clinicians' ranks (Table 4, Figure 3); `judge` runs LLM judges and measures them
+against the clinicians; `stats` is the vectorized Kendall tau-b and percentile bootstrap they share.
+"""
+
+from . import judge
+from .clinicians import (
+    bradley_terry,
+    breakdown,
+    check_labels,
+    cohens_kappa,
+    combine_raters,
+    correctness_agreement,
+    fit_bradley_terry,
+    fleiss_kappa,
+    head_to_head,
+    head_to_head_ci,
+    inter_rater_tau,
+    mcnemar,
+    require_responses,
+    table3,
+    win_matrix,
+    win_rates,
+)
+from .correlation import (
+    bm25_sources,
+    metric_induced_labels,
+    per_instruction_tau,
+    preset_sensitivity,
+    rank_systems,
+    score_responses,
+    system_level,
+    table4,
+    table4_for_release,
+)
+from .judge import Judge
+from .metrics import DEFAULT_METRICS, PRESETS, SOURCE_METRICS, make_metric
+from .stats import bootstrap_ci, kendall_tau_b_rows
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "PRESETS",
+    "SOURCE_METRICS",
+    "Judge",
+    "bm25_sources",
+    "bootstrap_ci",
+    "bradley_terry",
+    "breakdown",
+    "check_labels",
+    "cohens_kappa",
+    "combine_raters",
+    "correctness_agreement",
+    "fit_bradley_terry",
+    "fleiss_kappa",
+    "head_to_head",
+    "head_to_head_ci",
+    "inter_rater_tau",
+    "judge",
+    "kendall_tau_b_rows",
+    "make_metric",
+    "mcnemar",
+    "metric_induced_labels",
+    "per_instruction_tau",
+    "preset_sensitivity",
+    "rank_systems",
+    "require_responses",
+    "score_responses",
+    "system_level",
+    "table3",
+    "table4",
+    "table4_for_release",
+    "win_matrix",
+    "win_rates",
+]

@@ -1,0 +1,234 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# ------------------------------------------------------------------ scores and the jury
+
+
+def judge_scores(judgments: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Each valid verdict's score: instruction_id, model_name, judge, score."""
+    j = judgments[(judgments["mode"] == mode) & judgments.error.isna() & judgments.valid.astype(bool)]
+    j = j.assign(model_name=j.systems, score=pd.to_numeric(j.score, errors="coerce"))
+    return j[["instruction_id", "model_name", "judge", "score"]].reset_index(drop=True)
+
+
+def jury_scores(judgments: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The jury's score per response: the mean over its valid judges, with how many there were.
+    Every juror's own score stays in `judge_scores`."""
+    s = judge_scores(judgments, mode)
+    return s.groupby(["instruction_id", "model_name"]).score.agg(score="mean", n_judges="size").reset_index()
+
+
+def as_metric_scores(judgments: pd.DataFrame, mode: str, jury: bool = True) -> pd.DataFrame:
+    """Judge scores in the shape of metric scores (instruction_id, model_name, metric, score), one
+    "metric" per judge (`judge:<name>:<mode>`) and, with several judges, `jury:<mode>`: rows for
+    `correlation.table4` beside the automated metrics."""
+    s = judge_scores(judgments, mode)
+    rows = [s.assign(metric="judge:" + s.judge + f":{mode}")[["instruction_id", "model_name", "metric", "score"]]]
+    if jury and s.judge.nunique() > 1:
+        rows.append(
+            jury_scores(judgments, mode).assign(metric=f"jury:{mode}")[
+                ["instruction_id", "model_name", "metric", "score"]
+            ]
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def invalid_counts(judgments: pd.DataFrame) -> pd.DataFrame:
+    """Per judge and mode: judgments, valid, invalid (with the most common reason), failed requests."""
+    g = judgments.assign(
+        failed=judgments.error.notna(), invalid=judgments.error.isna() & ~judgments.valid.astype(bool)
+    ).groupby(["judge", "mode"])
+    out = g.agg(
+        judgments=("valid", "size"), valid=("valid", "sum"), invalid=("invalid", "sum"), failed=("failed", "sum")
+    )
+    reasons = (
+        judgments[judgments.invalid_reason.notna()]
+        .groupby(["judge", "mode"])
+        .invalid_reason.agg(lambda s: s.value_counts().index[0])
+    )
+    return out.assign(most_common_reason=reasons).reset_index()
+
+
+def cost_table(judgments: pd.DataFrame) -> pd.DataFrame:
+    """Per judge and mode: prompt and completion tokens, and cost at the configured prices."""
+    return (
+        judgments.groupby(["judge", "mode"])
+        .agg(judgments=("valid", "size"), prompt_tokens=("prompt_tokens", "sum"),
+             completion_tokens=("completion_tokens", "sum"), cost=("cost", "sum"), seconds=("seconds", "sum"))
+        .reset_index()
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ agreement with the clinicians
+
+
+def correct_agreement(judgments: pd.DataFrame, labels: pd.DataFrame, judge: str | None = None) -> dict:
+    """The `correct` verdicts against the clinicians' `binary_correct` on the same responses:
+    accuracy, Cohen's kappa, and per system the correct % by the judge beside the clinicians'."""
+    from ..clinicians import cohens_kappa
+
+    s = judge_scores(judgments, "correct")
+    if judge:
+        s = s[s.judge == judge]
+    m = s.merge(labels[["instruction_id", "model_name", "binary_correct"]], on=["instruction_id", "model_name"])
+    m = m.dropna(subset=["binary_correct"])
+    if m.empty:
+        return {"n": 0, "accuracy": np.nan, "cohens_kappa": np.nan, "per_system": pd.DataFrame()}
+    per = m.groupby("model_name").agg(
+        n=("score", "size"), judge_correct_pct=("score", "mean"), clinician_correct_pct=("binary_correct", "mean")
+    )
+    per[["judge_correct_pct", "clinician_correct_pct"]] *= 100
+    per["judge_bias_points"] = per.judge_correct_pct - per.clinician_correct_pct
+    return {
+        "n": len(m),
+        "accuracy": float((m.score == m.binary_correct).mean()),
+        "cohens_kappa": cohens_kappa(m.score.to_numpy(), m.binary_correct.to_numpy()),
+        "per_system": per.reset_index(),
+    }
+
+
+def pairwise_battles(judgments: pd.DataFrame, judge: str | None = None) -> pd.DataFrame:
+    """One row per judged pair and instruction, both orders combined: system_a, system_b, outcome
+    ("a", "b" or "tie"); a verdict that flips with the order is a tie (`flipped`). Pairs with an
+    invalid or missing verdict in either order are left out and counted in `attrs['n_incomplete']`."""
+    j = judgments[(judgments["mode"] == "pairwise") & judgments.error.isna()]
+    if judge:
+        j = j[j.judge == judge]
+    rows, incomplete = [], 0
+    groups = j.groupby(["judge", "instruction_id", "systems"]) if len(j) else []
+    for (name, iid, systems), part in groups:
+        orders = {o: r for o, r in zip(part.order, part.itertuples(index=False))}
+        if set(orders) != {"AB", "BA"} or not all(bool(r.valid) for r in orders.values()):
+            incomplete += 1
+            continue
+        a, b = systems.split("|")
+        # In order AB, A is system a; in BA, A is system b.
+        first = {"A": "a", "B": "b", "tie": "tie"}[orders["AB"].verdict["winner"]]
+        second = {"A": "b", "B": "a", "tie": "tie"}[orders["BA"].verdict["winner"]]
+        outcome = first if first == second else "tie"
+        rows.append(
+            {"judge": name, "instruction_id": iid, "system_a": a, "system_b": b, "outcome": outcome,
+             "flipped": first != second and "tie" not in (first, second),
+             "first_choice_ab": orders["AB"].verdict["winner"], "first_choice_ba": orders["BA"].verdict["winner"]}
+        )  # fmt: skip
+    out = pd.DataFrame(rows, columns=["judge", "instruction_id", "system_a", "system_b", "outcome", "flipped",
+                                      "first_choice_ab", "first_choice_ba"])  # fmt: skip
+    out.attrs["n_incomplete"] = incomplete
+    return out
+
+
+def position_bias(battles: pd.DataFrame) -> dict:
+    """How much the order sways the judge: the share of decisive verdicts (A or B) that chose the
+    answer shown first (0.5 = none), the share of pairs whose verdict flipped with the order, and
+    the share that stayed consistent."""
+    choices = pd.concat([battles.first_choice_ab, battles.first_choice_ba])
+    decisive = choices[choices != "tie"]
+    return {
+        "pairs": len(battles),
+        "first_position_share": float((decisive == "A").mean()) if len(decisive) else np.nan,
+        "flipped_share": float(battles.flipped.mean()) if len(battles) else np.nan,
+        "consistent_share": float((battles.first_choice_ab.map({"A": "a", "B": "b", "tie": "tie"})
+                                   == battles.first_choice_ba.map({"A": "b", "B": "a", "tie": "tie"})).mean())
+        if len(battles) else np.nan,
+    }  # fmt: skip
+
+
+def battle_counts(battles: pd.DataFrame, models: list[str]) -> tuple[list, np.ndarray, np.ndarray]:
+    """(instruction ids, W, L): W[i, a, b] = 1 where the judge gave a the win over b on instruction i."""
+    ids = sorted(battles.instruction_id.unique())
+    pos = {m: k for k, m in enumerate(models)}
+    row = {iid: k for k, iid in enumerate(ids)}
+    w = np.zeros((len(ids), len(models), len(models)))
+    for r in battles.itertuples(index=False):
+        if r.system_a not in pos or r.system_b not in pos or r.outcome == "tie":
+            continue
+        a, b = pos[r.system_a], pos[r.system_b]
+        win, lose = (a, b) if r.outcome == "a" else (b, a)
+        w[row[r.instruction_id], win, lose] += 1
+    return ids, w, np.transpose(w, (0, 2, 1))
+
+
+def judge_win_matrix(battles: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """The judge's Figure 2: share of non-tied battles the row system won over the column system."""
+    _, w, l = battle_counts(battles, models)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = w.sum(0) / (w.sum(0) + l.sum(0))
+    np.fill_diagonal(share, np.nan)
+    return pd.DataFrame(share, index=models, columns=models)
+
+
+def judge_win_rates(battles: pd.DataFrame, models: list[str], n_resamples: int = 1000, seed: int = 0,
+                    confidence: float = 0.95) -> pd.DataFrame:  # fmt: skip
+    """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
+    head-to-head shares), with a percentile bootstrap CI over instructions, and its place."""
+    from ..clinicians import _bootstrap_counts, win_rates
+
+    ids, w, l = battle_counts(battles, models)
+    m = len(models)
+    if not len(ids):  # no valid verdict to count: every win rate unknown, said so
+        empty = pd.DataFrame({"model": models, "judge_win_rate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                              "battles": 0, "place": np.nan})  # fmt: skip
+        empty.attrs["note"] = "no valid pairwise verdicts"
+        return empty
+    weights = _bootstrap_counts(len(ids), n_resamples, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = win_rates(w.sum(0) / (w.sum(0) + l.sum(0)) + np.where(np.eye(m, dtype=bool), np.nan, 0))
+        bw = (weights @ w.reshape(len(ids), -1)).reshape(-1, m, m)
+        bl = (weights @ l.reshape(len(ids), -1)).reshape(-1, m, m)
+        share = bw / (bw + bl)
+    share[:, np.arange(m), np.arange(m)] = np.nan
+    boot = win_rates(share)
+    alpha = (1 - confidence) / 2
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(boot, [alpha, 1 - alpha], axis=0)
+    out = pd.DataFrame({"model": models, "judge_win_rate": point, "ci_low": lo, "ci_high": hi,
+                        "battles": (w.sum(0) + l.sum(0)).sum(1)})  # fmt: skip
+    out["place"] = out.judge_win_rate.rank(ascending=False, method="min")
+    return out.sort_values("judge_win_rate", ascending=False).reset_index(drop=True)
+
+
+def pairwise_agreement(battles: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """The judge against the clinicians' non-tied battles on the same instruction and pair: the
+    share it agrees with (its ties count as disagreement), and the share it called a tie."""
+    rank = labels.set_index(["instruction_id", "model_name"]).model_rank
+    agree = tie = n = 0
+    for r in battles.itertuples(index=False):
+        ra, rb = rank.get((r.instruction_id, r.system_a)), rank.get((r.instruction_id, r.system_b))
+        if ra is None or rb is None or pd.isna(ra) or pd.isna(rb) or ra == rb:
+            continue
+        n += 1
+        clinicians = "a" if ra < rb else "b"
+        agree += r.outcome == clinicians
+        tie += r.outcome == "tie"
+    return {"battles": n, "agreement": agree / n if n else np.nan, "judge_tie_share": tie / n if n else np.nan}
+
+
+def self_preference(judgments: pd.DataFrame, mode: str, families: dict[str, list[str]]) -> pd.DataFrame:
+    """For each judge the config ties to judged systems (`families`: judge -> systems of its family),
+    those systems' mean score from this judge against the mean from the other jurors on the same
+    responses; a positive difference is self-preference."""
+    s = judge_scores(judgments, mode)
+    rows = []
+    for judge, systems in families.items():
+        own = s[(s.judge == judge) & s.model_name.isin(systems)]
+        others = s[(s.judge != judge) & s.model_name.isin(systems)]
+        both = own.merge(
+            others.groupby(["instruction_id", "model_name"]).score.mean().rename("others").reset_index(),
+            on=["instruction_id", "model_name"],
+        )
+        rows.append(
+            {"judge": judge, "systems": ", ".join(systems), "n": len(both),
+             "own_mean": both.score.mean() if len(both) else np.nan,
+             "others_mean": both.others.mean() if len(both) else np.nan}
+        )  # fmt: skip
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["self_preference"] = out.own_mean - out.others_mean
+    return out
