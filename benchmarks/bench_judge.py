@@ -3,7 +3,7 @@ batched against one prompt at a time.
 
 Usage: python benchmarks/bench_judge.py [--service-time 0.05] [--items 96] [--local-items 16]
 A small synthetic cohort is made in a temporary folder. SmolLM2 judges with a 512-token context
-(the EHR fitted by `recent`) and 32 new tokens. The loopback judge (`synthetic_judge.PlantedJudge`
+(the EHR fitted by `recent`) and 32 new tokens. The loopback judge (`synthetic.PlantedJudge`
 served by `generation.local_server`) takes a fixed service time per request, as a remote judge
 would; the client is the suite's OpenAI-compatible backend. Floors (issue 14): concurrency 8 at least
 6x concurrency 1; SmolLM2 batched at least 2x one at a time. Token and cost lines (at example prices

@@ -9,6 +9,15 @@ from __future__ import annotations
 import pandas as pd
 
 MODELS = ["gpt4_32k_mr", "gpt4_32k", "gpt4_2k", "vicuna13b_2k", "vicuna7b_2k", "mpt7b_instruct_2k"]
+
+
+def in_paper_order(systems) -> list[str]:
+    """The given systems in the paper's order (Table 3's rows); any system the paper does not
+    name (a synthetic or new one) after them, sorted."""
+    present = set(systems)
+    return [m for m in MODELS if m in present] + sorted(present - set(MODELS))
+
+
 MODEL_LABELS = {
     "gpt4_32k_mr": "GPT-4 (MR, 32k)",
     "gpt4_32k": "GPT-4 (32k)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import REPO
+from helpers import REPO
 
 from medalign_utils.config import ConfigError, SuiteConfig, deep_merge, load_config
 

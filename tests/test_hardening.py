@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_notebook
+from helpers import write_notebook
 
 from medalign_utils import cli
 from medalign_utils.config import SuiteConfig

@@ -11,7 +11,7 @@ the instruction x context x strategy prompt grid with exact token counts.
 
 from .bm25 import BM25Index, bm25_snippets, plain_text, record_sentences
 from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence, retention_table
-from .grid import GridSettings, build_prompt_grid, materialize_prompts, refinement_items, render_fitted
+from .grid import GridSettings, build_prompt_grid, materialize_prompts, refinement_items, render_fitted, select_prompts
 from .strategies import (
     PEER_STRATEGIES,
     STRATEGIES,
@@ -95,6 +95,7 @@ __all__ = [
     "refinement_items",
     "render_fitted",
     "retention_table",
+    "select_prompts",
     "split_at_line_starts",
     "tokenize_file",
     "tokenize_text",

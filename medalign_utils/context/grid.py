@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence
 from .strategies import (
@@ -263,3 +264,15 @@ def materialize_prompts(
     # `prompt` is what a local model reads (chat template applied); `user_message` is the same
     # prompt without it, for chat endpoints that apply their own.
     return grid.assign(prompt=out, user_message=users)
+
+
+def select_prompts(
+    prompts: pd.DataFrame, order: list[str], *, tokenizer: str, contexts, strategies, max_items: int
+) -> tuple[pd.DataFrame, list[str]]:
+    """The prompts of the first `max_items` instructions of `order` that the grid holds for this
+    tokenizer, in every given context and strategy (the same instructions in every cell), and
+    those instructions."""
+    sel = prompts[(prompts.tokenizer == tokenizer) & prompts.context.isin(contexts) & prompts.strategy.isin(strategies)]
+    available = set(sel.instruction_id)
+    chosen = [i for i in order if i in available][:max_items]
+    return sel[sel.instruction_id.isin(chosen)].reset_index(drop=True), chosen

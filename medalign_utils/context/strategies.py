@@ -26,7 +26,7 @@ text can merge or split differently), so when the cut at a token start falls sho
 tries every character position within a few tokens either side and takes one that reaches the
 target. What slack remains is where no nearby cut gives the target at all (the count steps over it
 by two); a cut never splits a character. Counts are exact, not estimated: the tokens of the
-record are cached once (`tokenization.tokenize_file`), and only the few hundred characters where
+record are cached once (`context.tokenizers.tokenize_file`), and only the few hundred characters where
 the prompt's parts join are encoded again.
 """
 

@@ -1,7 +1,7 @@
 """Describing a cohort: demographics, events, notes, timelines, and what fits in which context.
 
 Small pure functions over the tables `release.Release` gives (patients, events, instructions) and
-`tokenization.record_token_counts` (tokens per record).
+`context.tokenizers.record_token_counts` (tokens per record).
 """
 
 from __future__ import annotations
@@ -218,3 +218,13 @@ def instruction_demographics(release, progress: bool = False) -> pd.DataFrame:
     years = pd.to_numeric(ins.map(patients[age]), errors="coerce") if age else pd.Series(np.nan, index=ins.index)
     out["age_band"] = pd.cut(years, AGE_BANDS, labels=AGE_LABELS, right=False).astype(object)
     return out.fillna("unknown")
+
+
+def release_label(release) -> str:
+    """What a page says the data is: 'synthetic cohort' or 'MedAlign release'."""
+    return "synthetic cohort" if release.is_synthetic else "MedAlign release"
+
+
+def data_line(release) -> str:
+    """The line every notebook prints first: which data, and its fingerprint."""
+    return f"data: {release_label(release)}; fingerprint {release.fingerprint()}"

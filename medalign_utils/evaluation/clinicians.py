@@ -159,7 +159,7 @@ def win_rates(share: np.ndarray) -> np.ndarray:
         return np.nanmean(share, axis=-1)
 
 
-def _bootstrap_counts(n: int, n_resamples: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
+def bootstrap_counts(n: int, n_resamples: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
     """Each row: how many times each instruction is drawn in one bootstrap resample. With
     `clusters` (a cluster index per instruction, e.g. its patient), whole clusters are drawn and
     each instruction counts as often as its cluster was drawn."""
@@ -220,7 +220,7 @@ def table3(
     problems = check_labels(df)
     labels = combine_raters(df, combine)
     ids, models, rank, corr = label_matrices(labels)
-    weights = _bootstrap_counts(len(ids), n_resamples, seed, _clusters(df, ids, bootstrap_unit))
+    weights = bootstrap_counts(len(ids), n_resamples, seed, _clusters(df, ids, bootstrap_unit))
     alpha = (1 - confidence) / 2
     q = [alpha, 1 - alpha]
     boot_correct = _weighted_nanmean(corr, weights) * 100
@@ -296,7 +296,7 @@ def head_to_head_ci(
     labels = combine_raters(df, combine) if "n_raters" not in df.columns else df
     ids, models, rank, _ = label_matrices(labels)
     a, b = models.index(model_a), models.index(model_b)
-    shares = head_to_head(rank, _bootstrap_counts(len(ids), n_resamples, seed))[:, a, b]
+    shares = head_to_head(rank, bootstrap_counts(len(ids), n_resamples, seed))[:, a, b]
     alpha = (1 - confidence) / 2
     lo, hi = np.nanquantile(shares, [alpha, 1 - alpha])
     return float(lo), float(hi)
@@ -412,7 +412,7 @@ def bradley_terry(df: pd.DataFrame, combine: str = "primary", n_resamples: int =
     ids, models, rank, _ = label_matrices(labels)
     wins, _ = _battles(rank)
     point = fit_bradley_terry(wins.sum(0), prior_games)
-    counts = _bootstrap_counts(len(ids), n_resamples, seed)
+    counts = bootstrap_counts(len(ids), n_resamples, seed)
     flat = wins.reshape(len(ids), -1)
     boot = np.array([fit_bradley_terry((c @ flat).reshape(len(models), len(models)), prior_games) for c in counts])
     alpha = (1 - confidence) / 2

@@ -16,11 +16,12 @@ from .backends import (
     GenerationSettings,
     OpenAICompatibleBackend,
     TransformersBackend,
+    backend_name,
     load_backend,
 )
 from .guard import DataGuard, DataGuardError, check_endpoint, is_loopback
 from .local_server import LocalServer
-from .runner import run_extractive, run_generation, run_refinement
+from .runner import run_extractive, run_generation, run_refinement, throughput_table
 from .store import KEY_FIELDS, ResultStore, StoreBusyError, prompt_hash, read_results
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ResultStore",
     "StoreBusyError",
     "TransformersBackend",
+    "backend_name",
     "check_endpoint",
     "is_loopback",
     "load_backend",
@@ -44,4 +46,5 @@ __all__ = [
     "run_extractive",
     "run_generation",
     "run_refinement",
+    "throughput_table",
 ]

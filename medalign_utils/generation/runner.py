@@ -1,12 +1,14 @@
-"""TODO docstring."""
+"""Running backends over prompts into a `ResultStore`: generation, multi-step refinement, and the
+extractive baseline run like any backend. Every run goes through `ResultStore.run`, the one
+resumable loop (skip what is done, append a chunk at a time, count)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from ..provenance import package_versions
 from .backends import Answer, Backend
@@ -18,6 +20,7 @@ def run_generation(
     backend: Backend,
     out_path: str | Path,
     system: str,
+    *,
     prompt_column: str = "prompt",
     commit_every: int | None = None,
     progress: bool = True,
@@ -27,78 +30,78 @@ def run_generation(
 ) -> dict:
     """Answer every item (columns instruction_id, strategy, context and the prompt column) not yet in
     `out_path`. Returns counts: done_before, generated, failed, seconds, tokens_per_s."""
-    from tqdm import tqdm
+    items = items.copy()
+    items["prompt_hash"] = items[prompt_column].map(prompt_hash)
+    items["system"] = system
+    # Commit a batch at a time, prompts of similar length together (the backend batches the same way).
+    items = items.assign(_len=items[prompt_column].str.len()).sort_values("_len", kind="stable")
+    identity = {
+        "model": backend.describe(),
+        "settings": backend.settings.to_dict() if backend.settings else None,
+        "versions": dict(package_versions(("torch", "transformers", "medalign-suite"))),
+        "data_fingerprint": data_fingerprint,
+        **(extra or {}),
+    }
+    counts = {"generated": 0, "failed": 0, "new_tokens": 0}
+
+    def process(chunk: pd.DataFrame) -> list[dict]:
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        answers = _generate_each(backend, chunk[prompt_column].tolist())
+        return [_answer_record(row, ans, system, started, identity) for row, ans in zip(chunk.itertuples(), answers)]
+
+    def tally(records: list[dict]) -> None:
+        for rec in records:
+            counts["failed" if rec["error"] is not None else "generated"] += 1
+            counts["new_tokens"] += rec["new_tokens"] or 0
 
     with ResultStore(out_path) as store:
-        items = items.copy()
-        items["prompt_hash"] = items[prompt_column].map(prompt_hash)
-        items["system"] = system
-        keys = items.apply(lambda r: store.key(r), axis=1)
-        skip = store.done | (set() if retry_errors else store.failed)
-        todo = items[~keys.isin(skip)]
-        done_before = len(items) - len(todo)
-        # Commit a batch at a time, prompts of similar length together (the backend batches the same way).
-        size = commit_every or backend.batch_size
-        todo = todo.assign(_len=todo[prompt_column].str.len()).sort_values("_len", kind="stable")
-        desc = backend.describe()
-        settings = backend.settings
-        versions = {k: v for k, v in package_versions(("torch", "transformers", "medalign-suite")).items()}
-        n_new = n_failed = tokens = 0
-        t_start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"generating ({system})", unit="item", disable=not progress)
-        for start in range(0, len(todo), size):
-            chunk = todo.iloc[start : start + size]
-            prompts = chunk[prompt_column].tolist()
-            started = datetime.now(UTC).isoformat(timespec="seconds")
-            try:
-                answers = backend.generate(prompts)
-            except Exception:
-                answers = []
-                for p in prompts:  # one bad item must not sink its batch
-                    try:
-                        answers.append(backend.generate([p])[0])
-                    except Exception as err:
-                        answers.append(Answer("", error=f"{type(err).__name__}: {err}"[:500]))
-            records = []
-            for row, ans in zip(chunk.itertuples(index=False), answers):
-                rec = {
-                    "instruction_id": row.instruction_id,
-                    "system": system,
-                    "strategy": row.strategy,
-                    "context": int(row.context),
-                    "prompt_hash": row.prompt_hash,
-                    "answer": ans.text,
-                    "error": ans.error,
-                    "finish_reason": ans.finish_reason,
-                    "prompt_tokens": ans.prompt_tokens,
-                    "new_tokens": ans.new_tokens,
-                    "seconds": round(ans.seconds, 4),
-                    "attempts": ans.attempts,
-                    "started": started,
-                    "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "model": desc,
-                    "settings": settings.to_dict() if settings else None,
-                    "versions": versions,
-                    "data_fingerprint": data_fingerprint,
-                    **(extra or {}),
-                }
-                records.append(rec)
-                n_failed += ans.error is not None
-                n_new += ans.error is None
-                tokens += ans.new_tokens or 0
-            store.append(records)
-            bar.update(len(chunk))
-        bar.close()
-        seconds = time.perf_counter() - t_start
+        ran = store.run(
+            items, process, chunk_size=commit_every or backend.batch_size, retry_failed=retry_errors, tally=tally,
+            desc=f"generating ({system})", progress=progress,
+        )  # fmt: skip
+        seconds = ran["seconds"]
         return {
-            "done_before": done_before,
-            "generated": n_new,
-            "failed": n_failed,
+            "done_before": ran["done_before"],
+            **counts,
             "seconds": seconds,
-            "new_tokens": tokens,
-            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+            "tokens_per_s": counts["new_tokens"] / seconds if seconds > 0 else 0.0,
             "repaired_bytes": store.repaired_bytes,
         }
+
+
+def _generate_each(backend: Backend, prompts: list[str]) -> list[Answer]:
+    """The backend's answers to a batch; when the batch fails, each prompt alone, so one bad item
+    does not sink its batch."""
+    try:
+        return backend.generate(prompts)
+    except Exception:
+        answers = []
+        for p in prompts:
+            try:
+                answers.append(backend.generate([p])[0])
+            except Exception as err:
+                answers.append(Answer("", error=f"{type(err).__name__}: {err}"[:500]))
+        return answers
+
+
+def _answer_record(row, ans: Answer, system: str, started: str, identity: dict) -> dict:
+    return {
+        "instruction_id": row.instruction_id,
+        "system": system,
+        "strategy": row.strategy,
+        "context": int(row.context),
+        "prompt_hash": row.prompt_hash,
+        "answer": ans.text,
+        "error": ans.error,
+        "finish_reason": ans.finish_reason,
+        "prompt_tokens": ans.prompt_tokens,
+        "new_tokens": ans.new_tokens,
+        "seconds": round(ans.seconds, 4),
+        "attempts": ans.attempts,
+        "started": started,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **identity,
+    }
 
 
 def run_refinement(
@@ -106,8 +109,9 @@ def run_refinement(
     backend: Backend,
     out_path: str | Path,
     system: str,
-    first_template,
-    refine_template,
+    *,
+    first_template=None,
+    refine_template=None,
     tokenizer=None,
     use_chat_template: bool = True,
     progress: bool = True,
@@ -117,75 +121,73 @@ def run_refinement(
     `chunks` (the record's chunks, earliest first). Step 0 answers from the first chunk; each next
     step shows the next chunk and the previous answer and asks to update it if appropriate or keep
     it. All instructions at the same step are generated together. The final answer is recorded with
-    every intermediate one, under strategy 'mr_chunks'."""
-    from tqdm import tqdm
+    every intermediate one, under strategy 'mr_chunks'. The templates default to the paper's."""
+    from ..context.templates import DEFAULT_TEMPLATE, REFINE_TEMPLATE, PromptTemplate
+
+    first_template = first_template or PromptTemplate.from_file(DEFAULT_TEMPLATE)
+    refine_template = refine_template or PromptTemplate.from_file(REFINE_TEMPLATE)
+    rows = pd.DataFrame(
+        {
+            "instruction_id": items.instruction_id.to_numpy(),
+            "system": system,
+            "strategy": "mr_chunks",
+            "context": items.context.astype(int).to_numpy(),
+            "prompt_hash": [prompt_hash(q + "".join(c)) for q, c in zip(items.question, items.chunks)],
+            "question": items.question.to_numpy(),
+            "chunks": [list(c) for c in items.chunks],
+        }
+    )
+    steps = {"steps": 0}
+
+    def process(chunk: pd.DataFrame) -> list[dict]:
+        states = [{"row": r, "answers": [], "errors": [], "tokens": 0} for r in chunk.itertuples(index=False)]
+        steps["steps"] = max((len(s["row"].chunks) for s in states), default=0)
+        for step in tqdm(range(steps["steps"]), desc=f"refinement steps ({system})", disable=not progress):
+            active = [s for s in states if step < len(s["row"].chunks)]
+            prompts = [_refinement_prompt(s, step, first_template, refine_template, tokenizer, use_chat_template)
+                       for s in active]  # fmt: skip
+            for s, ans in zip(active, backend.generate(prompts)):
+                s["answers"].append(ans.text if not ans.error else s["answers"][-1] if s["answers"] else "")
+                s["errors"].append(ans.error)
+                s["tokens"] += ans.new_tokens or 0
+        return [_refinement_record(s, backend, data_fingerprint) for s in states]
 
     with ResultStore(out_path) as store:
-        rows = []
-        for r in items.itertuples(index=False):
-            chunks = list(r.chunks)
-            rows.append(
-                {
-                    "iid": r.instruction_id,
-                    "q": r.question,
-                    "ctx": int(r.context),
-                    "chunks": chunks,
-                    "hash": prompt_hash(r.question + "".join(chunks)),
-                    "answers": [],
-                }
-            )
-        rows = [
-            r
-            for r in rows
-            if store.key(
-                {
-                    "instruction_id": r["iid"],
-                    "system": system,
-                    "strategy": "mr_chunks",
-                    "context": r["ctx"],
-                    "prompt_hash": r["hash"],
-                }
-            )
-            not in store.done
-        ]
-        steps = max((len(r["chunks"]) for r in rows), default=0)
-        t0 = time.perf_counter()
-        for step in tqdm(range(steps), desc=f"refinement steps ({system})", disable=not progress):
-            active = [r for r in rows if step < len(r["chunks"])]
-            prompts = []
-            for r in active:
-                if step == 0:
-                    pre, suf = first_template.parts(tokenizer, use_chat_template, question=r["q"])
-                else:
-                    pre, suf = refine_template.parts(
-                        tokenizer, use_chat_template, question=r["q"], previous_answer=r["answers"][-1]
-                    )
-                prompts.append(pre + r["chunks"][step] + suf)
-            for r, ans in zip(active, backend.generate(prompts)):
-                r["answers"].append(ans.text if not ans.error else r["answers"][-1] if r["answers"] else "")
-                r.setdefault("errors", []).append(ans.error)
-                r["tokens"] = r.get("tokens", 0) + (ans.new_tokens or 0)
-        records = [
-            {
-                "instruction_id": r["iid"],
-                "system": system,
-                "strategy": "mr_chunks",
-                "context": r["ctx"],
-                "prompt_hash": r["hash"],
-                "answer": r["answers"][-1] if r["answers"] else "",
-                "error": next((e for e in r.get("errors", []) if e), None) if not r["answers"] else None,
-                "steps": len(r["answers"]),
-                "intermediate_answers": r["answers"][:-1],
-                "new_tokens": r.get("tokens", 0),
-                "model": backend.describe(),
-                "settings": backend.settings.to_dict(),
-                "data_fingerprint": data_fingerprint,
-                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            for r in rows
-        ]
-        store.append(records)
-        return {"generated": len(records), "steps": steps, "seconds": time.perf_counter() - t0}
+        # Every instruction at once: the steps batch across instructions.
+        ran = store.run(rows, process, chunk_size=max(1, len(rows)), progress=False)
+    n = len(rows) - ran["done_before"]
+    return {"generated": n, "steps": steps["steps"], "seconds": ran["seconds"]}
+
+
+def _refinement_prompt(state: dict, step: int, first_template, refine_template, tokenizer, use_chat_template) -> str:
+    row, answers = state["row"], state["answers"]
+    if step == 0:
+        pre, suf = first_template.parts(tokenizer, use_chat_template, question=row.question)
+    else:
+        pre, suf = refine_template.parts(
+            tokenizer, use_chat_template, question=row.question, previous_answer=answers[-1]
+        )
+    return pre + row.chunks[step] + suf
+
+
+def _refinement_record(state: dict, backend: Backend, data_fingerprint: str) -> dict:
+    row, answers = state["row"], state["answers"]
+    return {
+        "instruction_id": row.instruction_id,
+        "system": row.system,
+        "strategy": "mr_chunks",
+        "context": int(row.context),
+        "prompt_hash": row.prompt_hash,
+        "answer": answers[-1] if answers else "",
+        "error": next((e for e in state["errors"] if e), None) if not answers else None,
+        "steps": len(answers),
+        "intermediate_answers": answers[:-1],
+        "new_tokens": state["tokens"],
+        "model": backend.describe(),
+        "settings": backend.settings.to_dict(),
+        "data_fingerprint": data_fingerprint,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def run_extractive(
@@ -194,8 +196,6 @@ def run_extractive(
     """The model-free BM25 extractive baseline over the whole record, run like any backend and
     recorded like a system (`bm25_extractive`, strategy `whole_record`, context 0). One record's
     prompts are built at a time, so memory holds one record."""
-    from tqdm import tqdm
-
     from .backends import ExtractiveBaseline
 
     baseline = baseline or ExtractiveBaseline()
@@ -216,3 +216,18 @@ def run_extractive(
             items, baseline, out_path, "bm25_extractive", prompt_column="user_message", progress=False
         )["generated"]
     return {"generated": generated}
+
+
+def throughput_table(results: pd.DataFrame, system: str) -> pd.DataFrame:
+    """One system's answers per strategy and context: items, errors, mean prompt and new tokens,
+    seconds per item and new tokens per second of wall time."""
+    mine = results[results.system == system]
+    table = mine.groupby(["strategy", "context"]).agg(
+        items=("answer", "size"),
+        errors=("error", lambda e: e.notna().sum()),
+        prompt_tokens=("prompt_tokens", "mean"),
+        new_tokens=("new_tokens", "mean"),
+        seconds_per_item=("seconds", "mean"),
+    )
+    table["new_tokens_per_s"] = table.new_tokens / table.seconds_per_item
+    return table

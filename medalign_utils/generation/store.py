@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -97,6 +98,46 @@ class ResultStore:
                 f.flush()
                 os.fsync(f.fileno())
             return len(tail)
+
+    def todo(self, items: pd.DataFrame, *, retry_failed: bool = True) -> pd.DataFrame:
+        """The items (rows holding the key fields) not yet done; failed ones too unless `retry_failed`
+        is False."""
+        if not len(items):
+            return items
+        skip = self.done | (set() if retry_failed else self.failed)
+        return items[~items.apply(self.key, axis=1).isin(skip)]
+
+    def run(
+        self,
+        items: pd.DataFrame,
+        process,
+        *,
+        chunk_size: int,
+        retry_failed: bool = True,
+        tally=None,
+        desc: str = "",
+        unit: str = "item",
+        progress: bool = True,
+    ) -> dict:
+        """The one resumable loop: skip the items already done, hand the rest to `process(chunk) ->
+        records` `chunk_size` at a time, append each chunk's records as soon as they exist (a kill
+        loses at most the chunk in flight), and call `tally(records)` for the caller's counts.
+        Returns done_before and seconds."""
+        from tqdm import tqdm
+
+        todo = self.todo(items, retry_failed=retry_failed)
+        chunk_size = max(1, int(chunk_size))
+        bar = tqdm(total=len(todo), desc=desc, unit=unit, disable=not progress)
+        t0 = time.perf_counter()
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo.iloc[start : start + chunk_size]
+            records = process(chunk)
+            self.append(records)
+            if tally is not None:
+                tally(records)
+            bar.update(len(chunk))
+        bar.close()
+        return {"done_before": len(items) - len(todo), "seconds": time.perf_counter() - t0}
 
     def append(self, records: list[dict]) -> None:
         if not records:

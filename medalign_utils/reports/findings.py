@@ -29,12 +29,12 @@ class Finding:
     cell: int | None = None  # the execution count of the cell that recorded it
 
     def text(self) -> str:
-        v = _fmt(self.value)
-        ci = f" (95% CI {_fmt(self.ci_low)}–{_fmt(self.ci_high)})" if self.ci_low is not None else ""
+        v = format_value(self.value)
+        ci = f" (95% CI {format_value(self.ci_low)}–{format_value(self.ci_high)})" if self.ci_low is not None else ""
         return f"{v}{(' ' + self.unit) if self.unit else ''}{ci}"
 
 
-def _fmt(x) -> str:
+def format_value(x) -> str:
     if isinstance(x, float):
         if math.isnan(x):
             return "n/a"

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import SuiteConfig, load_config, project_path, project_root
-from .findings import FINDINGS_ENV, read_findings
+from .findings import FINDINGS_ENV, format_value, read_findings
 from ..provenance import environment_record
 from .scan import SensitiveIndex, ShareSafeWriter
 
@@ -314,12 +314,6 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     return res
 
 
-def _fmt(x) -> str:
-    from .findings import _fmt as fmt
-
-    return fmt(x)
-
-
 def _link_findings(findings: list[dict], executed: Path, page: str) -> list[dict]:
     """Each finding with a link to the cell that recorded it (by its execution count)."""
     import nbformat
@@ -345,5 +339,5 @@ def index_html(record: dict) -> str:
         data=record["data"],
         params=yaml.safe_dump(record["config"], sort_keys=True),
         colours={"ok": "#1a7f37", "failed": "#cf222e", "leak": "#cf222e", "skipped": "#9a6700"},
-        fmt=_fmt,
+        fmt=format_value,
     )

@@ -63,7 +63,7 @@ def instruction_for_kind(
 ) -> tuple[str, str, list[str], dict | None] | None:
     """(question, reference answer, evidence timestamps, planted value) for one kind, or None if the
     record lacks it. The planted value is set for the kinds whose answer is one value of the record
-    (`synthetic_grading.GRADABLE_KINDS`); grading reads it, never the reference's wording."""
+    (`synthetic.grading.GRADABLE_KINDS`); grading reads it, never the reference's wording."""
     if kind in ("latest_lab", "first_lab"):
         labs = f.labs_last if kind == "latest_lab" else f.labs_first
         if not labs:

@@ -140,7 +140,7 @@ def calibrate_mu(
     return tuple(np.round(mu, 3))
 
 
-# Table 3 statistic -> the prefix of its CI columns in `human_eval.table3`.
+# Table 3 statistic -> the prefix of its CI columns in `evaluation.clinicians.table3`.
 TABLE3_CI_PREFIX = {"correct_pct": "correct", "win_rate": "win_rate", "mean_rank": "mean_rank"}
 
 

@@ -3,11 +3,11 @@
 `PlantedJudge` is a backend (serve it on loopback with `generation.local_server.LocalServer`, as a
 real judge would be served) that reads the judge prompts the suite writes, finds the response(s)
 in them, and answers a verdict in the judge's JSON: the rubric level
-`synthetic_labels.judge_rubric_level(quality, noise)`, correct when quality plus noise is above a
+`synthetic.labels.judge_rubric_level(quality, noise)`, correct when quality plus noise is above a
 threshold, the better of two in a pairwise prompt. Its noise is drawn from the prompt's own hash,
 so a verdict does not depend on order or concurrency. With `source="clinician_ranks"` it scores the
 primary clinician's own ranking instead (its agreement with the clinicians is then exactly 1).
-Its agreement with the clinicians under the label model is `synthetic_labels.expected_judge_tau`.
+Its agreement with the clinicians under the label model is `synthetic.labels.expected_judge_tau`.
 """
 
 from __future__ import annotations

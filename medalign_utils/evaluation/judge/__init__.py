@@ -19,9 +19,11 @@ from .agreement import (
     jury_scores,
     pairwise_agreement,
     pairwise_battles,
+    pairwise_summary,
     position_bias,
     self_preference,
 )
+from .placement import place_new_system, system_to_place
 from .running import (
     KEY_FIELDS,
     Judge,
@@ -59,6 +61,9 @@ __all__ = [
     "pairwise_agreement",
     "pairwise_battles",
     "pairwise_items",
+    "pairwise_summary",
+    "place_new_system",
+    "system_to_place",
     "parse_verdict",
     "position_bias",
     "read_judgments",

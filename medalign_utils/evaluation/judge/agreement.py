@@ -165,7 +165,7 @@ def judge_win_rates(battles: pd.DataFrame, models: list[str], n_resamples: int =
                     confidence: float = 0.95) -> pd.DataFrame:  # fmt: skip
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
     head-to-head shares), with a percentile bootstrap CI over instructions, and its place."""
-    from ..clinicians import _bootstrap_counts, win_rates
+    from ..clinicians import bootstrap_counts, win_rates
 
     ids, w, l = battle_counts(battles, models)
     m = len(models)
@@ -174,7 +174,7 @@ def judge_win_rates(battles: pd.DataFrame, models: list[str], n_resamples: int =
                               "battles": 0, "place": np.nan})  # fmt: skip
         empty.attrs["note"] = "no valid pairwise verdicts"
         return empty
-    weights = _bootstrap_counts(len(ids), n_resamples, seed)
+    weights = bootstrap_counts(len(ids), n_resamples, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         point = win_rates(w.sum(0) / (w.sum(0) + l.sum(0)) + np.where(np.eye(m, dtype=bool), np.nan, 0))
         bw = (weights @ w.reshape(len(ids), -1)).reshape(-1, m, m)
@@ -232,3 +232,14 @@ def self_preference(judgments: pd.DataFrame, mode: str, families: dict[str, list
     if len(out):
         out["self_preference"] = out.own_mean - out.others_mean
     return out
+
+
+def pairwise_summary(judgments: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """One row per judge with pairwise verdicts: agreement with the clinicians' battles, position
+    bias, and the pairs left incomplete."""
+    rows = []
+    for judge_name in sorted(judgments[judgments["mode"] == "pairwise"].judge.unique()):
+        battles = pairwise_battles(judgments, judge=judge_name)
+        rows.append({"judge": judge_name, **pairwise_agreement(battles, labels), **position_bias(battles),
+                     "incomplete_pairs": battles.attrs["n_incomplete"]})  # fmt: skip
+    return pd.DataFrame(rows)

@@ -23,7 +23,6 @@ judge, mode, instruction, system(s), order and prompt hash.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +50,7 @@ class Judge:
 
     name: str
     backend: Backend
-    tokenizer: object = None  # a tokenization.Tokenizer; None: no EHR context
+    tokenizer: object = None  # a context.Tokenizer; None: no EHR context
     context_length: int = 4096
     strategy: str = "recent"  # any of context.STRATEGIES, or "none"
     reserve: int = 128  # tokens kept for the verdict
@@ -105,6 +104,13 @@ class Judge:
             reserve=reserve,
             **judge_options,
         )
+
+    def __enter__(self) -> Judge:
+        # A judge is used like the planted one (`with ... as judge`); a plain one has nothing to close.
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
 
     def describe(self) -> dict:
         return {
@@ -200,11 +206,9 @@ def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release) -> list
 
 
 def run_judgments(
-    judge: Judge, mode: str, items: pd.DataFrame, release, out_path: str | Path, progress: bool = True
+    judge: Judge, mode: str, items: pd.DataFrame, release, out_path: str | Path, *, progress: bool = True
 ) -> dict:
     """Judge every item not yet in `out_path`; returns counts (judgments, invalid, failed, tokens)."""
-    from tqdm import tqdm
-
     items = items.copy()
     if "systems" not in items.columns:
         items["systems"] = items.system
@@ -215,26 +219,21 @@ def run_judgments(
     items["judge"], items["mode"] = judge.name, mode
     stats = {"judgments": 0, "invalid": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
     identity = judge.describe()
+
+    def tally(records: list[dict]) -> None:
+        for r in records:
+            stats["judgments"] += r["error"] is None
+            stats["failed"] += r["error"] is not None
+            stats["invalid"] += r["error"] is None and not r["valid"]
+            stats["prompt_tokens"] += r["prompt_tokens"] or 0
+            stats["completion_tokens"] += r["completion_tokens"] or 0
+
     with ResultStore(out_path, KEY_FIELDS) as store:
-        todo = items[~items.apply(store.key, axis=1).isin(store.done)]
-        stats["done_before"] = len(items) - len(todo)
-        size = max(1, judge.backend.batch_size)
-        bar = tqdm(total=len(todo), desc=f"judging ({judge.name}, {mode})", unit="judgment", disable=not progress)
-        t0 = time.perf_counter()
-        for start in range(0, len(todo), size):
-            chunk = todo.iloc[start : start + size]
-            records = _judge_chunk(judge, mode, chunk, identity)
-            store.append(records)
-            for r in records:
-                stats["judgments"] += r["error"] is None
-                stats["failed"] += r["error"] is not None
-                stats["invalid"] += r["error"] is None and not r["valid"]
-                stats["prompt_tokens"] += r["prompt_tokens"] or 0
-                stats["completion_tokens"] += r["completion_tokens"] or 0
-            bar.update(len(chunk))
-        bar.close()
-        stats["seconds"] = time.perf_counter() - t0
-    return stats
+        ran = store.run(
+            items, lambda chunk: _judge_chunk(judge, mode, chunk, identity), chunk_size=judge.backend.batch_size,
+            tally=tally, desc=f"judging ({judge.name}, {mode})", unit="judgment", progress=progress,
+        )  # fmt: skip
+    return {**stats, **ran}
 
 
 def _judge_chunk(judge: Judge, mode: str, chunk: pd.DataFrame, identity: dict) -> list[dict]:
@@ -327,7 +326,7 @@ def judge_all_modes(judges: list[Judge], modes, items: pd.DataFrame, release, ou
     for judge in judges:
         for mode in modes:
             path = judgments_file(out_dir, judge.name, mode)
-            stats = run_judgments(judge, mode, pairs if mode == "pairwise" else items, release, path, progress)
+            stats = run_judgments(judge, mode, pairs if mode == "pairwise" else items, release, path, progress=progress)
             rows.append({"judge": judge.name, "mode": mode, "file": path.name, **stats})
     return pd.DataFrame(rows)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from medalign_utils.context import (
     BudgetError,

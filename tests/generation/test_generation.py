@@ -12,7 +12,7 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from medalign_utils.generation import (
     DataGuard,
@@ -179,7 +179,7 @@ def test_http_backend_round_trip_with_retry_after_503(tiny_lm):
 
 
 def test_http_chat_endpoint_and_giving_up(tmp_path):
-    from conftest import make_tiny_lm
+    from helpers import make_tiny_lm
 
     chat_lm = make_tiny_lm(tmp_path / "chat_lm", chat_template=True)
     backend = TransformersBackend(chat_lm, GenerationSettings(max_new_tokens=5), batch_size=1)
@@ -224,7 +224,13 @@ def test_multi_step_refinement_runs_every_chunk(tiny_lm, tmp_path):
     )
     out = tmp_path / "mr.jsonl"
     res = run_refinement(
-        df, backend, out, "tiny", PromptTemplate.from_file(), PromptTemplate.from_file(REFINE_TEMPLATE), progress=False
+        df,
+        backend,
+        out,
+        "tiny",
+        first_template=PromptTemplate.from_file(),
+        refine_template=PromptTemplate.from_file(REFINE_TEMPLATE),
+        progress=False,
     )
     assert res["steps"] == 3
     recs = read_results(out).set_index("instruction_id")
@@ -236,8 +242,8 @@ def test_multi_step_refinement_runs_every_chunk(tiny_lm, tmp_path):
             backend,
             out,
             "tiny",
-            PromptTemplate.from_file(),
-            PromptTemplate.from_file(REFINE_TEMPLATE),
+            first_template=PromptTemplate.from_file(),
+            refine_template=PromptTemplate.from_file(REFINE_TEMPLATE),
             progress=False,
         )["generated"]
         == 0

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_spec
+from helpers import small_spec
 
 from medalign_utils import cli, paper
 from medalign_utils.data import load_release

@@ -366,10 +366,10 @@ def test_small_n_model_gets_a_wilson_interval_and_is_not_ranked_first():
 
 
 def test_bootstrap_by_patient_resamples_whole_patients():
-    from medalign_utils.evaluation.clinicians import _bootstrap_counts
+    from medalign_utils.evaluation.clinicians import bootstrap_counts
 
     clusters = np.array([0, 0, 0, 1, 2, 2])
-    w = _bootstrap_counts(6, 500, 0, clusters)
+    w = bootstrap_counts(6, 500, 0, clusters)
     assert (w[:, 0] == w[:, 1]).all() and (w[:, 4] == w[:, 5]).all()  # instructions of a patient move together
     assert set(np.unique(w.sum(1) - (w[:, 0] + w[:, 3] + w[:, 4]))) <= set(range(0, 10))
     # Instructions clustered in few patients: the patient bootstrap's CI is the wider one.

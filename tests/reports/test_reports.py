@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO, write_notebook
+from helpers import REPO, write_notebook
 
 from medalign_utils import cli
 from medalign_utils.config import SuiteConfig

@@ -1,0 +1,54 @@
+"""Placing a new system beside the paper's six by a judge's pairwise verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .agreement import judge_win_rates, pairwise_battles
+from .running import Judge, pairwise_items, read_judgments, run_judgments, with_new_system
+
+
+def system_to_place(answers: pd.DataFrame, items: pd.DataFrame, system: str | None = None) -> str | None:
+    """The system whose answers to reviewed instructions get placed: `system` when given, else the
+    first one in the generations that answered a reviewed instruction without error (None: none did)."""
+    if not len(answers):
+        return None
+    reviewed = answers[answers.instruction_id.isin(items.instruction_id) & answers.error.isna()]
+    if system is not None:
+        return system if (reviewed.system == system).any() else None
+    return reviewed.system.iloc[0] if len(reviewed) else None
+
+
+def place_new_system(
+    judge: Judge,
+    items: pd.DataFrame,
+    answers: pd.DataFrame,
+    system: str,
+    release,
+    out_path: str | Path,
+    *,
+    systems: list[str],
+    baseline_judgments=(),
+    limit: int | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Judge `system`'s answers (the generation results) pairwise against each of `systems` on the
+    reviewed instructions it answered (the first `limit` of them), then rank it among them by the
+    judge's win rates over these battles and the six's own (`baseline_judgments`: the judge's
+    pairwise files). The new system is named ``new:<system>``; `attrs["n_instructions"]` says how
+    many instructions it was judged on."""
+    mine = answers[answers.instruction_id.isin(items.instruction_id) & answers.error.isna()]
+    mine = mine[mine.system == system]
+    scope = mine.instruction_id.unique()[:limit]
+    name = f"new:{system}"
+    new_items = with_new_system(items[items.instruction_id.isin(scope)], mine, name)
+    run_judgments(judge, "pairwise", pairwise_items(new_items, [(name, m) for m in systems]), release, out_path,
+                  progress=progress)  # fmt: skip
+    battles = pairwise_battles(read_judgments([out_path, *baseline_judgments]), judge=judge.name)
+    table = judge_win_rates(battles, [*systems, name], n_resamples=n_resamples, seed=seed)
+    table.attrs["n_instructions"] = len(scope)
+    return table

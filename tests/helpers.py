@@ -1,0 +1,83 @@
+"""Helpers the tests share that are not fixtures: the checkout, the public sample, small cohort specs, a tiny
+language model made from a config, and notebooks written from source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+PUBLIC_SAMPLE = SHARED / "medalign-public-sample"
+
+
+def small_spec(patients: int = 4, instructions: int = 40, gold: int = 14, seed: int = 0, multi_rated: int = 5):
+    from medalign_utils.synthetic import CohortSpec
+
+    # Short records (median ~8k tokens) keep fixtures fast; the shape of everything else is kept.
+    return CohortSpec(
+        patients=patients,
+        instructions=instructions,
+        gold=gold,
+        multi_rated=multi_rated,
+        seed=seed,
+        length_log_median=9.0,
+        length_log_sigma=0.6,
+        min_tokens=3000,
+        max_tokens=40_000,
+    )
+
+
+def make_tiny_lm(path: Path, chat_template: bool = False) -> Path:
+    """A tiny Llama-style causal LM (random weights, seed 0) with a small byte-level BPE tokenizer
+    trained here, saved as a local Hugging Face folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [
+        "Instruction: Answer the following question based on the EHR:",
+        "Question: What was the last glucose?",
+        '<entry timestamp="2020-01-01 08:00"><event type="measurement" name="Glucose">104.00</event></entry>',
+        "The patient has hypertension and takes lisinopril 10 MG daily.",
+    ] * 50
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<eos>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    if chat_template:
+        fast.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def write_notebook(path: Path, source: str) -> None:
+    """A two-cell notebook: a parameters cell declaring data_dir, then `source`."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(source),
+    ]
+    nbformat.write(nb, path)
