@@ -22,7 +22,7 @@ import numpy as np
 from _common import default_work_dir, emit, full_cohort, peak_rss_mb, timed
 
 from medalign_utils import paper
-from medalign_utils.context import PromptTemplate, build_prompt_grid, load_tokenizer, pretokenize
+from medalign_utils.context import GridSettings, PromptTemplate, build_prompt_grid, load_tokenizer, pretokenize
 from medalign_utils.data import load_release
 
 CONTEXTS = paper.CONTEXT_LENGTHS
@@ -55,11 +55,16 @@ def main() -> None:
         for name in ("cl100k", "smollm2"):
             load_tokenizer(name)  # converted models are cached before timing starts
             with timed() as tp:
-                counts = pretokenize(release.ehr_files, name, cache, workers=args.workers, progress=False)
+                counts = pretokenize(release.ehr_files, name, cache_dir=cache, workers=args.workers, progress=False)
             tok = load_tokenizer(name)
             with timed() as tg:
                 grid = build_prompt_grid(
-                    release, tok, CONTEXTS, strategies=["recent"], template=template, cache_dir=cache, progress=False
+                    release,
+                    tok,
+                    GridSettings(tuple(CONTEXTS), ("recent",)),
+                    template=template,
+                    cache_dir=cache,
+                    progress=False,
                 )
             assert (grid.prompt_tokens <= grid.target_tokens).all()
             cut = grid[grid.kept_tokens < grid.base_tokens]

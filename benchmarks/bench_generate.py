@@ -21,7 +21,7 @@ import time
 import numpy as np
 from _common import emit, peak_rss_mb
 
-from medalign_utils.generation import GenerationSettings, TransformersBackend
+from medalign_utils.generation import GenerationSettings, load_backend
 
 TEXT = (
     "Patient is a 67-year-old woman with a history of type 2 diabetes mellitus, essential hypertension and "
@@ -96,15 +96,12 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    if args.model is None:
-        from medalign_utils.assets import smollm2_path
-
-        args.model = smollm2_path()
+    args.model = args.model or "smollm2"
     rng = np.random.default_rng(0)
     n_decode = 8 if args.quick else 32
     decode_lengths = rng.integers(64, 257, size=n_decode).tolist()
     settings = GenerationSettings(max_new_tokens=256, min_new_tokens=256)
-    backend = TransformersBackend(
+    backend = load_backend(
         args.model, settings, device=args.device, dtype=args.dtype, random_weights=args.random_weights
     )
     emit("device", backend.device)

@@ -3,8 +3,8 @@ batched against one prompt at a time.
 
 Usage: python benchmarks/bench_judge.py [--service-time 0.05] [--items 96] [--local-items 16]
 A small synthetic cohort is made in a temporary folder. SmolLM2 judges with a 512-token context
-(the EHR fitted by `recent`) and 32 new tokens. The loopback judge (`synthetic.PlantedJudge`
-served by `generation.local_server`) takes a fixed service time per request, as a remote judge
+(the EHR fitted by `recent`) and 32 new tokens. The loopback judge (`synthetic.planted_judge`: the planted test
+judge served by `generation.local_server`) takes a fixed service time per request, as a remote judge
 would; the client is the suite's OpenAI-compatible backend. Floors (issue 14): concurrency 8 at least
 6x concurrency 1; SmolLM2 batched at least 2x one at a time. Token and cost lines (at example prices
 of $0.005 and $0.015 per 1,000 prompt and completion tokens) come before the headline ratio, last.
@@ -20,18 +20,11 @@ from pathlib import Path
 
 from _common import emit, peak_rss_mb
 
-from medalign_utils.assets import smollm2_path
-from medalign_utils.context import load_tokenizer
 from medalign_utils.data import load_release
 from medalign_utils.evaluation import judge as J
-from medalign_utils.generation import (
-    DataGuard,
-    GenerationSettings,
-    LocalServer,
-    OpenAICompatibleBackend,
-    TransformersBackend,
-)
-from medalign_utils.synthetic import CohortSpec, PlantedJudge, make_cohort
+from medalign_utils.evaluation.judge import Judge
+from medalign_utils.generation import GenerationSettings
+from medalign_utils.synthetic import CohortSpec, make_cohort, planted_judge
 
 PRICE_PROMPT, PRICE_COMPLETION = 0.005, 0.015
 
@@ -55,33 +48,40 @@ def main() -> None:
         make_cohort(work / "cohort", spec, workers=1, progress=False)
         release = load_release(work / "cohort")
         items = J.response_items(release).head(args.items)
-        settings = GenerationSettings(max_new_tokens=64)
         rates = {}
-        with LocalServer(PlantedJudge(release, service_time=args.service_time)) as server:
-            for concurrency in (1, 8):
-                guard = DataGuard.loopback_only()
-                url = server.url + "/v1"
-                backend = OpenAICompatibleBackend(url, "planted", settings, guard=guard, max_concurrency=concurrency)
-                backend.batch_size = 16  # judgments committed per batch; requests in flight = concurrency
-                judge = J.Judge(f"c{concurrency}", backend, strategy="none", price_prompt_per_1k=PRICE_PROMPT,
-                                price_completion_per_1k=PRICE_COMPLETION)  # fmt: skip
+        prices = {"price_prompt_per_1k": PRICE_PROMPT, "price_completion_per_1k": PRICE_COMPLETION}
+        for concurrency in (1, 8):
+            # 16 judgments committed per batch; requests in flight = concurrency.
+            with planted_judge(
+                release,
+                name=f"c{concurrency}",
+                service_time=args.service_time,
+                max_concurrency=concurrency,
+                batch_size=16,
+                **prices,
+            ) as judge:
                 seconds, stats = timed_run(judge, items, release, work / f"c{concurrency}.jsonl")
-                rates[concurrency] = stats["judgments"] / seconds
-                emit(f"loopback_concurrency{concurrency}_judgments_per_s", rates[concurrency], "{:.1f}")
+            rates[concurrency] = stats["judgments"] / seconds
+            emit(f"loopback_concurrency{concurrency}_judgments_per_s", rates[concurrency], "{:.1f}")
         j = J.read_judgments(work / "c8.jsonl")
         cost = J.cost_table(j).iloc[0]
         emit("loopback_prompt_tokens", int(cost.prompt_tokens))
         emit("loopback_completion_tokens", int(cost.completion_tokens))
         emit("loopback_cost_usd_at_example_prices", float(cost.cost), "{:.4f}")
 
-        tok = load_tokenizer("smollm2")
         local_items = J.response_items(release).head(args.local_items)
         local = {}
         for batch in (1, 8):
-            backend = TransformersBackend(smollm2_path(), GenerationSettings(max_new_tokens=32, min_new_tokens=32),
-                                          batch_size=batch)  # fmt: skip
-            judge = J.Judge(f"smollm2-b{batch}", backend, tok, context_length=512, strategy="recent", reserve=32,
-                            retries=0)  # fmt: skip
+            judge = Judge.from_spec(
+                "smollm2",
+                name=f"smollm2-b{batch}",
+                context=512,
+                strategy="recent",
+                reserve=32,
+                retries=0,
+                batch_size=batch,
+                settings=GenerationSettings(max_new_tokens=32, min_new_tokens=32),
+            )
             seconds, stats = timed_run(judge, local_items, release, work / f"b{batch}.jsonl")
             local[batch] = stats["judgments"] / seconds
             emit(f"smollm2_batch{batch}_judgments_per_s", local[batch], "{:.3f}")

@@ -215,7 +215,12 @@ def _cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medalign", description="MedAlign reproduction suite")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_data_commands, _add_table_commands, _add_judge_command, _add_run_commands):
+        add(sub)
+    return p
 
+
+def _add_data_commands(sub) -> None:
     v = sub.add_parser("validate", help="read a release, parse every EHR, list every problem")
     v.add_argument("dir")
     v.add_argument("--cache-dir", default=None, help="parquet cache of parsed EHRs (default ~/.cache/medalign)")
@@ -236,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--quiet", action="store_true")
     st.set_defaults(func=_cmd_setup)
 
+
+def _add_table_commands(sub) -> None:
     t3 = sub.add_parser("table3", help="print Table 3 (clinician labels) of a release as CSV")
     t3.add_argument("dir")
     t3.add_argument("--combine", choices=["primary", "majority", "mean"], default="primary")
@@ -269,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     t4.add_argument("--quiet", action="store_true")
     t4.set_defaults(func=_cmd_table4)
 
+
+def _add_judge_command(sub) -> None:
     j = sub.add_parser("judge", help="judge every reviewed response of a release with an LLM judge (JSONL)")
     j.add_argument("dir")
     j.add_argument("--endpoint", action="append", default=None, help="OpenAI-compatible base URL (repeat: replicas)")
@@ -290,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--quiet", action="store_true")
     j.set_defaults(func=_cmd_judge)
 
+
+def _add_run_commands(sub) -> None:
     r = sub.add_parser("run", help="run every notebook with papermill into HTML reports")
     r.add_argument("--config", default=None, help="YAML config (default configs/synthetic.yaml)")
     r.add_argument("--data", default=None, help="release folder (overrides the config)")
@@ -312,7 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_cmd_bench)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,16 @@ def process_map(fn: Callable, jobs: Sequence, **options) -> list:
     return [r for _, r in sorted(iter_process_map(fn, jobs, **options), key=lambda t: t[0])]
 
 
-def iter_process_map(fn: Callable, jobs: Sequence, workers: int | None = None, size: Callable | None = None,
-                     desc: str = "", unit: str = "item", progress: bool = True) -> Iterator[tuple]:  # fmt: skip
+def iter_process_map(
+    fn: Callable,
+    jobs: Sequence,
+    *,
+    workers: int | None = None,
+    size: Callable | None = None,
+    desc: str = "",
+    unit: str = "item",
+    progress: bool = True,
+) -> Iterator[tuple]:
     """(job index, fn(job)) for every job, spread over `workers` processes (default: one per core),
     yielded in the work order as results come, for a caller that writes them out as they come
     (memory stays flat). `size(job)` orders the work largest first so that no worker is left with a

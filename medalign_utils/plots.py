@@ -18,6 +18,7 @@ def label(model: str) -> str:
 
 def win_matrix_heatmap(
     share: pd.DataFrame,
+    *,
     title: str = "Share of non-tied battles won (row over column)",
     ax=None,
     vmin: float = 0.0,
@@ -51,6 +52,7 @@ def forest(
     value: str,
     low: str,
     high: str,
+    *,
     paper_values: dict | None = None,
     planted: dict | None = None,
     xlabel: str = "",
@@ -147,7 +149,9 @@ def timeline(events: pd.DataFrame, max_patients: int = 40):
     return fig
 
 
-def grouped_bars(table: pd.DataFrame, x: str, y: str, hue: str, title: str, ylabel: str, annotate_n: str | None = None):
+def grouped_bars(
+    table: pd.DataFrame, x: str, y: str, hue: str, *, title: str, ylabel: str, annotate_n: str | None = None
+):
     """Bars of y per x and hue; optionally the n of each cell written on its bar (thin cells show)."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
     t = table.copy()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -24,38 +24,37 @@ from .tokenizers import Tokenizer
 
 @dataclass
 class GridSettings:
-    """What a prompt grid is built with; recorded beside its results."""
+    """What a prompt grid is built with; recorded beside its results (with the tokenizer's and the
+    template's names filled in by `build_prompt_grid`)."""
 
-    tokenizer: str
     contexts: tuple[int, ...]
     strategies: tuple[str, ...] = STRATEGIES
     reserve: int = 256
-    template: str = "medalign_prompt"
     use_chat_template: bool = True
     mr_chunk_tokens: int = 30_000
+    tokenizer: str = ""
+    template: str = "medalign_prompt"
 
 
 def build_prompt_grid(
     release,
     tokenizer: Tokenizer,
-    contexts,
-    strategies=None,
+    settings: GridSettings,
+    *,
     template: PromptTemplate | None = None,
-    reserve: int = 256,
-    use_chat_template: bool = True,
     instructions=None,
     cache_dir=None,
     progress: bool = True,
     cl100k: Tokenizer | None = None,
-    mr_chunk_tokens: int = 30_000,
 ):
     """Every instruction x context x strategy: prompt tokens, kept spans and evidence retained.
 
     Each record is tokenized once per tokenizer (cached on disk); every cell of the grid is a slice
-    of those tokens plus exact recounts of the joins. `strategies` are names in `STRATEGIES`
-    (default: all). Returns a DataFrame with one row per cell: instruction_id, person_id, strategy,
-    context, prompt_tokens, target_tokens, record_tokens, kept_tokens, base, spans,
-    evidence_retained, dropped, error (and n_chunks for `mr_chunks`).
+    of those tokens plus exact recounts of the joins. `settings.strategies` are names in
+    `STRATEGIES`; `template` (default: the paper's) is the prompt template. Returns a DataFrame
+    with one row per cell: instruction_id, person_id, strategy, context, prompt_tokens,
+    target_tokens, record_tokens, kept_tokens, base, spans, evidence_retained, dropped, error (and
+    n_chunks for `mr_chunks`).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -63,7 +62,8 @@ def build_prompt_grid(
     from .tokenizers import tokenize_file
 
     template = template or PromptTemplate.from_file()
-    strategies = list(strategies or STRATEGIES)
+    contexts, strategies, reserve = list(settings.contexts), list(settings.strategies), settings.reserve
+    use_chat_template, mr_chunk_tokens = settings.use_chat_template, settings.mr_chunk_tokens
     unknown = [s for s in strategies if s not in STRATEGY_FUNCTIONS]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
@@ -93,13 +93,15 @@ def build_prompt_grid(
             ]
             continue
         record = Record(text, tokenize_file(tokenizer, path, cache_dir))
-        shared = RecordResources(tokenizer, record, path, cache_dir, cl100k)
+        shared = RecordResources(tokenizer, record, path, cache_dir, cl100k=cl100k)
         for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
             items = evidence_items(evidence.get(str(iid)))
             positions = {}
             prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
             overhead = tokenizer.count(prefix + suffix)
-            full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)  # the same for every context
+            full = count_prompt(
+                tokenizer, prefix, record, [(0, len(text))], suffix=suffix
+            )  # the same for every context
             for ctx in contexts:
                 target = ctx - reserve
                 base_row = {
@@ -113,7 +115,7 @@ def build_prompt_grid(
                     "error": None,
                 }
                 try:
-                    ehr_budget(tokenizer, ctx, question, template, reserve, parts=(prefix, suffix))
+                    ehr_budget(tokenizer, ctx, question, template, reserve=reserve, parts=(prefix, suffix))
                 except BudgetError as err:
                     rows += [
                         {**base_row, "strategy": strat, "dropped": True, "error": str(err)} for strat in strategies
@@ -159,9 +161,14 @@ def build_prompt_grid(
                         row["n_chunks"] = v.n_chunks
                     rows.append(row)
     grid = pd.DataFrame(rows)
-    grid.attrs["settings"] = GridSettings(
-        tokenizer.name, tuple(contexts), tuple(strategies), reserve, template.name, use_chat_template, mr_chunk_tokens
-    ).__dict__
+    recorded = replace(
+        settings,
+        contexts=tuple(contexts),
+        strategies=tuple(strategies),
+        tokenizer=tokenizer.name,
+        template=template.name,
+    )
+    grid.attrs["settings"] = asdict(recorded)
     return grid
 
 
@@ -170,6 +177,7 @@ def render_fitted(
     release,
     person_id,
     template: PromptTemplate,
+    *,
     fields: dict,
     context_length: int,
     reserve: int,
@@ -196,12 +204,23 @@ def render_fitted(
     if not text.strip() or target - overhead <= 0:
         return prefix + suffix
     record = Record(text, tokenize_file(tokenizer, path, cache_dir))
-    full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix)
-    shared = RecordResources(tokenizer, record, path, cache_dir, None)
+    full = count_prompt(tokenizer, prefix, record, [(0, len(text))], suffix=suffix)
+    shared = RecordResources(tokenizer, record, path, cache_dir, cl100k=None)
     request = FitRequest(
-        tokenizer, record, prefix, suffix, target, str(fields.get("question", "")), full, overhead, reserve,
-        template, 30_000, shared, chat,
-    )  # fmt: skip
+        tokenizer,
+        record,
+        prefix,
+        suffix,
+        target,
+        str(fields.get("question", "")),
+        full,
+        overhead,
+        reserve,
+        template,
+        30_000,
+        shared,
+        chat,
+    )
     view = STRATEGY_FUNCTIONS[strategy](request)
     if view.dropped:
         return prefix + suffix
@@ -211,9 +230,16 @@ def render_fitted(
 
 
 def refinement_items(
-    release, tokenizer: Tokenizer, instruction_ids, context_length: int, reserve: int = 256, limit: int = 1,
-    template: PromptTemplate | None = None, use_chat_template: bool = True,
-):  # fmt: skip
+    release,
+    tokenizer: Tokenizer,
+    instruction_ids,
+    context_length: int,
+    *,
+    reserve: int = 256,
+    limit: int = 1,
+    template: PromptTemplate | None = None,
+    use_chat_template: bool = True,
+):
     """Items for the paper's multi-step refinement (`generation.runner.run_refinement`): for the
     `limit` instructions among `instruction_ids` whose records are shortest in `tokenizer` (fewest
     steps: MR reads the whole record, a chunk per step), their question, context and chunk texts,
@@ -226,19 +252,25 @@ def refinement_items(
     ins = ins[ins.person_id.isin(release.ehr_files.keys())]
     sizes = {pid: len(tokenize_file(tokenizer, release.ehr_files[pid])) for pid in ins.person_id.unique()}
     ins = ins.assign(_tokens=ins.person_id.map(sizes)).sort_values(["_tokens", "instruction_id"]).head(limit)
-    grid = build_prompt_grid(release, tokenizer, [context_length], ["mr_chunks"], template, reserve, use_chat_template,
-                             instructions=ins, progress=False)  # fmt: skip
+    settings = GridSettings((context_length,), ("mr_chunks",), reserve, use_chat_template)
+    grid = build_prompt_grid(release, tokenizer, settings, template=template, instructions=ins, progress=False)
     rows = []
     for row in grid[~grid.dropped].itertuples(index=False):
         text = release.ehr_text(row.person_id)
         question = ins.set_index("instruction_id").question[row.instruction_id]
-        rows.append({"instruction_id": row.instruction_id, "question": question, "context": context_length,
-                     "chunks": [text[int(a):int(b)] for a, b in row.spans]})  # fmt: skip
+        rows.append(
+            {
+                "instruction_id": row.instruction_id,
+                "question": question,
+                "context": context_length,
+                "chunks": [text[int(a) : int(b)] for a, b in row.spans],
+            }
+        )
     return pd.DataFrame(rows, columns=["instruction_id", "question", "context", "chunks"])
 
 
 def materialize_prompts(
-    grid, release, tokenizer: Tokenizer, template: PromptTemplate | None = None, use_chat_template: bool = True
+    grid, release, tokenizer: Tokenizer, *, template: PromptTemplate | None = None, use_chat_template: bool = True
 ):
     """Add the full prompt text to grid rows (for generation), rebuilt from their spans."""
     template = template or PromptTemplate.from_file()

@@ -111,7 +111,9 @@ class Record:
         return (int(self._safe_chars[i]), int(self._safe_tokens[i])) if i >= 0 else None
 
 
-def count_prompt(tokenizer: Tokenizer, prefix: str, record: Record, spans: list[tuple[int, int]], suffix: str) -> int:
+def count_prompt(
+    tokenizer: Tokenizer, prefix: str, record: Record, spans: list[tuple[int, int]], *, suffix: str
+) -> int:
     """Exact token count of prefix + the record's `spans` (concatenated) + suffix.
 
     Between two safe line starts of the record (a newline before '<', where both tokenizers'
@@ -147,10 +149,12 @@ class EHRView:
     template: str | None = None  # a peer's own prompt template (peer variants only)
 
 
-def _whole_record(tokenizer, record: Record, prefix, suffix, target: int, full_total: int | None, base: str = "record"):
+def _whole_record(
+    tokenizer, record: Record, prefix, suffix, *, target: int, full_total: int | None, base: str = "record"
+):
     """(prompt tokens with the whole record, the whole-record view when it fits the target else None)."""
     if full_total is None:
-        full_total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix)
+        full_total = count_prompt(tokenizer, prefix, record, [(0, len(record.text))], suffix=suffix)
     return full_total, (
         EHRView(record.text, [(0, len(record.text))], base, full_total) if full_total <= target else None
     )
@@ -161,6 +165,7 @@ def fit_recent(
     record: Record,
     prefix: str,
     suffix: str,
+    *,
     target: int,
     base: str = "record",
     full_total: int | None = None,
@@ -169,19 +174,19 @@ def fit_recent(
     tokens (context - reserve), or fewer when the record is shorter. `full_total` (the prompt's
     tokens with the whole record) saves a count when the caller has it."""
     n = record.n_tokens
-    total, whole = _whole_record(tokenizer, record, prefix, suffix, target, full_total, base)
+    total, whole = _whole_record(tokenizer, record, prefix, suffix, target=target, full_total=full_total, base=base)
     if whole:
         return whole
     overhead = tokenizer.count(prefix + suffix)
     k = record.next_char_start(max(0, n - (target - overhead)))
     for _ in range(8):  # joins can add or save a token or two: settle by exact recounts
         start = record.char_start(k)
-        total = count_prompt(tokenizer, prefix, record, [(start, len(record.text))], suffix)
+        total = count_prompt(tokenizer, prefix, record, [(start, len(record.text))], suffix=suffix)
         if total <= target:
             # Take back tokens while it still fits (equality when possible).
             while k > 0:
                 k2 = record.prev_char_start(k - 1)
-                t2 = count_prompt(tokenizer, prefix, record, [(record.char_start(k2), len(record.text))], suffix)
+                t2 = count_prompt(tokenizer, prefix, record, [(record.char_start(k2), len(record.text))], suffix=suffix)
                 if t2 > target:
                     break
                 k, total = k2, t2
@@ -189,11 +194,11 @@ def fit_recent(
         k = record.next_char_start(k + (total - target))
     start = record.char_start(k)
     if total < target and k > 0:
-        start, total = _closest_cut(tokenizer, record, prefix, suffix, target, k, start, total)
+        start, total = _closest_cut(tokenizer, record, prefix, suffix, target=target, k=k, start=start, total=total)
     return EHRView(record.text[start:], [(start, len(record.text))], base, total)
 
 
-def _closest_cut(tokenizer, record: Record, prefix, suffix, target: int, k: int, start: int, total: int):
+def _closest_cut(tokenizer, record: Record, prefix, suffix, *, target: int, k: int, start: int, total: int):
     """A cut that reaches the target exactly where one exists near the token-boundary cut.
 
     The prompt's token count is not monotonic in the cut: a cut inside the text of a token near the
@@ -207,7 +212,7 @@ def _closest_cut(tokenizer, record: Record, prefix, suffix, target: int, k: int,
     for c in range(lo, hi + 1):
         if c == start:
             continue
-        t = count_prompt(tokenizer, prefix, record, [(c, len(record.text))], suffix)
+        t = count_prompt(tokenizer, prefix, record, [(c, len(record.text))], suffix=suffix)
         if best_total < t <= target or (t == best_total and c < best_start):
             best_start, best_total = c, t
             if t == target and c < start:
@@ -216,17 +221,17 @@ def _closest_cut(tokenizer, record: Record, prefix, suffix, target: int, k: int,
 
 
 def fit_oldest(
-    tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, target: int, full_total: int | None = None
+    tokenizer: Tokenizer, record: Record, prefix: str, suffix: str, *, target: int, full_total: int | None = None
 ) -> EHRView:
     """Keep the earliest tokens (the opposite of the paper's choice)."""
-    total, whole = _whole_record(tokenizer, record, prefix, suffix, target, full_total)
+    total, whole = _whole_record(tokenizer, record, prefix, suffix, target=target, full_total=full_total)
     if whole:
         return whole
     overhead = tokenizer.count(prefix + suffix)
     k = record.prev_char_start(min(record.n_tokens - 1, target - overhead))
     for _ in range(8):
         end = record.char_start(k)
-        total = count_prompt(tokenizer, prefix, record, [(0, end)], suffix)
+        total = count_prompt(tokenizer, prefix, record, [(0, end)], suffix=suffix)
         if total <= target:
             break
         k = record.prev_char_start(k - (total - target))
@@ -252,13 +257,14 @@ def fit_retrieval(
     record: Record,
     prefix: str,
     suffix: str,
+    *,
     target: int,
     question: str,
     index: EncounterIndex | None = None,
     full_total: int | None = None,
 ) -> EHRView:
     """Fill the budget with the encounters BM25 ranks best for the instruction, in time order."""
-    total, whole = _whole_record(tokenizer, record, prefix, suffix, target, full_total)
+    total, whole = _whole_record(tokenizer, record, prefix, suffix, target=target, full_total=full_total)
     if whole:
         return whole
     index = index or EncounterIndex(record.text)
@@ -274,10 +280,10 @@ def fit_retrieval(
             chosen.append(i)
             used += sizes[i]
     chosen.sort()  # back in time order
-    total = count_prompt(tokenizer, prefix, record, [spans[i] for i in chosen], suffix)
+    total = count_prompt(tokenizer, prefix, record, [spans[i] for i in chosen], suffix=suffix)
     while total > target and chosen:  # rare: the joins cost a token or two more than counted
         chosen.pop(int(np.argmin([sizes[i] for i in chosen])))
-        total = count_prompt(tokenizer, prefix, record, [spans[i] for i in chosen], suffix)
+        total = count_prompt(tokenizer, prefix, record, [spans[i] for i in chosen], suffix=suffix)
     text = "".join(record.text[spans[i][0] : spans[i][1]] for i in chosen)
     return EHRView(text, [spans[i] for i in chosen], "record", total)
 
@@ -342,7 +348,7 @@ class FitRequest:
 class RecordResources:
     """Per-record objects that strategies build lazily and share across instructions."""
 
-    def __init__(self, tokenizer: Tokenizer, record: Record, path: Path, cache_dir, cl100k: Tokenizer | None):
+    def __init__(self, tokenizer: Tokenizer, record: Record, path: Path, cache_dir, *, cl100k: Tokenizer | None):
         self.tokenizer, self.record, self.path, self.cache_dir, self._cl100k = (
             tokenizer,
             record,
@@ -378,16 +384,16 @@ class RecordResources:
 
 
 def _strategy_recent(r: FitRequest) -> EHRView:
-    return fit_recent(r.tokenizer, r.record, r.prefix, r.suffix, r.target, full_total=r.full_total)
+    return fit_recent(r.tokenizer, r.record, r.prefix, r.suffix, target=r.target, full_total=r.full_total)
 
 
 def _strategy_oldest(r: FitRequest) -> EHRView:
-    return fit_oldest(r.tokenizer, r.record, r.prefix, r.suffix, r.target, full_total=r.full_total)
+    return fit_oldest(r.tokenizer, r.record, r.prefix, r.suffix, target=r.target, full_total=r.full_total)
 
 
 def _strategy_view(base: str):
     def fit(r: FitRequest) -> EHRView:
-        return fit_recent(r.tokenizer, r.shared.view(base), r.prefix, r.suffix, r.target, base=base)
+        return fit_recent(r.tokenizer, r.shared.view(base), r.prefix, r.suffix, target=r.target, base=base)
 
     fit.__doc__ = f"`recent` over the record's {base.replace('_only', '')}-only view."
     return fit
@@ -395,7 +401,14 @@ def _strategy_view(base: str):
 
 def _strategy_retrieval(r: FitRequest) -> EHRView:
     return fit_retrieval(
-        r.tokenizer, r.record, r.prefix, r.suffix, r.target, r.question, r.shared.encounters(), full_total=r.full_total
+        r.tokenizer,
+        r.record,
+        r.prefix,
+        r.suffix,
+        target=r.target,
+        question=r.question,
+        index=r.shared.encounters(),
+        full_total=r.full_total,
     )
 
 
@@ -403,7 +416,7 @@ def _strategy_mr_chunks(r: FitRequest) -> EHRView:
     refine_overhead = r.overhead + r.reserve + 64  # the previous answer and the refine wording
     size = max(256, min(r.mr_chunk_tokens, r.target - refine_overhead))
     chunks = mr_chunks(r.record, size)
-    first = count_prompt(r.tokenizer, r.prefix, r.record, [chunks[0]], r.suffix)
+    first = count_prompt(r.tokenizer, r.prefix, r.record, [chunks[0]], suffix=r.suffix)
     return EHRView(r.record.text[chunks[0][0] : chunks[0][1]], chunks, "record", first, n_chunks=len(chunks))
 
 
@@ -411,13 +424,13 @@ def _strategy_peer(name: str):
     def fit(r: FitRequest) -> EHRView:
         cl100k, cl_record = r.shared.cl100k()
         template = peer_template(name)
-        budget = peer_budget(cl100k, r.target + r.reserve, r.question, template, r.reserve)
+        budget = peer_budget(cl100k, r.target + r.reserve, r.question, template, reserve=r.reserve)
         n, text = cl_record.n_tokens, r.record.text
         # The last `budget` cl100k tokens, as `tokens[-budget:]` keeps them (a budget of 0 or less
         # keeps nothing here; a character split by the cut starts at its next whole character).
         start = len(text) if budget <= 0 else cl_record.char_start(cl_record.next_char_start(max(0, n - budget)))
         prefix, suffix = template.parts(r.tokenizer, r.use_chat_template, question=r.question)
-        total = count_prompt(r.tokenizer, prefix, r.record, [(start, len(text))], suffix)
+        total = count_prompt(r.tokenizer, prefix, r.record, [(start, len(text))], suffix=suffix)
         return EHRView(text[start:], [(start, len(text))], "record", total, template=name)
 
     fit.__doc__ = f"{name}'s published truncation arithmetic (see the module docstring)."

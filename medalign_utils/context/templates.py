@@ -74,6 +74,7 @@ def ehr_budget(
     context_length: int,
     question: str,
     template: PromptTemplate,
+    *,
     reserve: int = 256,
     use_chat_template: bool = True,
     parts: tuple[str, str] | None = None,
@@ -101,7 +102,7 @@ def peer_template(name: str) -> PromptTemplate:
     raise ValueError(f"no peer template {name!r}")
 
 
-def peer_budget(cl100k: Tokenizer, context: int, question: str, template: PromptTemplate, reserve: int = 256) -> int:
+def peer_budget(cl100k: Tokenizer, context: int, question: str, template: PromptTemplate, *, reserve: int = 256) -> int:
     """The peers' EHR budget: context - reserve - cl100k tokens of the raw template text (with its
     literal placeholders) - cl100k tokens of the instruction, counted apart."""
     return context - reserve - len(cl100k.encode(template.text)) - len(cl100k.encode(question))

@@ -324,6 +324,7 @@ _WORKER_TOKENIZERS: dict[str, Tokenizer] = {}
 def pretokenize(
     files: dict[str, Path],
     tokenizer_name: str,
+    *,
     cache_dir: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,

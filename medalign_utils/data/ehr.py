@@ -139,22 +139,25 @@ class _Rows:
 
     def add(
         self,
+        *,
         encounter,
         timestamp,
         event_type,
-        vocabulary,
-        code,
-        description,
-        value,
-        value_num,
-        unit,
-        note_id,
-        note_type,
-        text,
-        provider_id,
-        care_site_id,
         sourceline,
-    ):
+        vocabulary="",
+        code="",
+        description="",
+        value="",
+        value_num=None,
+        unit="",
+        note_id="",
+        note_type="",
+        text="",
+        provider_id="",
+        care_site_id="",
+    ) -> None:
+        """One event, its fields by name; what it lacks stays empty (value fields for a note, note
+        fields for a coded event)."""
         c = self.cols
         c["encounter"].append(encounter)
         c["timestamp"].append(timestamp)
@@ -222,145 +225,142 @@ def _person_from_paper(text: str) -> dict:
     return out
 
 
+def _read_lumia(events, rows: _Rows, patient: dict) -> None:
+    """Every event of a LUMIA `<eventstream>` (after its root) into `rows`, the patient into
+    `patient` (filled in place, so a fault later in the file keeps it)."""
+    encounter, entry_ts = -1, ""
+    add = rows.add
+    for action, elem in events:
+        tag = elem.tag
+        if action == "start":
+            if tag == "entry":
+                entry_ts = elem.get("timestamp", "")
+            elif tag == "encounter":
+                encounter += 1
+            continue
+        if tag == "event":
+            etype, name, text = elem.get("type", ""), elem.get("name", ""), elem.text or ""
+            vocab, _, code = (elem.get("code") or "").partition("/")
+            note = etype == "note"  # a note: value fields empty; its id, type and text
+            value = "" if note else text.strip()
+            add(
+                encounter=encounter,
+                timestamp=entry_ts,
+                event_type=etype,
+                vocabulary=vocab,
+                code=code,
+                description=name,
+                value=value,
+                value_num=_to_number(value) if value else None,
+                unit="" if note else elem.get("unit", ""),
+                note_id=elem.get("note_id", "") if note else "",
+                note_type=name if note else "",
+                text=text if note else "",
+                provider_id=elem.get("provider_id", ""),
+                care_site_id=elem.get("care_site_id", ""),
+                sourceline=elem.sourceline,
+            )
+        elif tag == "person":
+            if not patient:
+                patient.update(_person_from_lumia(elem))
+            _clear(elem)
+        elif tag in ("entry", "encounter", "caresites", "providers"):
+            _clear(elem)
+
+
+def _read_paper(events, rows: _Rows, patient: dict) -> None:
+    """Every event of a paper-era `<record>` (after its root) into `rows`, the patient into `patient`."""
+    encounter, table, table_ts = -1, "", ""
+    add = rows.add
+    for action, elem in events:
+        tag = elem.tag
+        if action == "start":
+            if tag == "visit":
+                encounter += 1
+            elif tag not in ("code", "note", "person", "day", "record") and elem.get("start") is not None:
+                table, table_ts = tag, elem.get("start", "")
+            continue
+        if tag == "code":
+            vocab, code, desc, value, value_num, unit = split_paper_code(elem.text or "", table)
+            add(
+                encounter=encounter,
+                timestamp=table_ts,
+                event_type=table,
+                vocabulary=vocab,
+                code=code,
+                description=desc,
+                value=value,
+                value_num=value_num,
+                unit=unit,
+                sourceline=elem.sourceline,
+            )
+        elif tag == "note":
+            ntype = elem.get("type", "")
+            add(
+                encounter=encounter,
+                timestamp=elem.get("start", ""),
+                event_type="note",
+                description=ntype,
+                note_type=ntype,
+                text=(elem.text or "").strip(),
+                sourceline=elem.sourceline,
+            )
+        elif tag == "person":
+            if not patient:
+                patient.update(_person_from_paper(elem.text or ""))
+            _clear(elem)
+        elif tag in ("day", "visit"):
+            _clear(elem)
+
+
+_SCHEMA_READERS = {"eventstream": ("lumia", _read_lumia), "record": ("paper", _read_paper)}
+
+
+def _encoding_problem(path: Path, file: str) -> list[Problem]:
+    try:
+        with open(path, "rb") as f:
+            encoding = xml_encoding(f.read(200))
+    except OSError:
+        return []  # reported where the parse fails to open it
+    if encoding in ("utf-8", "utf-8-sig"):
+        return []
+    return [Problem(file, f"encoded as {encoding}, not UTF-8: read as {encoding} (prompts get the decoded text)")]
+
+
 def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str | None = None) -> ParsedEHR:
-    """Parse one EHR file of either schema into a `ParsedEHR`.
+    """Parse one EHR file of either schema into a `ParsedEHR`: the root element picks the schema's
+    reader, which reads the rest of the file.
 
     A file cut off or malformed keeps every event read before the fault and reports the fault with
     its line; nothing read is thrown away.
     """
     path = Path(path)
     file = display_name or path.name
-    pid = person_id or _person_id_from_name(path.name)
-    rows = _Rows(pid)
-    problems: list[Problem] = []
-    patient: dict = {}
-    schema = "unknown"
-    add = rows.add
-    # State shared by both schemas.
-    encounter = -1
-    entry_ts = ""
-    table = ""
-    table_ts = ""
+    rows = _Rows(person_id or _person_id_from_name(path.name))
+    problems = _encoding_problem(path, file)
+    schema, patient = "unknown", {}
     try:
-        with open(path, "rb") as f:
-            encoding = xml_encoding(f.read(200))
-    except OSError:
-        encoding = "utf-8"  # reported below, where the parse fails to open it
-    if encoding not in ("utf-8", "utf-8-sig"):
-        problems.append(
-            Problem(file, f"encoded as {encoding}, not UTF-8: read as {encoding} (prompts get the decoded text)")
-        )
-    try:
-        for action, elem in etree.iterparse(str(path), events=("start", "end"), huge_tree=True):
-            tag = elem.tag
-            if schema == "unknown":
-                schema = {"eventstream": "lumia", "record": "paper"}.get(tag, "unknown")
-                if schema == "unknown":
-                    problems.append(
-                        Problem(
-                            file,
-                            f"root element <{tag}> is neither <eventstream> nor <record>; no events read",
-                            f"line {elem.sourceline}",
-                        )
-                    )
-                    break
-                if schema == "lumia" and elem.get("person_id") and person_id is None:
-                    rows.person_id = pid = elem.get("person_id")
-                continue
-            if schema == "lumia":
-                if action == "start":
-                    if tag == "entry":
-                        entry_ts = elem.get("timestamp", "")
-                    elif tag == "encounter":
-                        encounter += 1
-                    continue
-                if tag == "event":
-                    etype = elem.get("type", "")
-                    vocab, _, code = (elem.get("code") or "").partition("/")
-                    text = elem.text or ""
-                    name = elem.get("name", "")
-                    if etype == "note":  # value fields empty; the note's id, type and text
-                        fields = ("", None, "", elem.get("note_id", ""), name, text)
-                    else:
-                        value = text.strip()
-                        fields = (value, _to_number(value) if value else None, elem.get("unit", ""), "", "", "")
-                    where = (elem.get("provider_id", ""), elem.get("care_site_id", ""), elem.sourceline)
-                    add(encounter, entry_ts, etype, vocab, code, name, *fields, *where)
-                elif tag == "entry":
-                    _clear(elem)
-                elif tag == "person":
-                    if not patient:
-                        patient = _person_from_lumia(elem)
-                    _clear(elem)
-                elif tag in ("encounter", "caresites", "providers"):
-                    _clear(elem)
-            else:  # paper-era
-                if action == "start":
-                    if tag == "visit":
-                        encounter += 1
-                    elif tag not in ("code", "note", "person", "day", "record") and elem.get("start") is not None:
-                        table, table_ts = tag, elem.get("start", "")
-                    continue
-                if tag == "code":
-                    vocab, code, desc, value, value_num, unit = split_paper_code(elem.text or "", table)
-                    add(
-                        encounter,
-                        table_ts,
-                        table,
-                        vocab,
-                        code,
-                        desc,
-                        value,
-                        value_num,
-                        unit,
-                        "",
-                        "",
-                        "",
-                        "",
-                        "",
-                        elem.sourceline,
-                    )
-                elif tag == "note":
-                    ntype = elem.get("type", "")
-                    add(
-                        encounter,
-                        elem.get("start", ""),
-                        "note",
-                        "",
-                        "",
-                        ntype,
-                        "",
-                        None,
-                        "",
-                        "",
-                        ntype,
-                        (elem.text or "").strip(),
-                        "",
-                        "",
-                        elem.sourceline,
-                    )
-                elif tag == "person":
-                    if not patient:
-                        patient = _person_from_paper(elem.text or "")
-                    _clear(elem)
-                elif tag in ("day", "visit"):
-                    _clear(elem)
+        events = etree.iterparse(str(path), events=("start", "end"), huge_tree=True)
+        for _, root in events:
+            if root.tag not in _SCHEMA_READERS:
+                msg = f"root element <{root.tag}> is neither <eventstream> nor <record>; no events read"
+                problems.append(Problem(file, msg, f"line {root.sourceline}"))
+                break
+            schema, read = _SCHEMA_READERS[root.tag]
+            if schema == "lumia" and root.get("person_id") and person_id is None:
+                rows.person_id = root.get("person_id")
+            read(events, rows, patient)
     except etree.XMLSyntaxError as err:
         line = err.lineno if getattr(err, "lineno", None) else "?"
-        problems.append(
-            Problem(
-                file,
-                f"XML is malformed or cut off ({err.msg}); "
-                f"kept the {len(rows.cols['encounter'])} events read before it",
-                f"line {line}",
-            )
-        )
+        n_read = len(rows.cols["encounter"])
+        msg = f"XML is malformed or cut off ({err.msg}); kept the {n_read} events read before it"
+        problems.append(Problem(file, msg, f"line {line}"))
     except OSError as err:
         problems.append(Problem(file, f"cannot be read: {err}"))
     if schema == "unknown" and not problems:
         problems.append(Problem(file, "holds no XML elements"))
     table_out = rows.to_table(file, problems)
-    return ParsedEHR(pid, schema, table_out, patient, problems)
+    return ParsedEHR(rows.person_id, schema, table_out, patient, problems)
 
 
 def _person_id_from_name(name: str) -> str:
@@ -482,7 +482,7 @@ def _parse_to_cache(args: tuple[str, str, str, str]) -> EHRSummary:
 def parse_ehrs_to_cache(
     files: dict[str, Path],
     cache_dir: str | Path,
-    workers: int | None = None,
+    *, workers: int | None = None,
     progress: bool = True,
     root: Path | None = None,
 ) -> dict[str, EHRSummary]:

@@ -198,26 +198,7 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
     """
     path = Path(path)
     name = path.name
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        lines = raw.split(b"\n")
-        for i, line in enumerate(lines, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                problems.append(
-                    Problem(
-                        name,
-                        f"byte 0x{line[err.start]:02x} at column {err.start + 1} is not UTF-8 "
-                        f"(data row {i - 1}); replaced by U+FFFD",
-                        f"line {i}",
-                    )
-                )
-        text = raw.decode("utf-8", errors="replace")
+    text = _decode_table(path.read_bytes(), name, problems)
     is_tsv = path.suffix.lower() == ".tsv"
     csv.field_size_limit(2**31 - 1)  # clinical notes and long responses exceed the 128 KB default
     reader = csv.reader(
@@ -225,6 +206,45 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
         delimiter="\t" if is_tsv else ",",
         quoting=csv.QUOTE_NONE if is_tsv else csv.QUOTE_MINIMAL,
     )
+    header = _read_header(reader, name, required)
+    rows, row_numbers = _read_rows(reader, name, len(header), "\t" if is_tsv else ",", problems)
+    df = pd.DataFrame(rows, columns=header, dtype=object)
+    df.attrs["source_file"] = name
+    df.attrs["row_numbers"] = row_numbers
+    # Identifiers stay text: person_ids are long integers that must not become floats.
+    for col in df.columns:
+        df[col] = (
+            df[col].astype(str).str.strip()
+            if col in ("instruction_id", "person_id", "model_name", "annotator_num")
+            else df[col]
+        )
+    return df
+
+
+def _decode_table(raw: bytes, name: str, problems: list[Problem]) -> str:
+    """The table's text (BOM dropped); every non-UTF-8 byte reported with its line and replaced."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    for i, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems.append(
+                Problem(
+                    name,
+                    f"byte 0x{line[err.start]:02x} at column {err.start + 1} is not UTF-8 "
+                    f"(data row {i - 1}); replaced by U+FFFD",
+                    f"line {i}",
+                )
+            )
+    return raw.decode("utf-8", errors="replace")
+
+
+def _read_header(reader, name: str, required: tuple[str, ...]) -> list[str]:
     try:
         header = next(reader)
     except StopIteration:
@@ -240,10 +260,14 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
                 fatal=True,
             )
         )
+    return header
+
+
+def _read_rows(reader, name: str, n: int, sep: str, problems: list[Problem]) -> tuple[list, list]:
+    """The data rows with their row numbers; rows of the wrong width are reported and skipped, and
+    rows an unbalanced quote swallowed into a field are reported by line."""
     rows, row_numbers = [], []
-    n = len(header)
     row_no = 0
-    sep = "\t" if is_tsv else ","
     last_line = reader.line_num
     for fields in reader:
         first_line, last_line = last_line + 1, reader.line_num
@@ -282,17 +306,7 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
                 continue
         rows.append(fields)
         row_numbers.append(row_no)
-    df = pd.DataFrame(rows, columns=header, dtype=object)
-    df.attrs["source_file"] = name
-    df.attrs["row_numbers"] = row_numbers
-    # Identifiers stay text: person_ids are long integers that must not become floats.
-    for col in df.columns:
-        df[col] = (
-            df[col].astype(str).str.strip()
-            if col in ("instruction_id", "person_id", "model_name", "annotator_num")
-            else df[col]
-        )
-    return df
+    return rows, row_numbers
 
 
 def coerce_numeric(df: pd.DataFrame, column: str, problems: list[Problem], boolean: bool = False) -> pd.Series:

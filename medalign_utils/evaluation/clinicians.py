@@ -197,6 +197,7 @@ def _clusters(df: pd.DataFrame, ids: list, unit: str) -> np.ndarray | None:
 
 def table3(
     df: pd.DataFrame,
+    *,
     combine: str = "primary",
     n_resamples: int = 2000,
     seed: int = 0,
@@ -214,8 +215,6 @@ def table3(
     values is not an interval), is flagged `low_n`, sorted after the well-measured models, and
     named in `attrs['problems']`, which lists what else the input lacked.
     """
-    from statsmodels.stats.proportion import proportion_confint
-
     require_responses(df)
     problems = check_labels(df)
     labels = combine_raters(df, combine)
@@ -237,36 +236,18 @@ def table3(
         point_correct, point_rank = np.nanmean(corr, axis=0) * 100, np.nanmean(rank, axis=0)
     n = (~np.isnan(corr) | ~np.isnan(rank)).sum(0)
     low = n < min_n
-    n_correct_labelled = (~np.isnan(corr)).sum(0)
-    for j in np.flatnonzero(low):
-        k = int(np.nansum(corr[:, j] >= 0.5))
-        lo, hi = (
-            proportion_confint(k, n_correct_labelled[j], 1 - confidence, method="wilson")
-            if n_correct_labelled[j]
-            else (np.nan, np.nan)
-        )
-        quant["correct"][:, j] = (100 * lo, 100 * hi)
-        quant["wr"][:, j] = quant["rank"][:, j] = np.nan
-        problems.append(
-            Problem(
-                df.attrs.get("source_file", "model responses"),
-                f"model {models[j]} has {n[j]} labelled responses (< {min_n}): Wilson CI for correct %, "
-                "no win-rate or rank CI, listed after the well-measured models",
-            )
-        )
+    source = df.attrs.get("source_file", "model responses")
+    problems += _small_n_intervals(quant, corr, n, models, confidence=confidence, min_n=min_n, source=source)
     out = pd.DataFrame(
         {
             "model": models,
             "n": n,
             "correct_pct": point_correct,
-            "correct_ci_low": quant["correct"][0],
-            "correct_ci_high": quant["correct"][1],
+            **_ci_columns("correct", quant["correct"]),
             "win_rate": wr,
-            "win_rate_ci_low": quant["wr"][0],
-            "win_rate_ci_high": quant["wr"][1],
+            **_ci_columns("win_rate", quant["wr"]),
             "mean_rank": point_rank,
-            "mean_rank_ci_low": quant["rank"][0],
-            "mean_rank_ci_high": quant["rank"][1],
+            **_ci_columns("mean_rank", quant["rank"]),
             "n_rank_missing": np.isnan(rank).sum(0),
             "n_correct_missing": np.isnan(corr).sum(0),
             "low_n": low,
@@ -287,10 +268,48 @@ def table3(
     return out
 
 
+def _ci_columns(name: str, interval: np.ndarray) -> dict:
+    return {f"{name}_ci_low": interval[0], f"{name}_ci_high": interval[1]}
+
+
+def _small_n_intervals(
+    quant: dict, corr: np.ndarray, n: np.ndarray, models, *, confidence: float, min_n: int, source: str
+) -> list[Problem]:
+    """For models with fewer than `min_n` labelled responses: a Wilson interval for correct % in
+    place of the bootstrap one, no win-rate or rank interval (set in `quant`), and a problem each."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    problems = []
+    n_correct_labelled = (~np.isnan(corr)).sum(0)
+    for j in np.flatnonzero(n < min_n):
+        k = int(np.nansum(corr[:, j] >= 0.5))
+        lo, hi = (
+            proportion_confint(k, n_correct_labelled[j], 1 - confidence, method="wilson")
+            if n_correct_labelled[j]
+            else (np.nan, np.nan)
+        )
+        quant["correct"][:, j] = (100 * lo, 100 * hi)
+        quant["wr"][:, j] = quant["rank"][:, j] = np.nan
+        problems.append(
+            Problem(
+                source,
+                f"model {models[j]} has {n[j]} labelled responses (< {min_n}): Wilson CI for correct %, "
+                "no win-rate or rank CI, listed after the well-measured models",
+            )
+        )
+    return problems
+
+
 def head_to_head_ci(
-    df: pd.DataFrame, model_a: str, model_b: str, combine: str = "primary", n_resamples: int = 2000, seed: int = 0,
+    df: pd.DataFrame,
+    model_a: str,
+    model_b: str,
+    *,
+    combine: str = "primary",
+    n_resamples: int = 2000,
+    seed: int = 0,
     confidence: float = 0.95,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """A percentile bootstrap CI (over instructions) of the share of non-tied battles `model_a`
     won over `model_b`: one cell of Figure 2 with its uncertainty."""
     labels = combine_raters(df, combine) if "n_raters" not in df.columns else df
@@ -331,6 +350,7 @@ def mcnemar(
     df: pd.DataFrame,
     model_a: str,
     model_b: str,
+    *,
     combine: str = "primary",
     exact: bool | None = None,
     confidence: float = 0.95,
@@ -402,8 +422,15 @@ def fit_bradley_terry(
     return s - s.mean()
 
 
-def bradley_terry(df: pd.DataFrame, combine: str = "primary", n_resamples: int = 200, seed: int = 0,
-                  confidence: float = 0.95, prior_games: float = 1.0) -> pd.DataFrame:  # fmt: skip
+def bradley_terry(
+    df: pd.DataFrame,
+    *,
+    combine: str = "primary",
+    n_resamples: int = 200,
+    seed: int = 0,
+    confidence: float = 0.95,
+    prior_games: float = 1.0,
+) -> pd.DataFrame:
     """Bradley-Terry strengths fitted to the non-tied battles (`fit_bradley_terry`: MM with one
     virtual game per model against an average reference player), as log-strengths centred on 0,
     with percentile bootstrap CIs over instructions. Also the model's probability of beating an
@@ -435,6 +462,7 @@ def bradley_terry(df: pd.DataFrame, combine: str = "primary", n_resamples: int =
 def breakdown(
     df: pd.DataFrame,
     groups: pd.Series,
+    *,
     combine: str = "primary",
     n_resamples: int = 1000,
     seed: int = 0,

@@ -22,6 +22,7 @@ def score_responses(
     responses: pd.DataFrame,
     references: pd.DataFrame,
     metric_names: list[str],
+    *,
     reference_annotators: str = "primary",
     sources: dict[str, str] | None = None,
     progress: bool = True,
@@ -115,6 +116,7 @@ def per_instruction_tau(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
 def table4(
     scores: pd.DataFrame,
     labels: pd.DataFrame,
+    *,
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
@@ -158,6 +160,7 @@ def preset_sensitivity(
     references: pd.DataFrame,
     labels: pd.DataFrame,
     metric_names: list[str],
+    *,
     presets: tuple[str, str] = ("paper", "suite"),
     n_resamples: int = 1000,
     seed: int = 0,
@@ -245,6 +248,7 @@ def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int
 
 def table4_for_release(
     root,
+    *,
     metrics: list[str] | None = None,
     n_resamples: int = 2000,
     seed: int = 0,

@@ -164,8 +164,13 @@ class Bleu(Metric):
     def settings(self):
         b = self._bleu
         case = "lc" if b.lowercase else "mixed"
-        return {**super().settings(), "tok": b.tokenizer_signature, "smooth": b.smooth_method, "effective_order": True,
-                "case": case}  # fmt: skip
+        return {
+            **super().settings(),
+            "tok": b.tokenizer_signature,
+            "smooth": b.smooth_method,
+            "effective_order": True,
+            "case": case,
+        }
 
     def _pair(self, hyp, ref):
         return self._bleu.sentence_score(hyp, [ref]).score / 100
@@ -187,8 +192,14 @@ class Chrf(Metric):
     def settings(self):
         c = self._chrf
         case = "lc" if c.lowercase else "mixed"
-        return {**super().settings(), "nc": c.char_order, "nw": c.word_order, "beta": c.beta, "space": c.whitespace,
-                "case": case}  # fmt: skip
+        return {
+            **super().settings(),
+            "nc": c.char_order,
+            "nw": c.word_order,
+            "beta": c.beta,
+            "space": c.whitespace,
+            "case": case,
+        }
 
     def _pair(self, hyp, ref):
         return self._chrf.sentence_score(hyp, [ref]).score / 100
@@ -247,6 +258,7 @@ class Encoder:
     def __init__(
         self,
         path: str | Path | None = None,
+        *,
         num_layers: int | None = None,
         batch_tokens: int = 4096,
         max_length: int = 512,
@@ -340,7 +352,7 @@ def get_encoder(path=None, num_layers=None) -> Encoder:
     layers = num_layers or AutoConfig.from_pretrained(resolved, local_files_only=True).num_hidden_layers
     key = (resolved, layers)
     if key not in _ENCODERS:
-        _ENCODERS[key] = Encoder(resolved, layers)
+        _ENCODERS[key] = Encoder(resolved, num_layers=layers)
     return _ENCODERS[key]
 
 
@@ -386,6 +398,7 @@ class BertScore(Metric):
     def __init__(
         self,
         model_path: str | Path | None = None,
+        *,
         num_layers: int | None = None,
         rescale: bool = False,
         part: str = "F",

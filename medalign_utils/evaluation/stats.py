@@ -33,6 +33,7 @@ def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def bootstrap_ci(
     values: np.ndarray,
+    *,
     statistic=np.mean,
     n_resamples: int = 2000,
     confidence: float = 0.95,

@@ -84,6 +84,7 @@ class TransformersBackend(Backend):
     def __init__(
         self,
         model_path: str | Path,
+        *,
         settings: GenerationSettings = GenerationSettings(),
         batch_size: int = 8,
         device: str | None = None,
@@ -431,7 +432,7 @@ def load_backend(
     path = smollm2_path() if spec == "smollm2" else project_path(spec)
     if not Path(path).is_dir():
         raise FileNotFoundError(f"model {spec}: no folder at {path} (give 'smollm2', a model folder or a URL)")
-    return TransformersBackend(path, settings, batch_size=batch_size, **options)
+    return TransformersBackend(path, settings=settings, batch_size=batch_size, **options)
 
 
 def backend_name(spec: str | Path | list[str], model: str | None = None) -> str:

@@ -47,7 +47,10 @@ def run_generation(
     def process(chunk: pd.DataFrame) -> list[dict]:
         started = datetime.now(UTC).isoformat(timespec="seconds")
         answers = _generate_each(backend, chunk[prompt_column].tolist())
-        return [_answer_record(row, ans, system, started, identity) for row, ans in zip(chunk.itertuples(), answers)]
+        return [
+            _answer_record(row, ans, system, started, identity=identity)
+            for row, ans in zip(chunk.itertuples(), answers)
+        ]
 
     def tally(records: list[dict]) -> None:
         for rec in records:
@@ -56,9 +59,14 @@ def run_generation(
 
     with ResultStore(out_path) as store:
         ran = store.run(
-            items, process, chunk_size=commit_every or backend.batch_size, retry_failed=retry_errors, tally=tally,
-            desc=f"generating ({system})", progress=progress,
-        )  # fmt: skip
+            items,
+            process,
+            chunk_size=commit_every or backend.batch_size,
+            retry_failed=retry_errors,
+            tally=tally,
+            desc=f"generating ({system})",
+            progress=progress,
+        )
         seconds = ran["seconds"]
         return {
             "done_before": ran["done_before"],
@@ -84,7 +92,7 @@ def _generate_each(backend: Backend, prompts: list[str]) -> list[Answer]:
         return answers
 
 
-def _answer_record(row, ans: Answer, system: str, started: str, identity: dict) -> dict:
+def _answer_record(row, ans: Answer, system: str, started: str, *, identity: dict) -> dict:
     return {
         "instruction_id": row.instruction_id,
         "system": system,
@@ -144,8 +152,8 @@ def run_refinement(
         steps["steps"] = max((len(s["row"].chunks) for s in states), default=0)
         for step in tqdm(range(steps["steps"]), desc=f"refinement steps ({system})", disable=not progress):
             active = [s for s in states if step < len(s["row"].chunks)]
-            prompts = [_refinement_prompt(s, step, first_template, refine_template, tokenizer, use_chat_template)
-                       for s in active]  # fmt: skip
+            templates = (first_template, refine_template)
+            prompts = [_refinement_prompt(s, step, templates, tokenizer, use_chat_template) for s in active]
             for s, ans in zip(active, backend.generate(prompts)):
                 s["answers"].append(ans.text if not ans.error else s["answers"][-1] if s["answers"] else "")
                 s["errors"].append(ans.error)
@@ -159,8 +167,9 @@ def run_refinement(
     return {"generated": n, "steps": steps["steps"], "seconds": ran["seconds"]}
 
 
-def _refinement_prompt(state: dict, step: int, first_template, refine_template, tokenizer, use_chat_template) -> str:
+def _refinement_prompt(state: dict, step: int, templates: tuple, tokenizer, use_chat_template: bool) -> str:
     row, answers = state["row"], state["answers"]
+    first_template, refine_template = templates
     if step == 0:
         pre, suf = first_template.parts(tokenizer, use_chat_template, question=row.question)
     else:
@@ -191,7 +200,7 @@ def _refinement_record(state: dict, backend: Backend, data_fingerprint: str) -> 
 
 
 def run_extractive(
-    release, instructions: pd.DataFrame, out_path: str | Path, baseline: Backend | None = None, progress: bool = True
+    release, instructions: pd.DataFrame, out_path: str | Path, *, baseline: Backend | None = None, progress: bool = True
 ) -> dict:
     """The model-free BM25 extractive baseline over the whole record, run like any backend and
     recorded like a system (`bm25_extractive`, strategy `whole_record`, context 0). One record's

@@ -50,7 +50,7 @@ def _number(x):
     return None if math.isnan(f) else f
 
 
-def record_finding(name: str, value, ci=None, unit: str = "", compare: str = "") -> Finding:
+def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = "") -> Finding:
     """Record one headline result of the running notebook; returns it (a notebook may display it)."""
     cell = None
     try:

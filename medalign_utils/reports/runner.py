@@ -84,7 +84,7 @@ def render_html(ipynb: Path, target: Path, relativize=lambda t: t) -> None:
 
 def run_suite(
     config: str | Path | SuiteConfig | None = None,
-    overrides: dict | None = None,
+    *, overrides: dict | None = None,
     out: str | Path = "reports",
     only: list[str] | None = None,
     progress: bool = True,
@@ -115,17 +115,7 @@ def run_suite(
     writer = ShareSafeWriter(index)
 
     out = project_path(out)
-    nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
-    notebooks = sorted(p for p in nb_dir.glob("[0-9]*.ipynb"))
-    if only:
-        notebooks = [p for p in notebooks if any(p.stem.startswith(o) or p.stem == o for o in only)]
-        if not notebooks:
-            raise ValueError(f"--only {' '.join(only)} matches no notebook in {nb_dir}")
-    unknown = sorted(set(cfg.notebooks) - {p.stem for p in nb_dir.glob("[0-9]*.ipynb")})
-    if unknown and notebooks_dir is None:  # a misspelt section would otherwise set nothing
-        raise ValueError(
-            f"{cfg.source}: notebooks section names {', '.join(unknown)}, which is not a notebook in {nb_dir}"
-        )
+    notebooks = _select_notebooks(cfg, notebooks_dir, only)
     run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + ("-synthetic" if release.is_synthetic else "-release")
     run_dir = out / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,24 +139,7 @@ def run_suite(
                 tqdm.write(writer.message(f"{nb.stem}: {res.status}: {res.error}"))
     bar.close()
 
-    record = {
-        "run_id": run_id,
-        "data": {
-            "dir": data_path.name,
-            "synthetic": release.is_synthetic,
-            "fingerprint": fingerprint,
-            "patients": len(release.ehr_files),
-            "instructions": len(release.instructions),
-        },
-        "share_safe": cfg.share_safe,
-        "scanned": scan_needed,
-        "config": json.loads(relativize(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "source"}))),
-        "config_file": relativize(cfg.source),
-        "findings": [f for r in results.values() for f in r.findings],
-        "environment": environment_record(),
-        "notebooks": [{k: v for k, v in r.__dict__.items() if k != "findings"} for r in results.values()],
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    record = _run_record(cfg, release, run_id, results, fingerprint=fingerprint, scanned=scan_needed, relativize=relativize)
     record = writer.record(json.loads(relativize(json.dumps(record, default=str))))  # no machine paths; scanned
     for target in (run_dir / "run.json", out / "run.json"):
         writer.write_json(target, record)
@@ -182,6 +155,47 @@ def run_suite(
         if progress:
             print(f"bundle: {archive}")
     return all(r.status == "ok" for r in results.values())
+
+
+def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[Path]:
+    """The numbered notebooks to run (those `only` names, when given); a config section naming no
+    notebook is an error, since it would otherwise set nothing."""
+    nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
+    notebooks = sorted(p for p in nb_dir.glob("[0-9]*.ipynb"))
+    if only:
+        notebooks = [p for p in notebooks if any(p.stem.startswith(o) or p.stem == o for o in only)]
+        if not notebooks:
+            raise ValueError(f"--only {' '.join(only)} matches no notebook in {nb_dir}")
+    unknown = sorted(set(cfg.notebooks) - {p.stem for p in nb_dir.glob("[0-9]*.ipynb")})
+    if unknown and notebooks_dir is None:
+        raise ValueError(
+            f"{cfg.source}: notebooks section names {', '.join(unknown)}, which is not a notebook in {nb_dir}"
+        )
+    return notebooks
+
+
+def _run_record(
+    cfg: SuiteConfig, release, run_id: str, results: dict, *, fingerprint: str, scanned: bool, relativize
+) -> dict:
+    """What `run.json` holds: the data (no paths), the config, findings, environment, notebooks."""
+    return {
+        "run_id": run_id,
+        "data": {
+            "dir": project_path(cfg.data_dir).name,
+            "synthetic": release.is_synthetic,
+            "fingerprint": fingerprint,
+            "patients": len(release.ehr_files),
+            "instructions": len(release.instructions),
+        },
+        "share_safe": cfg.share_safe,
+        "scanned": scanned,
+        "config": json.loads(relativize(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "source"}))),
+        "config_file": relativize(cfg.source),
+        "findings": [f for r in results.values() for f in r.findings],
+        "environment": environment_record(),
+        "notebooks": [{k: v for k, v in r.__dict__.items() if k != "findings"} for r in results.values()],
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 # The IPython kernel configuration on the real release: figures become SVG with their text kept as
@@ -308,7 +322,7 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
         cached_findings.write_text(json.dumps(res.findings))
     if res.reused:  # a finding's link names this run's page
         res.findings = [{**f, "link": f"{run.run_id}/{target_html.name}#{f['link'].split('#', 1)[-1]}"}
-                        if f.get("link") else f for f in res.findings]  # fmt: skip
+                        if f.get("link") else f for f in res.findings]
     res.html = target_html.name if target_html.exists() else None
     res.ipynb = target_nb.name if target_nb.exists() else None
     return res

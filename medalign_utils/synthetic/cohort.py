@@ -78,6 +78,7 @@ def _tsv(path: Path, header: list[str], rows: list[list]) -> None:
 def make_cohort(
     out: str | Path,
     spec: CohortSpec,
+    *,
     workers: int | None = None,
     progress: bool = True,
     label_model: LabelModel | None = None,
@@ -96,7 +97,13 @@ def make_cohort(
     facts: list[PatientFacts] = [None] * spec.patients  # type: ignore[list-item]
     # Records are written as they come, so memory holds one record per worker, not the cohort.
     for i, (pid, data, f) in iter_process_map(
-        patient_record, jobs, workers, size=lambda j: j[2], desc="synthesizing EHRs", unit="patient", progress=progress
+        patient_record,
+        jobs,
+        workers=workers,
+        size=lambda j: j[2],
+        desc="synthesizing EHRs",
+        unit="patient",
+        progress=progress,
     ):
         (ehr_dir / f"{pid}.xml").write_bytes(data)
         facts[i] = f
@@ -250,7 +257,7 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
     style_rng = np.random.default_rng([spec.seed, 6])
     for k, r in enumerate(gold):
         texts = [
-            perturb_answer(r["answer"], float(sim.latent[k, m]), bool(sim.base_correct[k, m]), m, style_rng)
+            perturb_answer(r["answer"], float(sim.latent[k, m]), bool(sim.base_correct[k, m]), m, rng=style_rng)
             for m in range(len(label_model.models))
         ]
         for rater in range(n_raters if k in multi else 1):

@@ -123,6 +123,7 @@ def expected_inter_rater_tau(model: LabelModel, n: int = 20_000, seed: int = 543
 
 def calibrate_mu(
     model: LabelModel,
+    *,
     target_mean_rank=tuple(paper.TABLE3.mean_rank),
     steps: int = 60,
     n: int = 40_000,
@@ -163,7 +164,7 @@ def judge_rubric_level(quality: np.ndarray, noise: np.ndarray, scale: float) -> 
 
 
 def expected_judge_tau(
-    model: LabelModel, noise_sd: float, scale: float = 1.0, n: int = 40_000, seed: int = 97531
+    model: LabelModel, noise_sd: float, *, scale: float = 1.0, n: int = 40_000, seed: int = 97531
 ) -> float:
     """Expected per-instruction Kendall tau-b between the planted test judge's rubric scores and the
     primary clinician's ranking, under the label model (Monte Carlo; instructions where either side

@@ -35,6 +35,7 @@ class PlantedJudge(Backend):
     def __init__(
         self,
         release,
+        *,
         noise_sd: float = 0.5,
         scale: float = 1.0,
         seed: int = 0,
@@ -83,8 +84,13 @@ class PlantedJudge(Backend):
         self.batch_size = 16
 
     def describe(self) -> dict:
-        return {"backend": self.kind, "noise_sd": self.noise_sd, "scale": self.scale, "seed": self.seed,
-                "source": self.source}  # fmt: skip
+        return {
+            "backend": self.kind,
+            "noise_sd": self.noise_sd,
+            "scale": self.scale,
+            "seed": self.seed,
+            "source": self.source,
+        }
 
     def _noise(self, prompt: str, k: int) -> np.ndarray:
         digest = hashlib.blake2b(f"{self.seed}|{prompt}".encode(), digest_size=8).digest()
@@ -137,20 +143,37 @@ class PlantedJudge(Backend):
 
 
 @contextmanager
-def planted_judge(release, *, name: str = "planted", noise_sd: float = 0.5, seed: int = 0, guard=None,
-                  max_concurrency: int = 8, **judge_options):  # fmt: skip
+def planted_judge(
+    release,
+    *,
+    name: str = "planted",
+    noise_sd: float = 0.5,
+    seed: int = 0,
+    guard=None,
+    max_concurrency: int = 8,
+    batch_size: int = 8,
+    service_time: float = 0.0,
+    source: str = "quality",
+    **judge_fields,
+):
     """A `Judge` backed by the planted test judge, served on loopback for the block's duration, as a
     real judge's server would be: ``with planted_judge(release) as judge: run_judgments(judge, ...)``.
-    `judge_options` go to `PlantedJudge` (``service_time``, ``source``...)."""
+    `batch_size` judgments are committed at a time, `max_concurrency` requests in flight;
+    `judge_fields` are the `Judge`'s other fields (prices...)."""
     from ..evaluation.judge import Judge
     from ..generation.backends import OpenAICompatibleBackend
     from ..generation.guard import DataGuard
     from ..generation.local_server import LocalServer
 
-    guard = guard or DataGuard.loopback_only()
-    with LocalServer(PlantedJudge(release, noise_sd=noise_sd, seed=seed, **judge_options)) as server:
+    served = PlantedJudge(release, noise_sd=noise_sd, seed=seed, service_time=service_time, source=source)
+    with LocalServer(served) as server:
+        settings = GenerationSettings(max_new_tokens=64, seed=seed)
         backend = OpenAICompatibleBackend(
-            server.url + "/v1", name, GenerationSettings(max_new_tokens=64, seed=seed), guard=guard,
+            server.url + "/v1",
+            name,
+            settings,
+            guard=guard or DataGuard.loopback_only(),
             max_concurrency=max_concurrency,
-        )  # fmt: skip
-        yield Judge(name, backend, strategy="none", retries=0)
+        )
+        backend.batch_size = batch_size
+        yield Judge(name, backend, strategy="none", retries=0, **judge_fields)

@@ -384,7 +384,7 @@ def patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
             facts.last_ts = max(facts.last_ts, fmt_ts(ts))
             parts.append(f'<entry timestamp="{fmt_ts(ts)}">\n' + "".join(events) + "</entry>\n")
 
-        def ev(etype, code, name, value="", unit=""):
+        def ev(etype, code, name, *, value="", unit=""):
             # Provider and care site only where they matter (visits, notes): keeps records compact.
             u = f' unit="{unit}"' if unit else ""
             who = f" {pid_attr}" if etype.startswith("visit") else ""
@@ -405,13 +405,13 @@ def patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
                     shift = 12 if (code == "8480-6" and any(c[0] == "I10" for c, _ in active)) else 0
                     val = rng.normal(mean + shift, sd)
                     vitals_today[code] = (t_v, round(val, dec))
-                    evs.append(ev("measurement", f"LOINC/{code}", name, _num(val, dec), unit))
+                    evs.append(ev("measurement", f"LOINC/{code}", name, value=_num(val, dec), unit=unit))
                 weight += rng.normal(0, 0.6)
-                evs.append(ev("measurement", "LOINC/29463-7", "Body weight", f"{weight:.2f}", "kg"))
+                evs.append(ev("measurement", "LOINC/29463-7", "Body weight", value=f"{weight:.2f}", unit="kg"))
                 vitals_today["29463-7"] = (t_v, round(weight, 1))
                 facts.weight_last = (fmt_ts(t_v), round(weight, 1))
                 if enc % 4 == 0:
-                    evs.append(ev("measurement", "LOINC/8302-2", "Body height", f"{height:.2f}", "cm"))
+                    evs.append(ev("measurement", "LOINC/8302-2", "Body height", value=f"{height:.2f}", unit="cm"))
                     facts.height_last = (fmt_ts(t_v), round(height, 1))
                 facts.bp_last = (
                     fmt_ts(t_v),
@@ -427,7 +427,7 @@ def patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
                     for h in range(1, 24, 2):
                         t_h = day + timedelta(hours=h)
                         evs_h = [
-                            ev("measurement", f"LOINC/{c}", n, _num(rng.normal(m, s), dc), u)
+                            ev("measurement", f"LOINC/{c}", n, value=_num(rng.normal(m, s), dc), unit=u)
                             for c, n, u, m, s, dc in VITALS
                         ]
                         if h % 6 == 1:
@@ -449,7 +449,7 @@ def patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
                             lab_state[code] = drift
                             val = max(0.1, mean + shift + drift)
                             val = round(val, dec)
-                            evs.append(ev("measurement", f"LOINC/{code}", name, _num(val, dec), unit))
+                            evs.append(ev("measurement", f"LOINC/{code}", name, value=_num(val, dec), unit=unit))
                             labs_today[code] = (t_l, val, unit)
                             facts.labs_last[code] = (fmt_ts(t_l), val, unit)
                             facts.labs_first.setdefault(code, (fmt_ts(t_l), val, unit))
@@ -476,10 +476,15 @@ def patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
                     evs.append(ev("drug_exposure", f"RxNorm/{rx}", full))
                     meds_today.append(acute[2])
                 if rng.random() < 0.3:
-                    evs.append(ev("observation", "LOINC/72166-2", "Tobacco smoking status", smoking))
+                    evs.append(ev("observation", "LOINC/72166-2", "Tobacco smoking status", value=smoking))
                     facts.smoking_last = (fmt_ts(t_c), smoking)
                 evs.append(
-                    ev("observation", "LOINC/38208-5", "Pain severity - Reported", f"{int(rng.integers(0, 8)):.2f}")
+                    ev(
+                        "observation",
+                        "LOINC/38208-5",
+                        "Pain severity - Reported",
+                        value=f"{int(rng.integers(0, 8)):.2f}",
+                    )
                 )
                 entry(t_c, evs)
             if acute and acute[3] and d_i == 0:

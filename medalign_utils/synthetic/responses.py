@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def perturb_answer(reference: str, quality: float, correct: bool, style: int, rng: np.random.Generator) -> str:
+def perturb_answer(reference: str, quality: float, correct: bool, style: int, *, rng: np.random.Generator) -> str:
     """A system's response: close to the reference when quality is high, drifting when low; wrong
     facts when incorrect. Closeness follows quality with noise, so metrics agree with clinicians
     positively but imperfectly."""

@@ -9,6 +9,7 @@ from helpers import REPO
 from medalign_utils.context import (
     BudgetError,
     EncounterIndex,
+    GridSettings,
     PromptTemplate,
     Record,
     build_prompt_grid,
@@ -81,7 +82,7 @@ def test_recent_budget_is_exact(tokenizer, long_text, context):
     question = 'What was the most recent "LDL cholesterol" value?'
     prefix, suffix = TEMPLATE.parts(tokenizer, True, question=question)
     target = context - 256
-    view = fit_recent(tokenizer, rec, prefix, suffix, target)
+    view = fit_recent(tokenizer, rec, prefix, suffix, target=target)
     prompt = prefix + view.text + suffix
     n = tokenizer.count(prompt)
     assert n == view.prompt_tokens  # the engine's count is the real count
@@ -103,7 +104,7 @@ def test_recent_matches_a_hand_computed_case(cl100k):
     template = PromptTemplate("Q: {question}\nEHR: {ehr}")
     prefix, suffix = template.parts(None, question="last heart rate?")
     target = 120
-    view = fit_recent(cl100k, rec, prefix, suffix, target)
+    view = fit_recent(cl100k, rec, prefix, suffix, target=target)
     # By hand: the record's tokens, the overhead of the empty prompt, the last (target - overhead) tokens.
     ids = cl100k.encode(text)
     overhead = len(cl100k.encode(prefix + suffix))
@@ -123,7 +124,7 @@ def test_cut_never_breaks_a_character(smollm2):
     assert not rec.tokens.starts_char.all()  # the emoji is split over byte-level tokens
     prefix, suffix = TEMPLATE.parts(smollm2, False, question="plan?")
     for target in range(300, 700, 7):
-        view = fit_recent(smollm2, rec, prefix, suffix, target)
+        view = fit_recent(smollm2, rec, prefix, suffix, target=target)
         assert "\ufffd" not in smollm2.decode(smollm2.encode(view.text))
         assert text.endswith(view.text)
         n = smollm2.count(prefix + view.text + suffix)
@@ -137,7 +138,7 @@ def test_count_prompt_over_several_spans_is_exact(tokenizer, release):
         1:6:2
     ]
     text = "".join(rec.text[a:b] for a, b in spans)
-    assert count_prompt(tokenizer, prefix, rec, spans, suffix) == tokenizer.count(prefix + text + suffix)
+    assert count_prompt(tokenizer, prefix, rec, spans, suffix=suffix) == tokenizer.count(prefix + text + suffix)
 
 
 def test_retrieval_keeps_time_order_and_fits(tokenizer, release):
@@ -145,7 +146,7 @@ def test_retrieval_keeps_time_order_and_fits(tokenizer, release):
     question = "Summarize the discharge summary and the radiology report"
     prefix, suffix = TEMPLATE.parts(tokenizer, True, question=question)
     index = EncounterIndex(rec.text)
-    view = fit_retrieval(tokenizer, rec, prefix, suffix, 6000, question, index)
+    view = fit_retrieval(tokenizer, rec, prefix, suffix, target=6000, question=question, index=index)
     starts = [a for a, _ in view.spans]
     assert starts == sorted(starts) and len(starts) >= 1
     assert tokenizer.count(prefix + view.text + suffix) == view.prompt_tokens <= 6000
@@ -182,14 +183,8 @@ def test_grid_reuses_cached_tokens_and_evidence_retention_falls_with_context(rel
     monkeypatch.setattr(
         type(cl100k), "tokenize_with_offsets", lambda self, text: calls.append(len(text)) or original(self, text)
     )
-    grid = build_prompt_grid(
-        release,
-        cl100k,
-        [2048, 8192, 131072],
-        strategies=["recent", "notes_only", "drop_if_too_long"],
-        progress=False,
-        cache_dir=tmp_path,
-    )
+    settings = GridSettings((2048, 8192, 131072), strategies=("recent", "notes_only", "drop_if_too_long"))
+    grid = build_prompt_grid(release, cl100k, settings, progress=False, cache_dir=tmp_path)
     n_records = release.instructions.person_id.nunique()
     assert len(calls) <= 2 * n_records  # each record (and its notes view) once, not once per instruction
     ret = retention_table(grid).set_index(["strategy", "context"]).retained_pct
@@ -207,7 +202,7 @@ def test_context_too_small_is_a_clear_error(cl100k, release):
     with pytest.raises(BudgetError, match="cannot hold the prompt"):
         ehr_budget(cl100k, 200, "What was the most recent glucose?", TEMPLATE)
     grid = build_prompt_grid(
-        release, cl100k, [256], strategies=["recent"], progress=False, instructions=release.instructions.head(2)
+        release, cl100k, GridSettings((256,), ("recent",)), progress=False, instructions=release.instructions.head(2)
     )
     assert grid.dropped.all() and grid.error.str.contains("cannot hold the prompt").all()
 
@@ -231,7 +226,7 @@ def test_empty_ehr_is_reported_not_fitted(tmp_path, tiny_cohort, cl100k):
     release = load_release(root)
     pid = release.instructions.person_id.iloc[0]
     release.ehr_files[pid].write_text("")
-    grid = build_prompt_grid(load_release(root), cl100k, [4096], strategies=["recent"], progress=False)
+    grid = build_prompt_grid(load_release(root), cl100k, GridSettings((4096,), ("recent",)), progress=False)
     bad = grid[grid.person_id == pid]
     assert bad.dropped.all() and bad.error.str.contains("empty EHR").all()
     assert not grid[grid.person_id != pid].dropped.any()
@@ -256,21 +251,23 @@ def test_strategies_come_from_one_registry(tiny_cohort, cl100k):
     from medalign_utils import context
 
     assert context.STRATEGIES == tuple(context.STRATEGY_FUNCTIONS)
-    assert context.GridSettings("x", ()).strategies == context.STRATEGIES
+    assert context.GridSettings(contexts=()).strategies == context.STRATEGIES
     release = load_release(tiny_cohort)
     ins = release.instructions.head(2)
-    grid = build_prompt_grid(release, cl100k, [4096], instructions=ins, progress=False)
+    grid = build_prompt_grid(release, cl100k, GridSettings((4096,)), instructions=ins, progress=False)
     assert sorted(grid.strategy.unique()) == sorted(context.STRATEGIES)
     assert tuple(grid.attrs["settings"]["strategies"]) == context.STRATEGIES
     with pytest.raises(ValueError, match="unknown strategy nope"):
-        build_prompt_grid(release, cl100k, [4096], strategies=["nope"], instructions=ins, progress=False)
+        build_prompt_grid(release, cl100k, GridSettings((4096,), ("nope",)), instructions=ins, progress=False)
 
 
 def test_recent_reaches_the_exact_budget_wherever_a_nearby_cut_gives_it(release, tokenizer):
     """Every cut prompt that falls short: no character position within a dozen characters of its
     cut gives exactly the budget either (checked by full encodes, independently of the engine)."""
     ins = release.instructions
-    grid = build_prompt_grid(release, tokenizer, [2048, 4096], strategies=["recent"], instructions=ins, progress=False)
+    grid = build_prompt_grid(
+        release, tokenizer, GridSettings((2048, 4096), ("recent",)), instructions=ins, progress=False
+    )
     cut = grid[(grid.kept_tokens < grid.base_tokens) & ~grid.dropped]
     assert len(cut) > 20
     short = cut[cut.prompt_tokens < cut.target_tokens]
@@ -297,9 +294,8 @@ def test_peer_variants_reproduce_helm_and_timer_arithmetic_token_for_token(relea
     timer = (REPO / "medalign_utils" / "context" / "templates" / "medalign_prompt.txt").read_text()
     assert timer.endswith("\n")
     ins = release.instructions.head(6)
-    grid = build_prompt_grid(
-        release, cl100k, [2048, 8192], strategies=["recent", "helm", "timer"], instructions=ins, progress=False
-    )
+    settings = GridSettings((2048, 8192), ("recent", "helm", "timer"))
+    grid = build_prompt_grid(release, cl100k, settings, instructions=ins, progress=False)
     prompts = materialize_prompts(grid[grid.strategy != "recent"], release, cl100k)
     questions = release.instructions.set_index("instruction_id").question
     n_shorter = 0

@@ -54,15 +54,15 @@ def items(n: int) -> pd.DataFrame:
 
 def test_batched_greedy_equals_one_at_a_time(tiny_lm):
     settings = GenerationSettings(max_new_tokens=12)
-    batched = TransformersBackend(tiny_lm, settings, batch_size=8).generate(PROMPTS)
-    single = TransformersBackend(tiny_lm, settings, batch_size=1).generate(PROMPTS)
+    batched = TransformersBackend(tiny_lm, settings=settings, batch_size=8).generate(PROMPTS)
+    single = TransformersBackend(tiny_lm, settings=settings, batch_size=1).generate(PROMPTS)
     assert [a.text for a in batched] == [a.text for a in single]
     assert [a.new_tokens for a in batched] == [a.new_tokens for a in single]
     assert all(a.prompt_tokens > 0 for a in batched) and any(a.text for a in batched)
 
 
 def test_out_of_memory_backs_off_instead_of_dying(tiny_lm, monkeypatch):
-    backend = TransformersBackend(tiny_lm, GenerationSettings(max_new_tokens=4), batch_size=4)
+    backend = TransformersBackend(tiny_lm, settings=GenerationSettings(max_new_tokens=4), batch_size=4)
     real = backend._generate_batch
     calls = []
 
@@ -79,7 +79,7 @@ def test_out_of_memory_backs_off_instead_of_dying(tiny_lm, monkeypatch):
 
 
 def test_run_is_resumable_and_records_provenance(tiny_lm, tmp_path):
-    backend = TransformersBackend(tiny_lm, GenerationSettings(max_new_tokens=4), batch_size=3)
+    backend = TransformersBackend(tiny_lm, settings=GenerationSettings(max_new_tokens=4), batch_size=3)
     out = tmp_path / "gen.jsonl"
     first = run_generation(items(5), backend, out, "tiny", progress=False, data_fingerprint="abc")
     assert first["generated"] == 5
@@ -133,7 +133,7 @@ def test_resume_after_sigkill_completes_every_item_exactly_once(tiny_lm, tmp_pat
 
         items = pd.DataFrame({{"instruction_id": [f"i{{k}}" for k in range(24)], "strategy": "recent", "context": 2048,
                               "prompt": [f"Question: value {{k}}?" for k in range(24)]}})
-        run_generation(items, Slow({str(tiny_lm)!r}, GenerationSettings(max_new_tokens=4), batch_size=2),
+        run_generation(items, Slow({str(tiny_lm)!r}, settings=GenerationSettings(max_new_tokens=4), batch_size=2),
                        {str(out)!r}, "tiny", commit_every=2, progress=False)
     """)
     )
@@ -159,7 +159,7 @@ def test_resume_after_sigkill_completes_every_item_exactly_once(tiny_lm, tmp_pat
 
 
 def test_http_backend_round_trip_with_retry_after_503(tiny_lm):
-    backend = TransformersBackend(tiny_lm, GenerationSettings(max_new_tokens=6), batch_size=1)
+    backend = TransformersBackend(tiny_lm, settings=GenerationSettings(max_new_tokens=6), batch_size=1)
     local = backend.generate(PROMPTS[:2])
     with LocalServer(backend, fail_first=1) as srv:
         client = OpenAICompatibleBackend(
@@ -182,7 +182,7 @@ def test_http_chat_endpoint_and_giving_up(tmp_path):
     from helpers import make_tiny_lm
 
     chat_lm = make_tiny_lm(tmp_path / "chat_lm", chat_template=True)
-    backend = TransformersBackend(chat_lm, GenerationSettings(max_new_tokens=5), batch_size=1)
+    backend = TransformersBackend(chat_lm, settings=GenerationSettings(max_new_tokens=5), batch_size=1)
     with LocalServer(backend, fail_first=10) as srv:
         client = OpenAICompatibleBackend(
             srv.url, "tiny", GenerationSettings(max_new_tokens=5), chat=True, guard=LOOPBACK, retries=2, backoff=0.01
@@ -213,7 +213,7 @@ def test_data_guard_refuses_other_hosts_on_real_data_and_allows_loopback():
 def test_multi_step_refinement_runs_every_chunk(tiny_lm, tmp_path):
     from medalign_utils.context import REFINE_TEMPLATE, PromptTemplate
 
-    backend = TransformersBackend(tiny_lm, GenerationSettings(max_new_tokens=3), batch_size=4)
+    backend = TransformersBackend(tiny_lm, settings=GenerationSettings(max_new_tokens=3), batch_size=4)
     df = pd.DataFrame(
         {
             "instruction_id": ["a", "b"],

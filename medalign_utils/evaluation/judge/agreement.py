@@ -57,10 +57,15 @@ def cost_table(judgments: pd.DataFrame) -> pd.DataFrame:
     """Per judge and mode: prompt and completion tokens, and cost at the configured prices."""
     return (
         judgments.groupby(["judge", "mode"])
-        .agg(judgments=("valid", "size"), prompt_tokens=("prompt_tokens", "sum"),
-             completion_tokens=("completion_tokens", "sum"), cost=("cost", "sum"), seconds=("seconds", "sum"))
+        .agg(
+            judgments=("valid", "size"),
+            prompt_tokens=("prompt_tokens", "sum"),
+            completion_tokens=("completion_tokens", "sum"),
+            cost=("cost", "sum"),
+            seconds=("seconds", "sum"),
+        )
         .reset_index()
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------ agreement with the clinicians
@@ -111,12 +116,30 @@ def pairwise_battles(judgments: pd.DataFrame, judge: str | None = None) -> pd.Da
         second = {"A": "b", "B": "a", "tie": "tie"}[orders["BA"].verdict["winner"]]
         outcome = first if first == second else "tie"
         rows.append(
-            {"judge": name, "instruction_id": iid, "system_a": a, "system_b": b, "outcome": outcome,
-             "flipped": first != second and "tie" not in (first, second),
-             "first_choice_ab": orders["AB"].verdict["winner"], "first_choice_ba": orders["BA"].verdict["winner"]}
-        )  # fmt: skip
-    out = pd.DataFrame(rows, columns=["judge", "instruction_id", "system_a", "system_b", "outcome", "flipped",
-                                      "first_choice_ab", "first_choice_ba"])  # fmt: skip
+            {
+                "judge": name,
+                "instruction_id": iid,
+                "system_a": a,
+                "system_b": b,
+                "outcome": outcome,
+                "flipped": first != second and "tie" not in (first, second),
+                "first_choice_ab": orders["AB"].verdict["winner"],
+                "first_choice_ba": orders["BA"].verdict["winner"],
+            }
+        )
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "judge",
+            "instruction_id",
+            "system_a",
+            "system_b",
+            "outcome",
+            "flipped",
+            "first_choice_ab",
+            "first_choice_ba",
+        ],
+    )
     out.attrs["n_incomplete"] = incomplete
     return out
 
@@ -131,10 +154,15 @@ def position_bias(battles: pd.DataFrame) -> dict:
         "pairs": len(battles),
         "first_position_share": float((decisive == "A").mean()) if len(decisive) else np.nan,
         "flipped_share": float(battles.flipped.mean()) if len(battles) else np.nan,
-        "consistent_share": float((battles.first_choice_ab.map({"A": "a", "B": "b", "tie": "tie"})
-                                   == battles.first_choice_ba.map({"A": "b", "B": "a", "tie": "tie"})).mean())
-        if len(battles) else np.nan,
-    }  # fmt: skip
+        "consistent_share": float(
+            (
+                battles.first_choice_ab.map({"A": "a", "B": "b", "tie": "tie"})
+                == battles.first_choice_ba.map({"A": "b", "B": "a", "tie": "tie"})
+            ).mean()
+        )
+        if len(battles)
+        else np.nan,
+    }
 
 
 def battle_counts(battles: pd.DataFrame, models: list[str]) -> tuple[list, np.ndarray, np.ndarray]:
@@ -161,8 +189,9 @@ def judge_win_matrix(battles: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return pd.DataFrame(share, index=models, columns=models)
 
 
-def judge_win_rates(battles: pd.DataFrame, models: list[str], n_resamples: int = 1000, seed: int = 0,
-                    confidence: float = 0.95) -> pd.DataFrame:  # fmt: skip
+def judge_win_rates(
+    battles: pd.DataFrame, models: list[str], *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> pd.DataFrame:
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
     head-to-head shares), with a percentile bootstrap CI over instructions, and its place."""
     from ..clinicians import bootstrap_counts, win_rates
@@ -170,8 +199,16 @@ def judge_win_rates(battles: pd.DataFrame, models: list[str], n_resamples: int =
     ids, w, l = battle_counts(battles, models)
     m = len(models)
     if not len(ids):  # no valid verdict to count: every win rate unknown, said so
-        empty = pd.DataFrame({"model": models, "judge_win_rate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                              "battles": 0, "place": np.nan})  # fmt: skip
+        empty = pd.DataFrame(
+            {
+                "model": models,
+                "judge_win_rate": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "battles": 0,
+                "place": np.nan,
+            }
+        )
         empty.attrs["note"] = "no valid pairwise verdicts"
         return empty
     weights = bootstrap_counts(len(ids), n_resamples, seed)
@@ -188,8 +225,9 @@ def judge_win_rates(battles: pd.DataFrame, models: list[str], n_resamples: int =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanquantile(boot, [alpha, 1 - alpha], axis=0)
-    out = pd.DataFrame({"model": models, "judge_win_rate": point, "ci_low": lo, "ci_high": hi,
-                        "battles": (w.sum(0) + l.sum(0)).sum(1)})  # fmt: skip
+    out = pd.DataFrame(
+        {"model": models, "judge_win_rate": point, "ci_low": lo, "ci_high": hi, "battles": (w.sum(0) + l.sum(0)).sum(1)}
+    )
     out["place"] = out.judge_win_rate.rank(ascending=False, method="min")
     return out.sort_values("judge_win_rate", ascending=False).reset_index(drop=True)
 
@@ -224,10 +262,14 @@ def self_preference(judgments: pd.DataFrame, mode: str, families: dict[str, list
             on=["instruction_id", "model_name"],
         )
         rows.append(
-            {"judge": judge, "systems": ", ".join(systems), "n": len(both),
-             "own_mean": both.score.mean() if len(both) else np.nan,
-             "others_mean": both.others.mean() if len(both) else np.nan}
-        )  # fmt: skip
+            {
+                "judge": judge,
+                "systems": ", ".join(systems),
+                "n": len(both),
+                "own_mean": both.score.mean() if len(both) else np.nan,
+                "others_mean": both.others.mean() if len(both) else np.nan,
+            }
+        )
     out = pd.DataFrame(rows)
     if len(out):
         out["self_preference"] = out.own_mean - out.others_mean
@@ -240,6 +282,12 @@ def pairwise_summary(judgments: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
     rows = []
     for judge_name in sorted(judgments[judgments["mode"] == "pairwise"].judge.unique()):
         battles = pairwise_battles(judgments, judge=judge_name)
-        rows.append({"judge": judge_name, **pairwise_agreement(battles, labels), **position_bias(battles),
-                     "incomplete_pairs": battles.attrs["n_incomplete"]})  # fmt: skip
+        rows.append(
+            {
+                "judge": judge_name,
+                **pairwise_agreement(battles, labels),
+                **position_bias(battles),
+                "incomplete_pairs": battles.attrs["n_incomplete"],
+            }
+        )
     return pd.DataFrame(rows)

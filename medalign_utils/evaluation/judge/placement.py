@@ -46,8 +46,9 @@ def place_new_system(
     scope = mine.instruction_id.unique()[:limit]
     name = f"new:{system}"
     new_items = with_new_system(items[items.instruction_id.isin(scope)], mine, name)
-    run_judgments(judge, "pairwise", pairwise_items(new_items, [(name, m) for m in systems]), release, out_path,
-                  progress=progress)  # fmt: skip
+    run_judgments(
+        judge, "pairwise", pairwise_items(new_items, [(name, m) for m in systems]), release, out_path, progress=progress
+    )
     battles = pairwise_battles(read_judgments([out_path, *baseline_judgments]), judge=judge.name)
     table = judge_win_rates(battles, [*systems, name], n_resamples=n_resamples, seed=seed)
     table.attrs["n_instructions"] = len(scope)

@@ -77,17 +77,19 @@ class Judge:
         chat: bool = True,
         batch_size: int = 8,
         max_concurrency: int = 4,
+        settings=None,
         **judge_options,
     ) -> Judge:
         """A judge from one spec, as `generation.load_backend` takes it: ``"smollm2"``, a model
         folder, or an endpoint URL (or replicas) serving `model` under the data `guard`. Its
         tokenizer (for fitting the EHR) defaults to the model's own, cl100k for endpoints; `reserve`
         tokens of `context` are kept for the verdict. `judge_options` are the `Judge`'s other
-        fields (``retries``, ``family``, prices)."""
+        fields (``retries``, ``family``, prices). `settings` (a `GenerationSettings`) replaces the
+        decoding settings built from `max_new_tokens` and `seed`."""
         from ...context import load_tokenizer
         from ...generation.backends import GenerationSettings, backend_name, load_backend
 
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=seed)
+        settings = settings or GenerationSettings(max_new_tokens=max_new_tokens, seed=seed)
         backend = load_backend(
             spec, settings, guard=guard, model=model, chat=chat, batch_size=batch_size, max_concurrency=max_concurrency
         )
@@ -195,11 +197,11 @@ def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release) -> list
                 release,
                 row.person_id,
                 template,
-                fields,
-                judge.context_length,
-                judge.reserve,
-                judge.strategy,
-                judge.use_chat_template,
+                fields=fields,
+                context_length=judge.context_length,
+                reserve=judge.reserve,
+                strategy=judge.strategy,
+                use_chat_template=judge.use_chat_template,
             )
         )
     return prompts
@@ -230,9 +232,14 @@ def run_judgments(
 
     with ResultStore(out_path, KEY_FIELDS) as store:
         ran = store.run(
-            items, lambda chunk: _judge_chunk(judge, mode, chunk, identity), chunk_size=judge.backend.batch_size,
-            tally=tally, desc=f"judging ({judge.name}, {mode})", unit="judgment", progress=progress,
-        )  # fmt: skip
+            items,
+            lambda chunk: _judge_chunk(judge, mode, chunk, identity),
+            chunk_size=judge.backend.batch_size,
+            tally=tally,
+            desc=f"judging ({judge.name}, {mode})",
+            unit="judgment",
+            progress=progress,
+        )
     return {**stats, **ran}
 
 
@@ -317,8 +324,9 @@ def with_new_system(items: pd.DataFrame, answers: pd.DataFrame, system: str) -> 
     return pd.concat([items, new[items.columns.intersection(new.columns)]], ignore_index=True)
 
 
-def judge_all_modes(judges: list[Judge], modes, items: pd.DataFrame, release, out_dir: str | Path,
-                    progress: bool = True) -> pd.DataFrame:  # fmt: skip
+def judge_all_modes(
+    judges: list[Judge], modes, items: pd.DataFrame, release, *, out_dir: str | Path, progress: bool = True
+) -> pd.DataFrame:
     """Every judge in every mode over `items` (pairwise: both orders of every pair), each to its own
     JSONL under `out_dir`; returns one row of counts per judge and mode."""
     rows = []
