@@ -63,7 +63,6 @@ def build_prompt_grid(
 
     template = template or PromptTemplate.from_file()
     contexts, strategies, reserve = list(settings.contexts), list(settings.strategies), settings.reserve
-    use_chat_template, mr_chunk_tokens = settings.use_chat_template, settings.mr_chunk_tokens
     unknown = [s for s in strategies if s not in STRATEGY_FUNCTIONS]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
@@ -73,93 +72,19 @@ def build_prompt_grid(
     rows = []
     groups = list(ins.groupby("person_id", sort=True))
     for pid, part in tqdm(groups, desc=f"prompt grid ({tokenizer.name})", unit="record", disable=not progress):
-        path = release.ehr_files[pid]
         text = release.ehr_text(pid)
         if not text.strip():
-            rows += [
-                {
-                    "instruction_id": iid,
-                    "person_id": pid,
-                    "strategy": strat,
-                    "context": ctx,
-                    "target_tokens": ctx - reserve,
-                    "record_tokens": 0,
-                    "dropped": True,
-                    "error": "empty EHR: nothing to fit",  # the person_id column says whose; no file name
-                }
-                for iid in part.instruction_id
-                for ctx in contexts
-                for strat in strategies
-            ]
+            rows += _empty_record_rows(pid, part.instruction_id, contexts, strategies, reserve=reserve)
             continue
+        path = release.ehr_files[pid]
         record = Record(text, tokenize_file(tokenizer, path, cache_dir))
         shared = RecordResources(tokenizer, record, path, cache_dir, cl100k=cl100k)
         for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
+            base_row = {"instruction_id": iid, "person_id": pid}
             items = evidence_items(evidence.get(str(iid)))
-            positions = {}
-            prefix, suffix = template.parts(tokenizer, use_chat_template, question=question)
-            overhead = tokenizer.count(prefix + suffix)
-            full = count_prompt(
-                tokenizer, prefix, record, [(0, len(text))], suffix=suffix
-            )  # the same for every context
+            fits = _InstructionFit(tokenizer, shared, template, question=question, items=items)
             for ctx in contexts:
-                target = ctx - reserve
-                base_row = {
-                    "instruction_id": iid,
-                    "person_id": pid,
-                    "strategy": None,
-                    "context": ctx,
-                    "target_tokens": target,
-                    "record_tokens": record.n_tokens,
-                    "dropped": False,
-                    "error": None,
-                }
-                try:
-                    ehr_budget(tokenizer, ctx, question, template, reserve=reserve, parts=(prefix, suffix))
-                except BudgetError as err:
-                    rows += [
-                        {**base_row, "strategy": strat, "dropped": True, "error": str(err)} for strat in strategies
-                    ]
-                    continue
-                request = FitRequest(
-                    tokenizer,
-                    record,
-                    prefix,
-                    suffix,
-                    target,
-                    question,
-                    full,
-                    overhead,
-                    reserve,
-                    template,
-                    mr_chunk_tokens,
-                    shared,
-                    use_chat_template,
-                )
-                for strat in strategies:
-                    v = STRATEGY_FUNCTIONS[strat](request)
-                    rec = shared.view(v.base)
-                    for b in {"record", v.base}:
-                        if b not in positions:
-                            positions[b] = locate_evidence(shared.view(b).text, items)
-                    kept = sum(rec.token_at_char(b) - rec.token_at_char(a) for a, b in v.spans)
-                    retained = evidence_retained(positions[v.base], v.spans, positions["record"])
-                    if v.dropped and retained is not None:
-                        retained = 0.0  # a dropped instruction keeps no evidence
-                    row = {
-                        **base_row,
-                        "strategy": strat,
-                        "prompt_tokens": None if v.dropped else v.prompt_tokens,
-                        "base": v.base,
-                        "spans": [list(s) for s in v.spans],
-                        "kept_tokens": 0 if v.dropped else kept,
-                        "base_tokens": rec.n_tokens,
-                        "dropped": v.dropped,
-                        "evidence_retained": retained,
-                    }
-                    if v.n_chunks is not None:
-                        row["n_chunks"] = v.n_chunks
-                    rows.append(row)
+                rows += fits.cells(base_row, ctx, strategies, settings)
     grid = pd.DataFrame(rows)
     recorded = replace(
         settings,
@@ -170,6 +95,109 @@ def build_prompt_grid(
     )
     grid.attrs["settings"] = asdict(recorded)
     return grid
+
+
+def _empty_record_rows(pid, instruction_ids, contexts, strategies, *, reserve: int) -> list[dict]:
+    return [
+        {
+            "instruction_id": iid,
+            "person_id": pid,
+            "strategy": strat,
+            "context": ctx,
+            "target_tokens": ctx - reserve,
+            "record_tokens": 0,
+            "dropped": True,
+            "error": "empty EHR: nothing to fit",  # the person_id column says whose; no file name
+        }
+        for iid in instruction_ids
+        for ctx in contexts
+        for strat in strategies
+    ]
+
+
+class _InstructionFit:
+    """One instruction over one record: its prompt parts and full count, computed once, then every
+    strategy's cell at each context, with the evidence each keeps."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, shared: RecordResources, template: PromptTemplate, *, question: str, items
+    ):
+        self.tokenizer, self.shared, self.template, self.question, self.items = (
+            tokenizer,
+            shared,
+            template,
+            question,
+            items,
+        )
+        self.record = shared.record
+        self.positions: dict[str, list] = {}
+
+    def parts(self, use_chat_template: bool) -> tuple[str, str, int, int]:
+        if not hasattr(self, "_parts"):
+            prefix, suffix = self.template.parts(self.tokenizer, use_chat_template, question=self.question)
+            overhead = self.tokenizer.count(prefix + suffix)
+            full = count_prompt(self.tokenizer, prefix, self.record, [(0, len(self.record.text))], suffix=suffix)
+            self._parts = (prefix, suffix, overhead, full)  # the same for every context
+        return self._parts
+
+    def cells(self, base_row: dict, ctx: int, strategies, settings: GridSettings) -> list[dict]:
+        prefix, suffix, overhead, full = self.parts(settings.use_chat_template)
+        target = ctx - settings.reserve
+        row = {
+            **base_row,
+            "strategy": None,
+            "context": ctx,
+            "target_tokens": target,
+            "record_tokens": self.record.n_tokens,
+            "dropped": False,
+            "error": None,
+        }
+        try:
+            ehr_budget(
+                self.tokenizer, ctx, self.question, self.template, reserve=settings.reserve, parts=(prefix, suffix)
+            )
+        except BudgetError as err:
+            return [{**row, "strategy": strat, "dropped": True, "error": str(err)} for strat in strategies]
+        request = FitRequest(
+            self.tokenizer,
+            self.record,
+            prefix,
+            suffix,
+            target,
+            self.question,
+            full,
+            overhead,
+            settings.reserve,
+            self.template,
+            settings.mr_chunk_tokens,
+            self.shared,
+            settings.use_chat_template,
+        )
+        return [self.cell(row, strat, STRATEGY_FUNCTIONS[strat](request)) for strat in strategies]
+
+    def cell(self, row: dict, strategy: str, v) -> dict:
+        rec = self.shared.view(v.base)
+        for b in {"record", v.base}:
+            if b not in self.positions:
+                self.positions[b] = locate_evidence(self.shared.view(b).text, self.items)
+        kept = sum(rec.token_at_char(b) - rec.token_at_char(a) for a, b in v.spans)
+        retained = evidence_retained(self.positions[v.base], v.spans, self.positions["record"])
+        if v.dropped and retained is not None:
+            retained = 0.0  # a dropped instruction keeps no evidence
+        out = {
+            **row,
+            "strategy": strategy,
+            "prompt_tokens": None if v.dropped else v.prompt_tokens,
+            "base": v.base,
+            "spans": [list(s) for s in v.spans],
+            "kept_tokens": 0 if v.dropped else kept,
+            "base_tokens": rec.n_tokens,
+            "dropped": v.dropped,
+            "evidence_retained": retained,
+        }
+        if v.n_chunks is not None:
+            out["n_chunks"] = v.n_chunks
+        return out
 
 
 def render_fitted(

@@ -207,7 +207,7 @@ def read_table(path: str | Path, problems: list[Problem], required: tuple[str, .
         quoting=csv.QUOTE_NONE if is_tsv else csv.QUOTE_MINIMAL,
     )
     header = _read_header(reader, name, required)
-    rows, row_numbers = _read_rows(reader, name, len(header), "\t" if is_tsv else ",", problems)
+    rows, row_numbers = _read_rows(reader, name, problems, n=len(header), sep="\t" if is_tsv else ",")
     df = pd.DataFrame(rows, columns=header, dtype=object)
     df.attrs["source_file"] = name
     df.attrs["row_numbers"] = row_numbers
@@ -263,7 +263,7 @@ def _read_header(reader, name: str, required: tuple[str, ...]) -> list[str]:
     return header
 
 
-def _read_rows(reader, name: str, n: int, sep: str, problems: list[Problem]) -> tuple[list, list]:
+def _read_rows(reader, name: str, problems: list[Problem], *, n: int, sep: str) -> tuple[list, list]:
     """The data rows with their row numbers; rows of the wrong width are reported and skipped, and
     rows an unbalanced quote swallowed into a field are reported by line."""
     rows, row_numbers = [], []

@@ -153,7 +153,10 @@ def run_refinement(
         for step in tqdm(range(steps["steps"]), desc=f"refinement steps ({system})", disable=not progress):
             active = [s for s in states if step < len(s["row"].chunks)]
             templates = (first_template, refine_template)
-            prompts = [_refinement_prompt(s, step, templates, tokenizer, use_chat_template) for s in active]
+            prompts = [
+                _refinement_prompt(s, step, templates, tokenizer=tokenizer, use_chat_template=use_chat_template)
+                for s in active
+            ]
             for s, ans in zip(active, backend.generate(prompts)):
                 s["answers"].append(ans.text if not ans.error else s["answers"][-1] if s["answers"] else "")
                 s["errors"].append(ans.error)
@@ -167,7 +170,7 @@ def run_refinement(
     return {"generated": n, "steps": steps["steps"], "seconds": ran["seconds"]}
 
 
-def _refinement_prompt(state: dict, step: int, templates: tuple, tokenizer, use_chat_template: bool) -> str:
+def _refinement_prompt(state: dict, step: int, templates: tuple, *, tokenizer, use_chat_template: bool) -> str:
     row, answers = state["row"], state["answers"]
     first_template, refine_template = templates
     if step == 0:
