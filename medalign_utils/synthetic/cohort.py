@@ -134,7 +134,20 @@ def make_cohort(
 
 
 def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_model: LabelModel) -> dict:
+    """The three tables, drawn in a fixed order from seeded generators; returns the planted truth."""
     rng = np.random.default_rng([spec.seed, 3])
+    plan, all_counts, gold_counts = _category_plan(spec)
+    instructions = _draw_instructions(plan, facts, rng)
+    _write_instruction_table(out, instructions, rng)
+    gold = [r for r in instructions if r["gold"]]
+    _write_references(out, gold, rng)
+    sim, multi = _write_responses(out, gold, spec, label_model)
+    counts = {"categories_all": all_counts, "categories_gold": gold_counts, "multi_rated": len(multi)}
+    return _planted_truth(spec, label_model, instructions, gold, facts, sim=sim, counts=counts)
+
+
+def _category_plan(spec: CohortSpec) -> tuple[list, dict, dict]:
+    """(category, gold) for every instruction to make, and the counts per category."""
     # Choose instruction kinds per category (Table 2 proportions), gold first.
     gold_counts = category_counts(spec.gold, "gold")
     all_counts = category_counts(spec.instructions, "all")
@@ -151,6 +164,11 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
     for cat, n_all in all_counts.items():
         n_gold = min(gold_counts.get(cat, 0), n_all)
         plan += [(cat, True)] * n_gold + [(cat, False)] * (n_all - n_gold)
+    return plan, all_counts, gold_counts
+
+
+def _draw_instructions(plan: list, facts: list[PatientFacts], rng: np.random.Generator) -> list[dict]:
+    """One instruction per planned slot, from a patient whose record holds its kind of fact, shuffled."""
     instructions = []
     used_ids = set()
     for cat, gold in plan:
@@ -185,6 +203,10 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
     order = rng.permutation(len(instructions))
     instructions = [instructions[i] for i in order]
 
+    return instructions
+
+
+def _write_instruction_table(out: Path, instructions: list[dict], rng: np.random.Generator) -> None:
     _tsv(
         out / "all-instructions-rouge.tsv",
         [
@@ -210,7 +232,9 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
         ],
     )
 
-    gold = [r for r in instructions if r["gold"]]
+
+def _write_references(out: Path, gold: list[dict], rng: np.random.Generator) -> None:
+    """Reference answers of the gold instructions; a quarter of them with a second annotator's paraphrase."""
     ref_rows = []
     second = set(rng.choice(len(gold), size=len(gold) // 4, replace=False).tolist()) if gold else set()
     for k, r in enumerate(gold):
@@ -246,6 +270,10 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
         ref_rows,
     )
 
+
+def _write_responses(out: Path, gold: list[dict], spec: CohortSpec, label_model: LabelModel):
+    """Six systems' responses to every gold instruction with simulated ranks and correctness (three
+    raters on the multi-rated ones); returns the simulation and the multi-rated instructions."""
     n_raters = 3
     sim = simulate_labels(label_model, len(gold), np.random.default_rng([spec.seed, 4]), n_raters=n_raters)
     multi = set(
@@ -288,6 +316,10 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
         resp_rows,
     )
 
+    return sim, multi
+
+
+def _planted_truth(spec, label_model, instructions, gold, facts, *, sim, counts: dict) -> dict:
     # Planted truth: the label model, its expected statistics, and per-instruction facts.
     early_late = []
     for r in instructions:
@@ -308,9 +340,9 @@ def _write_tables(out: Path, spec: CohortSpec, facts: list[PatientFacts], label_
         "instructions": {
             "total": len(instructions),
             "gold": len(gold),
-            "multi_rated": len(multi),
-            "categories_all": all_counts,
-            "categories_gold": gold_counts,
+            "multi_rated": counts["multi_rated"],
+            "categories_all": counts["categories_all"],
+            "categories_gold": counts["categories_gold"],
             "evidence_position_quantiles": np.quantile(early_late, [0.1, 0.25, 0.5, 0.75, 0.9]).round(3).tolist(),
         },
         # Each reviewed response's latent quality (what its text and its clinician ranks follow):

@@ -23,7 +23,7 @@ this module: no real patient text. The same seed gives byte-identical files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -306,292 +306,371 @@ class PatientFacts:
 def patient_record(args: tuple) -> tuple[str, bytes, PatientFacts]:
     """Generate one patient's XML and facts (a pure function of seed and index)."""
     seed, index, target_tokens, start_year = args
-    rng = np.random.default_rng([seed, 1, index])
-    person_id = str(10_000_000 + index * 7919 + int(rng.integers(0, 7919)))
-    gender = "FEMALE" if rng.random() < 0.52 else "MALE"
-    ethnicity = "Hispanic or Latino" if rng.random() < 0.18 else "Not Hispanic or Latino"
-    race = ["White", "Asian", "Black or African American", "Other Race"][int(rng.choice(4, p=[0.55, 0.25, 0.08, 0.12]))]
-    age0 = int(rng.integers(25, 80))
-    target_bytes = int(target_tokens * BYTES_PER_TOKEN)
-    years = float(np.clip(1.5 + math.log10(max(target_tokens, 3000) / 3000) * 3.2 + rng.normal(0, 1.0), 1.0, 16.0))
-    start = datetime(start_year, 1, 1) + timedelta(days=int(rng.integers(0, 365)))
-    end = start + timedelta(days=int(years * 365))
-    birth = start - timedelta(days=age0 * 365 + int(rng.integers(0, 365)))
-    n_chronic = int(rng.integers(2, 6))
-    chronic_idx = rng.choice(len(CONDITIONS), size=n_chronic, replace=False)
-    # Onsets: the first at the start, the others spread over the record.
-    onsets = sorted(
-        [start]
-        + [start + timedelta(days=int(rng.integers(0, max(1, (end - start).days)))) for _ in range(n_chronic - 1)]
-    )
-    conditions = [(CONDITIONS[i], onsets[k]) for k, i in enumerate(chronic_idx)]
-    weight = float(rng.normal(82 if gender == "MALE" else 70, 14))
-    height = float(rng.normal(176 if gender == "MALE" else 163, 7))
-    smoking = SMOKING[int(rng.choice(3, p=[0.55, 0.3, 0.15]))]
-    providers = [
-        (str(5000 + int(rng.integers(0, 900))), PROVIDER_SPECIALTIES[int(rng.integers(0, len(PROVIDER_SPECIALTIES)))])
-        for _ in range(4)
-    ]
-    provider_names = [
-        f"{FIRST_NAMES[int(rng.integers(0, 10))]} {LAST_NAMES[int(rng.integers(0, 10))]}, MD" for _ in range(4)
-    ]
+    return _PatientWriter(seed, index, target_tokens, start_year).write()
 
-    # The visit schedule: enough encounters to reach the byte target.
-    kinds_p = np.array([k[3] for k in VISIT_KINDS])
-    out: list[str] = [f'<eventstream person_id="{person_id}">\n']
-    size = len(out[0])
-    facts = PatientFacts(person_id, fmt_date(birth), gender, 0, "", "", [], {}, {}, (), (), (), {}, {}, (), (), (), ())
-    for c, _onset in conditions:
-        facts.conditions.append((c[0], c[1], None, c[2]))
-    n_events = n_notes = 0
-    t = start
-    span_days = max(1, (end - start).days)
-    # Encounter spacing from the byte target: about 2.3 kB per encounter on average.
-    n_enc_expected = max(3, target_bytes // 2300)
-    mean_gap = span_days / n_enc_expected
-    enc = 0
-    lab_state = {}
-    while size < target_bytes or enc < 3:
-        kind_i = int(rng.choice(len(VISIT_KINDS), p=kinds_p)) if enc else 0
-        if target_bytes - size < 60_000 and VISIT_KINDS[kind_i][0] == "inpatient":
-            kind_i = 0  # near the target, a multi-day stay would overshoot it by far
-        kind, vcode, vname, _, note_types = VISIT_KINDS[kind_i]
-        t = t + timedelta(minutes=int(rng.exponential(mean_gap) * 1440) + 30)
+
+_IMPRESSIONS = {
+    "12 lead ECG": "normal sinus rhythm without acute ST changes",
+    "chest X-ray": "patchy right lower lobe opacity",
+    "CT of head": "no acute intracranial abnormality",
+    "X-ray of ankle": "soft tissue swelling without fracture",
+}
+_NOTE_REPEATS = {"History and Physical": 6, "Discharge Summary": 5, "ED Provider Note": 4, "Progress Note": 3}
+
+
+@dataclass
+class _Encounter:
+    """One encounter being written: its kind, times, provider, and what its notes will mention."""
+
+    kind: str
+    vcode: str
+    vname: str
+    note_types: list
+    t: datetime
+    t_end: datetime
+    acute: tuple | None
+    stay_days: int
+    prov_i: int
+    site: tuple
+    age_days: int
+    active: list
+    parts: list
+    pid_attr: str
+    vitals_today: dict = field(default_factory=dict)
+    labs_today: dict = field(default_factory=dict)
+    meds_today: list = field(default_factory=list)
+
+
+class _PatientWriter:
+    """One patient: demographics drawn first, then encounters until the record reaches its byte
+    target. Every draw comes from one generator in a fixed order, so the same seed and index give
+    the same bytes."""
+
+    def __init__(self, seed: int, index: int, target_tokens: int, start_year: int):
+        rng = self.rng = np.random.default_rng([seed, 1, index])
+        self.person_id = str(10_000_000 + index * 7919 + int(rng.integers(0, 7919)))
+        self.gender = "FEMALE" if rng.random() < 0.52 else "MALE"
+        self.ethnicity = "Hispanic or Latino" if rng.random() < 0.18 else "Not Hispanic or Latino"
+        races = ["White", "Asian", "Black or African American", "Other Race"]
+        self.race = races[int(rng.choice(4, p=[0.55, 0.25, 0.08, 0.12]))]
+        age0 = int(rng.integers(25, 80))
+        self.target_bytes = int(target_tokens * BYTES_PER_TOKEN)
+        years = float(np.clip(1.5 + math.log10(max(target_tokens, 3000) / 3000) * 3.2 + rng.normal(0, 1.0), 1.0, 16.0))
+        self.start = datetime(start_year, 1, 1) + timedelta(days=int(rng.integers(0, 365)))
+        self.end = self.start + timedelta(days=int(years * 365))
+        self.birth = self.start - timedelta(days=age0 * 365 + int(rng.integers(0, 365)))
+        self.conditions = self._draw_conditions()
+        self.weight = float(rng.normal(82 if self.gender == "MALE" else 70, 14))
+        self.height = float(rng.normal(176 if self.gender == "MALE" else 163, 7))
+        self.smoking = SMOKING[int(rng.choice(3, p=[0.55, 0.3, 0.15]))]
+        specialties = PROVIDER_SPECIALTIES
+        self.providers = [
+            (str(5000 + int(rng.integers(0, 900))), specialties[int(rng.integers(0, len(specialties)))])
+            for _ in range(4)
+        ]
+        self.provider_names = [
+            f"{FIRST_NAMES[int(rng.integers(0, 10))]} {LAST_NAMES[int(rng.integers(0, 10))]}, MD" for _ in range(4)
+        ]
+        self.facts = PatientFacts(
+            self.person_id, fmt_date(self.birth), self.gender, 0, "", "", [], {}, {}, (), (), (), {}, {}, (), (), (), ()
+        )
+        for c, _onset in self.conditions:
+            self.facts.conditions.append((c[0], c[1], None, c[2]))
+        self.n_events = self.n_notes = 0
+        self.lab_state: dict = {}
+
+    def _draw_conditions(self) -> list:
+        rng, start, end = self.rng, self.start, self.end
+        n_chronic = int(rng.integers(2, 6))
+        chronic_idx = rng.choice(len(CONDITIONS), size=n_chronic, replace=False)
+        # Onsets: the first at the start, the others spread over the record.
+        onsets = sorted(
+            [start]
+            + [start + timedelta(days=int(rng.integers(0, max(1, (end - start).days)))) for _ in range(n_chronic - 1)]
+        )
+        return [(CONDITIONS[i], onsets[k]) for k, i in enumerate(chronic_idx)]
+
+    def write(self) -> tuple[str, bytes, PatientFacts]:
+        facts = self.facts
+        out: list[str] = [f'<eventstream person_id="{self.person_id}">\n']
+        size = len(out[0])
+        kinds_p = np.array([k[3] for k in VISIT_KINDS])
+        # Encounter spacing from the byte target: about 2.3 kB per encounter on average.
+        mean_gap = max(1, (self.end - self.start).days) / max(3, self.target_bytes // 2300)
+        self.t, self.enc = self.start, 0
+        while size < self.target_bytes or self.enc < 3:
+            kind_i = int(self.rng.choice(len(VISIT_KINDS), p=kinds_p)) if self.enc else 0
+            if self.target_bytes - size < 60_000 and VISIT_KINDS[kind_i][0] == "inpatient":
+                kind_i = 0  # near the target, a multi-day stay would overshoot it by far
+            chunk = self._encounter(VISIT_KINDS[kind_i], mean_gap)
+            out.append(chunk)
+            size += len(chunk)
+            if not facts.first_ts:
+                facts.first_ts = fmt_ts(self.t)
+            self.enc += 1
+        out.append("</eventstream>\n")
+        facts.age_years = (self.t - self.birth).days // 365
+        facts.n_events, facts.n_notes = self.n_events, self.n_notes
+        data = "".join(out).encode("utf-8")
+        facts.n_bytes = len(data)
+        return self.person_id, data, facts
+
+    # ------------------------------------------------------------------ one encounter
+
+    def _encounter(self, visit_kind: tuple, mean_gap: float) -> str:
+        rng = self.rng
+        kind, vcode, vname, _, note_types = visit_kind
+        t = self.t + timedelta(minutes=int(rng.exponential(mean_gap) * 1440) + 30)
         t = t.replace(minute=(t.minute // 5) * 5, second=0, microsecond=0)
         if t.hour < 7 or t.hour > 19:
             t = t.replace(hour=int(rng.integers(8, 17)))
-        active = [(c, onset) for c, onset in conditions if onset <= t]
+        self.t = t
+        active = [(c, onset) for c, onset in self.conditions if onset <= t]
         acute = ACUTE[int(rng.integers(0, len(ACUTE)))] if kind in ("emergency", "inpatient") else None
         stay_days = int(rng.integers(2, 6)) if kind == "inpatient" else 0
         t_end = t + timedelta(days=stay_days, hours=1 if kind != "inpatient" else 0)
         prov_i = int(rng.integers(0, 4))
         site = CARE_SITES[{"outpatient": 0, "lab": 1, "telephone": 0, "emergency": 2, "inpatient": 3}[kind]]
-        age_days = (t - birth).days
-        parts = [
-            f'<encounter start_timestamp="{fmt_ts(t)}" end_timestamp="{fmt_ts(t_end)}">\n'
-            f"<person><birthdate>{fmt_date(birth)}</birthdate><age><days>{age_days}</days><years>{age_days // 365}</years></age>"
-            f"<demographics><ethnicity>{ethnicity}</ethnicity><gender>{gender}</gender><race>{race}</race></demographics>"
+        pid_attr = f'provider_id="{self.providers[prov_i][0]}" care_site_id="{site[0]}"'
+        e = _Encounter(
+            kind,
+            vcode,
+            vname,
+            note_types,
+            t,
+            t_end,
+            acute,
+            stay_days,
+            prov_i,
+            site,
+            (t - self.birth).days,
+            active,
+            [],
+            pid_attr,
+        )
+        e.parts.append(self._encounter_header(e))
+        self._entry(
+            e, t, [self._ev(e, "visit", vcode, vname), self._ev(e, "visit_detail", f"CARE_SITE/{site[0]}", site[1])]
+        )
+        self.facts.visits_last[vname] = fmt_ts(t)
+        days = [t + timedelta(days=d, hours=2 * d % 5) for d in range(stay_days + 1)]
+        for d_i, day in enumerate(days):
+            self._day(e, d_i, day)
+        self._notes(e)
+        e.parts.append("</events>\n</encounter>\n")
+        return "".join(e.parts)
+
+    def _encounter_header(self, e: _Encounter) -> str:
+        age_days, site, prov = e.age_days, e.site, self.providers[e.prov_i]
+        return (
+            f'<encounter start_timestamp="{fmt_ts(e.t)}" end_timestamp="{fmt_ts(e.t_end)}">\n'
+            f"<person><birthdate>{fmt_date(self.birth)}</birthdate><age><days>{age_days}</days><years>{age_days // 365}</years></age>"
+            f"<demographics><ethnicity>{self.ethnicity}</ethnicity><gender>{self.gender}</gender><race>{self.race}</race></demographics>"
             f"<payerplan>{'Medicare' if age_days > 65 * 365 else 'Commercial'}</payerplan></person>\n"
             f'<caresites><caresite care_site_id="{site[0]}" care_site_name="{site[1]}"/></caresites>\n'
-            f'<providers><provider provider_id="{providers[prov_i][0]}" gender="" speciality="{providers[prov_i][1]}" '
-            f'year_of_birth="{1950 + prov_i * 7}" care_site_name="{site[1]}"/></providers>\n<events>\n'
-        ]
-        pid_attr = f'provider_id="{providers[prov_i][0]}" care_site_id="{site[0]}"'
+            f'<providers><provider provider_id="{prov[0]}" gender="" speciality="{prov[1]}" '
+            f'year_of_birth="{1950 + e.prov_i * 7}" care_site_name="{site[1]}"/></providers>\n<events>\n'
+        )
 
-        def entry(ts: datetime, events: list[str]) -> None:
-            nonlocal n_events
-            n_events += len(events)
-            facts.last_ts = max(facts.last_ts, fmt_ts(ts))
-            parts.append(f'<entry timestamp="{fmt_ts(ts)}">\n' + "".join(events) + "</entry>\n")
+    def _entry(self, e: _Encounter, ts: datetime, events: list[str]) -> None:
+        self.n_events += len(events)
+        self.facts.last_ts = max(self.facts.last_ts, fmt_ts(ts))
+        e.parts.append(f'<entry timestamp="{fmt_ts(ts)}">\n' + "".join(events) + "</entry>\n")
 
-        def ev(etype, code, name, *, value="", unit=""):
-            # Provider and care site only where they matter (visits, notes): keeps records compact.
-            u = f' unit="{unit}"' if unit else ""
-            who = f" {pid_attr}" if etype.startswith("visit") else ""
-            return f'<event type="{etype}" code="{code}" name="{_xml_escape(name)}"{u}{who}>{value}</event>\n'
+    def _ev(self, e: _Encounter, etype, code, name, *, value="", unit="") -> str:
+        # Provider and care site only where they matter (visits, notes): keeps records compact.
+        u = f' unit="{unit}"' if unit else ""
+        who = f" {e.pid_attr}" if etype.startswith("visit") else ""
+        return f'<event type="{etype}" code="{code}" name="{_xml_escape(name)}"{u}{who}>{value}</event>\n'
 
-        entry(t, [ev("visit", vcode, vname), ev("visit_detail", f"CARE_SITE/{site[0]}", site[1])])
-        facts.visits_last[vname] = fmt_ts(t)
-        days = [t + timedelta(days=d, hours=2 * d % 5) for d in range(stay_days + 1)]
-        vitals_today = {}
-        labs_today = {}
-        meds_today = []
-        t_v = t
-        for d_i, day in enumerate(days):
-            t_v = day + timedelta(minutes=10)
-            if kind != "lab" and kind != "telephone":
-                evs = []
-                for code, name, unit, mean, sd, dec in VITALS:
-                    shift = 12 if (code == "8480-6" and any(c[0] == "I10" for c, _ in active)) else 0
-                    val = rng.normal(mean + shift, sd)
-                    vitals_today[code] = (t_v, round(val, dec))
-                    evs.append(ev("measurement", f"LOINC/{code}", name, value=_num(val, dec), unit=unit))
-                weight += rng.normal(0, 0.6)
-                evs.append(ev("measurement", "LOINC/29463-7", "Body weight", value=f"{weight:.2f}", unit="kg"))
-                vitals_today["29463-7"] = (t_v, round(weight, 1))
-                facts.weight_last = (fmt_ts(t_v), round(weight, 1))
-                if enc % 4 == 0:
-                    evs.append(ev("measurement", "LOINC/8302-2", "Body height", value=f"{height:.2f}", unit="cm"))
-                    facts.height_last = (fmt_ts(t_v), round(height, 1))
-                facts.bp_last = (
-                    fmt_ts(t_v),
-                    int(round(vitals_today["8480-6"][1])),
-                    int(round(vitals_today["8462-4"][1])),
-                )
-                if kind == "inpatient":
-                    # Inpatient days chart vitals every two hours and record each dose given: most
-                    # of a real record's events are of this kind.
-                    inpatient_drugs = sorted(
-                        {d for c, _ in active for d in c[3]} | ({acute[2]} if acute and acute[2] else set())
-                    )
-                    for h in range(1, 24, 2):
-                        t_h = day + timedelta(hours=h)
-                        evs_h = [
-                            ev("measurement", f"LOINC/{c}", n, value=_num(rng.normal(m, s), dc), unit=u)
-                            for c, n, u, m, s, dc in VITALS
-                        ]
-                        if h % 6 == 1:
-                            evs_h += [
-                                ev("drug_exposure", f"RxNorm/{DRUGS[d][0]}", DRUGS[d][1]) for d in inpatient_drugs
-                            ]
-                        entry(t_h, evs_h)
-                entry(t_v, evs)
-            if kind in ("outpatient", "lab", "inpatient", "emergency") and (kind != "outpatient" or rng.random() < 0.6):
-                t_l = day + timedelta(minutes=40)
-                wanted = {"2345-7", "718-7"} | {lab for c, _ in active for lab in c[4]}
-                evs = []
-                for panel in PANELS:
-                    if wanted.intersection(panel) or (kind != "outpatient" and panel in PANELS[:2]):
-                        for code in panel:
-                            name, unit, mean, sd, dec = LABS[code]
-                            shift = sum(DISEASE_LAB_SHIFT.get(c[0], {}).get(code, 0) for c, _ in active)
-                            drift = lab_state.get(code, 0.0) * 0.6 + rng.normal(0, sd * 0.5)
-                            lab_state[code] = drift
-                            val = max(0.1, mean + shift + drift)
-                            val = round(val, dec)
-                            evs.append(ev("measurement", f"LOINC/{code}", name, value=_num(val, dec), unit=unit))
-                            labs_today[code] = (t_l, val, unit)
-                            facts.labs_last[code] = (fmt_ts(t_l), val, unit)
-                            facts.labs_first.setdefault(code, (fmt_ts(t_l), val, unit))
-                if evs:
-                    entry(t_l, evs)
-            if kind in ("outpatient", "emergency", "inpatient") and d_i == 0:
-                t_c = t + timedelta(minutes=20)
-                evs = []
-                for c, _onset in active:
-                    evs.append(ev("condition", f"ICD10CM/{c[0]}", c[1]))
-                    for k, (code, name, first, plan) in enumerate(facts.conditions):
-                        if code == c[0] and first is None:
-                            facts.conditions[k] = (code, name, fmt_ts(t_c), plan)
-                if acute:
-                    evs.append(ev("condition", f"ICD10CM/{acute[0]}", acute[1]))
-                for c, _onset in active:
-                    for drug in c[3]:
-                        rx, full = DRUGS[drug]
-                        evs.append(ev("drug_exposure", f"RxNorm/{rx}", full))
-                        meds_today.append(drug)
-                        facts.meds_last[drug] = fmt_ts(t_c)
-                if acute and acute[2]:
-                    rx, full = DRUGS[acute[2]]
-                    evs.append(ev("drug_exposure", f"RxNorm/{rx}", full))
-                    meds_today.append(acute[2])
-                if rng.random() < 0.3:
-                    evs.append(ev("observation", "LOINC/72166-2", "Tobacco smoking status", value=smoking))
-                    facts.smoking_last = (fmt_ts(t_c), smoking)
-                evs.append(
-                    ev(
-                        "observation",
-                        "LOINC/38208-5",
-                        "Pain severity - Reported",
-                        value=f"{int(rng.integers(0, 8)):.2f}",
-                    )
-                )
-                entry(t_c, evs)
-            if acute and acute[3] and d_i == 0:
-                t_p = t + timedelta(minutes=55)
-                impression = {
-                    "12 lead ECG": "normal sinus rhythm without acute ST changes",
-                    "chest X-ray": "patchy right lower lobe opacity",
-                    "CT of head": "no acute intracranial abnormality",
-                    "X-ray of ankle": "soft tissue swelling without fracture",
-                }[acute[3]]
-                entry(t_p, [ev("procedure", f"SNOMED/{PROCEDURES[acute[3]]}", acute[3])])
-                facts.procedure_last = (fmt_ts(t_p), acute[3], impression)
-                if kind == "emergency" or rng.random() < 0.5:
-                    report = (
-                        f"{acute[3].upper()} REPORT. Indication: {acute[1].lower()}. Comparison: none available. "
-                        f"Findings and impression: {impression}. Electronically signed by the reading physician."
-                    )
-                    parts.append(
-                        f'<entry timestamp="{fmt_ts(t_p + timedelta(minutes=30))}">\n'
-                        f'<event type="note" code="" name="Radiology Report" note_id="{person_id}{enc:05d}9" {pid_attr}>'
-                        f"{_xml_escape(report)}</event>\n</entry>\n"
-                    )
-                    n_events += 1
-                    n_notes += 1
-                    facts.last_ts = max(facts.last_ts, fmt_ts(t_p + timedelta(minutes=30)))
-            elif kind == "outpatient" and rng.random() < 0.04:
-                proc = ["Echocardiography", "Colonoscopy", "MRI of knee", "Influenza vaccination"][
-                    int(rng.integers(0, 4))
-                ]
-                t_p = t + timedelta(minutes=55)
-                entry(t_p, [ev("procedure", f"SNOMED/{PROCEDURES[proc]}", proc)])
-        # Notes: prose that mentions the coded facts of this encounter.
-        age_years = age_days // 365
-        if kind == "outpatient" and rng.random() < 0.25:
-            note_types = []  # not every clinic visit has a note in the extract
-        for n_i, ntype in enumerate(
-            note_types if kind != "inpatient" else note_types[:1] + ["Progress Note"] * stay_days + note_types[2:]
+    def _note(self, e: _Encounter, ts: datetime, *, name: str, note_id: str, text: str) -> None:
+        e.parts.append(
+            f'<entry timestamp="{fmt_ts(ts)}">\n<event type="note" code="" name="{name}" '
+            f'note_id="{note_id}" {e.pid_attr}>{_xml_escape(text)}</event>\n</entry>\n'
+        )
+        self.n_events += 1
+        self.n_notes += 1
+        self.facts.last_ts = max(self.facts.last_ts, fmt_ts(ts))
+
+    # ------------------------------------------------------------------ one day of an encounter
+
+    def _day(self, e: _Encounter, d_i: int, day: datetime) -> None:
+        kind = e.kind
+        if kind != "lab" and kind != "telephone":
+            self._vitals(e, day)
+        if kind in ("outpatient", "lab", "inpatient", "emergency") and (
+            kind != "outpatient" or self.rng.random() < 0.6
         ):
-            t_n = t + timedelta(hours=1 + n_i * 24 if kind == "inpatient" else 1)
-            if t_n > t_end + timedelta(hours=2):
-                t_n = t_end
-            problems = ", ".join(c[1].lower() for c, _ in active) or "no chronic conditions"
-            meds = ", ".join(sorted(set(meds_today))) or "no current medications"
-            sentences = [
-                f"{ntype}. {provider_names[prov_i]}, {providers[prov_i][1]}.",
-                f"Patient is a {age_years}-year-old {'woman' if gender == 'FEMALE' else 'man'} with a history of {problems}.",
+            self._labs(e, day)
+        if kind in ("outpatient", "emergency", "inpatient") and d_i == 0:
+            self._conditions_and_drugs(e)
+        if e.acute and e.acute[3] and d_i == 0:
+            self._acute_procedure(e)
+        elif kind == "outpatient" and self.rng.random() < 0.04:
+            proc = ["Echocardiography", "Colonoscopy", "MRI of knee", "Influenza vaccination"][
+                int(self.rng.integers(0, 4))
             ]
-            if acute:
-                sentences.append(f"Presents with symptoms consistent with {acute[1].lower()}.")
-            if kind == "telephone":
-                sentences.append(
-                    "Called to review recent results and medication questions. Patient reports feeling well overall."
-                )
-            if "8480-6" in vitals_today:
-                sentences.append(
-                    f"Vitals: blood pressure {int(vitals_today['8480-6'][1])}/{int(vitals_today['8462-4'][1])}, "
-                    f"heart rate {int(vitals_today['8867-4'][1])}, weight {vitals_today['29463-7'][1]} kg."
-                )
-            if labs_today:
-                code = sorted(labs_today)[int(rng.integers(0, len(labs_today)))]
-                sentences.append(f"Labs notable for {LAB_SHORT[code]} {labs_today[code][1]} {labs_today[code][2]}.")
-            sentences.append(f"Current medications: {meds}.")
-            sentences.append(f"Social history: {smoking.lower()}.")
-            plan_bits = [f"{c[1]}: {c[2]}." for c, _ in active]
-            if acute:
-                diff = DIFFERENTIALS[acute[1]]
-                sentences.append(f"Assessment: differential includes {diff}.")
-                plan_bits.append(
-                    f"{acute[1]}: {'treat with ' + acute[2] if acute[2] else 'supportive care'} and return precautions."
-                )
-                facts.acute_last = (fmt_ts(t_n), acute[1], diff, ntype)
-            plan = " ".join(plan_bits) or "Routine health maintenance."
-            sentences.append("Plan: " + plan)
-            # Filler of the kind real notes carry (review of systems, exam), sized by note type.
-            reps = {"History and Physical": 6, "Discharge Summary": 5, "ED Provider Note": 4, "Progress Note": 3}.get(
-                ntype, 1
+            self._entry(e, e.t + timedelta(minutes=55), [self._ev(e, "procedure", f"SNOMED/{PROCEDURES[proc]}", proc)])
+
+    def _vitals(self, e: _Encounter, day: datetime) -> None:
+        rng, facts = self.rng, self.facts
+        t_v = day + timedelta(minutes=10)
+        evs = []
+        for code, name, unit, mean, sd, dec in VITALS:
+            shift = 12 if (code == "8480-6" and any(c[0] == "I10" for c, _ in e.active)) else 0
+            val = rng.normal(mean + shift, sd)
+            e.vitals_today[code] = (t_v, round(val, dec))
+            evs.append(self._ev(e, "measurement", f"LOINC/{code}", name, value=_num(val, dec), unit=unit))
+        self.weight += rng.normal(0, 0.6)
+        evs.append(self._ev(e, "measurement", "LOINC/29463-7", "Body weight", value=f"{self.weight:.2f}", unit="kg"))
+        e.vitals_today["29463-7"] = (t_v, round(self.weight, 1))
+        facts.weight_last = (fmt_ts(t_v), round(self.weight, 1))
+        if self.enc % 4 == 0:
+            evs.append(self._ev(e, "measurement", "LOINC/8302-2", "Body height", value=f"{self.height:.2f}", unit="cm"))
+            facts.height_last = (fmt_ts(t_v), round(self.height, 1))
+        facts.bp_last = (fmt_ts(t_v), int(round(e.vitals_today["8480-6"][1])), int(round(e.vitals_today["8462-4"][1])))
+        if e.kind == "inpatient":
+            self._inpatient_charting(e, day)
+        self._entry(e, t_v, evs)
+
+    def _inpatient_charting(self, e: _Encounter, day: datetime) -> None:
+        # Inpatient days chart vitals every two hours and record each dose given: most of a real
+        # record's events are of this kind.
+        acute = e.acute
+        drugs = sorted({d for c, _ in e.active for d in c[3]} | ({acute[2]} if acute and acute[2] else set()))
+        for h in range(1, 24, 2):
+            evs_h = [
+                self._ev(e, "measurement", f"LOINC/{c}", n, value=_num(self.rng.normal(m, s), dc), unit=u)
+                for c, n, u, m, s, dc in VITALS
+            ]
+            if h % 6 == 1:
+                evs_h += [self._ev(e, "drug_exposure", f"RxNorm/{DRUGS[d][0]}", DRUGS[d][1]) for d in drugs]
+            self._entry(e, day + timedelta(hours=h), evs_h)
+
+    def _labs(self, e: _Encounter, day: datetime) -> None:
+        t_l = day + timedelta(minutes=40)
+        wanted = {"2345-7", "718-7"} | {lab for c, _ in e.active for lab in c[4]}
+        evs = []
+        for panel in PANELS:
+            if not (wanted.intersection(panel) or (e.kind != "outpatient" and panel in PANELS[:2])):
+                continue
+            for code in panel:
+                name, unit, mean, sd, dec = LABS[code]
+                shift = sum(DISEASE_LAB_SHIFT.get(c[0], {}).get(code, 0) for c, _ in e.active)
+                drift = self.lab_state.get(code, 0.0) * 0.6 + self.rng.normal(0, sd * 0.5)
+                self.lab_state[code] = drift
+                val = round(max(0.1, mean + shift + drift), dec)
+                evs.append(self._ev(e, "measurement", f"LOINC/{code}", name, value=_num(val, dec), unit=unit))
+                e.labs_today[code] = (t_l, val, unit)
+                self.facts.labs_last[code] = (fmt_ts(t_l), val, unit)
+                self.facts.labs_first.setdefault(code, (fmt_ts(t_l), val, unit))
+        if evs:
+            self._entry(e, t_l, evs)
+
+    def _conditions_and_drugs(self, e: _Encounter) -> None:
+        facts, acute = self.facts, e.acute
+        t_c = e.t + timedelta(minutes=20)
+        evs = []
+        for c, _onset in e.active:
+            evs.append(self._ev(e, "condition", f"ICD10CM/{c[0]}", c[1]))
+            for k, (code, name, first, plan) in enumerate(facts.conditions):
+                if code == c[0] and first is None:
+                    facts.conditions[k] = (code, name, fmt_ts(t_c), plan)
+        if acute:
+            evs.append(self._ev(e, "condition", f"ICD10CM/{acute[0]}", acute[1]))
+        for c, _onset in e.active:
+            for drug in c[3]:
+                rx, full = DRUGS[drug]
+                evs.append(self._ev(e, "drug_exposure", f"RxNorm/{rx}", full))
+                e.meds_today.append(drug)
+                facts.meds_last[drug] = fmt_ts(t_c)
+        if acute and acute[2]:
+            rx, full = DRUGS[acute[2]]
+            evs.append(self._ev(e, "drug_exposure", f"RxNorm/{rx}", full))
+            e.meds_today.append(acute[2])
+        if self.rng.random() < 0.3:
+            evs.append(self._ev(e, "observation", "LOINC/72166-2", "Tobacco smoking status", value=self.smoking))
+            facts.smoking_last = (fmt_ts(t_c), self.smoking)
+        pain = f"{int(self.rng.integers(0, 8)):.2f}"
+        evs.append(self._ev(e, "observation", "LOINC/38208-5", "Pain severity - Reported", value=pain))
+        self._entry(e, t_c, evs)
+
+    def _acute_procedure(self, e: _Encounter) -> None:
+        acute = e.acute
+        t_p = e.t + timedelta(minutes=55)
+        impression = _IMPRESSIONS[acute[3]]
+        self._entry(e, t_p, [self._ev(e, "procedure", f"SNOMED/{PROCEDURES[acute[3]]}", acute[3])])
+        self.facts.procedure_last = (fmt_ts(t_p), acute[3], impression)
+        if e.kind == "emergency" or self.rng.random() < 0.5:
+            report = (
+                f"{acute[3].upper()} REPORT. Indication: {acute[1].lower()}. Comparison: none available. "
+                f"Findings and impression: {impression}. Electronically signed by the reading physician."
             )
-            sentences.extend(
-                REVIEW_OF_SYSTEMS[int(j)] for j in rng.choice(len(REVIEW_OF_SYSTEMS), size=reps, replace=False)
+            note_id = f"{self.person_id}{self.enc:05d}9"
+            self._note(e, t_p + timedelta(minutes=30), name="Radiology Report", note_id=note_id, text=report)
+
+    # ------------------------------------------------------------------ notes
+
+    def _notes(self, e: _Encounter) -> None:
+        """Prose that mentions the coded facts of this encounter."""
+        note_types = e.note_types
+        if e.kind == "outpatient" and self.rng.random() < 0.25:
+            note_types = []  # not every clinic visit has a note in the extract
+        if e.kind == "inpatient":
+            note_types = note_types[:1] + ["Progress Note"] * e.stay_days + note_types[2:]
+        for n_i, ntype in enumerate(note_types):
+            t_n = e.t + timedelta(hours=1 + n_i * 24 if e.kind == "inpatient" else 1)
+            if t_n > e.t_end + timedelta(hours=2):
+                t_n = e.t_end
+            text, plan = self._note_text(e, ntype, t_n)
+            self._note(e, t_n, name=ntype, note_id=f"{self.person_id}{self.enc:05d}{n_i}", text=text)
+            self.facts.last_note = (fmt_ts(t_n), ntype, plan)
+
+    def _note_text(self, e: _Encounter, ntype: str, t_n: datetime) -> tuple[str, str]:
+        acute, vitals = e.acute, e.vitals_today
+        problems = ", ".join(c[1].lower() for c, _ in e.active) or "no chronic conditions"
+        meds = ", ".join(sorted(set(e.meds_today))) or "no current medications"
+        person = "woman" if self.gender == "FEMALE" else "man"
+        sentences = [
+            f"{ntype}. {self.provider_names[e.prov_i]}, {self.providers[e.prov_i][1]}.",
+            f"Patient is a {e.age_days // 365}-year-old {person} with a history of {problems}.",
+        ]
+        if acute:
+            sentences.append(f"Presents with symptoms consistent with {acute[1].lower()}.")
+        if e.kind == "telephone":
+            sentences.append(
+                "Called to review recent results and medication questions. Patient reports feeling well overall."
             )
-            if ntype == "Discharge Summary":
-                sentences.append(
-                    f"Discharge instructions: take {meds} as directed, follow up in clinic in 1 week, "
-                    "return for fever, chest pain or shortness of breath."
-                )
-            text = " ".join(sentences)
-            parts.append(
-                f'<entry timestamp="{fmt_ts(t_n)}">\n<event type="note" code="" name="{ntype}" '
-                f'note_id="{person_id}{enc:05d}{n_i}" {pid_attr}>{_xml_escape(text)}</event>\n</entry>\n'
+        if "8480-6" in vitals:
+            sentences.append(
+                f"Vitals: blood pressure {int(vitals['8480-6'][1])}/{int(vitals['8462-4'][1])}, "
+                f"heart rate {int(vitals['8867-4'][1])}, weight {vitals['29463-7'][1]} kg."
             )
-            n_events += 1
-            n_notes += 1
-            facts.last_ts = max(facts.last_ts, fmt_ts(t_n))
-            facts.last_note = (fmt_ts(t_n), ntype, plan)
-        parts.append("</events>\n</encounter>\n")
-        chunk = "".join(parts)
-        out.append(chunk)
-        size += len(chunk)
-        if not facts.first_ts:
-            facts.first_ts = fmt_ts(t)
-        enc += 1
-    out.append("</eventstream>\n")
-    facts.age_years = (t - birth).days // 365
-    facts.n_events, facts.n_notes = n_events, n_notes
-    data = "".join(out).encode("utf-8")
-    facts.n_bytes = len(data)
-    return person_id, data, facts
+        if e.labs_today:
+            code = sorted(e.labs_today)[int(self.rng.integers(0, len(e.labs_today)))]
+            sentences.append(f"Labs notable for {LAB_SHORT[code]} {e.labs_today[code][1]} {e.labs_today[code][2]}.")
+        sentences.append(f"Current medications: {meds}.")
+        sentences.append(f"Social history: {self.smoking.lower()}.")
+        plan_bits = [f"{c[1]}: {c[2]}." for c, _ in e.active]
+        if acute:
+            diff = DIFFERENTIALS[acute[1]]
+            sentences.append(f"Assessment: differential includes {diff}.")
+            treat = "treat with " + acute[2] if acute[2] else "supportive care"
+            plan_bits.append(f"{acute[1]}: {treat} and return precautions.")
+            self.facts.acute_last = (fmt_ts(t_n), acute[1], diff, ntype)
+        plan = " ".join(plan_bits) or "Routine health maintenance."
+        sentences.append("Plan: " + plan)
+        # Filler of the kind real notes carry (review of systems, exam), sized by note type.
+        reps = _NOTE_REPEATS.get(ntype, 1)
+        sentences.extend(
+            REVIEW_OF_SYSTEMS[int(j)] for j in self.rng.choice(len(REVIEW_OF_SYSTEMS), size=reps, replace=False)
+        )
+        if ntype == "Discharge Summary":
+            sentences.append(
+                f"Discharge instructions: take {meds} as directed, follow up in clinic in 1 week, "
+                "return for fever, chest pain or shortness of breath."
+            )
+        return " ".join(sentences), plan
 
 
 REVIEW_OF_SYSTEMS = [
