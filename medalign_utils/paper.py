@@ -12,10 +12,10 @@ MODELS = ["gpt4_32k_mr", "gpt4_32k", "gpt4_2k", "vicuna13b_2k", "vicuna7b_2k", "
 
 
 def in_paper_order(systems) -> list[str]:
-    """The given systems in the paper's order (Table 3's rows); any system the paper does not
-    name (a synthetic or new one) after them, sorted."""
+    """The paper's systems among those given, in its order (Table 3's rows); when none of them is
+    given, the given systems sorted."""
     present = set(systems)
-    return [m for m in MODELS if m in present] + sorted(present - set(MODELS))
+    return [m for m in MODELS if m in present] or sorted(present)
 
 
 MODEL_LABELS = {
@@ -101,3 +101,15 @@ N_INSTRUCTIONS = 983
 N_GOLD = 303
 N_PATIENTS = 276
 GENERATION_RESERVE = 256
+
+
+def beside_table3(table3: pd.DataFrame) -> pd.DataFrame:
+    """Our Table 3 with the paper's correct %, win rate and mean rank beside each system."""
+    ours = TABLE3[["model", "correct_pct", "win_rate", "mean_rank"]].add_prefix("paper_")
+    return table3.merge(ours, left_on="model", right_on="paper_model", how="left").drop(columns="paper_model")
+
+
+def beside_table4(table4: pd.DataFrame) -> pd.DataFrame:
+    """Our Table 4 with the paper's tau and CI beside each metric."""
+    theirs = TABLE4.rename(columns={"mean_tau": "paper_tau", "ci_low": "paper_ci_low", "ci_high": "paper_ci_high"})
+    return table4.merge(theirs, on="metric", how="left")

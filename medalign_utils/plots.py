@@ -212,3 +212,37 @@ def metric_correlation_bars(
     ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def table3_forests(table3: pd.DataFrame, *, planted: dict | None = None) -> None:
+    """Correct % and mean rank per system with CIs, the paper's values (and planted truth) beside."""
+    from . import paper
+
+    for value, ci, xlabel, title in (
+        ("correct_pct", "correct", "% of responses judged correct", "Correctness per model"),
+        ("mean_rank", "mean_rank", "mean rank (1 = best)", "Mean clinician rank per model"),
+    ):
+        forest(
+            table3,
+            value,
+            f"{ci}_ci_low",
+            f"{ci}_ci_high",
+            paper_values=dict(zip(paper.TABLE3.model, paper.TABLE3[value])),
+            planted=planted[value] if planted else None,
+            xlabel=xlabel,
+            title=title,
+        )
+
+
+def figure4(ranked: pd.DataFrame, *, prefer=("bertscore", "chrf++")) -> None:
+    """Figure 4: generated systems by one metric (the first of `prefer` present), with CIs."""
+    metric = next((m for m in prefer if m in set(ranked.metric)), ranked.metric.iloc[0])
+    part = ranked[ranked.metric == metric].rename(columns={"model_name": "model"})
+    forest(
+        part,
+        "mean",
+        "ci_low",
+        "ci_high",
+        xlabel=f"mean {metric}",
+        title=f"Figure 4: generated systems by {metric} (95% CI over instructions)",
+    )

@@ -11,7 +11,20 @@ the instruction x context x strategy prompt grid with exact token counts.
 
 from .bm25 import BM25Index, bm25_snippets, plain_text, record_sentences
 from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence, retention_table
-from .grid import GridSettings, build_prompt_grid, materialize_prompts, refinement_items, render_fitted, select_prompts
+from .grid import (
+    PROMPT_COLUMNS,
+    GridSettings,
+    build_prompt_grid,
+    export_prompts,
+    grid_summary,
+    materialize_prompts,
+    peer_comparison,
+    read_prompts,
+    refinement_items,
+    render_fitted,
+    select_prompts,
+    write_prompts,
+)
 from .strategies import (
     PEER_STRATEGIES,
     STRATEGIES,
@@ -55,6 +68,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "HELM_TEMPLATE",
     "PEER_STRATEGIES",
+    "PROMPT_COLUMNS",
     "REFINE_TEMPLATE",
     "STRATEGIES",
     "STRATEGY_FUNCTIONS",
@@ -77,18 +91,22 @@ __all__ = [
     "encounter_spans",
     "evidence_items",
     "evidence_retained",
+    "export_prompts",
     "fit_oldest",
     "fit_recent",
     "fit_retrieval",
+    "grid_summary",
     "instruction_evidence",
     "load_tokenizer",
     "locate_evidence",
     "materialize_prompts",
     "mr_chunks",
+    "peer_comparison",
     "peer_budget",
     "peer_template",
     "plain_text",
     "pretokenize",
+    "read_prompts",
     "record_sentences",
     "record_token_counts",
     "record_view",
@@ -99,4 +117,5 @@ __all__ = [
     "split_at_line_starts",
     "tokenize_file",
     "tokenize_text",
+    "write_prompts",
 ]

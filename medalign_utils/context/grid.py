@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence
+from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence, retention_table
 from .strategies import (
     PEER_STRATEGIES,
     STRATEGIES,
@@ -336,3 +336,75 @@ def select_prompts(
     available = set(sel.instruction_id)
     chosen = [i for i in order if i in available][:max_items]
     return sel[sel.instruction_id.isin(chosen)].reset_index(drop=True), chosen
+
+
+# The columns of the prompts file notebook 02 writes and notebook 03 reads.
+PROMPT_COLUMNS = [
+    "instruction_id",
+    "person_id",
+    "tokenizer",
+    "strategy",
+    "context",
+    "prompt_tokens",
+    "target_tokens",
+    "evidence_retained",
+    "prompt",
+]
+
+
+def export_prompts(
+    grid: pd.DataFrame, release, tokenizers: dict, *, contexts, strategies, template=None
+) -> pd.DataFrame:
+    """The prompt text of every kept cell of a grid (its `tokenizer` column naming a key of
+    `tokenizers`) in the given contexts and strategies, with `PROMPT_COLUMNS`."""
+    cells = grid[grid.context.isin(contexts) & grid.strategy.isin(strategies) & ~grid.dropped]
+    parts = [
+        materialize_prompts(cells[cells.tokenizer == name], release, tok, template=template)
+        for name, tok in tokenizers.items()
+    ]
+    prompts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PROMPT_COLUMNS)
+    return prompts[PROMPT_COLUMNS]
+
+
+def write_prompts(prompts: pd.DataFrame, path) -> None:
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    prompts[PROMPT_COLUMNS].to_parquet(path, index=False)
+
+
+def read_prompts(path) -> pd.DataFrame:
+    return pd.read_parquet(path, columns=PROMPT_COLUMNS)
+
+
+def grid_summary(grid: pd.DataFrame) -> dict:
+    """Cells, cells over budget, cells dropped, and how often `recent` reaches the budget exactly
+    on records longer than it (with the largest shortfall)."""
+    ok = grid[~grid.dropped]
+    cut = ok[(ok.strategy == "recent") & (ok.kept_tokens < ok.base_tokens)]
+    slack = cut.target_tokens - cut.prompt_tokens
+    return {
+        "cells": len(grid),
+        "over_budget": int((ok.prompt_tokens > ok.target_tokens).sum()),
+        "dropped": int(grid.dropped.sum()),
+        "recent_exact_pct": 100 * float((slack == 0).mean()) if len(slack) else float("nan"),
+        "recent_max_shortfall": int(slack.max()) if len(slack) else 0,
+    }
+
+
+def peer_comparison(grid: pd.DataFrame, peers=PEER_STRATEGIES) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For records `recent` had to cut: the mean EHR tokens each peer keeps fewer than `recent`, and
+    the evidence each retains beside it, per tokenizer and context (empty without the strategies)."""
+    peers = [s for s in peers if s in set(grid.strategy)]
+    if not peers or "recent" not in set(grid.strategy):
+        return pd.DataFrame(), pd.DataFrame()
+    key = ["tokenizer", "instruction_id", "context"]
+    both = grid[grid.strategy.isin(["recent", *peers]) & ~grid.dropped]
+    pair = both.pivot_table(index=key, columns="strategy", values="kept_tokens")
+    base = both[both.strategy == "recent"].set_index(key).base_tokens
+    pair = pair[pair.recent < base.reindex(pair.index)]  # records that had to be cut
+    lost = pd.DataFrame({peer: (pair.recent - pair[peer]).groupby(["tokenizer", "context"]).mean() for peer in peers})
+    kept = pd.concat([retention_table(g).assign(tokenizer=name) for name, g in both.groupby("tokenizer")]).pivot_table(
+        index=["tokenizer", "context"], columns="strategy", values="retained_pct"
+    )
+    return lost, kept

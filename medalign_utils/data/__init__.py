@@ -9,6 +9,7 @@ categories against Table 2). This stage reads only: making a cohort is `syntheti
 """
 
 from .describe import (
+    LENGTH_LABELS,
     category_table,
     cohort_summary,
     cohort_table,
@@ -16,6 +17,7 @@ from .describe import (
     events_per_type,
     fit_shares,
     instruction_demographics,
+    instruction_length_bins,
     near_duplicate_instructions,
     notes_per_type,
     release_label,
@@ -53,6 +55,7 @@ from .release import (
 __all__ = [
     "EVENT_COLUMNS",
     "FOLLOW_LINKS_ENV",
+    "LENGTH_LABELS",
     "SYNTHETIC_MARKER",
     "EHRSummary",
     "Problem",
@@ -67,6 +70,7 @@ __all__ = [
     "find_layout",
     "fit_shares",
     "instruction_demographics",
+    "instruction_length_bins",
     "load_cached_events",
     "load_release",
     "near_duplicate_instructions",

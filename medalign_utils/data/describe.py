@@ -228,3 +228,14 @@ def release_label(release) -> str:
 def data_line(release) -> str:
     """The line every notebook prints first: which data, and its fingerprint."""
     return f"data: {release_label(release)}; fingerprint {release.fingerprint()}"
+
+
+LENGTH_BINS = [0, 32768, 65536, 131072, float("inf")]
+LENGTH_LABELS = ["≤32k", "32k–64k", "64k–128k", ">128k"]
+
+
+def instruction_length_bins(instructions: pd.DataFrame, counts: pd.DataFrame) -> pd.Series:
+    """Each instruction's EHR length band (`LENGTH_LABELS`) from a record token count table
+    (person_id, n_tokens), indexed by instruction_id."""
+    length = instructions.set_index("instruction_id").person_id.map(counts.set_index("person_id").n_tokens)
+    return pd.cut(length, LENGTH_BINS, labels=LENGTH_LABELS).astype(object)

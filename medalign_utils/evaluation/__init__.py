@@ -10,6 +10,7 @@ against the clinicians; `stats` is the vectorized Kendall tau-b and percentile b
 
 from . import judge
 from .clinicians import (
+    agreement_summary,
     bradley_terry,
     breakdown,
     check_labels,
@@ -22,6 +23,7 @@ from .clinicians import (
     head_to_head_ci,
     inter_rater_tau,
     mcnemar,
+    mcnemar_table,
     require_responses,
     table3,
     win_matrix,
@@ -29,6 +31,7 @@ from .clinicians import (
 )
 from .correlation import (
     bm25_sources,
+    generated_systems,
     metric_induced_labels,
     per_instruction_tau,
     preset_sensitivity,
@@ -47,6 +50,7 @@ __all__ = [
     "PRESETS",
     "SOURCE_METRICS",
     "Judge",
+    "agreement_summary",
     "bm25_sources",
     "bootstrap_ci",
     "bradley_terry",
@@ -57,6 +61,7 @@ __all__ = [
     "correctness_agreement",
     "fit_bradley_terry",
     "fleiss_kappa",
+    "generated_systems",
     "head_to_head",
     "head_to_head_ci",
     "inter_rater_tau",
@@ -64,6 +69,7 @@ __all__ = [
     "kendall_tau_b_rows",
     "make_metric",
     "mcnemar",
+    "mcnemar_table",
     "metric_induced_labels",
     "per_instruction_tau",
     "preset_sensitivity",

@@ -82,8 +82,25 @@ def combine_raters(df: pd.DataFrame, how: str = "primary") -> pd.DataFrame:
       averaged ranks); single-reviewer instructions keep their ranks as given.
     * ``mean``: correctness as the share of reviewers who said correct; rank as the mean rank.
 
-    Returns columns instruction_id, model_name, model_rank, binary_correct, n_raters.
+    Returns columns instruction_id, model_name, model_rank, binary_correct, n_raters (and
+    person_id when the input has it), with the method in `attrs["combined_by"]`: the functions
+    below take these labels as they are, so raters are combined once and the labels passed on.
     """
+    out = _combine(df, how)
+    if "person_id" in df.columns and len(out):
+        person = df.drop_duplicates("instruction_id").set_index("instruction_id").person_id
+        out["person_id"] = out.instruction_id.map(person)
+    out.attrs["combined_by"] = how
+    return out
+
+
+def labels_of(df: pd.DataFrame, combine: str = "primary") -> pd.DataFrame:
+    """Combined labels: `df` itself when it already is (`combine_raters`' output), else combined by
+    `combine`."""
+    return df if "n_raters" in df.columns else combine_raters(df, combine)
+
+
+def _combine(df: pd.DataFrame, how: str) -> pd.DataFrame:
     if how not in COMBINE_METHODS:
         raise ValueError(f"combine must be one of {', '.join(COMBINE_METHODS)}, not {how!r}")
     keys = ["instruction_id", "model_name"]
@@ -216,8 +233,9 @@ def table3(
     named in `attrs['problems']`, which lists what else the input lacked.
     """
     require_responses(df)
-    problems = check_labels(df)
-    labels = combine_raters(df, combine)
+    problems = check_labels(df) if "n_raters" not in df.columns else []  # combined labels were checked raw
+    labels = labels_of(df, combine)
+    combine = labels.attrs.get("combined_by", combine)
     ids, models, rank, corr = label_matrices(labels)
     weights = bootstrap_counts(len(ids), n_resamples, seed, _clusters(df, ids, bootstrap_unit))
     alpha = (1 - confidence) / 2
@@ -312,7 +330,7 @@ def head_to_head_ci(
 ) -> tuple[float, float]:
     """A percentile bootstrap CI (over instructions) of the share of non-tied battles `model_a`
     won over `model_b`: one cell of Figure 2 with its uncertainty."""
-    labels = combine_raters(df, combine) if "n_raters" not in df.columns else df
+    labels = labels_of(df, combine)
     ids, models, rank, _ = label_matrices(labels)
     a, b = models.index(model_a), models.index(model_b)
     shares = head_to_head(rank, bootstrap_counts(len(ids), n_resamples, seed))[:, a, b]
@@ -323,7 +341,7 @@ def head_to_head_ci(
 
 def win_matrix(df: pd.DataFrame, combine: str = "primary", models: list[str] | None = None) -> pd.DataFrame:
     """The paper's Figure 2 as a DataFrame (row model's share of non-tied battles won over column)."""
-    labels = combine_raters(df, combine) if "n_raters" not in df.columns else df
+    labels = labels_of(df, combine)
     _, models, rank, _ = label_matrices(labels, models)
     return pd.DataFrame(head_to_head(rank), index=models, columns=models)
 
@@ -364,7 +382,7 @@ def mcnemar(
     from scipy import stats
     from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
-    labels = combine_raters(df, combine)
+    labels = labels_of(df, combine)
     wide = labels.pivot_table(index="instruction_id", columns="model_name", values="binary_correct", aggfunc="first")
     for m in (model_a, model_b):
         if m not in wide.columns:
@@ -435,7 +453,7 @@ def bradley_terry(
     virtual game per model against an average reference player), as log-strengths centred on 0,
     with percentile bootstrap CIs over instructions. Also the model's probability of beating an
     average opponent, exp(s) / (exp(s) + 1) on the centred scale."""
-    labels = combine_raters(df, combine)
+    labels = labels_of(df, combine)
     ids, models, rank, _ = label_matrices(labels)
     wins, _ = _battles(rank)
     point = fit_bradley_terry(wins.sum(0), prior_games)
@@ -474,7 +492,7 @@ def breakdown(
     label; instructions without one are counted in the group 'unknown'. Cells with fewer than
     `min_cell` instructions show only their count (on the real release, so that no cell describes
     a handful of patients)."""
-    labels = combine_raters(df, combine)
+    labels = labels_of(df, combine)
     g = labels.instruction_id.map(groups).astype(object).fillna("unknown")
     rows = []
     for (group, model), part in labels.groupby([g, labels.model_name], sort=True):
@@ -600,3 +618,67 @@ def correctness_agreement(df: pd.DataFrame) -> dict:
         "n_items": int(len(full)),
         "n_raters": modal,
     }
+
+
+def mcnemar_table(responses: pd.DataFrame, pairs, *, combine: str = "primary") -> pd.DataFrame:
+    """McNemar's test for each (a, b) pair of systems both present: discordant counts, the
+    difference in correct % with its CI, the p-value and which test was used."""
+    present = set(responses.model_name)
+    rows = []
+    for a, b in pairs:
+        if not {a, b} <= present:
+            continue
+        r = mcnemar(responses, a, b, combine=combine)
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "n": r.n,
+                "a correct, b not": r.a_only,
+                "b correct, a not": r.b_only,
+                "difference (points)": r.diff_pct,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p_value": r.p_value,
+                "test": "exact binomial" if r.exact else "chi-square (corrected)",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def agreement_summary(
+    responses: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0, planted_tau: float | None = None
+) -> pd.DataFrame:
+    """The clinicians' agreement on the multiply-reviewed instructions: mean pairwise Kendall tau-b
+    of ranks (with CI, beside the paper's), Fleiss' kappa of correctness (the agreement figure) and
+    the mean Cohen's kappa over annotator-slot pairs; `planted_tau` adds the planted value."""
+    from .. import paper
+
+    tau = inter_rater_tau(responses, n_resamples=n_resamples, seed=seed)
+    kappa = correctness_agreement(responses)
+    n_kappa = {"n_instructions": kappa["n_items"], "paper": np.nan}
+    summary = pd.DataFrame(
+        [
+            {
+                "statistic": "mean pairwise Kendall tau-b (ranks)",
+                "value": tau["mean_tau"],
+                "ci_low": tau["ci_low"],
+                "ci_high": tau["ci_high"],
+                "n_instructions": tau["n_instructions"],
+                "paper": paper.INTER_RATER_TAU,
+            },
+            {
+                "statistic": "Fleiss' kappa (correctness): the agreement figure",
+                "value": kappa["fleiss_kappa"],
+                **n_kappa,
+            },
+            {
+                "statistic": "mean Cohen's kappa over Annotator slot pairs (detail)",
+                "value": kappa["mean_cohens_kappa"],
+                **n_kappa,
+            },
+        ]
+    )
+    if planted_tau is not None:
+        summary.loc[0, "planted"] = planted_tau
+    return summary

@@ -309,3 +309,12 @@ def table4_for_release(
         )
     table["signature"] = table.metric.map(signatures)
     return table
+
+
+def generated_systems(results: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """Generated answers (a results store's rows) as responses to score: one system per model x
+    strategy x context (Figure 4 compares them), only instructions with a reference answer."""
+    ok = results[results.error.isna() & results.instruction_id.isin(references.instruction_id)]
+    return ok.assign(
+        model_name=ok.system + " · " + ok.strategy + " @" + ok.context.astype(str), model_response=ok.answer
+    )
