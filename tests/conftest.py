@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import PUBLIC_SAMPLE, make_tiny_lm, small_spec
+from helpers import PUBLIC_SAMPLE, make_tiny_lm, small_spec, unmark
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -55,3 +55,17 @@ def gold_cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm(tmp_path_factory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="session")
+def real_like(tiny_cohort, tmp_path_factory):
+    """A copy of the tiny cohort that counts as the real release (see `helpers.unmark`)."""
+    return unmark(tiny_cohort, tmp_path_factory.mktemp("real") / "release")
+
+
+@pytest.fixture(scope="session")
+def real_index(real_like):
+    from medalign_utils.data import load_release
+    from medalign_utils.reports.scan import SensitiveIndex
+
+    return SensitiveIndex.from_release(load_release(real_like[0]))

@@ -3,6 +3,8 @@ language model made from a config, and notebooks written from source."""
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,3 +83,23 @@ def write_notebook(path: Path, source: str) -> None:
         nbformat.v4.new_code_cell(source),
     ]
     nbformat.write(nb, path)
+
+
+def unmark(src: Path, dst: Path, prefix: str = "PT-") -> tuple[Path, dict[str, str]]:
+    """A copy of a synthetic cohort that counts as the real release: no marker, and person_ids
+    rewritten with letters and a hyphen (`PT-<id>`) in every table, file name and record."""
+    from medalign_utils.data import SYNTHETIC_MARKER
+
+    shutil.copytree(src, dst)
+    (dst / SYNTHETIC_MARKER).unlink()
+    ids = {p.stem: f"{prefix}{p.stem}" for p in (dst / "ehrs").glob("*.xml")}
+    pattern = re.compile("|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True)))
+    for path in [*dst.glob("*.tsv"), *(dst / "ehrs").glob("*.xml")]:
+        path.write_text(pattern.sub(lambda m: ids[m.group(0)], path.read_text()))
+    for old, new in ids.items():
+        (dst / "ehrs" / f"{old}.xml").rename(dst / "ehrs" / f"{new}.xml")
+    return dst, ids
+
+
+def responses_path(root: Path) -> Path:
+    return root / "clinician-reviewed-model-responses.tsv"

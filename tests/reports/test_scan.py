@@ -1,0 +1,145 @@
+"""What the share-safe scan catches, tried as an adversarial user would: error messages, script and
+style contents, person_ids however written, record dates, text in figures, short fragments."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import write_notebook
+
+from medalign_utils import cli
+from medalign_utils.config import SuiteConfig
+from medalign_utils.data import SYNTHETIC_MARKER, load_release
+from medalign_utils.generation import DataGuard, DataGuardError, GenerationSettings, OpenAICompatibleBackend
+from medalign_utils.reports import run_suite
+from medalign_utils.reports.scan import SensitiveIndex, dates_in
+
+
+# ------------------------------------------------------------------ share-safe scan
+
+
+def test_error_messages_with_patient_text_are_scanned_everywhere(real_like, tmp_path, capsys):
+    root, _ = real_like
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(
+        nbs / "01_crash.ipynb",
+        "from medalign_utils.data import load_release\n"
+        "ev = load_release(data_dir).events(progress=False)\n"
+        "float(ev[ev.event_type == 'note'].text.iloc[0][:200])",
+    )
+    out = tmp_path / "reports"
+    assert not run_suite(config=SuiteConfig(data_dir=str(root)), out=out, progress=True, notebooks_dir=nbs)
+    console = capsys.readouterr()
+    note = load_release(root).events(progress=False).query("event_type == 'note'").text.iloc[0][:200]
+    fragment = " ".join(note.split()[2:10])
+    record = json.loads((out / "run.json").read_text())
+    assert "withheld by the share-safe scan" in record["notebooks"][0]["error"]
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert fragment not in path.read_text(errors="replace").replace("\\n", " "), path
+    assert fragment not in console.out + console.err
+
+
+def test_script_and_style_contents_are_scanned_and_every_copy_of_a_leak_removed(real_like, real_index, tmp_path):
+    root, _ = real_like
+    question = load_release(root).instructions.question.iloc[0]
+    assert real_index.scan(f"<html><script>var q = {json.dumps(question)};</script></html>")
+    assert real_index.scan(f"<style>/* {question} */</style>")
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(
+        nbs / "01_script.ipynb",
+        "from IPython.display import HTML, display\n"
+        "from medalign_utils.data import load_release\n"
+        "q = load_release(data_dir).instructions.question.iloc[0]\n"
+        "display(HTML('<script>var x = ' + repr(q) + ';</script>'))",
+    )
+    out = tmp_path / "reports"
+    assert not run_suite(config=SuiteConfig(data_dir=str(root)), out=out, progress=False, notebooks_dir=nbs)
+    record = json.loads((out / "run.json").read_text())
+    assert record["notebooks"][0]["status"] == "leak"
+    run_dir = out / record["run_id"]
+    assert not list(run_dir.glob("01_script*")) and not list((out / ".cache").glob("01_script*"))
+
+
+def test_person_ids_are_matched_however_written(real_like, real_index):
+    _, ids = real_like
+    pid = next(iter(ids.values()))
+    for page in (f"<td>{pid}</td>", f"empty EHR ({pid}.xml)", f"EHR_{pid.lower()}.xml", f"id={pid.upper()}!"):
+        assert any("person_ids" in k for k in real_index.scan(page)), page
+    short = SensitiveIndex.from_texts({}, ["ab-7"])
+    assert short.scan("record ab-7 done") and short.scan("AB-7") and not short.scan("slab-77")
+
+
+def test_record_dates_are_flagged_years_and_relative_days_are_not(real_like, real_index):
+    root, _ = real_like
+    ev = load_release(root).events(progress=False)
+    day = ev.timestamp.dropna().iloc[5]
+    assert any("dates" in k for k in real_index.scan(f"<td>{day:%Y-%m-%d}</td><td>Hemoglobin 13.2</td>"))
+    assert any("dates" in k for k in real_index.scan(f"seen {day.month}/{day.day}/{day.year}"))
+    assert real_index.scan(f"records span {day.year} to {day.year + 3}; median 412 days") == []
+    assert dates_in("on 2020-03-04 and 3/4/2020") == {"2020-03-04"}
+
+
+def test_text_in_figures_is_scanned_svg_text_and_raster_flagged(real_like, real_index):
+    root, _ = real_like
+    question = load_release(root).instructions.question.iloc[0]
+    svg = f'<svg><g id="text_1"><text x="3" y="4">{question}</text></g></svg>'
+    assert real_index.scan(svg)
+    import base64
+
+    embedded = f'<img src="data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()}"/>'
+    assert real_index.scan(embedded) and not any("raster" in k for k in real_index.scan(embedded))
+    assert any("raster" in k for k in real_index.scan('<img src="data:image/png;base64,iVBORw0KGgo="/>'))
+
+
+def test_eight_word_fragments_are_all_caught_and_template_phrases_are_not(real_like, real_index):
+    from medalign_utils.reports.scan import _shingle_hashes, _words
+
+    root, _ = real_like
+    release = load_release(root)
+    notes = release.events(progress=False).query("event_type == 'note'")
+    rng = np.random.default_rng(0)
+    by_patient = {pid: list(g.text) for pid, g in notes.groupby("person_id", observed=True)}
+    everything = {pid: list(texts) for pid, texts in by_patient.items()}
+    for df in (release.references, release.model_responses):  # every text of a patient, as the index has them
+        for col in ("clinician_response", "model_response", "question", "evidence"):
+            if col in df.columns:
+                for pid, t in zip(df.person_id, df[col].dropna().astype(str)):
+                    everything.setdefault(pid, []).append(t)
+    shingle_patients: dict[int, set] = {}
+    for pid, texts in everything.items():
+        for t in texts:
+            for h in set(_shingle_hashes(_words(t)).tolist()):
+                shingle_patients.setdefault(h, set()).add(pid)
+    by_patient = {pid: " ".join(texts) for pid, texts in by_patient.items()}
+    caught = tested = 0
+    template = []
+    for _ in range(4000):
+        pid = list(by_patient)[rng.integers(len(by_patient))]
+        words = by_patient[pid].split()
+        i = int(rng.integers(0, len(words) - 8))
+        fragment = " ".join(words[i : i + 8])
+        w = _words(fragment)
+        if len(w) != 8:
+            continue
+        owners = shingle_patients.get(int(_shingle_hashes(w)[0]), set())
+        if len(owners) >= len(by_patient):
+            template.append(fragment)
+        elif len(owners) == 1 and tested < 200:
+            tested += 1
+            caught += bool(real_index.scan(f"<p>{fragment}</p>"))
+    assert tested == 200 and caught == 200  # every patient-specific 8-word fragment
+    assert template, "the synthetic notes share template phrases"
+    assert all(real_index.scan(f"<p>{t}</p>") == [] for t in template[:50])  # no false alarm on them
