@@ -154,13 +154,19 @@ def _battles(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def head_to_head(rank: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Share of non-tied battles won by the row model over the column model (NaN on the diagonal
     and where a pair never met). `weights` (B x instructions) gives B weighted versions at once."""
-    wins, losses = _battles(rank)
-    m = rank.shape[1]
+    return battle_shares(*_battles(rank), weights)
+
+
+def battle_shares(wins: np.ndarray, losses: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Head-to-head shares from per-instruction battle counts (instructions x models x models: the
+    clinicians' from their ranks, a judge's from its verdicts): the row model's share of the
+    non-tied battles; `weights` (B x instructions) gives B weighted versions at once."""
+    m = wins.shape[1]
     if weights is None:
         w, l = wins.sum(0), losses.sum(0)
     else:
-        w = (weights @ wins.reshape(len(rank), -1)).reshape(-1, m, m)
-        l = (weights @ losses.reshape(len(rank), -1)).reshape(-1, m, m)
+        w = (weights @ wins.reshape(len(wins), -1)).reshape(-1, m, m)
+        l = (weights @ losses.reshape(len(wins), -1)).reshape(-1, m, m)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = w / (w + l)
     idx = np.arange(m)

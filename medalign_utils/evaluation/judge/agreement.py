@@ -182,11 +182,9 @@ def battle_counts(battles: pd.DataFrame, models: list[str]) -> tuple[list, np.nd
 
 def judge_win_matrix(battles: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     """The judge's Figure 2: share of non-tied battles the row system won over the column system."""
-    _, w, l = battle_counts(battles, models)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = w.sum(0) / (w.sum(0) + l.sum(0))
-    np.fill_diagonal(share, np.nan)
-    return pd.DataFrame(share, index=models, columns=models)
+    from ..clinicians import battle_shares
+
+    return pd.DataFrame(battle_shares(*battle_counts(battles, models)[1:]), index=models, columns=models)
 
 
 def judge_win_rates(
@@ -194,10 +192,9 @@ def judge_win_rates(
 ) -> pd.DataFrame:
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
     head-to-head shares), with a percentile bootstrap CI over instructions, and its place."""
-    from ..clinicians import bootstrap_counts, win_rates
+    from ..clinicians import battle_shares, bootstrap_counts, win_rates
 
     ids, w, l = battle_counts(battles, models)
-    m = len(models)
     if not len(ids):  # no valid verdict to count: every win rate unknown, said so
         empty = pd.DataFrame(
             {
@@ -211,14 +208,9 @@ def judge_win_rates(
         )
         empty.attrs["note"] = "no valid pairwise verdicts"
         return empty
-    weights = bootstrap_counts(len(ids), n_resamples, seed)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        point = win_rates(w.sum(0) / (w.sum(0) + l.sum(0)) + np.where(np.eye(m, dtype=bool), np.nan, 0))
-        bw = (weights @ w.reshape(len(ids), -1)).reshape(-1, m, m)
-        bl = (weights @ l.reshape(len(ids), -1)).reshape(-1, m, m)
-        share = bw / (bw + bl)
-    share[:, np.arange(m), np.arange(m)] = np.nan
-    boot = win_rates(share)
+    # The clinicians' head-to-head code on the judge's battles: one implementation of the paper's WR.
+    point = win_rates(battle_shares(w, l))
+    boot = win_rates(battle_shares(w, l, bootstrap_counts(len(ids), n_resamples, seed)))
     alpha = (1 - confidence) / 2
     import warnings
 
