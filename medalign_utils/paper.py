@@ -1,7 +1,7 @@
 """The MedAlign paper's published numbers (Fleming et al., AAAI-24), for comparison in reports.
 
 Source: the paper (arXiv 2308.14089), Tables 2-4 and Figure 2. The model keys are the suite's own
-names for the six systems; the synthetic cohort uses them as `model_name`.
+names for the six systems; the synthetic cohort uses them as `system`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MODEL_LABELS = {
 
 TABLE3 = pd.DataFrame(
     {
-        "model": MODELS,
+        "system": MODELS,
         "context": [32768, 32768, 2048, 2048, 2048, 2048],
         "correct_pct": [65.0, 60.1, 51.8, 35.0, 33.3, 31.7],
         "win_rate": [0.658, 0.676, 0.598, 0.401, 0.398, 0.269],
@@ -105,8 +105,8 @@ GENERATION_RESERVE = 256
 
 def beside_table3(table3: pd.DataFrame) -> pd.DataFrame:
     """Our Table 3 with the paper's correct %, win rate and mean rank beside each system."""
-    ours = TABLE3[["model", "correct_pct", "win_rate", "mean_rank"]].add_prefix("paper_")
-    return table3.merge(ours, left_on="model", right_on="paper_model", how="left").drop(columns="paper_model")
+    ours = TABLE3[["system", "correct_pct", "win_rate", "mean_rank"]].add_prefix("paper_")
+    return table3.merge(ours, left_on="system", right_on="paper_system", how="left").drop(columns="paper_system")
 
 
 def beside_table4(table4: pd.DataFrame) -> pd.DataFrame:

@@ -42,7 +42,7 @@ def win_matrix_heatmap(
     )
     ax.set_title(title)
     ax.set_xlabel("opponent")
-    ax.set_ylabel("model")
+    ax.set_ylabel("system")
     fig.tight_layout()
     return fig
 
@@ -72,10 +72,12 @@ def forest(
         label="this data (95% CI)",
     )
     if paper_values:
-        ax.scatter([paper_values.get(m, np.nan) for m in t.model], y, marker="D", color="C3", zorder=3, label="paper")
+        ax.scatter([paper_values.get(m, np.nan) for m in t.system], y, marker="D", color="C3", zorder=3, label="paper")
     if planted:
-        ax.scatter([planted.get(m, np.nan) for m in t.model], y, marker="x", color="k", zorder=4, label="planted truth")
-    ax.set_yticks(y, [label(m) for m in t.model])
+        ax.scatter(
+            [planted.get(m, np.nan) for m in t.system], y, marker="x", color="k", zorder=4, label="planted truth"
+        )
+    ax.set_yticks(y, [label(m) for m in t.system])
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
@@ -227,7 +229,7 @@ def table3_forests(table3: pd.DataFrame, *, planted: dict | None = None) -> None
             value,
             f"{ci}_ci_low",
             f"{ci}_ci_high",
-            paper_values=dict(zip(paper.TABLE3.model, paper.TABLE3[value])),
+            paper_values=dict(zip(paper.TABLE3.system, paper.TABLE3[value])),
             planted=planted[value] if planted else None,
             xlabel=xlabel,
             title=title,
@@ -237,7 +239,7 @@ def table3_forests(table3: pd.DataFrame, *, planted: dict | None = None) -> None
 def figure4(ranked: pd.DataFrame, *, prefer=("bertscore", "chrf++")) -> None:
     """Figure 4: generated systems by one metric (the first of `prefer` present), with CIs."""
     metric = next((m for m in prefer if m in set(ranked.metric)), ranked.metric.iloc[0])
-    part = ranked[ranked.metric == metric].rename(columns={"model_name": "model"})
+    part = ranked[ranked.metric == metric]
     forest(
         part,
         "mean",

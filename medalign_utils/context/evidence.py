@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Where an instruction's evidence lies in a record (timestamps, or clauses of free text) and how much
+of it a fitted prompt keeps: the measure notebook 02 compares strategies by.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""The prompt grid: every instruction x context x strategy with exact token counts and the evidence
+each keeps; rendering fitted prompts (for generation and judges), refinement items, and the prompts
+file notebooks 02 and 03 share (`PROMPT_COLUMNS`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Prompt templates (files in templates/) and the paper's budget: EHR tokens = context - 256 for
+generation - the tokens of the prompt with the instruction and an empty EHR, in the model's own
+tokenizer (chat template included); the peers' templates and budgets beside it.
+"""
 
 from __future__ import annotations
 

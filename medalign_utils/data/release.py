@@ -597,6 +597,8 @@ def load_release(root: str | Path, follow_external_links: bool | None = None) ->
             columns=["instruction_id", "person_id", "model_name", "model_response", "model_rank", "binary_correct"]
         )
     )
+    # The release calls the compared thing `model_name`; everything downstream calls it `system`.
+    responses = responses.rename(columns={"model_name": "system"})
     tables[RESPONSES_STEM] = responses
     references = tables.get(
         REFERENCES_STEM, pd.DataFrame(columns=["instruction_id", "person_id", "clinician_response"])

@@ -30,7 +30,7 @@ LABEL_COLUMNS = ("model_rank", "binary_correct")
 
 def require_responses(df: pd.DataFrame) -> None:
     """A clear error, naming the file, when there is nothing to analyse (a header-only file)."""
-    if df.empty or "model_name" not in df.columns:
+    if df.empty or "system" not in df.columns:
         name = df.attrs.get("source_file", "the model responses table")
         raise ValueError(f"{name} holds no reviewed responses (a header and no rows?): there is nothing to tabulate")
 
@@ -53,9 +53,9 @@ def check_labels(df: pd.DataFrame) -> list[Problem]:
                     f"{'rank' if col == 'model_rank' else 'correctness'} statistics",
                 )
             )
-    models = sorted(df.model_name.unique())
+    models = sorted(df.system.unique())
     keys = ["instruction_id"] + ([rater_column(df)] if rater_column(df) else [])
-    per = df.groupby(keys).model_name.nunique()
+    per = df.groupby(keys).system.nunique()
     short = per[per < len(models)]
     if len(short):
         problems.append(
@@ -65,7 +65,7 @@ def check_labels(df: pd.DataFrame) -> list[Problem]:
                 "head-to-head shares use the instructions both models answered",
             )
         )
-    dup = df.duplicated(keys + ["model_name"]).sum()
+    dup = df.duplicated(keys + ["system"]).sum()
     if dup:
         problems.append(Problem(name, f"{int(dup)} duplicated instruction x model rows; the first of each is used"))
     return problems
@@ -82,7 +82,7 @@ def combine_raters(df: pd.DataFrame, how: str = "primary") -> pd.DataFrame:
       averaged ranks); single-reviewer instructions keep their ranks as given.
     * ``mean``: correctness as the share of reviewers who said correct; rank as the mean rank.
 
-    Returns columns instruction_id, model_name, model_rank, binary_correct, n_raters (and
+    Returns columns instruction_id, system, model_rank, binary_correct, n_raters (and
     person_id when the input has it), with the method in `attrs["combined_by"]`: the functions
     below take these labels as they are, so raters are combined once and the labels passed on.
     """
@@ -103,7 +103,7 @@ def labels_of(df: pd.DataFrame, combine: str = "primary") -> pd.DataFrame:
 def _combine(df: pd.DataFrame, how: str) -> pd.DataFrame:
     if how not in COMBINE_METHODS:
         raise ValueError(f"combine must be one of {', '.join(COMBINE_METHODS)}, not {how!r}")
-    keys = ["instruction_id", "model_name"]
+    keys = ["instruction_id", "system"]
     d = df.copy()
     d["model_rank"] = pd.to_numeric(d["model_rank"], errors="coerce")
     d["binary_correct"] = pd.to_numeric(d["binary_correct"], errors="coerce")
@@ -132,9 +132,9 @@ def _combine(df: pd.DataFrame, how: str) -> pd.DataFrame:
 
 def label_matrices(labels: pd.DataFrame, models: list[str] | None = None):
     """(instruction ids, models, rank matrix, correct matrix): instructions x models, NaN where missing."""
-    models = models or sorted(labels.model_name.unique())
-    rank = labels.pivot_table(index="instruction_id", columns="model_name", values="model_rank", aggfunc="first")
-    corr = labels.pivot_table(index="instruction_id", columns="model_name", values="binary_correct", aggfunc="first")
+    models = models or sorted(labels.system.unique())
+    rank = labels.pivot_table(index="instruction_id", columns="system", values="model_rank", aggfunc="first")
+    corr = labels.pivot_table(index="instruction_id", columns="system", values="binary_correct", aggfunc="first")
     idx = sorted(set(labels.instruction_id))
     rank = rank.reindex(index=idx, columns=models)
     corr = corr.reindex(index=idx, columns=models)
@@ -264,7 +264,7 @@ def table3(
     problems += _small_n_intervals(quant, corr, n, models, confidence=confidence, min_n=min_n, source=source)
     out = pd.DataFrame(
         {
-            "model": models,
+            "system": models,
             "n": n,
             "correct_pct": point_correct,
             **_ci_columns("correct", quant["correct"]),
@@ -389,7 +389,7 @@ def mcnemar(
     from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
     labels = labels_of(df, combine)
-    wide = labels.pivot_table(index="instruction_id", columns="model_name", values="binary_correct", aggfunc="first")
+    wide = labels.pivot_table(index="instruction_id", columns="system", values="binary_correct", aggfunc="first")
     for m in (model_a, model_b):
         if m not in wide.columns:
             raise ValueError(f"no labels for model {m!r} (models: {', '.join(map(str, wide.columns))})")
@@ -469,7 +469,7 @@ def bradley_terry(
     alpha = (1 - confidence) / 2
     out = pd.DataFrame(
         {
-            "model": models,
+            "system": models,
             "bt_log_strength": point,
             "ci_low": np.quantile(boot, alpha, axis=0),
             "ci_high": np.quantile(boot, 1 - alpha, axis=0),
@@ -501,13 +501,13 @@ def breakdown(
     labels = labels_of(df, combine)
     g = labels.instruction_id.map(groups).astype(object).fillna("unknown")
     rows = []
-    for (group, model), part in labels.groupby([g, labels.model_name], sort=True):
+    for (group, model), part in labels.groupby([g, labels.system], sort=True):
         corr = part.binary_correct.dropna().to_numpy()
         lo, hi = bootstrap_ci(corr * 100, n_resamples=n_resamples, seed=seed)
         rows.append(
             {
                 "group": group,
-                "model": model,
+                "system": model,
                 "n_instructions": part.instruction_id.nunique(),
                 "correct_pct": corr.mean() * 100 if len(corr) else np.nan,
                 "correct_ci_low": lo,
@@ -535,7 +535,7 @@ def rater_rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out = {}
     for iid in multi[multi >= 2].index:
         part = d[d.instruction_id == iid]
-        out[iid] = part.pivot_table(index=col, columns="model_name", values="model_rank", aggfunc="first")
+        out[iid] = part.pivot_table(index=col, columns="system", values="model_rank", aggfunc="first")
     return out
 
 
@@ -605,7 +605,7 @@ def correctness_agreement(df: pd.DataFrame) -> dict:
     d = d[d.instruction_id.isin(multi[multi >= 2].index)]
     if d.empty:
         return {"fleiss_kappa": np.nan, "mean_cohens_kappa": np.nan, "n_items": 0, "n_raters": 1}
-    wide = d.pivot_table(index=["instruction_id", "model_name"], columns=col, values="binary_correct", aggfunc="first")
+    wide = d.pivot_table(index=["instruction_id", "system"], columns=col, values="binary_correct", aggfunc="first")
     k = wide.notna().sum(axis=1)
     modal = int(k.mode().iloc[0])
     full = wide[k == modal]
@@ -629,7 +629,7 @@ def correctness_agreement(df: pd.DataFrame) -> dict:
 def mcnemar_table(responses: pd.DataFrame, pairs, *, combine: str = "primary") -> pd.DataFrame:
     """McNemar's test for each (a, b) pair of systems both present: discordant counts, the
     difference in correct % with its CI, the p-value and which test was used."""
-    present = set(responses.model_name)
+    present = set(responses.system)
     rows = []
     for a, b in pairs:
         if not {a, b} <= present:

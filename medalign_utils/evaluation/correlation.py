@@ -43,9 +43,7 @@ def score_responses(
     if reference_annotators == "primary":  # the primary reviewer's reference (the paper's and public code's choice)
         refs = primary_reviewer_rows(references, ("clinician_response",))
     ref_lists = refs.groupby("instruction_id").clinician_response.apply(lambda s: [t for t in s if str(t).strip()])
-    items = responses.drop_duplicates(["instruction_id", "model_name"])[
-        ["instruction_id", "model_name", "model_response"]
-    ]
+    items = responses.drop_duplicates(["instruction_id", "system"])[["instruction_id", "system", "model_response"]]
     items = items[items.instruction_id.isin(ref_lists.index)].reset_index(drop=True)
     hyps = items.model_response.fillna("").astype(str).tolist()
     ref_for = [ref_lists[i] for i in items.instruction_id]
@@ -61,11 +59,11 @@ def score_responses(
         else:
             values = metric.score(hyps, ref_for)
         signatures[name] = metric.signature_str()
-        rows.append(items[["instruction_id", "model_name"]].assign(metric=name, score=values))
+        rows.append(items[["instruction_id", "system"]].assign(metric=name, score=values))
     scores = (
         pd.concat(rows, ignore_index=True)
         if rows
-        else pd.DataFrame(columns=["instruction_id", "model_name", "metric", "score"])
+        else pd.DataFrame(columns=["instruction_id", "system", "metric", "score"])
     )
     return scores, signatures
 
@@ -85,9 +83,9 @@ def per_instruction_tau(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
     there: fewer than two systems, a constant metric, or every clinician rank tied."""
     out = []
     for metric, part in scores.groupby("metric", sort=False):
-        merged = part.merge(labels[["instruction_id", "model_name", "model_rank"]], on=["instruction_id", "model_name"])
-        s = merged.pivot_table(index="instruction_id", columns="model_name", values="score", aggfunc="first")
-        r = merged.pivot_table(index="instruction_id", columns="model_name", values="model_rank", aggfunc="first")
+        merged = part.merge(labels[["instruction_id", "system", "model_rank"]], on=["instruction_id", "system"])
+        s = merged.pivot_table(index="instruction_id", columns="system", values="score", aggfunc="first")
+        r = merged.pivot_table(index="instruction_id", columns="system", values="model_rank", aggfunc="first")
         r = r.reindex(index=s.index, columns=s.columns)
         sv, rv = s.to_numpy(float), -r.to_numpy(float)
         both = ~(np.isnan(sv) | np.isnan(rv))
@@ -185,10 +183,10 @@ def system_level(scores: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     mean clinician rank (negated, so positive = agreement), over the systems."""
     from scipy import stats
 
-    mean_rank = labels.groupby("model_name").model_rank.mean()
+    mean_rank = labels.groupby("system").model_rank.mean()
     rows = []
     for metric, part in scores.groupby("metric", sort=False):
-        m = part.groupby("model_name").score.mean().reindex(mean_rank.index)
+        m = part.groupby("system").score.mean().reindex(mean_rank.index)
         ok = m.notna()
         tau = stats.kendalltau(m[ok], -mean_rank[ok]).statistic
         r = stats.pearsonr(m[ok], -mean_rank[ok]).statistic if ok.sum() > 2 else np.nan
@@ -203,7 +201,7 @@ def metric_induced_labels(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
     part["model_rank"] = part.groupby("instruction_id").score.rank(ascending=False, method="min")
     part["binary_correct"] = np.nan
     part["n_raters"] = 1
-    return part[["instruction_id", "model_name", "model_rank", "binary_correct", "n_raters"]]
+    return part[["instruction_id", "system", "model_rank", "binary_correct", "n_raters"]]
 
 
 def rank_systems(
@@ -212,13 +210,13 @@ def rank_systems(
     """Per metric and system, the mean score with a bootstrap CI over instructions, and the system's
     place under that metric (for ranking the suite's own generated answers)."""
     rows = []
-    for (metric, model), part in scores.groupby(["metric", "model_name"]):
+    for (metric, model), part in scores.groupby(["metric", "system"]):
         v = part.score.dropna().to_numpy()
         lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed, confidence=confidence)
         rows.append(
             {
                 "metric": metric,
-                "model_name": model,
+                "system": model,
                 "n": len(v),
                 "mean": v.mean() if len(v) else np.nan,
                 "ci_low": lo,
@@ -315,6 +313,4 @@ def generated_systems(results: pd.DataFrame, references: pd.DataFrame) -> pd.Dat
     """Generated answers (a results store's rows) as responses to score: one system per model x
     strategy x context (Figure 4 compares them), only instructions with a reference answer."""
     ok = results[results.error.isna() & results.instruction_id.isin(references.instruction_id)]
-    return ok.assign(
-        model_name=ok.system + " · " + ok.strategy + " @" + ok.context.astype(str), model_response=ok.answer
-    )
+    return ok.assign(system=ok.system + " · " + ok.strategy + " @" + ok.context.astype(str), model_response=ok.answer)

@@ -52,7 +52,7 @@ class ResultStore:
     on the same file is refused, not duplicated), repairs a torn last line left by a killed writer,
     knows which keys are done, appends durably. Use as a context manager, or `close()`."""
 
-    def __init__(self, path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS):
+    def __init__(self, path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS, *, upgrade=None):
         import fcntl
 
         self.path = Path(path)
@@ -68,6 +68,7 @@ class ResultStore:
         self.done: set[str] = set()
         self.failed: set[str] = set()
         for rec in read_records(self.path):
+            rec = upgrade(rec) if upgrade else rec
             (self.failed if rec.get("error") else self.done).add(self.key(rec))
         self.failed -= self.done
 
@@ -156,10 +157,10 @@ class ResultStore:
                 self.failed.discard(k)
 
 
-def read_results(path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS) -> pd.DataFrame:
+def read_results(path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS, *, upgrade=None) -> pd.DataFrame:
     """A run's records, one per key (the latest answer; an error only where no answer exists).
     Reads only: safe while a run is appending to the file."""
-    recs = list(read_records(path))
+    recs = [upgrade(r) if upgrade else r for r in read_records(path)]
     if not recs:
         return pd.DataFrame(columns=[*key_fields, "answer", "error"])
     df = pd.DataFrame(recs)

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Writing a synthetic cohort: `CohortSpec` (how big), `make_cohort` (records in parallel, then the
+three tables, the SYNTHETIC marker, README.md and planted_truth.json), the same bytes for the same seed.
+"""
 
 from __future__ import annotations
 

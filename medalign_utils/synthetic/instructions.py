@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Instructions with answers derived from a patient's record: one function per kind (a latest lab, the
+current medications, a BMI, a CKD stage...), drawn per Table 2 category, each with its evidence
+timestamps and, where the answer is one value of the record, that value planted for grading.
+"""
 
 from __future__ import annotations
 

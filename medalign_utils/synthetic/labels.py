@@ -152,7 +152,7 @@ def planted_coverage(table3, planted: dict):
     out = table3.copy()
     inside = {}
     for stat, ci in TABLE3_CI_PREFIX.items():
-        out[f"planted_{stat}"] = out.model.map(exp[stat])
+        out[f"planted_{stat}"] = out.system.map(exp[stat])
         inside[stat] = int(out[f"planted_{stat}"].between(out[f"{ci}_ci_low"], out[f"{ci}_ci_high"]).sum())
     return out, inside
 

@@ -58,7 +58,7 @@ class PlantedJudge(Backend):
         else:
             from ..evaluation.clinicians import combine_raters
 
-            ranks = combine_raters(release.model_responses, "primary").set_index(["instruction_id", "model_name"])
+            ranks = combine_raters(release.model_responses, "primary").set_index(["instruction_id", "system"])
             values = [-ranks.model_rank.get((i, m), np.nan) for i, m in zip(items.instruction_id, items.system)]
         # Keyed by (reference, response), both of which the prompt shows: the same answer text can
         # answer two instructions ("I could not find this in the EHR"); their references differ.

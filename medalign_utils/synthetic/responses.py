@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Six systems' responses: the reference answer kept, dropped or distorted by the response's planted
+quality and correctness, with filler, so metrics agree with clinicians positively but imperfectly.
+"""
 
 from __future__ import annotations
 

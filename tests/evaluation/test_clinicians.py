@@ -32,7 +32,7 @@ from medalign_utils.evaluation.stats import kendall_tau_b_rows
 
 
 def labels_frame(rows):
-    return pd.DataFrame(rows, columns=["instruction_id", "model_name", "model_rank", "binary_correct"])
+    return pd.DataFrame(rows, columns=["instruction_id", "system", "model_rank", "binary_correct"])
 
 
 def figure2_battles(n_per_pair: int = 100) -> pd.DataFrame:
@@ -63,7 +63,7 @@ def test_paper_figure2_battles_give_the_published_win_rates():
     mask = ~np.isnan(published)
     # Figure 2 pairs sum to 1 (0.48 / 0.52) so the constructed matrix reproduces it exactly.
     assert np.allclose(share.to_numpy()[mask], published[mask], atol=1e-9)
-    t3 = table3(df, n_resamples=50).set_index("model").loc[paper.MODELS]
+    t3 = table3(df, n_resamples=50).set_index("system").loc[paper.MODELS]
     assert np.allclose(t3.win_rate, paper.TABLE3.win_rate, atol=0.0051), t3.win_rate.tolist()
 
 
@@ -100,13 +100,13 @@ def test_models_missing_for_some_instructions_use_shared_instructions_only():
     assert share.loc["A", "B"] == 1 and share.loc["A", "C"] == 0 and share.loc["B", "C"] == 1
     problems = check_labels(df)
     assert any("lack some of the 3 models" in str(p) for p in problems)
-    t3 = table3(df, n_resamples=20).set_index("model")
+    t3 = table3(df, n_resamples=20).set_index("system")
     assert t3.loc["A", "n"] == 2 and t3.loc["A", "correct_pct"] == 50
 
 
 def test_nan_and_non_numeric_ranks_are_counted_not_dropped_silently():
     df = labels_frame([["q1", "A", "1", 1], ["q1", "B", "best", 1], ["q2", "A", np.nan, 0], ["q2", "B", 1, "x"]])
-    t3 = table3(df, n_resamples=20).set_index("model")
+    t3 = table3(df, n_resamples=20).set_index("system")
     assert t3.loc["A", "n_rank_missing"] == 1 and t3.loc["B", "n_rank_missing"] == 1
     assert t3.loc["B", "n_correct_missing"] == 1 and t3.loc["B", "correct_pct"] == 100
     msgs = [str(p) for p in t3.attrs["problems"]]
@@ -126,13 +126,13 @@ def test_combine_raters_hand_worked():
     # Three reviewers of q1: ranks A: 1,2,1 ; B: 2,1,2 ; correctness A: 1,0,0 ; B: 1,1,0
     for r, (ra, rb, ca, cb) in enumerate([(1, 2, 1, 1), (2, 1, 0, 1), (1, 2, 0, 0)], start=1):
         rows += [["q1", "A", ra, ca, f"Annotator_{r}"], ["q1", "B", rb, cb, f"Annotator_{r}"]]
-    df = pd.DataFrame(rows, columns=["instruction_id", "model_name", "model_rank", "binary_correct", "annotator_num"])
-    p = combine_raters(df, "primary").set_index("model_name")
+    df = pd.DataFrame(rows, columns=["instruction_id", "system", "model_rank", "binary_correct", "annotator_num"])
+    p = combine_raters(df, "primary").set_index("system")
     assert p.loc["A", "model_rank"] == 1 and p.loc["A", "binary_correct"] == 1 and p.loc["A", "n_raters"] == 3
-    m = combine_raters(df, "majority").set_index("model_name")
+    m = combine_raters(df, "majority").set_index("system")
     assert m.loc["A", "binary_correct"] == 0 and m.loc["B", "binary_correct"] == 1
     assert m.loc["A", "model_rank"] == 1 and m.loc["B", "model_rank"] == 2  # mean ranks 4/3 vs 5/3
-    mean = combine_raters(df, "mean").set_index("model_name")
+    mean = combine_raters(df, "mean").set_index("system")
     assert mean.loc["A", "model_rank"] == pytest.approx(4 / 3) and mean.loc["B", "binary_correct"] == pytest.approx(
         2 / 3
     )
@@ -142,7 +142,7 @@ def test_combine_raters_hand_worked():
 
 def test_bootstrap_cis_cover_the_planted_values(gold_cohort):
     truth = json.loads((gold_cohort / "planted_truth.json").read_text())["expected_table3"]
-    t3 = table3(load_release(gold_cohort).model_responses, n_resamples=1000).set_index("model")
+    t3 = table3(load_release(gold_cohort).model_responses, n_resamples=1000).set_index("system")
     for model in paper.MODELS:  # one containment check for all three statistics
         row = t3.loc[model]
         assert row.correct_ci_low <= truth["correct_pct"][model] <= row.correct_ci_high, model
@@ -154,7 +154,7 @@ def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
     rng = np.random.default_rng(3)
     x = (rng.random(300) < 0.6).astype(float)
     df = labels_frame([[f"q{i}", "A", 1, v] for i, v in enumerate(x)] + [[f"q{i}", "B", 2, 1] for i in range(300)])
-    row = table3(df, n_resamples=4000, seed=1).set_index("model").loc["A"]
+    row = table3(df, n_resamples=4000, seed=1).set_index("system").loc["A"]
     ref = stats.bootstrap(
         (x * 100,), np.mean, n_resamples=4000, method="percentile", random_state=2
     ).confidence_interval
@@ -197,7 +197,7 @@ def test_inter_rater_tau_hand_worked_and_against_scipy():
     ranks = {"Annotator_1": [1, 2, 3, 4], "Annotator_2": [1, 3, 2, 4], "Annotator_3": [2, 1, 3, 3]}
     for r, rk in ranks.items():
         rows += [["q1", m, rk[k], 1, r] for k, m in enumerate("ABCD")]
-    df = pd.DataFrame(rows, columns=["instruction_id", "model_name", "model_rank", "binary_correct", "annotator_num"])
+    df = pd.DataFrame(rows, columns=["instruction_id", "system", "model_rank", "binary_correct", "annotator_num"])
     res = inter_rater_tau(df)
     want = np.mean(
         [
@@ -234,7 +234,7 @@ def test_bradley_terry_recovers_planted_strengths():
         win = rng.random() < p
         rows += [[f"q{k}", models[i], 1 if win else 2, 1], [f"q{k}", models[j], 2 if win else 1, 1]]
         k += 1
-    bt = bradley_terry(labels_frame(rows), n_resamples=30).set_index("model").loc[models]
+    bt = bradley_terry(labels_frame(rows), n_resamples=30).set_index("system").loc[models]
     centred = strengths - strengths.mean()
     assert np.allclose(bt.bt_log_strength, centred, atol=0.12)
     assert (bt.ci_low <= bt.bt_log_strength).all() and (bt.bt_log_strength <= bt.ci_high).all()
@@ -263,7 +263,7 @@ def test_table3_cli_prints_csv(gold_cohort, capsys):
 
 def reviewed(rows):
     return pd.DataFrame(
-        rows, columns=["instruction_id", "model_name", "model_rank", "binary_correct", "annotator_num", "person_id"]
+        rows, columns=["instruction_id", "system", "model_rank", "binary_correct", "annotator_num", "person_id"]
     )
 
 
@@ -283,7 +283,7 @@ def test_primary_takes_whole_rows_never_filling_from_other_reviewers():
             ["q2", "B", 1, 1, "Annotator_3", "p2"],
         ]
     )
-    p = combine_raters(df, "primary").set_index(["instruction_id", "model_name"])
+    p = combine_raters(df, "primary").set_index(["instruction_id", "system"])
     assert np.isnan(p.loc[("q1", "B"), "model_rank"]) and np.isnan(p.loc[("q1", "B"), "binary_correct"])
     assert p.loc[("q1", "A"), "model_rank"] == 1 and p.loc[("q1", "C"), "binary_correct"] == 0
     assert (
@@ -309,7 +309,7 @@ def test_majority_reranks_only_instructions_several_reviewers_combined():
             ["q2", "B", 2, 0, "Annotator_3", "p"],
         ]
     )
-    m = combine_raters(df, "majority").set_index(["instruction_id", "model_name"]).model_rank
+    m = combine_raters(df, "majority").set_index(["instruction_id", "system"]).model_rank
     assert m.loc["q1"].tolist() == [1, 2.5, 2.5, 4]  # single reviewer: the release's ranks as given
     assert m.loc[("q2", "A")] == 1 and m.loc[("q2", "B")] == 2  # mean ranks 4/3 vs 5/3, re-ranked
 
@@ -320,7 +320,7 @@ def test_win_rate_is_the_unweighted_mean_of_head_to_head_shares_not_pooled_wins(
         rows += [[f"b{k}", "A", 1 if k < 9 else 2, 1], [f"b{k}", "B", 2 if k < 9 else 1, 1]]
     for k in range(2):  # A loses both battles with C
         rows += [[f"c{k}", "A", 2, 1], [f"c{k}", "C", 1, 1]]
-    wr = table3(labels_frame(rows), n_resamples=20, min_n=1).set_index("model").win_rate
+    wr = table3(labels_frame(rows), n_resamples=20, min_n=1).set_index("system").win_rate
     assert wr["A"] == pytest.approx((0.9 + 0.0) / 2)  # pooled wins / battles would give 9 / 12 = 0.75
     assert wr["B"] == pytest.approx(0.1) and wr["C"] == pytest.approx(1.0)
 
@@ -345,7 +345,7 @@ def test_bradley_terry_zero_win_model_stays_finite_and_matches_a_penalised_fit()
         for k in range(int(wins[a, b] + wins[b, a])):
             win_a = k < wins[a, b]
             rows += [[f"{a}{b}{k}", "ABC"[a], 1 if win_a else 2, 1], [f"{a}{b}{k}", "ABC"[b], 2 if win_a else 1, 1]]
-    bt = bradley_terry(labels_frame(rows), n_resamples=50).set_index("model")
+    bt = bradley_terry(labels_frame(rows), n_resamples=50).set_index("system")
     assert np.isfinite(bt[["bt_log_strength", "ci_low", "ci_high"]].to_numpy()).all()
     assert ((bt.p_beat_average > 0) & (bt.p_beat_average < 1)).all() and bt.p_beat_average["C"] < 0.2
 
@@ -357,8 +357,8 @@ def test_small_n_model_gets_a_wilson_interval_and_is_not_ranked_first():
     rows += [[f"q{i}", "B", 2 - (i % 2), int(i % 4 > 0)] for i in range(40)]
     rows += [["q0", "C", 0.5, 1]]  # one response, ranked best
     t3 = table3(labels_frame(rows), n_resamples=200, min_n=10)
-    assert t3.model.tolist()[-1] == "C" and bool(t3.set_index("model").low_n["C"])
-    c = t3.set_index("model").loc["C"]
+    assert t3.system.tolist()[-1] == "C" and bool(t3.set_index("system").low_n["C"])
+    c = t3.set_index("system").loc["C"]
     lo, hi = proportion_confint(1, 1, 0.05, method="wilson")
     assert c.correct_ci_low == pytest.approx(100 * lo) and c.correct_ci_high == pytest.approx(100 * hi)
     assert np.isnan(c.win_rate_ci_low) and np.isnan(c.mean_rank_ci_high)
@@ -376,8 +376,8 @@ def test_bootstrap_by_patient_resamples_whole_patients():
     rows = [[f"q{p}_{k}", "A", 1, int(p % 2)] for p in range(12) for k in range(8)]
     rows += [[f"q{p}_{k}", "B", 2, 1] for p in range(12) for k in range(8)]
     df = labels_frame(rows).assign(person_id=lambda d: d.instruction_id.str.split("_").str[0])
-    by_ins = table3(df, n_resamples=500).set_index("model").loc["A"]
-    by_pat = table3(df, n_resamples=500, bootstrap_unit="patient").set_index("model").loc["A"]
+    by_ins = table3(df, n_resamples=500).set_index("system").loc["A"]
+    by_pat = table3(df, n_resamples=500, bootstrap_unit="patient").set_index("system").loc["A"]
     assert by_pat.correct_ci_high - by_pat.correct_ci_low > 1.5 * (by_ins.correct_ci_high - by_ins.correct_ci_low)
     assert "patients" in table3(df, n_resamples=20, bootstrap_unit="patient").attrs["settings"]["ci"]
 
@@ -388,7 +388,7 @@ def test_fleiss_is_the_agreement_figure_over_rotating_slots(gold_cohort):
     d = responses.assign(binary_correct=pd.to_numeric(responses.binary_correct))
     multi = d.groupby("instruction_id").annotator_num.nunique()
     wide = d[d.instruction_id.isin(multi[multi == 3].index)].pivot_table(
-        index=["instruction_id", "model_name"], columns="annotator_num", values="binary_correct"
+        index=["instruction_id", "system"], columns="annotator_num", values="binary_correct"
     )
     counts = np.column_stack([(wide == 0).sum(axis=1), (wide == 1).sum(axis=1)])
     assert agreement["fleiss_kappa"] == pytest.approx(sm_ir.fleiss_kappa(counts), abs=1e-12)
@@ -418,8 +418,8 @@ def test_table3_and_table4_cli_equal_an_independent_primary_whole_row_computatio
     prim["rank"] = pd.to_numeric(prim.model_rank.replace("", np.nan))
     prim["correct"] = pd.to_numeric(prim.binary_correct.replace("", np.nan))
     assert cli.main(["table3", str(release_dir), "--resamples", "50", "--quiet"]) == 0
-    t3 = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("model")
-    models = sorted(prim.model_name.unique())
+    t3 = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("model")  # the CSV keeps its published name
+    models = sorted(prim.model_name.unique())  # the raw table: the release's own column name
     ranks = prim.pivot(index="instruction_id", columns="model_name", values="rank")
     for m in models:
         assert t3.loc[m, "correct_pct"] == pytest.approx(100 * prim[prim.model_name == m].correct.mean(), abs=1e-4)

@@ -27,7 +27,7 @@ from medalign_utils.generation import (
     LocalServer,
     OpenAICompatibleBackend,
 )
-from medalign_utils.synthetic import PlantedJudge
+from medalign_utils.synthetic import PlantedJudge, planted_judge
 from medalign_utils.synthetic.labels import LabelModel, expected_judge_tau
 
 RUBRIC = '{"accuracy": 4, "completeness": 3, "clarity": 5, "rationale": "ok"}'
@@ -115,11 +115,11 @@ def test_invalid_verdicts_are_asked_again_then_recorded_invalid_never_dropped(go
 
 def _pair_judgments(rows):
     recs = []
-    for iid, systems, ab, ba in rows:
+    for iid, pair, ab, ba in rows:
         for order, winner in (("AB", ab), ("BA", ba)):
-            recs.append({"judge": "j", "mode": "pairwise", "instruction_id": iid, "systems": systems, "order": order,
-                         "prompt_hash": f"{iid}{order}", "valid": True, "verdict": {"winner": winner, "rationale": ""},
-                         "error": None})  # fmt: skip
+            key = {"judge": "j", "mode": "pairwise", "instruction_id": iid, "system": "", "pair": pair, "order": order}
+            recs.append({**key, "prompt_hash": f"{iid}{order}", "valid": True,
+                         "verdict": {"winner": winner, "rationale": ""}, "error": None})  # fmt: skip
     return pd.DataFrame(recs)
 
 
@@ -130,7 +130,7 @@ def test_pairs_are_judged_in_both_orders_and_a_flip_is_a_tie():
     )  # fmt: skip
     pairs = J.pairwise_items(items)
     assert len(pairs) == 6 and set(pairs.order) == {"AB", "BA"}
-    xy = pairs[pairs.systems == "x|y"].set_index("order")
+    xy = pairs[pairs.pair == "x|y"].set_index("order")
     assert (xy.loc["AB", "response_a"], xy.loc["BA", "response_a"]) == ("rx", "ry")
     j = _pair_judgments(
         [
@@ -144,7 +144,7 @@ def test_pairs_are_judged_in_both_orders_and_a_flip_is_a_tie():
     assert bool(b.loc["z"].query("system_a == 'x'").flipped.iloc[0])
     bias = J.position_bias(J.pairwise_battles(j))
     assert bias["first_position_share"] == pytest.approx(3 / 5) and bias["flipped_share"] == pytest.approx(1 / 3)
-    labels = pd.DataFrame({"instruction_id": ["q1"] * 3, "model_name": ["x", "y", "z"], "model_rank": [1, 2, 3]})
+    labels = pd.DataFrame({"instruction_id": ["q1"] * 3, "system": ["x", "y", "z"], "model_rank": [1, 2, 3]})
     agreement = J.pairwise_agreement(J.pairwise_battles(j), labels)
     assert agreement == {"battles": 3, "agreement": pytest.approx(1 / 3), "judge_tie_share": pytest.approx(2 / 3)}
     share = J.judge_win_matrix(J.pairwise_battles(j), ["x", "y", "z"])
@@ -188,8 +188,8 @@ def test_jury_is_the_mean_of_its_valid_judges_and_keeps_each_jurors_score(gold, 
     j = J.read_judgments([tmp_path / f"{n}.jsonl" for n in "abc"])
     per = J.judge_scores(j, "rubric")
     assert set(per.judge) == {"a", "b"}  # the invalid juror has no score, and none is made up
-    jury = J.jury_scores(j, "rubric").set_index(["instruction_id", "model_name"])
-    want = per.groupby(["instruction_id", "model_name"]).score.mean()
+    jury = J.jury_scores(j, "rubric").set_index(["instruction_id", "system"])
+    want = per.groupby(["instruction_id", "system"]).score.mean()
     assert np.allclose(jury.score.loc[want.index], want) and (jury.n_judges == 2).all()
     metrics = J.as_metric_scores(j, "rubric")
     assert {"judge:a:rubric", "judge:b:rubric", "jury:rubric"} == set(metrics.metric)
@@ -249,7 +249,7 @@ def test_a_killed_judging_run_resumes_with_every_judgment_exactly_once(gold_coho
         "import sys\n"
         "from medalign_utils.evaluation import judge as J\n"
         "from medalign_utils.data import load_release\n"
-        "from medalign_utils.synthetic import PlantedJudge\n"
+        "from medalign_utils.synthetic import PlantedJudge, planted_judge\n"
         f"release = load_release({str(gold_cohort)!r})\n"
         "items = J.response_items(release).head(60)\n"
         "backend = PlantedJudge(release, service_time=0.05)\n"
@@ -268,7 +268,7 @@ def test_a_killed_judging_run_resumes_with_every_judgment_exactly_once(gold_coho
     assert 12 <= partial < 60, "the run was not killed mid-way"
     assert subprocess.run([sys.executable, str(script)], env=env).returncode == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
-    keys = [(r["instruction_id"], r["systems"]) for r in recs]
+    keys = [(r["instruction_id"], r["system"]) for r in recs]
     assert len(keys) == len(set(keys)) == 60
 
 
@@ -320,7 +320,7 @@ def test_a_new_system_is_placed_beside_the_six_by_the_planted_judge(gold, tmp_pa
         answers_for[iid] = f"The answer is {value}." if value else "I do not know."
     answers = pd.DataFrame({"instruction_id": list(answers_for), "answer": list(answers_for.values()), "error": None})
     placed = J.with_new_system(items[items.instruction_id.isin(answers_for)], answers, "new:oracle")
-    models = sorted(labels.model_name.unique())
+    models = sorted(labels.system.unique())
     pairs = J.pairwise_items(placed, [("new:oracle", m) for m in models])
     with LocalServer(PlantedJudge(release)) as srv:
         backend = OpenAICompatibleBackend(srv.url + "/v1", "planted", guard=DataGuard.loopback_only(), backoff=0.01)
@@ -328,5 +328,30 @@ def test_a_new_system_is_placed_beside_the_six_by_the_planted_judge(gold, tmp_pa
                                 tmp_path / "p.jsonl", progress=False)  # fmt: skip
     assert stats["failed"] == 0 and stats["invalid"] == 0
     table = J.judge_win_rates(J.pairwise_battles(J.read_judgments(tmp_path / "p.jsonl")), [*models, "new:oracle"])
-    oracle = table.set_index("model").loc["new:oracle"]
+    oracle = table.set_index("system").loc["new:oracle"]
     assert oracle.battles > 0 and oracle.judge_win_rate > 0.5  # stating the planted value wins
+
+
+def test_judgments_written_with_the_old_systems_key_resume_without_being_judged_again(gold, tmp_path):
+    release, items, _ = gold
+    sample = items[items.instruction_id.isin(items.instruction_id.unique()[:2])]
+    pairs = J.pairwise_items(sample)
+    path = tmp_path / "old.jsonl"
+    with planted_judge(release) as judge:
+        first = {m: J.run_judgments(judge, m, its, release, tmp_path / f"{m}.jsonl", progress=False)
+                 for m, its in (("rubric", sample), ("pairwise", pairs))}  # fmt: skip
+    old = []
+    for m in ("rubric", "pairwise"):
+        for line in (tmp_path / f"{m}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            rec["systems"] = rec.pop("pair") or rec.pop("system") if m == "pairwise" else rec.pop("system")
+            rec.pop("pair", None), rec.pop("system", None)
+            old.append(json.dumps(rec))
+    path.write_text("\n".join(old) + "\n")
+    with planted_judge(release) as judge:
+        again = {m: J.run_judgments(judge, m, its, release, path, progress=False)
+                 for m, its in (("rubric", sample), ("pairwise", pairs))}  # fmt: skip
+    assert all(again[m]["judgments"] == 0 and again[m]["done_before"] == first[m]["judgments"] for m in again)
+    back = J.read_judgments(path)
+    assert set(back[back["mode"] == "pairwise"].pair) == set(pairs.pair)
+    assert set(back[back["mode"] == "rubric"].system) == set(sample.system)

@@ -157,8 +157,8 @@ def test_tau_per_instruction_equals_scipy_on_tied_data():
             rows_s.append([f"q{i}", f"m{m}", "x", s[m]])
             rows_l.append([f"q{i}", f"m{m}", rk[m]])
         ref[f"q{i}"] = stats.kendalltau(s, -rk).statistic
-    scores = pd.DataFrame(rows_s, columns=["instruction_id", "model_name", "metric", "score"])
-    labels = pd.DataFrame(rows_l, columns=["instruction_id", "model_name", "model_rank"])
+    scores = pd.DataFrame(rows_s, columns=["instruction_id", "system", "metric", "score"])
+    labels = pd.DataFrame(rows_l, columns=["instruction_id", "system", "model_rank"])
     taus = per_instruction_tau(scores, labels).set_index("instruction_id").tau
     want = pd.Series(ref)
     assert np.allclose(taus.loc[want.index], want, equal_nan=True)
@@ -259,12 +259,12 @@ def test_table4_counts_each_exclusion_reason_and_restricts_by_systems():
             ["q4", "A", "m", 0.9], ["q4", "B", "m", 0.1],  # two systems: tau -1
             ["q5", "A", "m", 0.9],  # one system
         ],
-        columns=["instruction_id", "model_name", "metric", "score"],
+        columns=["instruction_id", "system", "metric", "score"],
     )  # fmt: skip
     ranks = {"q1": [1, 2, 3], "q2": [1, 2, 3], "q3": [2, 2, 2], "q4": [2, 1], "q5": [1]}
     labels = pd.DataFrame(
         [[q, "ABC"[i], r] for q, rs in ranks.items() for i, r in enumerate(rs)],
-        columns=["instruction_id", "model_name", "model_rank"],
+        columns=["instruction_id", "system", "model_rank"],
     )
     t = table4(scores, labels, n_resamples=50).iloc[0]
     assert t.mean_tau == pytest.approx((1 + -1) / 2) and t.n_instructions == 2

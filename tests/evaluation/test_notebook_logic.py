@@ -39,11 +39,11 @@ def test_raters_combined_once_give_the_tables_that_combining_inside_gave(gold):
 
 def test_mcnemar_table_holds_one_row_per_present_pair_with_the_discordant_counts(gold):
     release, _, labels = gold
-    models = sorted(labels.model_name.unique())
+    models = sorted(labels.system.unique())
     table = clinicians.mcnemar_table(labels, [(models[0], models[1]), ("absent", models[0])])
     assert len(table) == 1  # the pair with an absent system is left out
     row = table.iloc[0]
-    wide = labels.pivot(index="instruction_id", columns="model_name", values="binary_correct").dropna(
+    wide = labels.pivot(index="instruction_id", columns="system", values="binary_correct").dropna(
         subset=[models[0], models[1]]
     )
     a, b = wide[models[0]] >= 0.5, wide[models[1]] >= 0.5
@@ -66,8 +66,8 @@ def test_tables_beside_the_papers_and_systems_in_its_order(gold):
     release, _, labels = gold
     t3 = clinicians.table3(labels, n_resamples=20)
     beside = paper.beside_table3(t3)
-    row = beside.set_index("model").loc["gpt4_32k"]
-    assert row.paper_correct_pct == paper.TABLE3.set_index("model").correct_pct["gpt4_32k"]
+    row = beside.set_index("system").loc["gpt4_32k"]
+    assert row.paper_correct_pct == paper.TABLE3.set_index("system").correct_pct["gpt4_32k"]
     known = paper.TABLE4.metric.iloc[0]
     t4 = pd.DataFrame({"metric": [known, "new"], "mean_tau": [0.3, 0.1]})
     assert beside_tau(t4) == [paper.TABLE4.set_index("metric").mean_tau[known], None]
@@ -93,7 +93,7 @@ def test_generated_systems_are_one_system_per_model_strategy_and_context(gold):
         }
     )
     gen = correlation.generated_systems(results, release.references)
-    assert gen.model_name.tolist() == ["m · recent @2048", "m · retrieval @2048"]
+    assert gen.system.tolist() == ["m · recent @2048", "m · retrieval @2048"]
     assert gen.model_response.tolist() == ["a", "b"]
 
 
@@ -124,17 +124,17 @@ def test_a_new_system_is_placed_by_one_call_and_the_oracle_wins(gold, tmp_path):
     )
     assert J.system_to_place(answers, items) == "oracle" and J.system_to_place(answers, items, "other") is None
     assert J.system_to_place(pd.DataFrame(), items) is None
-    models = paper.in_paper_order(labels.model_name)
+    models = paper.in_paper_order(labels.system)
     with planted_judge(release) as judge:
         table = J.place_new_system(
             judge, items, answers, "oracle", release, tmp_path / "placement.jsonl", systems=models, limit=10,
             n_resamples=50, progress=False,
         )  # fmt: skip
     assert table.attrs["n_instructions"] == 10
-    assert set(table.model) == {*models, "new:oracle"}
+    assert set(table.system) == {*models, "new:oracle"}
     graded = [i for i in ids[:10] if (planted["answers"][i].get("value") or {}).get("value")]
     if graded:  # stating the planted value wins against the six
-        assert table.set_index("model").loc["new:oracle", "judge_win_rate"] > 0.5
+        assert table.set_index("system").loc["new:oracle", "judge_win_rate"] > 0.5
 
 
 def test_the_planted_judge_is_a_judge_served_on_loopback_for_the_block(gold):

@@ -44,7 +44,7 @@ def test_tables_have_release_columns_and_paper_proportions(gold_cohort):
     release = load_release(gold_cohort)
     assert release.problems == []
     mr = release.model_responses
-    assert set(paper.MODELS) == set(mr.model_name.unique())
+    assert set(paper.MODELS) == set(mr.system.unique())
     assert {
         "instruction_id",
         "question",
@@ -52,7 +52,7 @@ def test_tables_have_release_columns_and_paper_proportions(gold_cohort):
         "filename",
         "clinician_response",
         "evidence",
-        "model_name",
+        "system",  # the release's model_name, called system from here on
         "model_response",
         "model_rank",
         "binary_correct",
@@ -113,7 +113,7 @@ def test_planted_table3_is_recovered(gold_cohort):
     primary = mr[mr.annotator_num == "Annotator_1"]
     n = primary.instruction_id.nunique()
     assert n == 303
-    for model, grp in primary.groupby("model_name"):
+    for model, grp in primary.groupby("system"):
         p = truth["correct_pct"][model] / 100
         se = np.sqrt(p * (1 - p) / n)
         assert abs(grp.binary_correct.mean() - p) < 3.5 * se, model

@@ -34,6 +34,7 @@ from .running import (
     read_judgments,
     response_items,
     run_judgments,
+    upgrade_judgment,
     with_new_system,
 )
 from .verdicts import MODES, RUBRIC_KEYS, VERDICT_KEYS, json_objects, judge_template, parse_verdict, verdict_score
@@ -70,6 +71,7 @@ __all__ = [
     "response_items",
     "run_judgments",
     "self_preference",
+    "upgrade_judgment",
     "verdict_score",
     "with_new_system",
 ]

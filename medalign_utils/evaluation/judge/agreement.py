@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""A judge measured against the clinicians: its scores as Table 4 rows (juries included), invalid
+verdicts and cost, correctness agreement and per-system bias, pairwise battles with position bias,
+the judge's Figure 2 and win rates (on the clinicians' head-to-head code), self-preference.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +12,28 @@ import pandas as pd
 
 
 def judge_scores(judgments: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Each valid verdict's score: instruction_id, model_name, judge, score."""
+    """Each valid verdict's score: instruction_id, system, judge, score."""
     j = judgments[(judgments["mode"] == mode) & judgments.error.isna() & judgments.valid.astype(bool)]
-    j = j.assign(model_name=j.systems, score=pd.to_numeric(j.score, errors="coerce"))
-    return j[["instruction_id", "model_name", "judge", "score"]].reset_index(drop=True)
+    j = j.assign(score=pd.to_numeric(j.score, errors="coerce"))
+    return j[["instruction_id", "system", "judge", "score"]].reset_index(drop=True)
 
 
 def jury_scores(judgments: pd.DataFrame, mode: str) -> pd.DataFrame:
     """The jury's score per response: the mean over its valid judges, with how many there were.
     Every juror's own score stays in `judge_scores`."""
     s = judge_scores(judgments, mode)
-    return s.groupby(["instruction_id", "model_name"]).score.agg(score="mean", n_judges="size").reset_index()
+    return s.groupby(["instruction_id", "system"]).score.agg(score="mean", n_judges="size").reset_index()
 
 
 def as_metric_scores(judgments: pd.DataFrame, mode: str, jury: bool = True) -> pd.DataFrame:
-    """Judge scores in the shape of metric scores (instruction_id, model_name, metric, score), one
+    """Judge scores in the shape of metric scores (instruction_id, system, metric, score), one
     "metric" per judge (`judge:<name>:<mode>`) and, with several judges, `jury:<mode>`: rows for
     `correlation.table4` beside the automated metrics."""
     s = judge_scores(judgments, mode)
-    rows = [s.assign(metric="judge:" + s.judge + f":{mode}")[["instruction_id", "model_name", "metric", "score"]]]
+    rows = [s.assign(metric="judge:" + s.judge + f":{mode}")[["instruction_id", "system", "metric", "score"]]]
     if jury and s.judge.nunique() > 1:
         rows.append(
-            jury_scores(judgments, mode).assign(metric=f"jury:{mode}")[
-                ["instruction_id", "model_name", "metric", "score"]
-            ]
+            jury_scores(judgments, mode).assign(metric=f"jury:{mode}")[["instruction_id", "system", "metric", "score"]]
         )
     return pd.concat(rows, ignore_index=True)
 
@@ -79,11 +80,11 @@ def correct_agreement(judgments: pd.DataFrame, labels: pd.DataFrame, judge: str 
     s = judge_scores(judgments, "correct")
     if judge:
         s = s[s.judge == judge]
-    m = s.merge(labels[["instruction_id", "model_name", "binary_correct"]], on=["instruction_id", "model_name"])
+    m = s.merge(labels[["instruction_id", "system", "binary_correct"]], on=["instruction_id", "system"])
     m = m.dropna(subset=["binary_correct"])
     if m.empty:
         return {"n": 0, "accuracy": np.nan, "cohens_kappa": np.nan, "per_system": pd.DataFrame()}
-    per = m.groupby("model_name").agg(
+    per = m.groupby("system").agg(
         n=("score", "size"), judge_correct_pct=("score", "mean"), clinician_correct_pct=("binary_correct", "mean")
     )
     per[["judge_correct_pct", "clinician_correct_pct"]] *= 100
@@ -104,13 +105,13 @@ def pairwise_battles(judgments: pd.DataFrame, judge: str | None = None) -> pd.Da
     if judge:
         j = j[j.judge == judge]
     rows, incomplete = [], 0
-    groups = j.groupby(["judge", "instruction_id", "systems"]) if len(j) else []
-    for (name, iid, systems), part in groups:
+    groups = j.groupby(["judge", "instruction_id", "pair"]) if len(j) else []
+    for (name, iid, pair), part in groups:
         orders = {o: r for o, r in zip(part.order, part.itertuples(index=False))}
         if set(orders) != {"AB", "BA"} or not all(bool(r.valid) for r in orders.values()):
             incomplete += 1
             continue
-        a, b = systems.split("|")
+        a, b = pair.split("|")
         # In order AB, A is system a; in BA, A is system b.
         first = {"A": "a", "B": "b", "tie": "tie"}[orders["AB"].verdict["winner"]]
         second = {"A": "b", "B": "a", "tie": "tie"}[orders["BA"].verdict["winner"]]
@@ -198,7 +199,7 @@ def judge_win_rates(
     if not len(ids):  # no valid verdict to count: every win rate unknown, said so
         empty = pd.DataFrame(
             {
-                "model": models,
+                "system": models,
                 "judge_win_rate": np.nan,
                 "ci_low": np.nan,
                 "ci_high": np.nan,
@@ -218,7 +219,13 @@ def judge_win_rates(
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanquantile(boot, [alpha, 1 - alpha], axis=0)
     out = pd.DataFrame(
-        {"model": models, "judge_win_rate": point, "ci_low": lo, "ci_high": hi, "battles": (w.sum(0) + l.sum(0)).sum(1)}
+        {
+            "system": models,
+            "judge_win_rate": point,
+            "ci_low": lo,
+            "ci_high": hi,
+            "battles": (w.sum(0) + l.sum(0)).sum(1),
+        }
     )
     out["place"] = out.judge_win_rate.rank(ascending=False, method="min")
     return out.sort_values("judge_win_rate", ascending=False).reset_index(drop=True)
@@ -227,7 +234,7 @@ def judge_win_rates(
 def pairwise_agreement(battles: pd.DataFrame, labels: pd.DataFrame) -> dict:
     """The judge against the clinicians' non-tied battles on the same instruction and pair: the
     share it agrees with (its ties count as disagreement), and the share it called a tie."""
-    rank = labels.set_index(["instruction_id", "model_name"]).model_rank
+    rank = labels.set_index(["instruction_id", "system"]).model_rank
     agree = tie = n = 0
     for r in battles.itertuples(index=False):
         ra, rb = rank.get((r.instruction_id, r.system_a)), rank.get((r.instruction_id, r.system_b))
@@ -247,11 +254,11 @@ def self_preference(judgments: pd.DataFrame, mode: str, families: dict[str, list
     s = judge_scores(judgments, mode)
     rows = []
     for judge, systems in families.items():
-        own = s[(s.judge == judge) & s.model_name.isin(systems)]
-        others = s[(s.judge != judge) & s.model_name.isin(systems)]
+        own = s[(s.judge == judge) & s.system.isin(systems)]
+        others = s[(s.judge != judge) & s.system.isin(systems)]
         both = own.merge(
-            others.groupby(["instruction_id", "model_name"]).score.mean().rename("others").reset_index(),
-            on=["instruction_id", "model_name"],
+            others.groupby(["instruction_id", "system"]).score.mean().rename("others").reset_index(),
+            on=["instruction_id", "system"],
         )
         rows.append(
             {

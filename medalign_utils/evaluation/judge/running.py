@@ -36,7 +36,8 @@ from ...generation.backends import Backend
 from ...generation.store import ResultStore, prompt_hash, read_results
 from .verdicts import judge_template, parse_verdict, verdict_score
 
-KEY_FIELDS = ("judge", "mode", "instruction_id", "systems", "order", "prompt_hash")
+# A verdict is on one system's response (`system`), or on a `pair` "a|b" of them (the other field empty).
+KEY_FIELDS = ("judge", "mode", "instruction_id", "system", "pair", "order", "prompt_hash")
 
 
 # ------------------------------------------------------------------ judges and what they judge
@@ -129,12 +130,12 @@ class Judge:
 def response_items(release, instructions=None, systems=None) -> pd.DataFrame:
     """One row per reviewed response (instruction x system): instruction_id, person_id, question,
     reference (the primary reviewer's), system, response."""
-    resp = release.model_responses.drop_duplicates(["instruction_id", "model_name"])
+    resp = release.model_responses.drop_duplicates(["instruction_id", "system"])
     if instructions is not None:
         resp = resp[resp.instruction_id.isin(instructions)]
     if systems is not None:
-        resp = resp[resp.model_name.isin(systems)]
-    return _with_references(release, resp.rename(columns={"model_name": "system", "model_response": "response"}))
+        resp = resp[resp.system.isin(systems)]
+    return _with_references(release, resp.rename(columns={"system": "system", "model_response": "response"}))
 
 
 def _with_references(release, items: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +152,7 @@ def _with_references(release, items: pd.DataFrame) -> pd.DataFrame:
 
 def pairwise_items(items: pd.DataFrame, pairs: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """Both orders of every pair of systems that answered the same instruction (or of `pairs`):
-    instruction_id, person_id, question, reference, systems ("a|b"), order ("AB" or "BA"),
+    instruction_id, person_id, question, reference, pair ("a|b"), order ("AB" or "BA"),
     response_a, response_b (what the judge sees first and second)."""
     rows = []
     for iid, part in items.groupby("instruction_id", sort=True):
@@ -169,7 +170,8 @@ def pairwise_items(items: pd.DataFrame, pairs: list[tuple[str, str]] | None = No
                         "person_id": first.person_id,
                         "question": first.question,
                         "reference": first.reference,
-                        "systems": f"{a}|{b}",
+                        "system": "",
+                        "pair": f"{a}|{b}",
                         "order": order,
                         "response_a": by[x],
                         "response_b": by[y],
@@ -212,8 +214,8 @@ def run_judgments(
 ) -> dict:
     """Judge every item not yet in `out_path`; returns counts (judgments, invalid, failed, tokens)."""
     items = items.copy()
-    if "systems" not in items.columns:
-        items["systems"] = items.system
+    if "pair" not in items.columns:
+        items["pair"] = ""
     if "order" not in items.columns:
         items["order"] = ""
     items["prompt"] = judge_prompts(judge, mode, items, release)
@@ -230,7 +232,7 @@ def run_judgments(
             stats["prompt_tokens"] += r["prompt_tokens"] or 0
             stats["completion_tokens"] += r["completion_tokens"] or 0
 
-    with ResultStore(out_path, KEY_FIELDS) as store:
+    with ResultStore(out_path, KEY_FIELDS, upgrade=upgrade_judgment) as store:
         ran = store.run(
             items,
             lambda chunk: _judge_chunk(judge, mode, chunk, identity),
@@ -299,9 +301,19 @@ def _judge_chunk(judge: Judge, mode: str, chunk: pd.DataFrame, identity: dict) -
 def read_judgments(paths) -> pd.DataFrame:
     """Judgments from one or more JSONL files, one per key (the latest)."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    frames = [read_results(p, KEY_FIELDS) for p in paths]
+    frames = [read_results(p, KEY_FIELDS, upgrade=upgrade_judgment) for p in paths]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY_FIELDS, "valid", "score"])
+
+
+def upgrade_judgment(rec: dict) -> dict:
+    """A judgment written before verdicts were keyed by `system` or `pair` (one `systems` field):
+    the same judgment in today's keys, so earlier runs resume instead of being judged again."""
+    if "systems" in rec and "pair" not in rec:
+        rec = dict(rec)
+        judged = str(rec.pop("systems"))
+        rec["system"], rec["pair"] = ("", judged) if rec.get("mode") == "pairwise" else (judged, "")
+    return rec
 
 
 def with_new_system(items: pd.DataFrame, answers: pd.DataFrame, system: str) -> pd.DataFrame:

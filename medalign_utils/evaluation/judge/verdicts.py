@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The judge's modes and their verdicts: templates (files in templates/), the keys and values each
+mode allows, and defensive parsing (the last complete JSON object of the judge's own output).
+"""
 
 from __future__ import annotations
 
