@@ -47,17 +47,7 @@ def win_matrix_heatmap(
     return fig
 
 
-def forest(
-    table: pd.DataFrame,
-    value: str,
-    low: str,
-    high: str,
-    *,
-    paper_values: dict | None = None,
-    planted: dict | None = None,
-    xlabel: str = "",
-    title: str = "",
-):
+def forest(table: pd.DataFrame, value, low, high, *, paper_values=None, planted=None, xlabel="", title=""):
     """Point estimates with CIs per model, the paper's values (and planted truth) beside."""
     t = table.reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7, 0.55 * len(t) + 1.2))

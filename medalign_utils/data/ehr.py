@@ -268,6 +268,10 @@ def _read_lumia(events, rows: _Rows, patient: dict) -> None:
             _clear(elem)
 
 
+# What `split_paper_code` returns, in order: the fields of a paper-era coded event.
+_PAPER_CODE_FIELDS = ("vocabulary", "code", "description", "value", "value_num", "unit")
+
+
 def _read_paper(events, rows: _Rows, patient: dict) -> None:
     """Every event of a paper-era `<record>` (after its root) into `rows`, the patient into `patient`."""
     encounter, table, table_ts = -1, "", ""
@@ -281,30 +285,13 @@ def _read_paper(events, rows: _Rows, patient: dict) -> None:
                 table, table_ts = tag, elem.get("start", "")
             continue
         if tag == "code":
-            vocab, code, desc, value, value_num, unit = split_paper_code(elem.text or "", table)
-            add(
-                encounter=encounter,
-                timestamp=table_ts,
-                event_type=table,
-                vocabulary=vocab,
-                code=code,
-                description=desc,
-                value=value,
-                value_num=value_num,
-                unit=unit,
-                sourceline=elem.sourceline,
-            )
+            coded = dict(zip(_PAPER_CODE_FIELDS, split_paper_code(elem.text or "", table)))
+            add(encounter=encounter, timestamp=table_ts, event_type=table, sourceline=elem.sourceline, **coded)
         elif tag == "note":
-            ntype = elem.get("type", "")
-            add(
-                encounter=encounter,
-                timestamp=elem.get("start", ""),
-                event_type="note",
-                description=ntype,
-                note_type=ntype,
-                text=(elem.text or "").strip(),
-                sourceline=elem.sourceline,
-            )
+            ntype, text = elem.get("type", ""), (elem.text or "").strip()
+            start = elem.get("start", "")
+            add(encounter=encounter, timestamp=start, event_type="note", sourceline=elem.sourceline, description=ntype,
+                note_type=ntype, text=text)
         elif tag == "person":
             if not patient:
                 patient.update(_person_from_paper(elem.text or ""))

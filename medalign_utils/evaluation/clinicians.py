@@ -446,15 +446,7 @@ def fit_bradley_terry(
     return s - s.mean()
 
 
-def bradley_terry(
-    df: pd.DataFrame,
-    *,
-    combine: str = "primary",
-    n_resamples: int = 200,
-    seed: int = 0,
-    confidence: float = 0.95,
-    prior_games: float = 1.0,
-) -> pd.DataFrame:
+def bradley_terry(df, *, combine="primary", n_resamples=200, seed=0, confidence=0.95, prior_games=1.0) -> pd.DataFrame:
     """Bradley-Terry strengths fitted to the non-tied battles (`fit_bradley_terry`: MM with one
     virtual game per model against an average reference player), as log-strengths centred on 0,
     with percentile bootstrap CIs over instructions. Also the model's probability of beating an

@@ -163,14 +163,8 @@ class Bleu(Metric):
 
     def settings(self):
         b = self._bleu
-        case = "lc" if b.lowercase else "mixed"
-        return {
-            **super().settings(),
-            "tok": b.tokenizer_signature,
-            "smooth": b.smooth_method,
-            "effective_order": True,
-            "case": case,
-        }
+        own = {"tok": b.tokenizer_signature, "smooth": b.smooth_method, "effective_order": True}
+        return {**super().settings(), **own, "case": "lc" if b.lowercase else "mixed"}
 
     def _pair(self, hyp, ref):
         return self._bleu.sentence_score(hyp, [ref]).score / 100

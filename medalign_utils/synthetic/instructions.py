@@ -85,24 +85,18 @@ def _lab(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | 
         f'What is the patient\'s {which} "{LAB_SHORT[code]}"?',
         f"Can you tell me the {which} {LAB_SHORT[code]} and when it was drawn?",
     ][int(rng.integers(0, 3))]
-    return (
-        q,
-        f"The {which} {LAB_SHORT[code]} was {val} {unit}, on {ts[:10]}.",
-        [ts],
-        planted_value(val, unit, ts[:10]),
-    )
+    question = q
+    reference = f"The {which} {LAB_SHORT[code]} was {val} {unit}, on {ts[:10]}."
+    return question, reference, [ts], planted_value(val, unit, ts[:10])
 
 
 def _latest_bp(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
     if not f.bp_last:
         return None
     ts, s, d = f.bp_last
-    return (
-        "What was the patient's last recorded blood pressure?",
-        f"The last recorded blood pressure was {s}/{d} mm Hg on {ts[:10]}.",
-        [ts],
-        planted_value(f"{s}/{d}", "mm Hg", ts[:10]),
-    )
+    question = "What was the patient's last recorded blood pressure?"
+    reference = f"The last recorded blood pressure was {s}/{d} mm Hg on {ts[:10]}."
+    return question, reference, [ts], planted_value(f"{s}/{d}", "mm Hg", ts[:10])
 
 
 def _current_meds(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
@@ -110,23 +104,17 @@ def _current_meds(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instr
         return None
     last = max(f.meds_last.values())
     current = sorted(d for d, ts in f.meds_last.items() if ts == last)
-    return (
-        "List the medications the patient is currently taking.",
-        "Current medications: " + ", ".join(DRUGS[d][1] for d in current) + ".",
-        [last],
-        None,
-    )
+    question = "List the medications the patient is currently taking."
+    reference = "Current medications: " + ", ".join(DRUGS[d][1] for d in current) + "."
+    return question, reference, [last], None
 
 
 def _last_visit(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
     name = sorted(f.visits_last)[int(rng.integers(0, len(f.visits_last)))]
     ts = f.visits_last[name]
-    return (
-        f"When was the patient's last {name.lower()}?",
-        f"The last {name.lower()} was on {ts[:10]}.",
-        [ts],
-        planted_value(ts[:10], None, ts[:10]),
-    )
+    question = f"When was the patient's last {name.lower()}?"
+    reference = f"The last {name.lower()} was on {ts[:10]}."
+    return question, reference, [ts], planted_value(ts[:10], None, ts[:10])
 
 
 def _first_diagnosis(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
@@ -134,59 +122,43 @@ def _first_diagnosis(kind: str, f: PatientFacts, rng: np.random.Generator) -> In
     if not known:
         return None
     code, name, ts, _ = known[int(rng.integers(0, len(known)))]
-    return (
-        f"When was {name.split(',')[0].lower()} first documented?",
-        f"{name} ({code}) was first documented on {ts[:10]}.",
-        [ts],
-        planted_value(ts[:10], None, ts[:10]),
-    )
+    question = f"When was {name.split(',')[0].lower()} first documented?"
+    reference = f"{name} ({code}) was first documented on {ts[:10]}."
+    return question, reference, [ts], planted_value(ts[:10], None, ts[:10])
 
 
 def _problem_summary(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
-    known = [c for c in f.conditions if c[2]]
-    if not known:
+    if not (known := [c for c in f.conditions if c[2]]):
         return None
     items = "; ".join(f"{name} since {ts[:10]}" for code, name, ts, _ in known)
-    return (
-        "Summarize this patient's chronic medical problems.",
-        f"Chronic problems: {items}.",
-        [c[2] for c in known],
-        None,
-    )
+    question = "Summarize this patient's chronic medical problems."
+    reference = f"Chronic problems: {items}."
+    return question, reference, [c[2] for c in known], None
 
 
 def _smoking(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
     if not f.smoking_last:
         return None
     ts, status = f.smoking_last
-    return (
-        "Does the patient smoke?",
-        f"Smoking status is documented as {status.lower()} (last on {ts[:10]}).",
-        [ts],
-        planted_value(status.lower(), None, ts[:10]),
-    )
+    question = "Does the patient smoke?"
+    reference = f"Smoking status is documented as {status.lower()} (last on {ts[:10]})."
+    return question, reference, [ts], planted_value(status.lower(), None, ts[:10])
 
 
 def _demographics(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
     sex = "female" if f.gender == "FEMALE" else "male"
-    return (
-        "What is the patient's age and sex?",
-        f"The patient is a {f.age_years}-year-old {sex} (born {f.birthdate}).",
-        [f.last_ts],
-        planted_value(f.age_years, "years", f.last_ts[:10]),
-    )
+    question = "What is the patient's age and sex?"
+    reference = f"The patient is a {f.age_years}-year-old {sex} (born {f.birthdate})."
+    return question, reference, [f.last_ts], planted_value(f.age_years, "years", f.last_ts[:10])
 
 
 def _last_procedure(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
     if not f.procedure_last:
         return None
     ts, name, impression = f.procedure_last
-    return (
-        f"What did the most recent {name} show?",
-        f"The {name} on {ts[:10]} showed {impression}.",
-        [ts],
-        planted_value(impression.rstrip("."), None, ts[:10]),
-    )
+    question = f"What did the most recent {name} show?"
+    reference = f"The {name} on {ts[:10]} showed {impression}."
+    return question, reference, [ts], planted_value(impression.rstrip("."), None, ts[:10])
 
 
 def _latest_note(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
@@ -195,26 +167,17 @@ def _latest_note(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instru
         return None
     ts, ntype, plan = f.last_note
     if kind == "plan":
-        return (
-            "What is the current plan of care according to the latest note?",
-            f"Per the {ntype.lower()} of {ts[:10]}: {plan}",
-            [ts],
-            None,
-        )
+        question = "What is the current plan of care according to the latest note?"
+        reference = f"Per the {ntype.lower()} of {ts[:10]}: {plan}"
+        return question, reference, [ts], None
     if kind == "translate":
         spanish = " ".join(SPANISH.get(w.lower().strip(".,"), w) for w in plan.split())
-        return (
-            "Translate the plan from the latest note into Spanish for the patient.",
-            f"Plan: {spanish}",
-            [ts],
-            None,
-        )
-    return (
-        "Draft a two-sentence summary of the most recent visit for the referring physician.",
-        f"The patient was last seen on {ts[:10]} ({ntype.lower()}). {plan}",
-        [ts],
-        None,
-    )
+        question = "Translate the plan from the latest note into Spanish for the patient."
+        reference = f"Plan: {spanish}"
+        return question, reference, [ts], None
+    question = "Draft a two-sentence summary of the most recent visit for the referring physician."
+    reference = f"The patient was last seen on {ts[:10]} ({ntype.lower()}). {plan}"
+    return question, reference, [ts], None
 
 
 def _bmi(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
@@ -222,12 +185,9 @@ def _bmi(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | 
         return None
     (tw, w), (th, h) = f.weight_last, f.height_last
     bmi = w / (h / 100) ** 2
-    return (
-        "Calculate the patient's BMI from the most recent weight and height.",
-        f"BMI is {bmi:.1f} kg/m2 (weight {w} kg, height {h} cm).",
-        sorted({tw, th}),
-        planted_value(f"{bmi:.1f}", "kg/m2", max(tw, th)[:10]),
-    )
+    question = "Calculate the patient's BMI from the most recent weight and height."
+    reference = f"BMI is {bmi:.1f} kg/m2 (weight {w} kg, height {h} cm)."
+    return question, reference, sorted({tw, th}), planted_value(f"{bmi:.1f}", "kg/m2", max(tw, th)[:10])
 
 
 def _egfr_stage(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
@@ -247,24 +207,18 @@ def _egfr_stage(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruc
         if val >= 15
         else "G5"
     )
-    return (
-        "What CKD stage does the most recent eGFR correspond to?",
-        f"The most recent eGFR was {val} mL/min/1.73m2 on {ts[:10]}, which corresponds to CKD stage {stage}.",
-        [ts],
-        planted_value(stage, None, ts[:10]),
-    )
+    question = "What CKD stage does the most recent eGFR correspond to?"
+    reference = f"The most recent eGFR was {val} mL/min/1.73m2 on {ts[:10]}, which corresponds to CKD stage {stage}."
+    return question, reference, [ts], planted_value(stage, None, ts[:10])
 
 
 def _differential(kind: str, f: PatientFacts, rng: np.random.Generator) -> Instruction | None:
     if not f.acute_last:
         return None
     ts, dx, diff, _ = f.acute_last
-    return (
-        f"Given the presentation documented on {ts[:10]}, what is a reasonable differential diagnosis?",
-        f"For {dx.lower()}, the differential includes {diff}.",
-        [ts],
-        None,
-    )
+    question = f"Given the presentation documented on {ts[:10]}, what is a reasonable differential diagnosis?"
+    reference = f"For {dx.lower()}, the differential includes {diff}."
+    return question, reference, [ts], None
 
 
 INSTRUCTION_KINDS = {
