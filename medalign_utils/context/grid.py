@@ -85,9 +85,9 @@ def build_prompt_grid(
         for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
             base_row = {"instruction_id": iid, "person_id": pid}
             items = evidence_items(evidence.get(str(iid)))
-            fits = _InstructionFit(tokenizer, shared, template, question=question, items=items)
+            fits = _InstructionFit(shared, template, settings, question=question, items=items)
             for ctx in contexts:
-                rows += fits.cells(base_row, ctx, strategies, settings)
+                rows += fits.cells(base_row, ctx, strategies)
     grid = pd.DataFrame(rows)
     recorded = replace(
         settings,
@@ -119,32 +119,26 @@ def _empty_record_rows(pid, instruction_ids, contexts, strategies, *, reserve: i
 
 
 class _InstructionFit:
-    """One instruction over one record: its prompt parts and full count, computed once, then every
-    strategy's cell at each context, with the evidence each keeps."""
+    """One instruction over one record: its prompt parts and full count, computed once (the same for
+    every context), then every strategy's cell at each context, with the evidence each keeps."""
 
-    def __init__(
-        self, tokenizer: Tokenizer, shared: RecordResources, template: PromptTemplate, *, question: str, items
-    ):
-        self.tokenizer, self.shared, self.template, self.question, self.items = (
-            tokenizer,
+    def __init__(self, shared: RecordResources, template: PromptTemplate, settings: GridSettings, *, question, items):
+        self.shared, self.template, self.settings, self.question, self.items = (
             shared,
             template,
+            settings,
             question,
             items,
         )
-        self.record = shared.record
+        self.tokenizer, self.record = shared.tokenizer, shared.record
+        self.prefix, self.suffix = template.parts(self.tokenizer, settings.use_chat_template, question=question)
+        self.overhead = self.tokenizer.count(self.prefix + self.suffix)
+        whole = [(0, len(self.record.text))]
+        self.full = count_prompt(self.tokenizer, self.prefix, self.record, whole, suffix=self.suffix)
         self.positions: dict[str, list] = {}
 
-    def parts(self, use_chat_template: bool) -> tuple[str, str, int, int]:
-        if not hasattr(self, "_parts"):
-            prefix, suffix = self.template.parts(self.tokenizer, use_chat_template, question=self.question)
-            overhead = self.tokenizer.count(prefix + suffix)
-            full = count_prompt(self.tokenizer, prefix, self.record, [(0, len(self.record.text))], suffix=suffix)
-            self._parts = (prefix, suffix, overhead, full)  # the same for every context
-        return self._parts
-
-    def cells(self, base_row: dict, ctx: int, strategies, settings: GridSettings) -> list[dict]:
-        prefix, suffix, overhead, full = self.parts(settings.use_chat_template)
+    def cells(self, base_row: dict, ctx: int, strategies) -> list[dict]:
+        settings, prefix, suffix = self.settings, self.prefix, self.suffix
         target = ctx - settings.reserve
         row = {
             **base_row,
@@ -168,8 +162,8 @@ class _InstructionFit:
             suffix,
             target,
             self.question,
-            full,
-            overhead,
+            self.full,
+            self.overhead,
             settings.reserve,
             self.template,
             settings.mr_chunk_tokens,

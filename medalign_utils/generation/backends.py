@@ -415,14 +415,14 @@ def load_backend(
     server, which needs `model` (the name it serves) and the data `guard` it is checked against.
     `options` go to the backend's constructor (``device``, ``timeout``, ``random_weights``...)."""
     settings = settings or GenerationSettings()
-    urls = [spec] if isinstance(spec, str) and spec.startswith(("http://", "https://")) else spec
-    if isinstance(urls, list | tuple):
+    urls = _endpoint_urls(spec)
+    if urls:
         if not model:
             raise ValueError("an endpoint backend needs model= (the name of the model the server serves)")
         if guard is None:
             raise TypeError("an endpoint backend needs guard= (DataGuard.for_release(release, allowed_hosts))")
         return OpenAICompatibleBackend(
-            list(urls), model, settings, chat, guard=guard, max_concurrency=max_concurrency, **options
+            urls, model, settings, chat, guard=guard, max_concurrency=max_concurrency, **options
         )
     if spec == "extractive":
         return ExtractiveBaseline(**options)
@@ -437,6 +437,13 @@ def load_backend(
 
 def backend_name(spec: str | Path | list[str], model: str | None = None) -> str:
     """The system name answers from `load_backend(spec, model=...)` are recorded under."""
-    if isinstance(spec, list | tuple) or str(spec).startswith(("http://", "https://")):
+    if _endpoint_urls(spec):
         return f"{model}@endpoint"
     return str(spec) if spec in ("smollm2", "extractive") else Path(str(spec)).name
+
+
+def _endpoint_urls(spec) -> list[str] | None:
+    """The endpoint URLs a spec names (one URL, or a list of replicas), or None for a local spec."""
+    if isinstance(spec, list | tuple):
+        return list(spec)
+    return [spec] if isinstance(spec, str) and spec.startswith(("http://", "https://")) else None

@@ -142,9 +142,8 @@ def test_the_planted_judge_is_a_judge_served_on_loopback_for_the_block(gold):
     with planted_judge(release, name="p", batch_size=5, price_prompt_per_1k=1.0) as judge:
         assert isinstance(judge, Judge) and judge.name == "p" and judge.backend.batch_size == 5
         assert judge.backend.base_url.startswith("http://127.0.0.1:") and judge.price_prompt_per_1k == 1.0
-        url = judge.backend.base_url
-    import urllib.error
-    import urllib.request
+        port = int(judge.backend.base_url.rsplit(":", 1)[1].split("/")[0])
+    import socket
 
-    with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(url + "/models", timeout=2)  # the server is gone with the block
+    with pytest.raises(ConnectionRefusedError):  # the loopback server is gone with the block
+        socket.create_connection(("127.0.0.1", port), timeout=2)

@@ -95,8 +95,7 @@ class Judge:
             spec, settings, guard=guard, model=model, chat=chat, batch_size=batch_size, max_concurrency=max_concurrency
         )
         endpoint = backend.kind == "openai-compatible"
-        tok = tokenizer or ("cl100k" if endpoint else getattr(backend, "model_path", spec))
-        tok = "smollm2" if spec == "smollm2" and not tokenizer else tok
+        tok = tokenizer or ("cl100k" if endpoint else "smollm2" if spec == "smollm2" else backend.model_path)
         judge_options.setdefault("use_chat_template", not endpoint)
         return cls(
             name or (model if endpoint else backend_name(spec)),
