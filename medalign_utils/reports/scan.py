@@ -2,50 +2,88 @@
 
 `SensitiveIndex.from_release` collects what identifies patients or is release content: every text
 of the input (instructions, reference and model responses, evidence, note text) as hashed word
-shingles (every run of `SHINGLE_WORDS` words), texts shorter than that whole, every person_id
-(matched as a whole token however it is written: any case, with letters or hyphens, inside file
-names, whatever its length), and every full date that occurs in a record (event timestamps,
-birthdates: identifiers under HIPAA's safe harbor; years and relative days are fine). Shingles that
-occur in the texts of many patients are template phrases, not patient text, and are left out.
+shingles (every run of `SHINGLE_WORDS` words: pandas' 50-character cut of a cell still shows that
+many), texts shorter than that whole, every person_id (matched however it is written: any case,
+with spaces, hyphens or underscores inside or around it, inside file names), and every full date
+that occurs in a record (event timestamps, birthdates: identifiers under HIPAA's safe harbor) in
+any common written form. Years and relative days are fine. Shingles that occur in the texts of
+many patients are template phrases, not patient text, and are left out.
 
-`scan` says which kinds of leak a text holds, never the leaked text itself. It reads everything in
-the file (script and style elements, SVG text, JSON strings of executed notebooks). Raster images
-cannot be read, so on real data a page holding one is flagged; figures are rendered as SVG with
-their text kept as text (see `reports.run_suite`).
+`scan` reads what a reader reads: the text an HTML parser extracts (rendered text, attribute
+values, script and style contents, comments), the strings of JSON documents (executed notebooks,
+`run.json`), JavaScript string literals, and base64 or percent-encoded payloads, each after the
+same normalisation as the index (`normalise`: NFKC, format characters removed, Cyrillic and Greek
+look-alikes folded to Latin, every dash and space variant folded). It says which kinds of leak a
+text holds, never the leaked text itself. Raster images cannot be read, so on real data a page
+holding one anywhere (an `<img>`, an SVG `<image>`, a CSS `url(...)`, a notebook output) is
+flagged; figures are rendered as SVG with their text kept as text (see `reports.run_suite`).
 
 `ShareSafeWriter` is the one place a run's output passes: pages, `run.json`, `index.html`,
-cached copies and console lines.
+cached copies, files a notebook leaves in its run folder, and console lines.
 """
 
 from __future__ import annotations
 
-import html
+import base64
+import binascii
 import json
+import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
+from datetime import date
+from functools import cache
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 
-SHINGLE_WORDS = 8
+SHINGLE_WORDS = 6
 # A shingle found in the texts of at least this share of patients (and at least 3) is a template
 # phrase shared across records, not text that identifies one.
 COMMON_SHARE = 0.2
 _WORD = re.compile(r"\w+")
-_ISO_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
-_US_DATE = re.compile(r"(?<!\d)(\d{1,2})/(\d{1,2})/(\d{4})(?!\d)")
-# A raster image shown on a page (an HTML <img>, or a notebook output of that type). Images inside
-# an SVG figure (a colorbar, an imshow) are drawn data; the figure's text is SVG text, scanned.
-_RASTER = re.compile(
-    r"""<img\b[^>]*src=\\?["']data:image/(?:png|jpe?g|gif|webp)|"image/(?:png|jpeg|gif|webp)"\s*:""", re.I
-)
-# An SVG figure that the HTML exporter embedded as a base64 data URI: decoded, so its text is read.
-_SVG_DATA = re.compile(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)")
 _MULT = np.uint64(1_000_003)
+
+# ------------------------------------------------------------------ normalisation
+
+# Latin look-alikes among Cyrillic and Greek letters (Unicode's confusables for these scripts).
+_CONFUSABLE = dict(
+    zip(
+        "АВЕКМНОРСТХУЅІЈаеорсхуѕіјԁԛԝһүӏΑΒΕΖΗΙΚΜΝΟΡΤΥΧοαιкмнтвν",
+        "ABEKMHOPCTXYSIJaeopcxysijdqwhyIABEZHIKMNOPTYXoaikmhtbv",
+    )
+)
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e3a\u2e3b\ufe58\ufe63\uff0d\u058a\u05be\u1806"
+
+
+@cache
+def _fold_table() -> dict[int, str | None]:
+    """Format characters (zero-width, bidi controls, soft hyphen) removed; dashes, look-alikes and
+    every whitespace character folded. Built once: a scan of the whole code space."""
+    import sys
+
+    table: dict[int, str | None] = {
+        cp: None for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)) == "Cf"
+    }
+    table.update({ord(c): "-" for c in _DASHES})
+    table.update({ord(k): v for k, v in _CONFUSABLE.items()})
+    table.update({ord(c): " " for c in "\t\n\r\v\f\x1c\x1d\x1e\x1f\x85\u2028\u2029"})
+    return table
+
+
+def normalise(text: str) -> str:
+    """Text as the scan compares it: percent-encoding decoded, NFKC, format characters removed,
+    look-alike letters, dashes and spaces folded, lower case."""
+    if "%" in text:
+        text = unquote(text, errors="replace")
+    text = unicodedata.normalize("NFKC", text).translate(_fold_table())
+    return unicodedata.normalize("NFKC", text).casefold()
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return _WORD.findall(normalise(text))
 
 
 def _shingle_hashes(words: list[str], k: int = SHINGLE_WORDS) -> np.ndarray:
@@ -61,28 +99,242 @@ def _shingle_hashes(words: list[str], k: int = SHINGLE_WORDS) -> np.ndarray:
     return h
 
 
-def page_text(raw: str) -> str:
-    """All the text of a page, markup removed and entities and JSON escapes undone; nothing is
-    skipped (script and style contents, SVG text and attributes included)."""
-    import base64
+# ------------------------------------------------------------------ what a reader reads
 
-    for payload in _SVG_DATA.findall(raw):
-        try:
-            raw += " " + base64.b64decode(payload).decode("utf-8", errors="replace")
-        except ValueError:
+# A raster image wherever it hides: a data URI of any image type but SVG (in an <img>, an SVG
+# <image>, a CSS url(...)), a notebook output of such a type, or an image element whose source is a
+# raster file.
+_RASTER_DATA = re.compile(r"data:image/(?!svg)[a-z0-9.+-]+[;,][a-z0-9+/=;,]{0,80}", re.I)
+_RASTER_MIME = re.compile(r"^image/(?!svg)[a-z0-9.+-]+$", re.I)
+_RASTER_FILE = re.compile(r"\.(?:png|jpe?g|gif|bmp|webp|tiff?|ico|avif)(?:[?#]|$)", re.I)
+_IMAGE_TAGS = {"img", "image", "input", "source", "object", "embed", "feimage", "picture"}
+_DATA_URI = re.compile(r"data:([a-z]+/[a-z0-9.+-]+)?((?:;[a-z0-9=.-]+)*?)(;base64)?,([^\"'\s)<>]+)", re.I)
+_JS_STRING = re.compile(r""""((?:[^"\\\n]|\\.){1,100000})"|'((?:[^'\\\n]|\\.){1,100000})'""")
+_MAX_DEPTH = 4
+
+
+class _Extractor(HTMLParser):
+    """Rendered text, attribute values, script and style contents and comments of an HTML or SVG
+    document, and how many raster images it shows."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.rasters: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.parts.append(" ")
+        for _, value in attrs:
+            if value:
+                self.parts.append(f" {value} ")
+        if tag.lower() in _IMAGE_TAGS:
+            sources = [v for k, v in attrs if v and k.lower() in ("src", "href", "xlink:href", "srcset", "data")]
+            self.rasters |= {v for v in sources if not v.startswith("data:") and _RASTER_FILE.search(v.split()[0])}
+
+    handle_startendtag = handle_starttag
+
+    def handle_endtag(self, tag):
+        self.parts.append(" ")
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+    def handle_comment(self, data):
+        self.parts.append(f" {data} ")
+
+    def unknown_decl(self, data):
+        self.parts.append(f" {data} ")
+
+
+@dataclass
+class _Reading:
+    """Everything the scan reads in one document: its texts (each normalised) and raster count."""
+
+    texts: list[str] = field(default_factory=list)
+    rasters: set[str] = field(default_factory=set)  # each image once, however often it is read
+
+
+def _json_strings(obj, out: list[str], reading: _Reading) -> None:
+    """Every string of a JSON document (a notebook's multi-line strings joined), keys included."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.append(k)
+            if _RASTER_MIME.match(k):
+                reading.rasters.add(f"{k}:{str(v)[:80]}")
+            _json_strings(v, out, reading)
+    elif isinstance(obj, list):
+        if obj and all(isinstance(v, str) for v in obj):
+            out.append("".join(obj))
+        else:
+            for v in obj:
+                _json_strings(v, out, reading)
+    elif isinstance(obj, str):
+        out.append(obj)
+
+
+def _decoded_payloads(text: str) -> list[str]:
+    """The text inside base64 and percent-encoded data URIs, and inside escaped string literals."""
+    found = []
+    for mime, _, b64, payload in _DATA_URI.findall(text):
+        if mime and not mime.lower().startswith(("text/", "image/svg", "application/json", "application/xml")):
             continue
-    text = html.unescape(raw)
-    text = text.replace("\\n", " ").replace('\\"', '"').replace("\\u003c", "<").replace("\\u003e", ">")
-    return re.sub(r"<[^>]*>", " ", text) + " " + " ".join(re.findall(r'"([^"]{1,200})"', text))
+        if b64:
+            try:
+                found.append(base64.b64decode(payload + "=" * (-len(payload) % 4)).decode("utf-8", errors="replace"))
+            except (binascii.Error, ValueError):
+                continue
+        else:
+            found.append(unquote(payload, errors="replace"))
+    if "\\" in text:
+        for double, single in _JS_STRING.findall(text):
+            literal = double or single
+            if "\\" in literal:
+                try:
+                    found.append(json.loads('"' + literal.replace('"', '\\"').replace('\\\\"', '\\"') + '"'))
+                except ValueError:
+                    found.append(literal.encode("utf-8", "backslashreplace").decode("unicode_escape", "replace"))
+    return found
 
 
-def _iso(y: str, m: str, d: str) -> str:
-    return f"{int(y):04d}-{int(m):02d}-{int(d):02d}"
+def _read(text: str, reading: _Reading, depth: int = 0) -> None:
+    """Add what a reader reads in `text` to `reading`: the text itself, its markup's text, the
+    strings of a JSON document, decoded payloads; each read again, a few levels deep."""
+    reading.texts.append(normalise(text))
+    reading.rasters |= set(_RASTER_DATA.findall(text))
+    if depth >= _MAX_DEPTH:
+        return
+    inner: list[str] = []
+    stripped = text.lstrip()
+    if stripped[:1] in "{[":
+        try:
+            _json_strings(json.loads(text), inner, reading)
+        except ValueError:
+            pass
+    if "<" in text or "&" in text:
+        parser = _Extractor()
+        try:
+            parser.feed(text)
+            parser.close()
+        except (AssertionError, ValueError):  # malformed markup: the text itself is still read
+            pass
+        reading.rasters |= parser.rasters
+        inner.append("".join(parser.parts))
+        inner.append("".join(p for p in parser.parts if p.strip()))  # he<b>ar</b>t reads "heart"
+    inner += _decoded_payloads(text)
+    for t in inner:
+        if t and t != text:
+            _read(t, reading, depth + 1)
+
+
+def page_text(raw: str) -> str:
+    """All the text the scan reads in a page, normalised (see the module docstring)."""
+    reading = _Reading()
+    _read(raw, reading)
+    return "\n".join(reading.texts)
+
+
+# ------------------------------------------------------------------ dates in every common form
+
+_MONTHS = {
+    m: i + 1
+    for i, names in enumerate(
+        [
+            "jan january",
+            "feb february",
+            "mar march",
+            "apr april",
+            "may",
+            "jun june",
+            "jul july",
+            "aug august",
+            "sep sept september",
+            "oct october",
+            "nov november",
+            "dec december",
+        ]
+    )
+    for m in names.split()
+}
+_MON = "(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_SEP = r"[\s\-/.,]+"
+_DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
+_NUMERIC_YMD = re.compile(r"(?<!\d)(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?!\d)")
+_NUMERIC_XXY = re.compile(r"(?<![\d.])(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?![\d])")
+_COMPACT = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?:t\d|(?!\d))")
+_DAY_MON_YEAR = re.compile(rf"(?<![\w]){_DAY}{_SEP}{_MON}{_SEP}(\d{{4}}|\d{{2}})(?!\d)")
+_MON_DAY_YEAR = re.compile(rf"(?<![a-z]){_MON}{_SEP}{_DAY}{_SEP}(\d{{4}})(?!\d)")
+_YEAR_MON_DAY = re.compile(rf"(?<!\d)(\d{{4}}){_SEP}{_MON}{_SEP}{_DAY}(?!\d)")
+# matplotlib's yearless date tick labels ("Aug-03", "03-Aug"): compared with the records' month-days.
+_MON_DAY = re.compile(rf"(?<![\w-]){_MON}-(\d{{2}})(?![\w-])")
+_DAY_MON = re.compile(rf"(?<![\w-])(\d{{2}})-{_MON}(?![\w-])")
+
+
+def _iso(y, m, d) -> str | None:
+    try:
+        return date(int(y), int(m), int(d)).isoformat()
+    except ValueError:
+        return None
+
+
+def _years(y: str) -> list[int]:
+    return [int(y)] if len(y) == 4 else [1900 + int(y), 2000 + int(y)]  # "08/03/14": either century
+
+
+def _full_dates(text: str) -> set[str]:
+    found = {_iso(y, m, d) for y, _, m, d in _NUMERIC_YMD.findall(text)}
+    for a, _, b, y in _NUMERIC_XXY.findall(text):  # month-first and day-first both
+        for year in _years(y):
+            found |= {_iso(year, a, b), _iso(year, b, a)}
+    found |= {_iso(y, m, d) for y, m, d in _COMPACT.findall(text)}
+    for d, mon, y in _DAY_MON_YEAR.findall(text):
+        found |= {_iso(year, _MONTHS[mon], d) for year in _years(y)}
+    found |= {_iso(y, _MONTHS[mon], d) for mon, d, y in _MON_DAY_YEAR.findall(text)}
+    found |= {_iso(y, _MONTHS[mon], d) for y, mon, d in _YEAR_MON_DAY.findall(text)}
+    return found - {None}
+
+
+def _month_days(text: str) -> set[str]:
+    found = {f"{_MONTHS[mon]:02d}-{int(d):02d}" for mon, d in _MON_DAY.findall(text)}
+    return found | {f"{_MONTHS[mon]:02d}-{int(d):02d}" for d, mon in _DAY_MON.findall(text)}
 
 
 def dates_in(text: str) -> set[str]:
-    """Every full date in a text (YYYY-MM-DD or M/D/YYYY), as YYYY-MM-DD."""
-    return {_iso(*m) for m in _ISO_DATE.findall(text)} | {_iso(y, m, d) for m, d, y in _US_DATE.findall(text)}
+    """Every full date in a text, in any common written form ("2014-08-03", "8/3/2014", "08/03/14",
+    "03 Aug 2014", "August 3, 2014", "2014-Aug-03", "20140803", "3.8.2014", ISO with a time), as
+    YYYY-MM-DD; an ambiguous form gives each date it can mean."""
+    return _full_dates(normalise(text))
+
+
+# ------------------------------------------------------------------ person_ids
+
+
+def _compact(pid: str) -> str:
+    return "".join(re.findall(r"[a-z0-9]", normalise(pid)))
+
+
+_ALNUM_RUN = re.compile(r"[a-z0-9]+")
+
+
+def _ids_in(text: str, compact_ids: set[str], prefixes: set[str]) -> set[str]:
+    """The person_ids in a normalised text, matched as whole runs of letters and digits that may be
+    split by up to three other characters ("PT 0042x", "pt_0042x", "P-T-0042-X")."""
+    runs = [(m.start(), m.end(), m.group()) for m in _ALNUM_RUN.finditer(text)]
+    found = set()
+    for i, (_, end, token) in enumerate(runs):
+        s = token
+        if s in compact_ids:
+            found.add(s)
+        j = i + 1
+        while s in prefixes and j < len(runs) and runs[j][0] - end <= 3:
+            s += runs[j][2]
+            end = runs[j][1]
+            if s in compact_ids:
+                found.add(s)
+            j += 1
+    return found
+
+
+# ------------------------------------------------------------------ the index and the writer
 
 
 @dataclass
@@ -95,14 +347,14 @@ class SensitiveIndex:
     dates: set = field(default_factory=set)
     n_texts: int = 0
     n_common_shingles: int = 0
-    _ids: re.Pattern | None = field(default=None, repr=False)
+    _ids: set = field(default_factory=set, repr=False)
+    _id_prefixes: set = field(default_factory=set, repr=False)
+    _month_days: set = field(default_factory=set, repr=False)
 
     def __post_init__(self):
-        ids = sorted({str(p) for p in self.person_ids if str(p)}, key=len, reverse=True)
-        if ids:
-            # Whole tokens: not inside a longer run of letters or digits (file names and hyphens are fine).
-            alt = "|".join(re.escape(i) for i in ids)
-            self._ids = re.compile(rf"(?<![A-Za-z0-9])(?:{alt})(?![A-Za-z0-9])", re.I)
+        self._ids = {c for c in (_compact(str(p)) for p in self.person_ids) if c}
+        self._id_prefixes = {c[:k] for c in self._ids for k in range(1, len(c))}
+        self._month_days = {d[5:] for d in self.dates}
 
     @classmethod
     def from_texts(
@@ -160,28 +412,51 @@ class SensitiveIndex:
 
     def scan(self, raw: str) -> list[str]:
         """Kinds of leak found in a text or page (never the leaked text itself)."""
-        text = page_text(raw)
+        reading = _Reading()
+        _read(raw, reading)
         found = []
-        w = _words(text)
+        words = [_WORD.findall(t) for t in reading.texts]
         if len(self.shingles):
-            hits = int(np.isin(_shingle_hashes(w), self.shingles).sum())
+            hashes = np.unique(np.concatenate([_shingle_hashes(w) for w in words] or [np.zeros(0, np.uint64)]))
+            hits = int(np.isin(hashes, self.shingles).sum())
             if hits:
                 found.append(f"{hits} passages of record, instruction or response text")
-        joined = " " + " ".join(w) + " "
+        joined = " " + " | ".join(" ".join(w) for w in words) + " "
         n_short = sum(1 for s in self.short_texts if f" {s} " in joined)
         if n_short:
             found.append(f"{n_short} short instruction or response texts")
-        if self._ids is not None:
-            n_ids = len({m.lower() for m in self._ids.findall(raw + " " + text)})
+        if self._ids:
+            n_ids = len(set().union(*(_ids_in(t, self._ids, self._id_prefixes) for t in reading.texts)))
             if n_ids:
                 found.append(f"{n_ids} person_ids")
-        n_dates = len(dates_in(raw + " " + text) & self.dates)
+        n_dates = len(set().union(*(_full_dates(t) for t in reading.texts)) & self.dates)
         if n_dates:
             found.append(f"{n_dates} full dates from the records")
-        n_raster = len(_RASTER.findall(raw))
-        if n_raster:
-            found.append(f"{n_raster} raster images (their text cannot be scanned)")
+        n_month_days = len(set().union(*(_month_days(t) for t in reading.texts)) & self._month_days)
+        if n_month_days:
+            found.append(f"{n_month_days} month-day dates from the records (date tick labels)")
+        if reading.rasters:
+            found.append(f"{len(reading.rasters)} raster images (their text cannot be scanned)")
         return found
+
+
+def _scannable_text(path: Path) -> str | None:
+    """A file's text, or None when it is not UTF-8 text (a PDF, an archive, an image)."""
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file beside `path`, so a concurrent reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 class ShareSafeWriter:
@@ -216,18 +491,31 @@ class ShareSafeWriter:
         if kinds:
             Path(path).unlink(missing_ok=True)
             return kinds
-        Path(path).write_text(text, encoding="utf-8")
+        _atomic_write(Path(path), text)
         return []
 
-    def write_json(self, path: Path, record: dict) -> list[str]:
+    def write_json(self, path: Path, record) -> list[str]:
         return self.write(path, json.dumps(self.record(record), indent=1, default=str))
 
     def check_file(self, path: Path) -> list[str]:
-        """Scan a file already written by another program (papermill, nbconvert); remove it if it leaks."""
+        """Scan a file already written by another program (papermill, nbconvert, a notebook's own
+        code); remove it if it leaks, or, on the real release, if it is not text the scan can read."""
         path = Path(path)
-        if not path.exists():
+        if self.index is None or not path.is_file():
             return []
-        kinds = self.leaks(path.read_text(encoding="utf-8", errors="replace"))
+        text = _scannable_text(path)
+        kinds = ["content the scan cannot read (not UTF-8 text)"] if text is None else self.leaks(text)
         if kinds:
             path.unlink()
         return kinds
+
+    def sweep(self, folder: Path, *, since: float = 0.0, keep: tuple[Path, ...] = ()) -> dict[str, list[str]]:
+        """`check_file` on every file under `folder` written since `since` (a time stamp), except
+        `keep`; returns what was removed (its path under `folder`) and why."""
+        removed = {}
+        kept = {Path(k).resolve() for k in keep}
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and path.resolve() not in kept and path.stat().st_mtime >= since:
+                if kinds := self.check_file(path):
+                    removed[path.relative_to(folder).as_posix()] = kinds
+        return removed

@@ -22,7 +22,7 @@ from medalign_utils.config import SuiteConfig
 from medalign_utils.data import SYNTHETIC_MARKER, load_release
 from medalign_utils.generation import DataGuard, DataGuardError, GenerationSettings, OpenAICompatibleBackend
 from medalign_utils.reports import run_suite
-from medalign_utils.reports.scan import SensitiveIndex, dates_in
+from medalign_utils.reports.scan import SHINGLE_WORDS, SensitiveIndex, dates_in, normalise
 
 
 # ------------------------------------------------------------------ share-safe scan
@@ -82,14 +82,34 @@ def test_person_ids_are_matched_however_written(real_like, real_index):
     assert short.scan("record ab-7 done") and short.scan("AB-7") and not short.scan("slab-77")
 
 
-def test_record_dates_are_flagged_years_and_relative_days_are_not(real_like, real_index):
+def test_record_dates_are_flagged_in_every_common_form_years_and_relative_days_are_not(real_like, real_index):
     root, _ = real_like
     ev = load_release(root).events(progress=False)
     day = ev.timestamp.dropna().iloc[5]
-    assert any("dates" in k for k in real_index.scan(f"<td>{day:%Y-%m-%d}</td><td>Hemoglobin 13.2</td>"))
-    assert any("dates" in k for k in real_index.scan(f"seen {day.month}/{day.day}/{day.year}"))
+    forms = [
+        f"{day:%Y-%m-%d}",
+        f"{day.month}/{day.day}/{day.year}",
+        f"{day:%d %b %Y}",
+        f"{day:%B %d, %Y}",
+        f"{day:%Y/%m/%d}",
+        f"{day:%m/%d/%y}",
+        f"{day:%Y%m%d}",
+        f"{day:%d.%m.%Y}",
+        f"{day:%Y-%m-%dT%H:%M:%S}",
+        f"{day:%Y-%b-%d}",
+        f"{day:%b %d %Y}",
+        f"{day:%d-%b-%Y}".upper(),
+        f"{day:%Y}\u2010{day:%m}\u2212{day:%d}",  # a Unicode hyphen and a minus sign
+    ]
+    for form in forms:
+        assert any("full dates" in k for k in real_index.scan(f"<td>{form}</td><td>Hemoglobin 13.2</td>")), form
+    # matplotlib's yearless tick labels of a record's day
+    assert any("month-day" in k for k in real_index.scan(f"<svg><text>{day:%b-%d}</text></svg>"))
     assert real_index.scan(f"records span {day.year} to {day.year + 3}; median 412 days") == []
-    assert dates_in("on 2020-03-04 and 3/4/2020") == {"2020-03-04"}
+    assert dates_in("on 2020-03-04") == {"2020-03-04"}
+    assert dates_in("3/4/2020") == {"2020-03-04", "2020-04-03"}  # month-first and day-first both
+    assert dates_in("14.03.2019 and 20140803 and August 3rd, 2014") == {"2019-03-14", "2014-08-03"}
+    assert dates_in("version 2.13.0, 1.2.3, 20 tokens per second") == set()
 
 
 def test_text_in_figures_is_scanned_svg_text_and_raster_flagged(real_like, real_index):
@@ -104,7 +124,7 @@ def test_text_in_figures_is_scanned_svg_text_and_raster_flagged(real_like, real_
     assert any("raster" in k for k in real_index.scan('<img src="data:image/png;base64,iVBORw0KGgo="/>'))
 
 
-def test_eight_word_fragments_are_all_caught_and_template_phrases_are_not(real_like, real_index):
+def test_six_word_fragments_are_all_caught_and_template_phrases_are_not(real_like, real_index):
     from medalign_utils.reports.scan import _shingle_hashes, _words
 
     root, _ = real_like
@@ -129,10 +149,10 @@ def test_eight_word_fragments_are_all_caught_and_template_phrases_are_not(real_l
     for _ in range(4000):
         pid = list(by_patient)[rng.integers(len(by_patient))]
         words = by_patient[pid].split()
-        i = int(rng.integers(0, len(words) - 8))
-        fragment = " ".join(words[i : i + 8])
+        i = int(rng.integers(0, len(words) - SHINGLE_WORDS))
+        fragment = " ".join(words[i : i + SHINGLE_WORDS])
         w = _words(fragment)
-        if len(w) != 8:
+        if len(w) != SHINGLE_WORDS:
             continue
         owners = shingle_patients.get(int(_shingle_hashes(w)[0]), set())
         if len(owners) >= len(by_patient):
@@ -140,6 +160,6 @@ def test_eight_word_fragments_are_all_caught_and_template_phrases_are_not(real_l
         elif len(owners) == 1 and tested < 200:
             tested += 1
             caught += bool(real_index.scan(f"<p>{fragment}</p>"))
-    assert tested == 200 and caught == 200  # every patient-specific 8-word fragment
+    assert tested == 200 and caught == 200  # every patient-specific six-word fragment
     assert template, "the synthetic notes share template phrases"
     assert all(real_index.scan(f"<p>{t}</p>") == [] for t in template[:50])  # no false alarm on them
