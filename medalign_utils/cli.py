@@ -170,6 +170,7 @@ def _cmd_run(args) -> int:
         only=args.only,
         progress=not args.quiet,
         bundle=args.bundle,
+        notebooks_dir=args.notebooks,
     )
     return 0 if ok else 1
 
@@ -306,6 +307,7 @@ def _add_run_commands(sub) -> None:
     r.add_argument("--data", default=None, help="release folder (overrides the config)")
     r.add_argument("--out", default="reports", help="reports folder")
     r.add_argument("--only", nargs="*", default=None, help="notebook names to run (e.g. 01 04)")
+    r.add_argument("--notebooks", default=None, help="a folder of numbered notebooks to run instead of the suite's")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--bundle", action="store_true", help="also write reports/<run>.zip (pages, run.json, PDFs)")
     r.set_defaults(func=_cmd_run)

@@ -45,6 +45,31 @@ if (window.location.hash !== '#show-code') {
 """
 
 
+# What the HTML exporter's template loads from a CDN (require.js, MathJax and its configuration,
+# mermaid's module), and the one raster image its stylesheet embeds (CodeMirror's trailing-space
+# mark): a page loads nothing from the network, and holds no image the share-safe scan cannot read.
+_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.I)
+_MATHJAX_CONFIG = re.compile(r"<script type=\"text/x-mathjax-config\">.*?</script>", re.S)
+_SCRIPT_BLOCK = re.compile(r"<script\b[^>]*>.*?</script>", re.S | re.I)
+_NETWORK_URL = re.compile(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", re.I)
+_EXTERNAL_STYLESHEET = re.compile(r"<link\b[^>]*\bhref=[\"']?(?:https?:)?//[^>]*>", re.I)
+_CSS_COMMENT_URL = re.compile(r"/\*(?:(?!\*/).)*?https?://.*?\*/", re.S)
+_HEAD_RASTER = re.compile(r"url\(data:image/(?!svg)[^)]*\)", re.I)
+
+
+def offline_page(page: str) -> str:
+    """A rendered page with nothing that loads from the network and no raster in the template's
+    stylesheet. Output cells (after `</head>`) are left as they are, for the scan to judge."""
+    head, sep, body = page.partition("</head>")
+    for pattern in (_EXTERNAL_SCRIPT, _MATHJAX_CONFIG, _EXTERNAL_STYLESHEET):
+        head = pattern.sub("", head)
+    # a template script that would fetch code (mermaid's module imports it from a CDN)
+    head = _SCRIPT_BLOCK.sub(lambda m: "" if _NETWORK_URL.search(m.group()) else m.group(), head)
+    head = _HEAD_RASTER.sub("none", head)
+    head = _CSS_COMMENT_URL.sub("", head)  # credits in the stylesheet's comments: no address left to follow
+    return head + sep + body
+
+
 def relative_paths(text: str, root: Path, data_dir: Path | None = None, extra: tuple[Path, ...] = ()) -> str:
     """`text` with the machine's absolute paths taken out: the checkout's path made relative, the
     data folder (and any `extra` folder) reduced to its name, the home folder to `~`."""
@@ -100,7 +125,7 @@ def render_page(ipynb: Path, target: Path, relativize=lambda t: t) -> None:
     body = body.replace("</head>", _READER_CSS + "</head>", 1)
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + bar + _toc(body), body, count=1)
     body = body.replace("</body>", _READER_JS + "</body>", 1)
-    target.write_text(relativize(body), encoding="utf-8")
+    target.write_text(relativize(offline_page(body)), encoding="utf-8")
 
 
 def find_chromium() -> str | None:
@@ -110,13 +135,40 @@ def find_chromium() -> str | None:
     )
 
 
+# Chromium with its networking off: every request (loopback included) goes to a proxy where nothing
+# listens, and the background services that call update, sync and account hosts are disabled.
+CHROMIUM_OFFLINE_FLAGS = (
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--no-pings",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-breakpad",
+    "--dns-prefetch-disable",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--metrics-recording-only",
+    "--disable-features=MediaRouter,OptimizationHints,Translate,AutofillServerCommunication,CertificateTransparencyComponentUpdater",
+)
+
+
 def page_pdf(page: Path, target: Path, chromium: str) -> bool:
-    """Print a page to PDF with headless Chromium (code collapsed, as a reader sees it)."""
-    flags = ["--headless", "--disable-gpu", "--no-sandbox", "--no-pdf-header-footer", f"--print-to-pdf={target}"]
-    try:
-        subprocess.run([chromium, *flags, page.resolve().as_uri()], capture_output=True, timeout=180, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    """Print a page to PDF with headless Chromium (code collapsed, as a reader sees it), offline
+    (`CHROMIUM_OFFLINE_FLAGS`) and with a fresh profile that is removed after."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="medalign-chromium-") as profile:
+        flags = ["--headless", "--disable-gpu", "--no-sandbox", "--no-pdf-header-footer", *CHROMIUM_OFFLINE_FLAGS]
+        flags += [f"--user-data-dir={profile}", f"--print-to-pdf={target}"]
+        try:
+            subprocess.run([chromium, *flags, page.resolve().as_uri()], capture_output=True, timeout=180, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
     return target.exists() and target.stat().st_size > 0
 
 

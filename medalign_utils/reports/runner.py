@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,7 +85,8 @@ def render_html(ipynb: Path, target: Path, relativize=lambda t: t) -> None:
 
 def run_suite(
     config: str | Path | SuiteConfig | None = None,
-    *, overrides: dict | None = None,
+    *,
+    overrides: dict | None = None,
     out: str | Path = "reports",
     only: list[str] | None = None,
     progress: bool = True,
@@ -116,9 +118,8 @@ def run_suite(
 
     out = project_path(out)
     notebooks = _select_notebooks(cfg, notebooks_dir, only)
-    run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + ("-synthetic" if release.is_synthetic else "-release")
-    run_dir = out / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(out, "synthetic" if release.is_synthetic else "release")
+    run_id = run_dir.name
     cache_dir = out / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -130,16 +131,28 @@ def run_suite(
     relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
     run = _Run(cfg, fingerprint, run_dir, cache_dir, writer, progress, kernel_name, relativize, run_id)
     bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not progress)
-    with _kernel_environment(share_safe_figures=scan_needed, follow_external_links=cfg.follow_external_links):
-        for nb in bar:
-            bar.set_postfix_str(nb.stem)
-            results[nb.stem] = _run_one(nb, run, results)
-            res = results[nb.stem]
-            if progress and res.status != "ok":
-                tqdm.write(writer.message(f"{nb.stem}: {res.status}: {res.error}"))
-    bar.close()
+    started = time.time()
+    try:
+        with _kernel_environment(share_safe_figures=scan_needed, follow_external_links=cfg.follow_external_links):
+            for nb in bar:
+                bar.set_postfix_str(nb.stem)
+                results[nb.stem] = _run_one(nb, run, results)
+                res = results[nb.stem]
+                if progress and res.status != "ok":
+                    tqdm.write(writer.message(f"{nb.stem}: {res.status}: {res.error}"))
+    except BaseException:
+        _clean_interrupted(run, out, started, finished=results)
+        raise
+    finally:
+        bar.close()
+    _sweep_out(run, out, started, results)
+    for note in run.stray:
+        print(note, file=sys.stderr)
 
-    record = _run_record(cfg, release, run_id, results, fingerprint=fingerprint, scanned=scan_needed, relativize=relativize)
+    record = _run_record(
+        cfg, release, run_id, results, fingerprint=fingerprint, scanned=scan_needed, relativize=relativize
+    )
+    record["removed_by_scan"] = run.stray
     record = writer.record(json.loads(relativize(json.dumps(record, default=str))))  # no machine paths; scanned
     for target in (run_dir / "run.json", out / "run.json"):
         writer.write_json(target, record)
@@ -154,7 +167,7 @@ def run_suite(
         archive = bundle_run(out, run_id, writer)
         if progress:
             print(f"bundle: {archive}")
-    return all(r.status == "ok" for r in results.values())
+    return all(r.status == "ok" for r in results.values()) and not run.stray
 
 
 def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[Path]:
@@ -257,13 +270,13 @@ class _Run:
     kernel_name: str
     relativize: object
     run_id: str
+    current: Path | None = None  # the executed notebook being written now
+    kept: list = field(default_factory=list)  # pages that passed the scan
+    stray: list = field(default_factory=list)  # files outside any notebook's output, removed by the scan
 
 
 def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     """Execute (or reuse), render and scan one notebook."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     params = run.cfg.notebook_parameters(nb.stem, declared_parameters(nb))
     failed_deps = [d for d in NOTEBOOK_DEPENDENCIES.get(nb.stem, []) if d in results and results[d].status != "ok"]
     if failed_deps:
@@ -273,18 +286,63 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     key = _cache_key(nb, params, run.fingerprint)
     target_nb, target_html = run.run_dir / nb.name, run.run_dir / f"{nb.stem}.html"
     cached_nb, cached_html = run.cache_dir / f"{nb.stem}-{key}.ipynb", run.cache_dir / f"{nb.stem}-{key}.html"
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     res = NotebookResult(nb.stem, "ok", parameters=params)
     cached_findings = run.cache_dir / f"{nb.stem}-{key}.findings.json"
-    findings_file = run.run_dir / f".{nb.stem}.findings.jsonl"
     if cached_nb.exists() and cached_html.exists():
         shutil.copyfile(cached_nb, target_nb)
         shutil.copyfile(cached_html, target_html)
         res.reused = True
         res.findings = json.loads(cached_findings.read_text()) if cached_findings.exists() else []
     else:
-        findings_file.unlink(missing_ok=True)
-        os.environ[FINDINGS_ENV], os.environ["MEDALIGN_NOTEBOOK"] = str(findings_file), nb.stem
+        run.current = target_nb
+        _execute(nb, target_nb, params, run, res)
+        run.current = None
+        if target_nb.exists():
+            target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
+            render_html(target_nb, target_html, run.relativize)
+    res.seconds = time.perf_counter() - t0
+    res.error = run.writer.message(res.error)
+    leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
+    # Anything else the notebook left in its run folder passes the scan too, or is removed.
+    leaks |= run.writer.sweep(run.run_dir, since=started, keep=(target_html, target_nb, *run.kept))
+    if leaks:
+        # A page that leaks takes every copy of its notebook's output with it.
+        for path in (target_html, target_nb, *run.cache_dir.glob(f"{nb.stem}-*")):
+            path.unlink(missing_ok=True)
+        res.status = "leak"
+        found = "; ".join(f"{name} held {', '.join(kinds)}" for name, kinds in leaks.items())
+        res.error = (res.error + "; " if res.error else "") + f"share-safe scan: {found}"
+    elif res.status == "ok" and not res.reused:
+        _copy_atomic(target_nb, cached_nb)
+        _copy_atomic(target_html, cached_html)
+        run.writer.write_json(cached_findings, res.findings)
+        run.kept += [cached_nb, cached_html, cached_findings]
+    if res.reused:  # a finding's link names this run's page
+        res.findings = [
+            {**f, "link": f"{run.run_id}/{target_html.name}#{f['link'].split('#', 1)[-1]}"} if f.get("link") else f
+            for f in res.findings
+        ]
+    res.html = target_html.name if target_html.exists() else None
+    res.ipynb = target_nb.name if target_nb.exists() else None
+    run.kept += [p for p in (target_html, target_nb) if p.exists()]
+    return res
+
+
+def _execute(nb: Path, target_nb: Path, params: dict, run: _Run, res: NotebookResult) -> None:
+    """Run a notebook with papermill into `target_nb`, recording a failure in `res`. The kernel's
+    own stdout and stderr (a library's C code, `os.write(2, ...)`) go to a file outside `--out`
+    and reach the console only through the share-safe writer."""
+    import tempfile
+
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    findings_file = run.run_dir / f".{nb.stem}.findings.jsonl"
+    findings_file.unlink(missing_ok=True)
+    os.environ[FINDINGS_ENV], os.environ["MEDALIGN_NOTEBOOK"] = str(findings_file), nb.stem
+    with tempfile.TemporaryDirectory(prefix="medalign-kernel-") as tmp:
+        console = Path(tmp) / "console.log"
         try:
             papermill.execute_notebook(
                 str(nb),
@@ -295,37 +353,90 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
                 progress_bar=run.progress,
                 cwd=str(project_root()),
                 report_mode=False,
+                kernel_manager_class=console_capturing_kernel_manager(console),
             )
         except PapermillExecutionError as err:
             res.status, res.cell = "failed", err.exec_count
             res.error = f"{err.ename}: {str(err.evalue)[:300]}"
         except Exception as err:  # a kernel that died, a notebook that is not JSON
             res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
-        if target_nb.exists():
-            target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
-            render_html(target_nb, target_html, run.relativize)
-            res.findings = _link_findings(read_findings(findings_file), target_nb, f"{run.run_id}/{target_html.name}")
-        findings_file.unlink(missing_ok=True)
-    res.seconds = time.perf_counter() - t0
-    res.error = run.writer.message(res.error)
-    leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
-    if leaks:
-        # A page that leaks takes every copy of its notebook's output with it.
-        for path in (target_html, target_nb, *run.cache_dir.glob(f"{nb.stem}-*")):
+        finally:
+            _relay_console(console, run)
+    if target_nb.exists():
+        res.findings = _link_findings(read_findings(findings_file), target_nb, f"{run.run_id}/{nb.stem}.html")
+    findings_file.unlink(missing_ok=True)
+
+
+def console_capturing_kernel_manager(path: Path):
+    """A kernel manager class whose kernels write their process's stdout and stderr to `path`."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ConsoleCapturingKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(path, "ab") as handle:  # the kernel process keeps its own copy of the descriptor
+                kw.update(stdout=handle, stderr=handle)
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return ConsoleCapturingKernelManager
+
+
+def _relay_console(console: Path, run: _Run) -> None:
+    """The kernel's console output on this process's stderr, each line through the share-safe writer."""
+    if not console.exists():
+        return
+    lines = [line for line in console.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if run.progress:
+        for line in lines:
+            print(run.writer.message(run.relativize(line)), file=sys.stderr)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy through a temporary name, so that a concurrent run never reads half a cached page."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def new_run_dir(out: Path, kind: str) -> Path:
+    """A new, uniquely named run folder under `out` (`<date>-<time>-<kind>`, then `-2`, `-3`, … when
+    another run started in the same second): created atomically, so concurrent runs never share one."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{kind}"
+    for n in range(1, 10_000):
+        candidate = out / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{out}: no free run folder name for {stem}")
+
+
+def _clean_interrupted(run: _Run, out: Path, started: float, finished: dict) -> None:
+    """After an interrupt: the notebook that was running leaves nothing (a partly executed notebook
+    holds unscanned output and machine paths), and on the real release everything else this run
+    wrote under `out` is scanned, or removed."""
+    if run.current is not None:
+        for path in (run.current, run.current.with_suffix(".html")):
             path.unlink(missing_ok=True)
-        res.status = "leak"
-        found = "; ".join(f"{name} held {', '.join(kinds)}" for name, kinds in leaks.items())
-        res.error = (res.error + "; " if res.error else "") + f"share-safe scan: {found}"
-    elif res.status == "ok" and not res.reused:
-        shutil.copyfile(target_nb, cached_nb)
-        shutil.copyfile(target_html, cached_html)
-        cached_findings.write_text(json.dumps(res.findings))
-    if res.reused:  # a finding's link names this run's page
-        res.findings = [{**f, "link": f"{run.run_id}/{target_html.name}#{f['link'].split('#', 1)[-1]}"}
-                        if f.get("link") else f for f in res.findings]
-    res.html = target_html.name if target_html.exists() else None
-    res.ipynb = target_nb.name if target_nb.exists() else None
-    return res
+    for stray in run.run_dir.glob(".*.findings.jsonl"):
+        stray.unlink(missing_ok=True)
+    if run.writer.index is not None:
+        run.writer.sweep(out, since=started, keep=tuple(run.kept))
+
+
+def _sweep_out(run: _Run, out: Path, started: float, results: dict) -> None:
+    """Every file this run left under `out` passes the scan or is removed (real release only);
+    what was removed is named in its notebook's result (or the run's, for files outside a run folder)."""
+    if run.writer.index is None:
+        return
+    for name, kinds in run.writer.sweep(out, since=started, keep=tuple(run.kept)).items():
+        owner = next((r for r in results.values() if name.startswith(f"{run.run_id}/{r.name}")), None)
+        note = f"share-safe scan: {name} held {', '.join(kinds)} and was removed"
+        if owner is not None:
+            owner.status, owner.error = "leak", (owner.error + "; " if owner.error else "") + note
+        else:
+            run.stray.append(note)
 
 
 def _link_findings(findings: list[dict], executed: Path, page: str) -> list[dict]:
@@ -345,7 +456,8 @@ def index_html(record: dict) -> str:
     import yaml
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("medalign_utils.reports", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"])
+        loader=jinja2.PackageLoader("medalign_utils.reports", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
     )
     return env.get_template(INDEX_TEMPLATE).render(
         record=record,

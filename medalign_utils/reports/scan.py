@@ -111,6 +111,8 @@ _IMAGE_TAGS = {"img", "image", "input", "source", "object", "embed", "feimage", 
 _DATA_URI = re.compile(r"data:([a-z]+/[a-z0-9.+-]+)?((?:;[a-z0-9=.-]+)*?)(;base64)?,([^\"'\s)<>]+)", re.I)
 _JS_STRING = re.compile(r""""((?:[^"\\\n]|\\.){1,100000})"|'((?:[^'\\\n]|\\.){1,100000})'""")
 _MAX_DEPTH = 4
+# A tag, comment or character reference: text that an HTML parser reads differently from its source.
+_MARKUP = re.compile(r"<[a-zA-Z!/?]|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);?")
 
 
 class _Extractor(HTMLParser):
@@ -152,6 +154,7 @@ class _Reading:
 
     texts: list[str] = field(default_factory=list)
     rasters: set[str] = field(default_factory=set)  # each image once, however often it is read
+    seen: set[int] = field(default_factory=set)
 
 
 def _json_strings(obj, out: list[str], reading: _Reading) -> None:
@@ -196,21 +199,25 @@ def _decoded_payloads(text: str) -> list[str]:
     return found
 
 
-def _read(text: str, reading: _Reading, depth: int = 0) -> None:
+def _read(text: str, reading: _Reading, depth: int = 0, markup: bool = True) -> None:
     """Add what a reader reads in `text` to `reading`: the text itself, its markup's text, the
-    strings of a JSON document, decoded payloads; each read again, a few levels deep."""
+    strings of a JSON document, decoded payloads; each read again, a few levels deep (each
+    distinct text once). The parser's own output is not parsed again: a reader sees its "&lt;" as
+    written; markup inside string literals and payloads is."""
+    if not text or hash(text) in reading.seen:
+        return
+    reading.seen.add(hash(text))
     reading.texts.append(normalise(text))
     reading.rasters |= set(_RASTER_DATA.findall(text))
     if depth >= _MAX_DEPTH:
         return
     inner: list[str] = []
-    stripped = text.lstrip()
-    if stripped[:1] in "{[":
+    if text.lstrip()[:1] in "{[":
         try:
             _json_strings(json.loads(text), inner, reading)
         except ValueError:
             pass
-    if "<" in text or "&" in text:
+    if markup and _MARKUP.search(text):
         parser = _Extractor()
         try:
             parser.feed(text)
@@ -218,12 +225,12 @@ def _read(text: str, reading: _Reading, depth: int = 0) -> None:
         except (AssertionError, ValueError):  # malformed markup: the text itself is still read
             pass
         reading.rasters |= parser.rasters
-        inner.append("".join(parser.parts))
-        inner.append("".join(p for p in parser.parts if p.strip()))  # he<b>ar</b>t reads "heart"
+        _read("".join(parser.parts), reading, depth + 1, markup=False)
+        # he<b>ar</b>t reads "heart": the same text with tags joined tight
+        reading.texts.append(normalise("".join(p for p in parser.parts if p.strip())))
     inner += _decoded_payloads(text)
     for t in inner:
-        if t and t != text:
-            _read(t, reading, depth + 1)
+        _read(t, reading, depth + 1)
 
 
 def page_text(raw: str) -> str:

@@ -1,0 +1,206 @@
+"""Note text, dates and person_ids in every disguise tried by an adversarial user, each in its own
+notebook run through `medalign run` on an unmarked cohort: every run fails with the leaking page
+named and removed, and leaves no trace under `--out` or on the console."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from helpers import REPO, write_notebook
+
+# Each notebook's cell: `note` is a note of the record, `pid` a person_id, `day` a record date;
+# read with the standard library only, so that each notebook starts fast.
+TRACES = (
+    "import glob, xml.etree.ElementTree as ET\n"
+    "from datetime import datetime\n"
+    "trees = [ET.parse(f).getroot() for f in sorted(glob.glob(data_dir + '/ehrs/*.xml'))]\n"
+    "note = max((e.text or '' for t in trees for e in t.iter('event') if e.get('type') == 'note'), key=len)[:600]\n"
+    "pid = trees[0].get('person_id')\n"
+    "day = datetime.fromisoformat([e.get('timestamp') for e in trees[0].iter('entry')][7])\n"
+)
+PRELUDE = "import base64, html, os, sys, urllib.parse\nfrom IPython.display import HTML, SVG, display\n" + TRACES
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+DISGUISES = {
+    "lt_gt": "display(HTML('<pre>K <3.5 and EF >55% ' + note + '</pre>'))",
+    "lt_escaped": "print('K <3.5, EF >55%: ' + note)",
+    "fullwidth": "print(''.join(chr(ord(c) + 0xFEE0) if '!' <= c <= '~' else c for c in note))",
+    "zero_width": "print('\\u200b'.join(note))",
+    "soft_hyphens": "print(' '.join('\\u00ad'.join(w) for w in note.split()))",
+    "homoglyphs": "print(note.translate(str.maketrans('aeopcAEOPC', 'аеорсАЕОРС')))",
+    "odd_spaces": "print('\\u2009'.join(note.split()))",
+    "percent_encoded": "print(urllib.parse.quote(note))",
+    "base64_svg": "display(HTML('<img src=\"data:image/svg+xml;base64,' + "
+    "base64.b64encode(('<svg xmlns=\"http://www.w3.org/2000/svg\"><text>' + html.escape(note) + "
+    "'</text></svg>').encode()).decode() + '\"/>'))",
+    "js_string": "display(HTML('<script>var n = ' + repr(note.replace(' ', '\\\\u0020')) + ';</script>'))",
+    "attribute": "display(HTML('<span title=\"' + html.escape(note) + '\">hover</span>'))",
+    "pandas_head": (
+        "import pandas as pd\n"
+        "notes = [e.text for t in trees for e in t.iter('event') if e.get('type') == 'note']\n"
+        "display(pd.DataFrame({'event_type': 'note', 'text': notes}).head())"
+    ),
+    "pid_spaced": "print('patient', pid.replace('-', ' '))",
+    "pid_unicode_hyphen": "print('patient', pid.replace('-', '\\u2011'))",
+    "pid_homoglyph": "print('patient', pid.replace('P', 'Р').replace('T', 'Т'))",
+    "date_day_mon_year": "print(day.strftime('%d %b %Y'))",
+    "date_month_name": "print(day.strftime('%B %d, %Y'))",
+    "date_slashes_ymd": "print(day.strftime('%Y/%m/%d'))",
+    "date_two_digit_year": "print(day.strftime('%m/%d/%y'))",
+    "date_compact": "print(day.strftime('%Y%m%d'))",
+    "date_dotted": "print(day.strftime('%d.%m.%Y'))",
+    "date_iso_time": "print(day.strftime('%Y-%m-%dT%H:%M:%S'))",
+    "date_tick_labels": (
+        "import matplotlib.pyplot as plt, matplotlib.dates as mdates\n"
+        "fig, ax = plt.subplots()\n"
+        "ax.plot([day, day + __import__('pandas').Timedelta(days=3)], [0, 1])\n"
+        "ax.xaxis.set_major_formatter(mdates.DateFormatter('%b-%d'))\n"
+        "plt.show()"
+    ),
+    "date_year_mon_day_tick": "print(day.strftime('%Y-%b-%d'))",
+    "svg_raster": (
+        f'display(SVG(\'<svg xmlns="http://www.w3.org/2000/svg"><image href="data:image/png;base64,{PNG}"/></svg>\'))'
+    ),
+    "css_raster": f"display(HTML('<div style=\"background:url(data:image/png;base64,{PNG})\">x</div>'))",
+    "bmp_output": "display({'image/bmp': 'Qk0eAAAAAAAAABoAAAAMAAAAAQABAAEAGAAAAP8A'}, raw=True)",
+    "jpeg_output": "display({'image/jpeg': '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAP'}, raw=True)",
+    "gif_output": "display({'image/gif': 'R0lGODlhAQABAAAAACw='}, raw=True)",
+    "file_in_run_folder": (
+        "from pathlib import Path\n"
+        "(Path(os.environ['MEDALIGN_FINDINGS']).parent / 'notes.csv').write_text(note)\n"
+        "print('wrote a file')"
+    ),
+    "binary_in_run_folder": (
+        "from pathlib import Path\n"
+        "(Path(os.environ['MEDALIGN_FINDINGS']).parent / 'figure.png').write_bytes(base64.b64decode(PNG))\n"
+        f"PNG = {PNG!r}"
+    ),
+}
+# The binary notebook needs PNG before it uses it.
+DISGUISES["binary_in_run_folder"] = f"PNG = {PNG!r}\n" + DISGUISES["binary_in_run_folder"].rsplit("\n", 1)[0]
+
+
+def _medalign(*args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "medalign_utils.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+def _traces(release_dir):
+    """What must appear nowhere: a note's words, the person_id, the record date (as the cells compute them)."""
+    found = {"data_dir": str(release_dir)}
+    exec(TRACES, found)
+    return found["note"], found["pid"], found["day"]
+
+
+def _assert_no_trace(out, console, note, pid, day):
+    fragments = [" ".join(note.split()[i : i + 5]) for i in (3, 20, 40)]
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        for f in fragments:
+            assert f not in text, (path, f)
+        assert pid not in text and pid.replace("-", " ") not in text, path
+        assert day.strftime("%d %b %Y") not in text and day.strftime("%Y%m%d") not in text, path
+    for f in fragments:
+        assert f not in console, f
+    assert pid not in console
+
+
+def test_every_disguise_fails_its_run_names_and_removes_the_page_and_leaves_no_trace(real_like, tmp_path):
+    root, _ = real_like
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    names = {}
+    for i, (name, code) in enumerate(DISGUISES.items(), start=1):
+        names[name] = f"{i:02d}_{name}"
+        write_notebook(nbs / f"{names[name]}.ipynb", PRELUDE + code)
+    out = tmp_path / "reports"
+    proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), cwd=REPO)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    results = {n["name"]: n for n in record["notebooks"]}
+    run_dir = out / record["run_id"]
+    for name, stem in names.items():
+        res = results[stem]
+        assert res["status"] == "leak", (name, res["status"], res["error"])
+        assert "share-safe scan" in res["error"], name
+        assert not (run_dir / f"{stem}.html").exists() and not (run_dir / f"{stem}.ipynb").exists(), name
+    assert not (run_dir / "notes.csv").exists() and not (run_dir / "figure.png").exists()
+    assert not list((out / ".cache").glob("*"))  # nothing that leaked was cached
+    _assert_no_trace(out, proc.stdout + proc.stderr, *_traces(root))
+
+
+def test_the_kernels_own_stderr_and_stdout_reach_the_console_only_through_the_scan(real_like, tmp_path):
+    root, _ = real_like
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(
+        nbs / "01_console.ipynb",
+        PRELUDE + "os.write(2, note.encode() + b'\\n')\n"
+        "print(pid, file=sys.__stderr__, flush=True)\n"
+        "os.write(1, note.encode() + b'\\n')\n"
+        "os.write(2, b'an ordinary library warning\\n')\n"
+        "print('done')",
+    )
+    out = tmp_path / "reports"
+    proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), cwd=REPO)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-2000:]
+    assert "withheld by the share-safe scan" in console
+    assert "an ordinary library warning" in console  # what holds no record text still reaches the user
+    _assert_no_trace(out, console, *_traces(root))
+
+
+def test_an_interrupted_run_leaves_no_partly_executed_notebook_and_nothing_unscanned(real_like, tmp_path):
+    root, _ = real_like
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "01_fine.ipynb", "print('a page with nothing from the record')")
+    write_notebook(
+        nbs / "02_interrupted.ipynb",
+        PRELUDE + "import time\nprint(note)\nprint(os.path.abspath(data_dir))\n"
+        "os.kill(os.getppid(), __import__('signal').SIGINT)\ntime.sleep(60)",
+    )
+    out = tmp_path / "reports"
+    proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), cwd=REPO)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted" in proc.stderr
+    run_dir = next(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert (run_dir / "01_fine.html").exists()  # what passed the scan stays
+    assert not list(run_dir.glob("02_interrupted*"))
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert str(root) not in path.read_text(errors="replace"), path
+    _assert_no_trace(out, proc.stdout + proc.stderr, *_traces(root))
+
+
+def test_run_folders_are_unique_when_runs_start_in_the_same_second(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medalign_utils.reports.runner import new_run_dir
+
+    with ThreadPoolExecutor(8) as pool:
+        dirs = list(pool.map(lambda _: new_run_dir(tmp_path, "release"), range(16)))
+    assert len({d.name for d in dirs}) == 16 and all(d.is_dir() for d in dirs)
+
+
+def test_concurrent_runs_into_one_out_folder_keep_both_results(tiny_cohort, tmp_path):
+    n = 2
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "01_page.ipynb", "print('hello')")
+    out = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "medalign_utils.cli", "run", "--quiet", "--data", str(tiny_cohort)]
+    cmd += ["--notebooks", str(nbs), "--out", str(out)]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(n)]
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0] * n
+    runs = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(runs) == n and all((r / "01_page.html").exists() and (r / "run.json").exists() for r in runs)
+    # both wrote out/run.json through a temporary file: it parses, and names one of them
+    assert json.loads((out / "run.json").read_text())["run_id"] in {r.name for r in runs}
