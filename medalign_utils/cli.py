@@ -113,6 +113,8 @@ def _cmd_table4(args) -> int:
         min_systems=args.min_systems,
         judgments=args.judgments,
     )
+    for problem in table.attrs.get("problems", []):
+        print(problem, file=sys.stderr)  # even with --quiet: what was skipped is always said
     write_csv(table)
     return 0
 
@@ -154,8 +156,19 @@ def _cmd_judge(args) -> int:
     out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), judge.name, args.mode)
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
     print(f"out: {out}")
-    for key in ("judgments", "invalid", "failed", "prompt_tokens", "completion_tokens"):
+    for key in ("judgments", "invalid", "failed", "without_ehr", "prompt_tokens", "completion_tokens"):
         print(f"{key}: {stats[key]}")
+    # Said on stderr even with --quiet: a failed request or a missing record is never silent.
+    if stats["without_ehr"]:
+        print(
+            f"note: {stats['without_ehr']} responses were judged without the EHR (their patient has no EHR file)",
+            file=sys.stderr,
+        )
+    if stats["failed"]:
+        print(
+            f"error: {stats['failed']} judgments failed (their errors are in {out}; rerun to retry them)",
+            file=sys.stderr,
+        )
     return 0 if not stats["failed"] else 1
 
 

@@ -106,6 +106,7 @@ class SuiteConfig:
     share_safe: bool = True  # real release only: the scan of every page; false marks the index in red
     allowed_hosts: list[str] = field(default_factory=list)  # endpoints besides loopback the DUA allows
     follow_external_links: bool = False  # read release files that are links to outside its folder
+    min_cell_patients: int = 11  # real release only: a table cell of fewer patients is suppressed
     seed: int = 0
     tokenizers: list[str] = field(default_factory=lambda: ["cl100k", "smollm2"])
     context_lengths: list[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384, 32768, 65536, 131072])
@@ -161,7 +162,10 @@ def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"config {path}{where}: not valid YAML ({problem})") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values")
     parent = raw.pop("extends", None)

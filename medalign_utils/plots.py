@@ -40,6 +40,11 @@ def win_matrix_heatmap(
         ax=ax,
         mask=shown.isna(),
     )
+    # A colorbar of many levels is drawn as an embedded PNG; on the real release every raster fails
+    # the share-safe scan, so its colours stay vector shapes.
+    colorbar = ax.collections[0].colorbar if ax.collections else None
+    if colorbar is not None:
+        colorbar.solids.set_rasterized(False)
     ax.set_title(title)
     ax.set_xlabel("opponent")
     ax.set_ylabel("system")
@@ -110,8 +115,9 @@ def fit_curve(fits: pd.DataFrame, paper_points: dict | None = None):
 
 
 def bar_counts(series: pd.Series, title: str, xlabel: str = "count", top: int = 20):
-    """Horizontal bars of counts (events per type, notes per type...)."""
-    s = series.sort_values(ascending=False).head(top)
+    """Horizontal bars of counts (events per type, notes per type...); a suppressed small cell
+    ("<11") has no bar."""
+    s = pd.to_numeric(series, errors="coerce").dropna().sort_values(ascending=False).head(top)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(s) + 1.2))
     sns.barplot(x=s.values, y=[str(i) for i in s.index], ax=ax, color="C0", orient="h")
     ax.set_title(title)

@@ -2,14 +2,40 @@
 
 Small pure functions over the tables `release.Release` gives (patients, events, instructions) and
 `context.tokenizers.record_token_counts` (tokens per record).
+
+Disclosure rules hold here, where the tables are made, for every table not marked synthetic
+(`Release` marks its tables in ``.attrs["synthetic"]``; a table without the mark counts as real):
+ages over 89 are shown only as "90+" (HIPAA's safe harbor), and a cell of fewer patients than
+`min_cell_patients()` (11 unless the config's ``min_cell_patients`` says otherwise: the small-cell
+rule of CMS and most data use agreements) shows only that it is small.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pandas as pd
 
 from .. import paper
+
+TOP_AGE = 90
+MIN_CELL_ENV = "MEDALIGN_MIN_CELL"
+DEFAULT_MIN_CELL = 11
+
+
+def min_cell_patients() -> int:
+    """The smallest number of patients a shown cell may describe (the run's config sets it)."""
+    return int(os.environ.get(MIN_CELL_ENV, DEFAULT_MIN_CELL))
+
+
+def is_real(table: pd.DataFrame) -> bool:
+    """Whether disclosure rules apply: every table but one a synthetic release marked as its own."""
+    return not table.attrs.get("synthetic", False)
+
+
+def small_cell_label() -> str:
+    return f"<{min_cell_patients()}"
 
 
 def cohort_table(patients: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
@@ -28,14 +54,41 @@ def cohort_table(patients: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     out["events"] = p["n_events"]
     out["notes"] = p["n_notes"]
     out["encounters"] = enc
-    return out.reset_index()
+    out = out.reset_index()
+    out.attrs["synthetic"] = not is_real(patients)
+    if is_real(patients):  # top-coded: 90 stands for 90 or over
+        out["age_at_last_event"] = out.age_at_last_event.clip(upper=TOP_AGE)
+    return out
 
 
 def cohort_summary(cohort: pd.DataFrame) -> pd.DataFrame:
-    """Median and range of the cohort table's numeric columns, and the gender split."""
+    """Median and range of the cohort table's numeric columns. On real data ages are top-coded
+    (`cohort_table`) and every age statistic of 90 reads "90+"."""
     num = cohort[["age_at_last_event", "years_covered", "events", "notes", "encounters"]]
     summary = num.describe(percentiles=[0.25, 0.5, 0.75]).T[["count", "min", "25%", "50%", "75%", "max", "mean"]]
-    return summary.round(1)
+    summary = summary.round(1)
+    if is_real(cohort):
+        summary = summary.astype(object)
+        age = summary.loc["age_at_last_event"]
+        summary.loc["age_at_last_event"] = age.where(~((age >= TOP_AGE) & (age.index != "count")), f"{TOP_AGE}+")
+    return summary
+
+
+def patients_per(cohort: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Patients per value of a column of the cohort table (gender...); on real data a value held by
+    fewer than `min_cell_patients()` patients shows only that it is small."""
+    counts = cohort[column].value_counts().rename("patients").to_frame()
+    return _suppress_small(counts, "patients", ["patients"], real=is_real(cohort))
+
+
+def _suppress_small(table: pd.DataFrame, patients_col: str, cols: list[str], *, real: bool) -> pd.DataFrame:
+    """`cols` of rows describing fewer than `min_cell_patients()` patients replaced by "<N"."""
+    if not real or table.empty:
+        return table
+    small = table[patients_col] < min_cell_patients()
+    out = table.astype({c: object for c in cols})
+    out.loc[small, cols] = small_cell_label()
+    return out
 
 
 def events_per_type(events: pd.DataFrame) -> pd.DataFrame:
@@ -49,16 +102,17 @@ def events_per_type(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def notes_per_type(events: pd.DataFrame) -> pd.DataFrame:
-    """Notes of each type, with their median length in characters."""
+    """Notes of each type, with their median length in characters (small cells suppressed on real data)."""
     notes = events[events.event_type == "note"]
     if notes.empty:
         return pd.DataFrame(columns=["n", "patients", "median_chars"])
-    return (
+    table = (
         notes.assign(chars=notes.text.str.len())
         .groupby("note_type", observed=True)
         .agg(n=("text", "size"), patients=("person_id", "nunique"), median_chars=("chars", "median"))
         .sort_values("n", ascending=False)
     )
+    return _suppress_small(table, "patients", ["n", "patients", "median_chars"], real=is_real(events))
 
 
 def fit_shares(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENGTHS, reserve: int = 0) -> pd.DataFrame:

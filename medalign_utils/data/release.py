@@ -544,7 +544,9 @@ class Release:
         self, columns: list[str] | None = None, cache_dir: str | Path | None = None, progress: bool = True
     ) -> pd.DataFrame:
         """Every patient's events in one DataFrame (see `ehr.EVENT_COLUMNS`)."""
-        return ehr_mod.load_cached_events(self.parse_ehrs(cache_dir, progress=progress), columns)
+        table = ehr_mod.load_cached_events(self.parse_ehrs(cache_dir, progress=progress), columns)
+        table.attrs["synthetic"] = self.is_synthetic  # the disclosure rules of `describe` read it
+        return table
 
     def patients(self, cache_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
         """One row per patient: demographics as written in the record, event and note counts."""
@@ -553,7 +555,9 @@ class Release:
             rows.append(
                 {"person_id": pid, "schema": s.schema, "n_events": s.n_events, "n_notes": s.n_notes, **s.patient}
             )
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        table.attrs["synthetic"] = self.is_synthetic  # the disclosure rules of `describe` read it
+        return table
 
     def fingerprint(self) -> str:
         """A short hash of every table and EHR file's bytes: identifies the data a result came from."""

@@ -488,8 +488,8 @@ def breakdown(
     bin, patient demographics...), with the number of instructions per cell so thin cells are
     visible, and a bootstrap CI of correct % per cell. `groups` maps instruction_id to a group
     label; instructions without one are counted in the group 'unknown'. Cells with fewer than
-    `min_cell` instructions show only their count (on the real release, so that no cell describes
-    a handful of patients)."""
+    `min_cell` patients (instructions where the table has no person_id) show only their counts (on
+    the real release, so that no cell describes a handful of patients)."""
     labels = labels_of(df, combine)
     g = labels.instruction_id.map(groups).astype(object).fillna("unknown")
     rows = []
@@ -501,6 +501,7 @@ def breakdown(
                 "group": group,
                 "system": model,
                 "n_instructions": part.instruction_id.nunique(),
+                "n_patients": part.person_id.nunique() if "person_id" in part.columns else np.nan,
                 "correct_pct": corr.mean() * 100 if len(corr) else np.nan,
                 "correct_ci_low": lo,
                 "correct_ci_high": hi,
@@ -509,7 +510,7 @@ def breakdown(
         )
     out = pd.DataFrame(rows)
     if min_cell and len(out):
-        thin = out.n_instructions < min_cell
+        thin = (out.n_patients if out.n_patients.notna().all() else out.n_instructions) < min_cell
         out.loc[thin, ["correct_pct", "correct_ci_low", "correct_ci_high", "mean_rank"]] = np.nan
     return out
 

@@ -72,7 +72,9 @@ EXCLUSION_REASONS = ("too_few_systems", "constant_metric", "tied_clinicians")
 
 
 def _varies(x: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Per row, whether the present values of x are not all equal."""
+    """Per row, whether the present values of x are not all equal (none vary in a table of no columns)."""
+    if x.shape[1] == 0:
+        return np.zeros(x.shape[0], dtype=bool)
     return np.where(present, x, -np.inf).max(1) > np.where(present, x, np.inf).min(1)
 
 
@@ -244,6 +246,31 @@ def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int
     return out
 
 
+def judgment_scores(judgments: list, release) -> tuple[pd.DataFrame, list[str]]:
+    """The rubric and correct judgments of `judgments` files as metric scores (`judge:<name>:<mode>`)
+    for the release's responses, and what was skipped, one line each. Judgments of no instruction
+    of this release are an error."""
+    from .judge import as_metric_scores, read_judgments
+
+    files = ", ".join(map(str, judgments))
+    j = read_judgments(judgments)
+    problems = list(j.attrs["skipped"])
+    ours = j.instruction_id.astype(str).isin(set(release.model_responses.instruction_id.astype(str)))
+    if len(j) and not ours.any():
+        raise ValueError(f"{files}: none of its {len(j)} judgments is of an instruction of this release")
+    if (~ours).sum():
+        problems.append(f"{int((~ours).sum())} judgments of instructions not in this release, skipped")
+    j = j[ours]
+    if not j["mode"].isin(["rubric", "correct"]).any():
+        problems.append(
+            f"{files}: no rubric or correct judgment to score, so no judge row"
+            " (pairwise judgments place systems in notebook 06, not in Table 4)"
+        )
+    frames = [as_metric_scores(j, mode) for mode in ("rubric", "correct") if (j["mode"] == mode).any()]
+    empty = pd.DataFrame(columns=["instruction_id", "system", "metric", "score"])
+    return (pd.concat(frames, ignore_index=True) if frames else empty), problems
+
+
 def table4_for_release(
     root,
     *,
@@ -274,18 +301,16 @@ def table4_for_release(
         release.model_responses, release.references, names, sources=sources, progress=progress, preset=preset
     )
     labels = clinicians.combine_raters(release.model_responses, combine)
+    problems: list[str] = []
     if judgments:
-        from .judge import as_metric_scores, read_judgments
-
-        j = read_judgments(judgments)
-        for mode in ("rubric", "correct"):
-            if (j["mode"] == mode).any():
-                scores = pd.concat([scores, as_metric_scores(j, mode)], ignore_index=True)
-                signatures.update(
-                    {m: "LLM judge (see the judgments file)" for m in scores.metric.unique() if m not in signatures}
-                )
+        judged, problems = judgment_scores(judgments, release)
+        scores = pd.concat([scores, judged], ignore_index=True)
+        signatures.update({m: "LLM judge (see the judgments file)" for m in judged.metric.unique()})
     table = table4(scores, labels, n_resamples=n_resamples, seed=seed, min_systems=min_systems)
     missing = [m for m in names if str(signatures.get(m, "")).startswith("unavailable")]
+    for m in sorted(set(scores.metric) - set(table.metric) - set(missing)):
+        problems.append(f"{m}: no instruction with two or more systems it scored differently, so no tau")
+        missing.append(m)
     for m in missing:
         table = pd.concat(
             [
@@ -299,6 +324,7 @@ def table4_for_release(
                             "ci_high": np.nan,
                             "n_instructions": 0,
                             "n_excluded": 0,
+                            **{f"n_{reason}": 0 for reason in EXCLUSION_REASONS},
                         }
                     ]
                 ),
@@ -306,6 +332,7 @@ def table4_for_release(
             ignore_index=True,
         )
     table["signature"] = table.metric.map(signatures)
+    table.attrs["problems"] = problems
     return table
 
 

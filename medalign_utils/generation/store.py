@@ -31,20 +31,31 @@ class StoreBusyError(RuntimeError):
     """Another writer holds the results file."""
 
 
-def read_records(path: str | Path):
+def read_records(path: str | Path, *, required: tuple[str, ...] = (), skipped: list | None = None):
     """The complete records of a JSONL results file, never writing to it: a last line still being
-    written (no newline yet) is left for its writer, not cut."""
+    written (no newline yet) is left for its writer, not cut. A line that is not a JSON object
+    (torn by a killed writer, or garbage), or lacks a `required` field, is skipped; with a
+    `skipped` list, each is named there ("FILE line N: why")."""
     path = Path(path)
     if not path.exists():
         return
     with open(path, "rb") as f:
         data = f.read()
-    for line in data[: data.rfind(b"\n") + 1].splitlines():
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a killed writer, before its next writer repairs it
+    for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            rec, why = None, "not JSON"
+        else:
+            missing = [f for f in required if f not in rec] if isinstance(rec, dict) else None
+            why = "not a JSON object" if missing is None else f"missing {', '.join(missing)}" if missing else ""
+        if why:
+            if skipped is not None:
+                skipped.append(f"{path} line {number}: {why}, skipped")
+            continue
+        yield rec
 
 
 class ResultStore:
@@ -157,13 +168,19 @@ class ResultStore:
                 self.failed.discard(k)
 
 
-def read_results(path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS, *, upgrade=None) -> pd.DataFrame:
+def read_results(
+    path: str | Path, key_fields: tuple[str, ...] = KEY_FIELDS, *, upgrade=None, required=(), skipped=None
+) -> pd.DataFrame:
     """A run's records, one per key (the latest answer; an error only where no answer exists).
-    Reads only: safe while a run is appending to the file."""
-    recs = [upgrade(r) if upgrade else r for r in read_records(path)]
+    Reads only: safe while a run is appending to the file. `required` and `skipped` as in
+    `read_records`."""
+    recs = [upgrade(r) if upgrade else r for r in read_records(path, required=required, skipped=skipped)]
     if not recs:
         return pd.DataFrame(columns=[*key_fields, "answer", "error"])
     df = pd.DataFrame(recs)
+    for col in (*key_fields, "error"):
+        if col not in df.columns:
+            df[col] = None
     df["_ok"] = df["error"].isna()
     df["_order"] = range(len(df))
     df = df.sort_values(["_ok", "_order"]).drop_duplicates([*key_fields], keep="last")

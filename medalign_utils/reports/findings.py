@@ -83,7 +83,14 @@ def load_run_findings(run: str | Path) -> list[dict]:
     path = run if run.suffix == ".json" else run / "run.json"
     if not path.exists():
         raise FileNotFoundError(f"no run.json at {path}")
-    return json.loads(path.read_text(encoding="utf-8")).get("findings", [])
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ValueError(f"{path}{where}: not JSON, so not a run record of `medalign run`") from None
+    if not isinstance(record, dict) or not isinstance(record.get("findings", []), list):
+        raise ValueError(f"{path}: not a run record of `medalign run` (a JSON object with findings)")
+    return record.get("findings", [])
 
 
 def _finding(record: dict) -> Finding:

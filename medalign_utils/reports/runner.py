@@ -100,8 +100,6 @@ def run_suite(
     `overrides` merge over it as data (``{"data_dir": ..., "notebooks": {"03_model_generation": {...}}}``).
     `bundle` also writes `reports/<run>.zip` (`pages.bundle_run`).
     """
-    from tqdm import tqdm
-
     from ..data.release import load_release
 
     cfg = config if isinstance(config, SuiteConfig) else load_config(config, overrides)
@@ -123,31 +121,13 @@ def run_suite(
     cache_dir = out / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
 
-    results: dict[str, NotebookResult] = {}
     from functools import partial
 
     from .pages import relative_paths
 
     relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
     run = _Run(cfg, fingerprint, run_dir, cache_dir, writer, progress, kernel_name, relativize, run_id)
-    bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not progress)
-    started = time.time()
-    try:
-        with _kernel_environment(share_safe_figures=scan_needed, follow_external_links=cfg.follow_external_links):
-            for nb in bar:
-                bar.set_postfix_str(nb.stem)
-                results[nb.stem] = _run_one(nb, run, results)
-                res = results[nb.stem]
-                if progress and res.status != "ok":
-                    tqdm.write(writer.message(f"{nb.stem}: {res.status}: {res.error}"))
-    except BaseException:
-        _clean_interrupted(run, out, started, finished=results)
-        raise
-    finally:
-        bar.close()
-    _sweep_out(run, out, started, results)
-    for note in run.stray:
-        print(note, file=sys.stderr)
+    results = _run_notebooks(notebooks, run, out, scan_needed=scan_needed)
 
     record = _run_record(
         cfg, release, run_id, results, fingerprint=fingerprint, scanned=scan_needed, relativize=relativize
@@ -168,6 +148,37 @@ def run_suite(
         if progress:
             print(f"bundle: {archive}")
     return all(r.status == "ok" for r in results.values()) and not run.stray
+
+
+def _run_notebooks(notebooks: list[Path], run: _Run, out: Path, *, scan_needed: bool) -> dict:
+    """Run each notebook in order; after an interrupt nothing unscanned stays under `out`, and
+    after the last notebook every file the run left there has passed the scan (or is removed)."""
+    from tqdm import tqdm
+
+    results: dict[str, NotebookResult] = {}
+    bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not run.progress)
+    started = time.time()
+    environment = _kernel_environment(
+        share_safe_figures=scan_needed,
+        follow_external_links=run.cfg.follow_external_links,
+        min_cell=run.cfg.min_cell_patients,
+    )
+    try:
+        with environment:
+            for nb in bar:
+                bar.set_postfix_str(nb.stem)
+                results[nb.stem] = res = _run_one(nb, run, results)
+                if run.progress and res.status != "ok":
+                    tqdm.write(run.writer.message(f"{nb.stem}: {res.status}: {res.error}"))
+    except BaseException:
+        _clean_interrupted(run, out, started)
+        raise
+    finally:
+        bar.close()
+    _sweep_out(run, out, started, results)
+    for note in run.stray:
+        print(note, file=sys.stderr)
+    return results
 
 
 def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[Path]:
@@ -227,18 +238,21 @@ c.IPKernelApp.log_level = "CRITICAL"
 
 
 @contextmanager
-def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = False):
+def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = False, min_cell: int = 11):
     """The environment kernels inherit while notebooks run. A headless MPLBACKEND (Agg) would keep
     every figure out of the pages, so the inline backend is set; on the real release an IPython
     profile makes every figure SVG with text as text. Old values are restored after."""
     import tempfile
 
     from .findings import FINDINGS_ENV
+    from ..data.describe import MIN_CELL_ENV
     from ..data.release import FOLLOW_LINKS_ENV
 
     saved = {
-        k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV, FINDINGS_ENV, "MEDALIGN_NOTEBOOK")
+        k: os.environ.get(k)
+        for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV, FINDINGS_ENV, "MEDALIGN_NOTEBOOK", MIN_CELL_ENV)
     }
+    os.environ[MIN_CELL_ENV] = str(min_cell)
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ[FOLLOW_LINKS_ENV] = "1" if follow_external_links else "0"
     with tempfile.TemporaryDirectory(prefix="medalign-ipython-") as ipython_dir:
@@ -296,7 +310,7 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
         res.findings = json.loads(cached_findings.read_text()) if cached_findings.exists() else []
     else:
         run.current = target_nb
-        _execute(nb, target_nb, params, run, res)
+        _execute(nb, target_nb, params=params, run=run, res=res)
         run.current = None
         if target_nb.exists():
             target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
@@ -329,7 +343,7 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     return res
 
 
-def _execute(nb: Path, target_nb: Path, params: dict, run: _Run, res: NotebookResult) -> None:
+def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: NotebookResult) -> None:
     """Run a notebook with papermill into `target_nb`, recording a failure in `res`. The kernel's
     own stdout and stderr (a library's C code, `os.write(2, ...)`) go to a file outside `--out`
     and reach the console only through the share-safe writer."""
@@ -412,7 +426,7 @@ def new_run_dir(out: Path, kind: str) -> Path:
     raise RuntimeError(f"{out}: no free run folder name for {stem}")
 
 
-def _clean_interrupted(run: _Run, out: Path, started: float, finished: dict) -> None:
+def _clean_interrupted(run: _Run, out: Path, started: float) -> None:
     """After an interrupt: the notebook that was running leaves nothing (a partly executed notebook
     holds unscanned output and machine paths), and on the real release everything else this run
     wrote under `out` is scanned, or removed."""

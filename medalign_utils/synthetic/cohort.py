@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import paper
+from ..data.release import MARKER_GENERATOR, SYNTHETIC_MARKER, synthetic_marker
 from ..parallel import iter_process_map
 from .instructions import CATEGORY_KINDS, SPECIALTIES, category_counts, instruction_for_kind
 from .labels import (
@@ -44,6 +45,8 @@ class CohortSpec:
 
     @classmethod
     def for_scale(cls, scale: str = "default", patients: int | None = None, seed: int = 0) -> CohortSpec:
+        if patients is not None and patients < 1:
+            raise ValueError(f"patients must be at least 1 (got {patients})")
         if scale == "full":
             n = patients or paper.N_PATIENTS
             return cls(n, paper.N_INSTRUCTIONS, paper.N_GOLD, 50, seed)
@@ -77,6 +80,20 @@ def _tsv(path: Path, header: list[str], rows: list[list]) -> None:
             f.write("\t".join(clean(v) for v in r) + "\n")
 
 
+def refuse_foreign_folder(out: Path) -> None:
+    """A cohort is written only into an empty folder or over an earlier synthetic cohort (one that
+    holds the generator's marker): never over a release, whose records it would delete."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a folder; choose an empty folder for the cohort")
+    marker = out / SYNTHETIC_MARKER
+    ours = marker.is_file() and MARKER_GENERATOR in marker.read_text(encoding="utf-8", errors="replace")
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise FileExistsError(
+            f"{out}: not empty and not a synthetic cohort (no {SYNTHETIC_MARKER} marker); refusing to write over it "
+            "(it may be a release): choose an empty folder"
+        )
+
+
 def make_cohort(
     out: str | Path,
     spec: CohortSpec,
@@ -89,8 +106,12 @@ def make_cohort(
     `LabelModel` unless given)."""
     label_model = label_model or LabelModel()
     out = Path(out)
+    refuse_foreign_folder(out)
     ehr_dir = out / "ehrs"
     ehr_dir.mkdir(parents=True, exist_ok=True)
+    # The generator's marker first (for no files yet: the folder counts as real until it is done),
+    # so that an interrupted generation can be rerun into the same folder.
+    (out / SYNTHETIC_MARKER).write_text(synthetic_marker("generation in progress"))
     for old in ehr_dir.glob("*.xml"):
         old.unlink()
     lengths = record_lengths(spec)
@@ -127,7 +148,7 @@ def make_cohort(
         },
     }
     (out / "planted_truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
-    from ..data.release import SYNTHETIC_MARKER, find_layout, synthetic_marker
+    from ..data.release import find_layout
 
     (out / SYNTHETIC_MARKER).unlink(missing_ok=True)
     (out / SYNTHETIC_MARKER).write_text(synthetic_marker(find_layout(out, []).fingerprint()))

@@ -35,7 +35,7 @@ DISGUISES = {
     "base64_svg": "display(HTML('<img src=\"data:image/svg+xml;base64,' + "
     "base64.b64encode(('<svg xmlns=\"http://www.w3.org/2000/svg\"><text>' + html.escape(note) + "
     "'</text></svg>').encode()).decode() + '\"/>'))",
-    "js_string": "display(HTML('<script>var n = ' + repr(note.replace(' ', '\\\\u0020')) + ';</script>'))",
+    "js_string": "display(HTML(\"<script>var n = '\" + note.replace(\"'\", '').replace(' ', '\\\\u0020') + \"';</script>\"))",
     "attribute": "display(HTML('<span title=\"' + html.escape(note) + '\">hover</span>'))",
     "pandas_head": (
         "import pandas as pd\n"

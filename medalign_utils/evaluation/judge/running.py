@@ -221,6 +221,9 @@ def run_judgments(
     items["prompt_hash"] = items.prompt.map(prompt_hash)
     items["judge"], items["mode"] = judge.name, mode
     stats = {"judgments": 0, "invalid": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
+    # Responses whose patient has no EHR file are judged without the record: counted, and said.
+    has_ehr = items.person_id.astype(str).isin({str(p) for p in release.ehr_files})
+    stats["without_ehr"] = int((~has_ehr).sum()) if judge.tokenizer is not None else 0
     identity = judge.describe()
 
     def tally(records: list[dict]) -> None:
@@ -297,12 +300,25 @@ def _judge_chunk(judge: Judge, mode: str, chunk: pd.DataFrame, identity: dict) -
     return records
 
 
+# What a line must hold to be a judgment (the rest of its key has defaults).
+JUDGMENT_FIELDS = ("judge", "mode", "instruction_id", "valid")
+
+
 def read_judgments(paths) -> pd.DataFrame:
-    """Judgments from one or more JSONL files, one per key (the latest)."""
+    """Judgments from one or more JSONL files, one per key (the latest). A file that does not exist
+    is an error; each line that is not a judgment is skipped and named in `.attrs["skipped"]`."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    frames = [read_results(p, KEY_FIELDS, upgrade=upgrade_judgment) for p in paths]
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"{p}: no such judgments file")
+    skipped: list[str] = []
+    frames = [
+        read_results(p, KEY_FIELDS, upgrade=upgrade_judgment, required=JUDGMENT_FIELDS, skipped=skipped) for p in paths
+    ]
     frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY_FIELDS, "valid", "score"])
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY_FIELDS, "valid", "score"])
+    out.attrs["skipped"] = skipped
+    return out
 
 
 def upgrade_judgment(rec: dict) -> dict:

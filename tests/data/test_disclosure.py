@@ -1,0 +1,70 @@
+"""HIPAA's safe harbor and the small-cell rule on real data: ages over 89 only as "90+", no cell of
+fewer than `min_cell_patients()` patients; synthetic tables are shown as they are."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from medalign_utils.data import describe, load_release
+
+
+def _cohort(ages, genders, synthetic):
+    last = pd.Timestamp("2020-01-01")
+    patients = pd.DataFrame(
+        {
+            "person_id": [f"p{i}" for i in range(len(ages))],
+            "gender": genders,
+            "birthdate": [str((last - pd.Timedelta(days=round(a * 365.25))).date()) for a in ages],
+            "n_events": 3,
+            "n_notes": 1,
+        }
+    )
+    events = pd.DataFrame(
+        {"person_id": patients.person_id, "timestamp": last, "encounter": 1, "event_type": "note", "text": "x"}
+    )
+    patients.attrs["synthetic"] = events.attrs["synthetic"] = synthetic
+    return patients, events
+
+
+def test_ages_over_89_read_90_plus_and_small_gender_cells_are_suppressed_on_real_data(monkeypatch):
+    monkeypatch.setenv(describe.MIN_CELL_ENV, "11")
+    ages = [94.7, 91.0, *[50.0 + i for i in range(20)]]
+    genders = ["female"] * 12 + ["male"] * 8 + ["unknown"] * 2
+    patients, events = _cohort(ages, genders, synthetic=False)
+    table = describe.cohort_table(patients, events)
+    assert table.age_at_last_event.max() == 90.0  # top-coded
+    summary = describe.cohort_summary(table)
+    assert summary.loc["age_at_last_event", "max"] == "90+" and "94.7" not in summary.to_string()
+    per = describe.patients_per(table, "gender")
+    assert per.loc["female", "patients"] == 12 and per.loc["male", "patients"] == "<11"
+    assert per.loc["unknown", "patients"] == "<11"
+    # The threshold comes from the config (through the run's environment).
+    monkeypatch.setenv(describe.MIN_CELL_ENV, "5")
+    assert describe.patients_per(table, "gender").loc["male", "patients"] == 8
+
+
+def test_synthetic_tables_are_shown_as_they_are_and_an_unmarked_table_counts_as_real(monkeypatch):
+    monkeypatch.setenv(describe.MIN_CELL_ENV, "11")
+    patients, events = _cohort([94.7, 50.0], ["female", "male"], synthetic=True)
+    table = describe.cohort_table(patients, events)
+    assert describe.cohort_summary(table).loc["age_at_last_event", "max"] == 94.7
+    assert describe.patients_per(table, "gender").patients.tolist() == [1, 1]
+    patients.attrs.clear()
+    assert describe.patients_per(describe.cohort_table(patients, events), "gender").patients.tolist() == ["<11"] * 2
+
+
+def test_note_types_of_few_patients_are_suppressed_on_the_unmarked_cohort(real_like, tiny_cohort):
+    real = describe.notes_per_type(load_release(real_like[0]).events(progress=False))
+    assert len(real) and (real.patients == "<11").all() and (real.n == "<11").all()  # 4 patients in all
+    synthetic = describe.notes_per_type(load_release(tiny_cohort).events(progress=False))
+    assert pd.api.types.is_numeric_dtype(synthetic.n)
+
+
+def test_demographic_cells_count_patients_not_instructions(real_like):
+    from medalign_utils.evaluation.clinicians import breakdown
+
+    release = load_release(real_like[0])
+    groups = release.instructions.set_index("instruction_id").person_id.astype(str).str[-1]
+    out = breakdown(release.model_responses, groups, n_resamples=20, min_cell=2)
+    assert (out.n_patients == 1).all() and (out.n_instructions > 1).any()
+    assert out.correct_pct.isna().all()  # every cell describes one patient, however many instructions

@@ -1,0 +1,94 @@
+"""Every bad input one clear line on stderr, naming the file and line or row, and nothing destroyed:
+`medalign synth` never writes over a folder that is not its own cohort."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from medalign_utils import cli
+from medalign_utils.data import SYNTHETIC_MARKER
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_synth_refuses_a_release_and_any_folder_that_is_not_its_own_cohort(real_like, tiny_cohort, tmp_path, capsys):
+    release = tmp_path / "release"
+    shutil.copytree(real_like[0], release)
+    before = sorted(p.relative_to(release) for p in release.rglob("*"))
+    code, _, err = _run(capsys, "synth", str(release), "--patients", "2", "--quiet")
+    assert code == 2 and "refusing to write over it" in _one_line(err) and str(release) in err
+    assert sorted(p.relative_to(release) for p in release.rglob("*")) == before  # nothing deleted
+    own = tmp_path / "own"
+    shutil.copytree(tiny_cohort, own)
+    assert _run(capsys, "synth", str(own), "--patients", "2", "--quiet")[0] == 0  # its own cohort: regenerated
+    assert len(list((own / "ehrs").glob("*.xml"))) == 2 and (own / SYNTHETIC_MARKER).is_file()
+    assert _run(capsys, "synth", str(tmp_path / "new"), "--patients", "2", "--quiet")[0] == 0
+
+
+@pytest.mark.parametrize("patients", ["0", "-2"])
+def test_synth_with_no_patients_is_an_error(tmp_path, capsys, patients):
+    code, _, err = _run(capsys, "synth", str(tmp_path / "c"), "--patients", patients, "--quiet")
+    assert code == 2 and f"patients must be at least 1 (got {patients})" in _one_line(err)
+    assert not (tmp_path / "c").exists()
+
+
+def test_table4_judgments_missing_garbage_foreign_and_incomplete(tiny_cohort, tmp_path, capsys):
+    base = ["table4", str(tiny_cohort), "--metrics", "rougeL", "--resamples", "10", "--quiet"]
+    code, _, err = _run(capsys, *base, "--judgments", str(tmp_path / "missing.jsonl"))
+    assert code == 2 and "missing.jsonl: no such judgments file" in _one_line(err)
+
+    from medalign_utils.data import load_release
+
+    row = load_release(tiny_cohort).model_responses.iloc[0]
+    good = {"judge": "j", "mode": "rubric", "instruction_id": int(row.instruction_id), "system": row.system,
+            "pair": "", "order": "", "prompt_hash": "h", "valid": True, "score": 4.0, "error": None}  # fmt: skip
+    mixed = tmp_path / "mixed.jsonl"
+    no_error = {k: v for k, v in good.items() if k not in ("error",)} | {"system": "other"}
+    lines = [json.dumps(good), "garbage {", json.dumps({"judge": "j", "mode": "rubric"}), json.dumps(no_error)]
+    mixed.write_text("\n".join(lines) + "\n")
+    code, out, err = _run(capsys, *base, "--judgments", str(mixed))
+    assert code == 0 and '"judge:j:rubric","","","",0' in out  # its row says it has no instruction
+    assert "judge:j:rubric: no instruction with two or more systems" in err
+    assert f"{mixed} line 2: not JSON, skipped" in err
+    assert f"{mixed} line 3: missing instruction_id, valid, skipped" in err
+
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text(json.dumps(good | {"instruction_id": 987654321}) + "\n")
+    code, _, err = _run(capsys, *base, "--judgments", str(foreign))
+    assert code == 2 and "none of its 1 judgments is of an instruction of this release" in _one_line(err)
+
+    pairwise = tmp_path / "pairwise.jsonl"
+    pairwise.write_text(json.dumps(good | {"mode": "pairwise", "system": "", "pair": "a|b"}) + "\n")
+    code, _, err = _run(capsys, *base, "--judgments", str(pairwise))
+    assert code == 0 and "no rubric or correct judgment to score, so no judge row" in err
+
+
+def test_compare_judge_and_config_errors_name_their_file(tiny_cohort, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    code, _, err = _run(capsys, "compare", str(bad), str(empty))
+    assert code == 2 and f"{bad} line 1: not JSON" in _one_line(err)
+    code, _, err = _run(capsys, "compare", str(empty), str(empty))
+    assert code == 2 and f"{empty}: not a run record" in _one_line(err)
+    code, _, err = _run(capsys, "judge", str(tiny_cohort), "--model", str(tmp_path / "missing"), "--mode", "rubric")
+    assert code == 2 and "no folder at" in _one_line(err) and "Repo id" not in err
+    config = tmp_path / "bad.yaml"
+    config.write_text("data_dir: x\nnotebooks: [\n")
+    code, _, err = _run(capsys, "run", "--config", str(config), "--quiet")
+    assert code == 2 and f"config {config} line 3" in _one_line(err)
