@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .constrained import STRUCTURED_FORMS, response_format
 from .guard import DataGuard
 
 
@@ -43,6 +44,10 @@ class Answer:
     finish_reason: str | None = None
     error: str | None = None
     attempts: int = 1
+    choice_probs: dict | None = None  # constrained local decoding: each choice's value probabilities
+    token_logprobs: list | None = None  # a server's logprobs.content (token, logprob, top_logprobs)
+    structured_output: str | None = None  # the response_format form the server accepted
+    context_exceeded: bool = False  # the server said the prompt is longer than its context
 
 
 class Backend:
@@ -60,8 +65,18 @@ class Backend:
         """The prompt this backend reads for one user turn of a chat request."""
         return user_message
 
-    def generate(self, prompts: list[str]) -> list[Answer]:
+    def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
+        """One answer per prompt; a `constraint` (`constrained.OutputConstraint`) asks for answers
+        in its shape, where the backend can (local models decode into it, servers are asked for it)."""
         raise NotImplementedError
+
+    def iter_generate(self, prompts: list[str], *, constraint=None):
+        """(index, answer) pairs as answers are final; one batch at a time unless the backend serves
+        requests concurrently. A backend whose `generate` takes no constraint is asked plainly."""
+        import inspect
+
+        takes = "constraint" in inspect.signature(self.generate).parameters
+        yield from enumerate(self.generate(prompts, constraint=constraint) if takes else self.generate(prompts))
 
     def describe(self) -> dict:
         raise NotImplementedError
@@ -142,7 +157,7 @@ class TransformersBackend(Backend):
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=not self.has_chat_template)["input_ids"]
 
-    def generate(self, prompts: list[str]) -> list[Answer]:
+    def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
         ids = [self.encode(p) for p in prompts]
         order = np.argsort([len(x) for x in ids], kind="stable")
         out: list[Answer | None] = [None] * len(prompts)
@@ -151,7 +166,7 @@ class TransformersBackend(Backend):
         while i < len(order):
             batch = [int(j) for j in order[i : i + size]]
             try:
-                for j, ans in zip(batch, self._generate_batch([ids[j] for j in batch])):
+                for j, ans in zip(batch, self._generate_batch([ids[j] for j in batch], constraint)):
                     out[j] = ans
                 i += len(batch)
             except Exception as err:
@@ -177,7 +192,22 @@ class TransformersBackend(Backend):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _generate_batch(self, batch_ids: list[list[int]]) -> list[Answer]:
+    def _skeleton_processor(self, constraint, batch: int):
+        """A logits processor forcing `batch` rows through the constraint's skeleton (compiled once
+        per constraint for this tokenizer)."""
+        from .constrained import SkeletonLogitsProcessor, compile_skeleton, free_text_mask
+
+        cache = self.__dict__.setdefault("_skeletons", {})
+        key = (constraint.skeleton, constraint.free_tokens)
+        if key not in cache:
+            cache[key] = compile_skeleton(self.tokenizer, constraint)
+        if getattr(self, "_free_mask", None) is None:
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._free_mask = free_text_mask(self.tokenizer, max(vocab, len(self.tokenizer)))
+        eos = self.tokenizer.eos_token_id
+        return SkeletonLogitsProcessor(cache[key], self._free_mask, eos, batch)
+
+    def _generate_batch(self, batch_ids: list[list[int]], constraint=None) -> list[Answer]:
         import torch
 
         s = self.settings
@@ -193,6 +223,13 @@ class TransformersBackend(Backend):
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        processor = self._skeleton_processor(constraint, len(batch_ids)) if constraint is not None else None
+        if processor is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([processor])
+            steps = len(processor.rows[0].steps) + constraint.free_tokens * 3 + 8
+            kwargs["max_new_tokens"] = max(s.max_new_tokens, steps)  # room for the whole skeleton
         t0 = time.perf_counter()
         with torch.inference_mode():
             gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
@@ -201,7 +238,7 @@ class TransformersBackend(Backend):
         seconds = (time.perf_counter() - t0) / len(batch_ids)
         eos = set(np.atleast_1d(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id).tolist())
         answers = []
-        for row, x in zip(gen[:, width:].tolist(), batch_ids):
+        for b, (row, x) in enumerate(zip(gen[:, width:].tolist(), batch_ids)):
             n = next((k for k, t in enumerate(row) if t in eos), None)
             new = row[:n] if n is not None else [t for t in row if t != pad]
             answers.append(
@@ -211,6 +248,7 @@ class TransformersBackend(Backend):
                     len(new),
                     seconds,
                     "stop" if n is not None else "length",
+                    choice_probs=processor.rows[b].probs if processor is not None else None,
                 )
             )
         return answers
@@ -244,6 +282,8 @@ class OpenAICompatibleBackend(Backend):
         retries: int = 5,
         backoff: float = 0.5,
         api_key: str | None = None,
+        structured_output: str = "json_schema",
+        logprobs: bool = True,
     ):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
@@ -267,6 +307,13 @@ class OpenAICompatibleBackend(Backend):
         self._lock = threading.Lock()
         self.served = {u: 0 for u in self.base_urls}  # answers each replica gave
         self.failures = {u: 0 for u in self.base_urls}
+        if structured_output not in STRUCTURED_FORMS:
+            raise ValueError(
+                f"structured_output must be one of {', '.join(STRUCTURED_FORMS)}, not {structured_output!r}"
+            )
+        # The form asked first; a server that refuses it moves this on to the next form, for good.
+        self.structured_output, self.logprobs = structured_output, logprobs
+        self.refusals: list[str] = []
 
     def describe(self) -> dict:
         return {
@@ -275,6 +322,8 @@ class OpenAICompatibleBackend(Backend):
             "model": self.model,
             "chat": self.chat,
             "max_concurrency": self.max_concurrency,
+            "structured_output": self.structured_output,
+            "logprobs": self.logprobs,
         }
 
     def _post(self, replica: int, path: str, body: dict) -> tuple[int, dict]:
@@ -299,7 +348,7 @@ class OpenAICompatibleBackend(Backend):
         finally:
             conn.close()
 
-    def _one(self, prompt: str) -> Answer:
+    def _body(self, prompt: str, constraint) -> tuple[str, dict]:
         s = self.settings
         body = {
             "model": self.model,
@@ -310,39 +359,80 @@ class OpenAICompatibleBackend(Backend):
         }
         if self.chat:
             body["messages"] = [{"role": "user", "content": prompt}]
-            path = "/chat/completions"
         else:
             body["prompt"] = prompt
-            path = "/completions"
+        if constraint is not None and self.logprobs:
+            # Chat completions take a flag and a count; completions take the count alone.
+            body.update({"logprobs": True, "top_logprobs": constraint.top_logprobs} if self.chat else {})
+            body.update({} if self.chat else {"logprobs": min(constraint.top_logprobs, 5)})
+        return ("/chat/completions" if self.chat else "/completions"), body
+
+    def _next_replica(self) -> int:
         with self._lock:  # spread requests over the replicas in turn
             first = self._next
             self._next = (self._next + 1) % len(self.base_urls)
+        return first
+
+    def _refused(self, body: dict, constraint, status: int | None, message: str) -> bool:
+        """Whether a refusal was of the structured-output field (or of logprobs), in which case the
+        next form is chosen for this and every later request and True is returned: asked again at
+        once, never retried as if transient."""
+        if constraint is None or status is None or not _is_validation_error(status, message):
+            return False
+        with self._lock:
+            form = body.get("_form")
+            if form is not None and form != "none":
+                if self.structured_output == form:
+                    self.structured_output = STRUCTURED_FORMS[STRUCTURED_FORMS.index(form) + 1]
+                    self.refusals.append(f"{form}: HTTP {status}: {message[:200]}")
+                return True
+            if self.logprobs and "logprobs" in body:
+                self.logprobs = False
+                self.refusals.append(f"logprobs: HTTP {status}: {message[:200]}")
+                return True
+        return False
+
+    def _one(self, prompt: str, constraint=None) -> Answer:
+        path, body = self._body(prompt, constraint)
+        first = self._next_replica()
         t0 = time.perf_counter()
-        last = ""
-        for attempt in range(1, self.retries + 2):
+        last, attempt, refusals = "", 0, 0
+        while attempt <= self.retries:
+            attempt += 1
             replica = (first + attempt - 1) % len(self.base_urls)  # a retry goes to the next replica
+            if constraint is not None:
+                form = self.structured_output
+                fmt = response_format(form, constraint)
+                body.pop("response_format", None)
+                if fmt is not None:
+                    body["response_format"] = fmt
+                if not self.logprobs:
+                    body.pop("logprobs", None)
+                    body.pop("top_logprobs", None)
+            sent = {k: v for k, v in body.items()}
             try:
-                status, payload = self._post(replica, path, body)
+                status, payload = self._post(replica, path, sent)
             except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out
                 status, payload, last = None, {}, f"{type(err).__name__}: {err}"
             if status == 200:
-                choice = (payload.get("choices") or [{}])[0]
-                text = choice.get("message", {}).get("content") if self.chat else choice.get("text")
-                usage = payload.get("usage") or {}
                 with self._lock:
                     self.served[self.base_urls[replica]] += 1
-                return Answer(
-                    (text or "").strip(),
-                    usage.get("prompt_tokens"),
-                    usage.get("completion_tokens"),
-                    time.perf_counter() - t0,
-                    choice.get("finish_reason"),
-                    attempts=attempt,
-                )
+                return self._answer(payload, time.perf_counter() - t0, attempt, form if constraint else None)
             with self._lock:
                 self.failures[self.base_urls[replica]] += 1
             if status is not None:
-                last = f"HTTP {status}: {str(payload.get('error', payload))[:300]}"
+                message = _error_message(payload)
+                last = f"HTTP {status}: {message[:300]}"
+                if _is_context_exceeded(status, message):
+                    return Answer(
+                        "", error=last, seconds=time.perf_counter() - t0, attempts=attempt, context_exceeded=True
+                    )
+                if refusals < len(STRUCTURED_FORMS) and self._refused(
+                    {**body, "_form": form if constraint else None}, constraint, status, message
+                ):
+                    refusals += 1
+                    attempt -= 1  # the same request in the next form: not a retry of a transient failure
+                    continue
                 if status not in self.RETRY_STATUS:
                     break
             if attempt <= self.retries and (attempt % len(self.base_urls) == 0):
@@ -352,9 +442,96 @@ class OpenAICompatibleBackend(Backend):
                 )
         return Answer("", error=last or "no answer", seconds=time.perf_counter() - t0, attempts=attempt)
 
-    def generate(self, prompts: list[str]) -> list[Answer]:
+    def _answer(self, payload: dict, seconds: float, attempt: int, form: str | None) -> Answer:
+        choice = (payload.get("choices") or [{}])[0]
+        text = (choice.get("message") or {}).get("content") if self.chat else choice.get("text")
+        usage = payload.get("usage") or {}
+        return Answer(
+            (text or "").strip(),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            seconds,
+            choice.get("finish_reason"),
+            attempts=attempt,
+            token_logprobs=_token_logprobs(choice.get("logprobs")),
+            structured_output=form,
+        )
+
+    def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
+        out: list[Answer | None] = [None] * len(prompts)
+        for i, ans in self.iter_generate(prompts, constraint=constraint):
+            out[i] = ans
+        return out  # type: ignore[return-value]
+
+    def iter_generate(self, prompts: list[str], *, constraint=None):
+        from concurrent.futures import as_completed
+
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
-            return list(pool.map(self._one, prompts))
+            futures = {pool.submit(self._one, p, constraint): i for i, p in enumerate(prompts)}
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+
+
+def _error_message(payload: dict) -> str:
+    err = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(err, dict):
+        err = err.get("message") or json.dumps(err)
+    return str(err)
+
+
+def _is_context_exceeded(status: int, message: str) -> bool:
+    """The server's way of saying the prompt does not fit (OpenAI, vLLM, llama.cpp, TGI)."""
+    m = message.lower()
+    return status in (400, 413, 422, 500) and any(
+        s in m
+        for s in (
+            "context_length_exceeded",
+            "maximum context length",
+            "exceed context window",
+            "exceeds the available context",
+            "input validation error: `inputs` tokens",
+        )
+    )
+
+
+def _is_validation_error(status: int, message: str) -> bool:
+    """A refusal of the request's shape (400, 422, or the 500 some servers give a body they cannot
+    validate), as opposed to an overloaded or failing server."""
+    if status in (400, 422):
+        return True
+    m = message.lower()
+    return status == 500 and any(
+        s in m
+        for s in (
+            "validation error",
+            "response_format",
+            "json_schema",
+            "input should be",
+            "extra inputs",
+            "unsupported",
+            "not supported",
+            "invalid",
+        )
+    )
+
+
+def _token_logprobs(logprobs) -> list | None:
+    """A server's token log-probabilities as chat completions give them (token, logprob,
+    top_logprobs as a list), whichever API answered."""
+    if not logprobs:
+        return None
+    if isinstance(logprobs, dict) and logprobs.get("content"):
+        return [
+            {"token": t.get("token", ""), "logprob": t.get("logprob"), "top_logprobs": t.get("top_logprobs") or []}
+            for t in logprobs["content"]
+        ]
+    if isinstance(logprobs, dict) and logprobs.get("tokens"):  # the completions API
+        tops = logprobs.get("top_logprobs") or [None] * len(logprobs["tokens"])
+        return [
+            {"token": t, "logprob": lp, "top_logprobs": [{"token": k, "logprob": v} for k, v in (top or {}).items()]}
+            for t, lp, top in zip(logprobs["tokens"], logprobs.get("token_logprobs") or [], tops)
+        ]
+    return None
 
 
 class ExtractiveBaseline(Backend):
@@ -374,7 +551,7 @@ class ExtractiveBaseline(Backend):
     def describe(self) -> dict:
         return {"backend": self.kind, "n_sentences": self.n_sentences, "template": self.template.name}
 
-    def generate(self, prompts: list[str]) -> list[Answer]:
+    def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
         out = []
         for prompt in prompts:
             fields = self.template.parse(prompt)

@@ -3,7 +3,10 @@
 For tests of the HTTP backend, and for a quick local endpoint without vLLM:
 ``python -m medalign_utils.generation.local_server MODEL_DIR --port 8011``. It serves
 ``/v1/completions`` and ``/v1/chat/completions`` (non-streaming), binds to 127.0.0.1 only, and can
-be told to fail its first N requests with a 503 (`fail_first`) to exercise client retries.
+be told to fail its first N requests with a 503 (`fail_first`) to exercise client retries, to
+refuse `response_format` forms as a given server does (`accept_formats`, `refusal_status`), and
+to answer prompts over `context_limit` characters with a context-length error. It keeps every
+request body (`bodies`), and returns token log-probabilities when asked and the backend has them.
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         with srv.lock:
             srv.requests += 1
+            srv.bodies.append(body)
             if srv.requests <= srv.fail_first:
                 return self._send(503, {"error": "warming up (planted failure)"})
+        refusal = srv.refusal(body)
+        if refusal:
+            return self._send(*refusal)
         chat = self.path.endswith("/chat/completions")
         if chat:
             prompt = srv.backend.chat_prompt(body["messages"][-1]["content"])
@@ -45,6 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
             prompt = body["prompt"]
         else:
             return self._send(404, {"error": f"no route {self.path}"})
+        if srv.context_limit is not None and len(prompt) > srv.context_limit:
+            message = f"This model's maximum context length is {srv.context_limit} tokens; the prompt is {len(prompt)}"
+            return self._send(400, {"error": {"message": message, "code": "context_length_exceeded"}})
         # A model backend answers one request at a time; a thread-safe one (the planted test judge)
         # serves requests concurrently, as a real deployment does.
         with srv.lock if not srv.backend.thread_safe else contextlib.nullcontext():
@@ -62,6 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(500, {"error": f"{type(err).__name__}: {err}"[:300]})
         choice = {"index": 0, "finish_reason": ans.finish_reason}
         choice.update({"message": {"role": "assistant", "content": ans.text}} if chat else {"text": ans.text})
+        if body.get("logprobs") and ans.token_logprobs:
+            k = int(body.get("top_logprobs", 0) or 0)
+            content = [{**t, "top_logprobs": t.get("top_logprobs", [])[:k]} for t in ans.token_logprobs]
+            choice["logprobs"] = {"content": content}
         self._send(
             200,
             {
@@ -82,11 +96,35 @@ class LocalServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, backend: Backend, port: int = 0, fail_first: int = 0):
+    def __init__(
+        self,
+        backend: Backend,
+        port: int = 0,
+        fail_first: int = 0,
+        *,
+        accept_formats: set | None = None,
+        refusal_status: int = 400,
+        context_limit: int | None = None,
+    ):
         super().__init__(("127.0.0.1", port), _Handler)
         self.backend, self.fail_first, self.requests = backend, fail_first, 0
+        self.bodies: list[dict] = []
+        # None: every response_format is taken; else only these types ("json_object+schema" for
+        # llama.cpp's form), the others refused with `refusal_status` and a validation error.
+        self.accept_formats, self.refusal_status, self.context_limit = accept_formats, refusal_status, context_limit
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def refusal(self, body: dict) -> tuple[int, dict] | None:
+        fmt = body.get("response_format")
+        if fmt is None or self.accept_formats is None:
+            return None
+        kind = fmt.get("type", "") + ("+schema" if "schema" in fmt else "+value" if "value" in fmt else "")
+        if kind in self.accept_formats:
+            return None
+        accepted = sorted(self.accept_formats)
+        message = f"1 validation error: response_format: input should be one of {accepted}, not {kind}"
+        return self.refusal_status, {"error": {"message": message, "type": "invalid_request_error"}}
 
     @property
     def url(self) -> str:

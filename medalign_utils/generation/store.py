@@ -133,7 +133,8 @@ class ResultStore:
     ) -> dict:
         """The one resumable loop: skip the items already done, hand the rest to `process(chunk) ->
         records` `chunk_size` at a time, append each chunk's records as soon as they exist (a kill
-        loses at most the chunk in flight), and call `tally(records)` for the caller's counts.
+        loses at most the chunk in flight; a `process` that yields its records one by one has each
+        written as it comes, so a kill loses only what is in flight), and call `tally(records)`.
         Returns done_before and seconds."""
         from tqdm import tqdm
 
@@ -144,10 +145,17 @@ class ResultStore:
         for start in range(0, len(todo), chunk_size):
             chunk = todo.iloc[start : start + chunk_size]
             records = process(chunk)
-            self.append(records)
-            if tally is not None:
-                tally(records)
-            bar.update(len(chunk))
+            if isinstance(records, list):
+                self.append(records)
+                if tally is not None:
+                    tally(records)
+                bar.update(len(chunk))
+                continue
+            for rec in records:  # a generator: each record is written as soon as it is final
+                self.append([rec])
+                if tally is not None:
+                    tally([rec])
+                bar.update(1)
         bar.close()
         return {"done_before": len(items) - len(todo), "seconds": time.perf_counter() - t0}
 

@@ -8,24 +8,38 @@ threshold, the better of two in a pairwise prompt. Its noise is drawn from the p
 so a verdict does not depend on order or concurrency. With `source="clinician_ranks"` it scores the
 primary clinician's own ranking instead (its agreement with the clinicians is then exactly 1).
 Its agreement with the clinicians under the label model is `synthetic.labels.expected_judge_tau`.
+It also answers MedHELM's prompt (`medhelm` mode), and serves token log-probabilities from its own
+noise model: a reading near a level's boundary is uncertain (its argmax is always the verdict), so
+the probability-weighted score keeps what rounding to a level throws away.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from contextlib import contextmanager
 
 import numpy as np
 
+from ..evaluation.judge.verdicts import RUBRIC_KEYS, verdict_token_logprobs
 from ..generation.backends import Answer, Backend, GenerationSettings
-from .labels import judge_rubric_level
 
-_REFERENCE = re.compile(r'reference answer: """(.*?)"""', re.S)
-_ONE = re.compile(r'Answer to (?:rate|judge): """(.*)"""', re.S)
+_REFERENCE = re.compile(r'reference answer: """(.*?)"""|<gold_response>\n(.*?)\n</gold_response>', re.S)
+_ONE = re.compile(r'Answer to (?:rate|judge): """(.*)"""|<response>\n(.*)\n</response>', re.S)
 _TWO = re.compile(r'Answer A: """(.*)"""\s*Answer B: """(.*)"""', re.S)
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def _levels_distribution(level: float, spread: float) -> dict[str, float]:
+    """The judge's belief over 1-5 around its reading: argmax the nearest level, as a greedy judge's."""
+    w = np.exp(-((np.arange(1, 6) - level) ** 2) / (2 * spread**2))
+    return {str(s): float(p) for s, p in zip(range(1, 6), w / w.sum())}
 
 
 class PlantedJudge(Backend):
@@ -43,6 +57,7 @@ class PlantedJudge(Backend):
         source: str = "quality",
         correct_threshold: float = 0.6,
         tie_margin: float = 0.15,
+        spread: float = 0.35,
     ):
         planted = release.planted_truth
         if planted is None or "response_quality" not in planted:
@@ -80,6 +95,7 @@ class PlantedJudge(Backend):
         }
         self.noise_sd, self.scale, self.seed, self.source = noise_sd, scale, seed, source
         self.service_time, self.correct_threshold, self.tie_margin = service_time, correct_threshold, tie_margin
+        self.spread = spread  # how unsure the judge is of its own reading (its logprobs' width)
         self.settings = GenerationSettings(max_new_tokens=64)
         self.batch_size = 16
 
@@ -104,42 +120,73 @@ class PlantedJudge(Backend):
             q = 1.0 if value_match(response, self.planted_value[reference]) else -1.0
         return q
 
-    def verdict(self, prompt: str) -> dict:
+    def verdict(self, prompt: str) -> tuple[str, dict, dict]:
+        """(mode, verdict, distributions): the verdict a greedy judge would give, and its belief
+        over each value (its own noise model: a reading near a boundary is uncertain)."""
         m = _REFERENCE.search(prompt)
-        question = m.group(1) if m else ""  # the instruction's reference answer: what tells instructions apart
+        reference = (m.group(1) or m.group(2) or "") if m else ""  # what tells instructions apart
         two = _TWO.search(prompt)
         if two:
-            qa, qb = (self._quality(question, t) for t in two.groups())
+            qa, qb = (self._quality(reference, t) for t in two.groups())
             if qa is None or qb is None:
-                return {"winner": "tie", "rationale": "unknown response"}
+                return "pairwise", {"winner": "tie", "rationale": "unknown response"}, {"winner": _TIE}
             na, nb = self._noise(prompt, 2)
-            d = (qa + na) - (qb + nb)
-            winner = "A" if d > self.tie_margin else "B" if d < -self.tie_margin else "tie"
-            return {"winner": winner, "rationale": "planted quality"}
+            d, m_ = (qa + na) - (qb + nb), self.tie_margin
+            winner = "A" if d > m_ else "B" if d < -m_ else "tie"
+            w = {"A": _phi((d - m_) / self.spread), "B": _phi((-d - m_) / self.spread)}
+            w["tie"] = _phi((m_ - abs(d)) / self.spread)
+            total = sum(w.values())
+            return (
+                "pairwise",
+                {"winner": winner, "rationale": "planted quality"},
+                {"winner": {k: v / total for k, v in w.items()}},
+            )
         one = _ONE.search(prompt)
-        q = self._quality(question, one.group(1)) if one else None
+        q = self._quality(reference, (one.group(1) or one.group(2)) if one else "") if one else None
         if "Answer to judge:" in prompt:
             seen = (q if q is not None else 0.0) + self._noise(prompt, 1)[0]
-            return {"correct": bool(seen > self.correct_threshold), "rationale": "planted quality"}
+            p = _phi((seen - self.correct_threshold) / self.spread)
+            verdict = {"correct": bool(seen > self.correct_threshold), "rationale": "planted quality"}
+            return "correct", verdict, {"correct": {"true": p, "false": 1 - p}}
+        mode = "medhelm" if "<gold_response>" in prompt else "rubric"
+        levels = self._levels(q, prompt)
+        if mode == "medhelm":
+            why = "planted quality" if q is not None else "unknown response"
+            verdict = {k: {"score": int(np.rint(lv)), "explanation": why} for k, lv in zip(RUBRIC_KEYS, levels)}
+            keys = [f"{k}.score" for k in RUBRIC_KEYS]
+        else:
+            verdict = {k: int(np.rint(lv)) for k, lv in zip(RUBRIC_KEYS, levels)}
+            verdict["rationale"] = "planted quality" if q is not None else "unknown response"
+            keys = list(RUBRIC_KEYS)
+        return mode, verdict, {k: _levels_distribution(lv, self.spread) for k, lv in zip(keys, levels)}
+
+    def _levels(self, q: float | None, prompt: str) -> list[float]:
+        """The three criteria's readings (continuous: the verdict rounds them)."""
         if q is None:
-            return {"accuracy": 3, "completeness": 3, "clarity": 3, "rationale": "unknown response"}
+            return [3.0] * 3
         if self.source == "clinician_ranks":
             total = int(round(15 + 2 * (q + 1)))  # rank 1 -> 15 ... rank 6 -> 5: strictly by rank, ties kept
             base, extra = divmod(total, 3)
-            levels = [base + (i < extra) for i in range(3)]
-        else:
-            levels = [int(judge_rubric_level(np.array(q), self._noise(prompt, 1)[0], self.scale))] * 3
-        return {"accuracy": levels[0], "completeness": levels[1], "clarity": levels[2], "rationale": "planted quality"}
+            return [float(base + (i < extra)) for i in range(3)]
+        # Rounded, this reading is judge_rubric_level's verdict (the label model's); around it, the belief.
+        return [float(np.clip(3 + self.scale * (q + self._noise(prompt, 1)[0]), 1, 5))] * 3
 
-    def generate(self, prompts: list[str]) -> list[Answer]:
+    def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
         out = []
         for p in prompts:
             t0 = time.perf_counter()
             if self.service_time:
                 time.sleep(self.service_time)  # what a real judge's server would take
-            text = json.dumps(self.verdict(p))
-            out.append(Answer(text, len(p) // 4, len(text) // 4, time.perf_counter() - t0, "stop"))
+            mode, verdict, dists = self.verdict(p)
+            text = json.dumps(verdict)
+            tokens = verdict_token_logprobs(mode, verdict, dists)
+            out.append(
+                Answer(text, len(p) // 4, len(text) // 4, time.perf_counter() - t0, "stop", token_logprobs=tokens)
+            )
         return out
+
+
+_TIE = {"A": 0.0, "B": 0.0, "tie": 1.0}
 
 
 @contextmanager

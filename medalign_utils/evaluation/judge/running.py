@@ -23,6 +23,7 @@ judge, mode, instruction, system(s), order and prompt hash.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,14 @@ from ...context import render_fitted
 from ...data.release import primary_reviewer_rows
 from ...generation.backends import Backend
 from ...generation.store import ResultStore, prompt_hash, read_results
-from .verdicts import judge_template, parse_verdict, verdict_score
+from .verdicts import (
+    expected_score,
+    judge_template,
+    parse_verdict,
+    value_distributions,
+    verdict_constraint,
+    verdict_score,
+)
 
 # A verdict is on one system's response (`system`), or on a `pair` "a|b" of them (the other field empty).
 KEY_FIELDS = ("judge", "mode", "instruction_id", "system", "pair", "order", "prompt_hash")
@@ -60,6 +68,13 @@ class Judge:
     family: str | None = None
     price_prompt_per_1k: float = 0.0
     price_completion_per_1k: float = 0.0
+    price_cached_prompt_per_1k: float | None = None  # a repeated prefix served from the server's cache
+    # Share of the context held back when the EHR is counted in a stand-in tokenizer (cl100k for an
+    # endpoint whose own tokenizer is not given): clinical XML takes up to ~1.25x the tokens there.
+    budget_margin: float = 0.0
+    shrink_retries: int = 3  # times a prompt the server finds too long is refitted into 3/4 of it
+    constrained: bool = True  # ask for the verdict's shape (servers: JSON schema; local: decoding)
+    free_tokens: int = 48  # the rationale's bound under constrained local decoding
 
     @classmethod
     def from_spec(
@@ -79,24 +94,37 @@ class Judge:
         batch_size: int = 8,
         max_concurrency: int = 4,
         settings=None,
+        structured_output: str = "json_schema",
         **judge_options,
     ) -> Judge:
         """A judge from one spec, as `generation.load_backend` takes it: ``"smollm2"``, a model
         folder, or an endpoint URL (or replicas) serving `model` under the data `guard`. Its
         tokenizer (for fitting the EHR) defaults to the model's own, cl100k for endpoints; `reserve`
-        tokens of `context` are kept for the verdict. `judge_options` are the `Judge`'s other
-        fields (``retries``, ``family``, prices). `settings` (a `GenerationSettings`) replaces the
-        decoding settings built from `max_new_tokens` and `seed`."""
+        tokens of `context` are kept for the verdict. An endpoint's budget counted in cl100k for want
+        of its own `tokenizer` keeps a 25% safety margin. `structured_output` is the form an
+        endpoint is first asked for the verdict's JSON in (`generation.STRUCTURED_FORMS`; a server
+        that refuses it is asked in the next). `judge_options` are the `Judge`'s other fields
+        (``retries``, ``family``, prices). `settings` (a `GenerationSettings`) replaces the decoding
+        settings built from `max_new_tokens` and `seed`."""
         from ...context import load_tokenizer
         from ...generation.backends import GenerationSettings, backend_name, load_backend
 
         settings = settings or GenerationSettings(max_new_tokens=max_new_tokens, seed=seed)
+        endpoint = bool(isinstance(spec, list | tuple) or str(spec).startswith(("http://", "https://")))
+        options = {"structured_output": structured_output} if endpoint else {}
         backend = load_backend(
-            spec, settings, guard=guard, model=model, chat=chat, batch_size=batch_size, max_concurrency=max_concurrency
+            spec,
+            settings,
+            guard=guard,
+            model=model,
+            chat=chat,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            **options,
         )
-        endpoint = backend.kind == "openai-compatible"
         tok = tokenizer or ("cl100k" if endpoint else "smollm2" if spec == "smollm2" else backend.model_path)
         judge_options.setdefault("use_chat_template", not endpoint)
+        judge_options.setdefault("budget_margin", 0.25 if endpoint and tokenizer is None else 0.0)
         return cls(
             name or (model if endpoint else backend_name(spec)),
             backend,
@@ -122,7 +150,9 @@ class Judge:
             "context_length": self.context_length,
             "strategy": self.strategy,
             "tokenizer": getattr(self.tokenizer, "name", None),
+            "budget_margin": self.budget_margin,
             "retries": self.retries,
+            "constrained": self.constrained,
         }
 
 
@@ -182,9 +212,11 @@ def pairwise_items(items: pd.DataFrame, pairs: list[tuple[str, str]] | None = No
 # ------------------------------------------------------------------ running a judge
 
 
-def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release) -> list[str]:
-    """The judge's prompt for each item, the EHR fitted into its context (or left out)."""
+def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release, *, context: int | None = None) -> list[str]:
+    """The judge's prompt for each item, the EHR fitted into its context (or left out): `context`
+    tokens (default the judge's), less its safety margin when its tokenizer is a stand-in."""
     template = judge_template(mode)
+    budget = int((context or judge.context_length) * (1 - judge.budget_margin))
     prompts = []
     for row in items.itertuples(index=False):
         fields = {"question": row.question, "reference": row.reference}
@@ -199,7 +231,7 @@ def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release) -> list
                 row.person_id,
                 template,
                 fields=fields,
-                context_length=judge.context_length,
+                context_length=budget,
                 reserve=judge.reserve,
                 strategy=judge.strategy,
                 use_chat_template=judge.use_chat_template,
@@ -208,10 +240,24 @@ def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release) -> list
     return prompts
 
 
+def _shared_prefixes(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per item, the share of its prompt that every prompt of its instruction shares (the
+    instructions, EHR, question and reference come first, so a server's prefix cache serves them),
+    and whether an earlier prompt already sent that prefix."""
+    share, repeated = np.zeros(len(items)), np.zeros(len(items), dtype=bool)
+    for _, idx in items.groupby("instruction_id", sort=False).indices.items():
+        prompts = items.prompt.iloc[idx].tolist()
+        n = len(os.path.commonprefix(prompts)) if len(prompts) > 1 else 0
+        share[idx] = [n / max(1, len(p)) for p in prompts]
+        repeated[idx[1:]] = n > 0
+    return share, repeated
+
+
 def run_judgments(
     judge: Judge, mode: str, items: pd.DataFrame, release, out_path: str | Path, *, progress: bool = True
 ) -> dict:
-    """Judge every item not yet in `out_path`; returns counts (judgments, invalid, failed, tokens)."""
+    """Judge every item not yet in `out_path`; returns counts (judgments, invalid, failed, tokens).
+    Each judgment is written as soon as it is final (a kill loses only the requests in flight)."""
     items = items.copy()
     if "pair" not in items.columns:
         items["pair"] = ""
@@ -220,7 +266,9 @@ def run_judgments(
     items["prompt"] = judge_prompts(judge, mode, items, release)
     items["prompt_hash"] = items.prompt.map(prompt_hash)
     items["judge"], items["mode"] = judge.name, mode
+    items["prefix_share"], items["prefix_repeated"] = _shared_prefixes(items)
     stats = {"judgments": 0, "invalid": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
+    stats.update(shrunk=0, with_distribution=0)
     # Responses whose patient has no EHR file are judged without the record: counted, and said.
     has_ehr = items.person_id.astype(str).isin({str(p) for p in release.ehr_files})
     stats["without_ehr"] = int((~has_ehr).sum()) if judge.tokenizer is not None else 0
@@ -233,12 +281,16 @@ def run_judgments(
             stats["invalid"] += r["error"] is None and not r["valid"]
             stats["prompt_tokens"] += r["prompt_tokens"] or 0
             stats["completion_tokens"] += r["completion_tokens"] or 0
+            stats["shrunk"] += bool(r.get("shrinks"))
+            stats["with_distribution"] += r.get("distribution") is not None
 
+    concurrent = judge.backend.kind == "openai-compatible"
+    chunk = max(judge.backend.batch_size, 4 * getattr(judge.backend, "max_concurrency", 1)) if concurrent else None
     with ResultStore(out_path, KEY_FIELDS, upgrade=upgrade_judgment) as store:
         ran = store.run(
             items,
-            lambda chunk: _judge_chunk(judge, mode, chunk, identity),
-            chunk_size=judge.backend.batch_size,
+            lambda part: _judge_stream(judge, mode, part, release, identity),
+            chunk_size=chunk or judge.backend.batch_size,
             tally=tally,
             desc=f"judging ({judge.name}, {mode})",
             unit="judgment",
@@ -247,57 +299,102 @@ def run_judgments(
     return {**stats, **ran}
 
 
-def _judge_chunk(judge: Judge, mode: str, chunk: pd.DataFrame, identity: dict) -> list[dict]:
-    """Ask, parse, and ask again (up to `judge.retries` times) the items whose verdict is invalid."""
-    n = len(chunk)
-    prompts = chunk.prompt.tolist()
-    verdicts: list[dict | None] = [None] * n
-    reasons: list[str | None] = [None] * n
-    outputs: list[str] = [""] * n
-    errors: list[str | None] = [None] * n
-    attempts = [0] * n
-    usage = np.zeros((n, 2))
-    seconds = np.zeros(n)
-    pending = list(range(n))
-    for _ in range(judge.retries + 1):
-        if not pending:
-            break
-        answers = judge.backend.generate([prompts[i] for i in pending])
-        still = []
-        for i, ans in zip(pending, answers):
-            attempts[i] += 1
-            usage[i] += (ans.prompt_tokens or 0, ans.new_tokens or 0)
-            seconds[i] += ans.seconds
-            if ans.error:
-                errors[i] = ans.error
-                continue  # a failed request is retried on the next run, not here
-            errors[i], outputs[i] = None, ans.text
-            verdicts[i], reasons[i] = parse_verdict(mode, ans.text)
-            if verdicts[i] is None:
-                still.append(i)
-        pending = still
-    finished = datetime.now(UTC).isoformat(timespec="seconds")
-    records = []
-    for i, row in enumerate(chunk.itertuples(index=False)):
-        v = verdicts[i]
-        rec = {k: getattr(row, k) for k in KEY_FIELDS}
-        rec.update(
-            valid=v is not None,
-            invalid_reason=None if v is not None or errors[i] else reasons[i],
-            verdict=v,
-            score=verdict_score(mode, v) if v is not None and mode != "pairwise" else None,
-            output=outputs[i],
-            error=errors[i],
-            attempts=attempts[i],
-            prompt_tokens=int(usage[i, 0]),
-            completion_tokens=int(usage[i, 1]),
-            seconds=round(float(seconds[i]), 4),
-            cost=usage[i, 0] / 1000 * judge.price_prompt_per_1k + usage[i, 1] / 1000 * judge.price_completion_per_1k,
-            judge_identity=identity,
-            finished=finished,
-        )
-        records.append(rec)
-    return records
+@dataclass
+class _Attempt:
+    """One item's progress through asking, asking again and refitting."""
+
+    prompt: str
+    context: int
+    attempts: int = 0
+    shrinks: int = 0
+    tokens: np.ndarray = None  # prompt and completion tokens over every attempt
+    seconds: float = 0.0
+    answer: object = None
+    verdict: dict | None = None
+    reason: str | None = None
+
+
+def _judge_stream(judge: Judge, mode: str, chunk: pd.DataFrame, release, identity: dict):
+    """Ask, parse, ask again (up to `judge.retries` times) the items whose verdict is invalid, and
+    refit the prompts a server finds too long; yield each judgment as soon as it is final."""
+    constraint = verdict_constraint(mode, free_tokens=judge.free_tokens) if judge.constrained else None
+    rows = list(chunk.itertuples(index=False))
+    state = [_Attempt(p, judge.context_length, tokens=np.zeros(2)) for p in chunk.prompt]
+    pending = list(range(len(rows)))
+    while pending:
+        again = []
+        for k, ans in judge.backend.iter_generate([state[i].prompt for i in pending], constraint=constraint):
+            i = pending[k]
+            st = state[i]
+            st.attempts += 1
+            st.tokens += (ans.prompt_tokens or 0, ans.new_tokens or 0)
+            st.seconds += ans.seconds
+            st.answer = ans
+            if ans.error and ans.context_exceeded and st.shrinks < judge.shrink_retries:
+                st.shrinks += 1
+                st.context = int(st.context * 0.75)
+                st.prompt = judge_prompts(judge, mode, chunk.iloc[[i]], release, context=st.context)[0]
+                again.append(i)
+                continue
+            if not ans.error:
+                st.verdict, st.reason = parse_verdict(mode, ans.text)
+                if st.verdict is None and st.attempts <= judge.retries:
+                    again.append(i)
+                    continue
+            yield _judgment(judge, mode, rows[i], st, identity)
+        pending = again
+
+
+def _distribution(mode: str, ans) -> tuple[dict | None, str]:
+    """The value distributions of an answer, and where they came from."""
+    if ans.choice_probs:
+        return ans.choice_probs, "model"
+    dist = value_distributions(mode, ans.token_logprobs)
+    if dist is not None:
+        return dist, "server"
+    return None, "none: the server returned no token probabilities" if not ans.token_logprobs else "none: unreadable"
+
+
+def _judgment(judge: Judge, mode: str, row, st: _Attempt, identity: dict) -> dict:
+    ans, v = st.answer, st.verdict
+    error = ans.error
+    dist, source = _distribution(mode, ans) if v is not None else (None, "none: no valid verdict")
+    prompt_tokens, completion_tokens = int(st.tokens[0]), int(st.tokens[1])
+    repeated = int(round(prompt_tokens * row.prefix_share)) if row.prefix_repeated else 0
+    cost = prompt_tokens / 1000 * judge.price_prompt_per_1k + completion_tokens / 1000 * judge.price_completion_per_1k
+    cached = judge.price_cached_prompt_per_1k
+    rec = {k: getattr(row, k) for k in KEY_FIELDS}
+    rec.update(
+        valid=v is not None,
+        invalid_reason=None if v is not None or error else st.reason,
+        verdict=v,
+        score=verdict_score(mode, v) if v is not None and mode != "pairwise" else None,
+        distribution=dist,
+        expected_score=expected_score(mode, dist) if dist is not None else None,
+        probabilities=source,
+        structured_output=ans.structured_output
+        if ans.structured_output
+        else "constrained"
+        if ans.choice_probs
+        else None,
+        output=ans.text,
+        error=error,
+        attempts=st.attempts,
+        shrinks=st.shrinks,
+        context_used=st.context,
+        sent_prompt_hash=prompt_hash(st.prompt) if st.shrinks else row.prompt_hash,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        repeated_prefix_tokens=repeated,
+        seconds=round(float(st.seconds), 4),
+        cost=cost,
+        cost_with_prefix_cache=None
+        if cached is None
+        else cost - repeated / 1000 * (judge.price_prompt_per_1k - cached),
+        judge_identity=identity,
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return rec
 
 
 # What a line must hold to be a judgment (the rest of its key has defaults).
