@@ -146,6 +146,11 @@ def _cmd_judge(args) -> int:
         max_concurrency=args.concurrency,
         retries=args.retries,
         chat=not args.completions,
+        structured_output=args.structured_output,
+        constrained=args.structured_output != "none",
+        price_prompt_per_1k=args.price_prompt,
+        price_completion_per_1k=args.price_completion,
+        price_cached_prompt_per_1k=args.price_cached_prompt,
     )
     items = response_items(release)
     if args.limit:
@@ -156,8 +161,11 @@ def _cmd_judge(args) -> int:
     out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), judge.name, args.mode)
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
     print(f"out: {out}")
-    for key in ("judgments", "invalid", "failed", "without_ehr", "prompt_tokens", "completion_tokens"):
+    for key in ("judgments", "invalid", "failed", "with_distribution", "shrunk", "without_ehr", "prompt_tokens"):
         print(f"{key}: {stats[key]}")
+    print(f"completion_tokens: {stats['completion_tokens']}")
+    for refusal in getattr(judge.backend, "refusals", []):
+        print(f"note: the server refused {refusal}; asked in the next form from then on", file=sys.stderr)
     # Said on stderr even with --quiet: a failed request or a missing record is never silent.
     if stats["without_ehr"]:
         print(
@@ -170,6 +178,35 @@ def _cmd_judge(args) -> int:
             file=sys.stderr,
         )
     return 0 if not stats["failed"] else 1
+
+
+def _cmd_import_helm(args) -> int:
+    from .config import project_path
+    from .data.release import load_release
+    from .evaluation.judge import import_helm_run, judgments_file
+
+    release = load_release(args.data)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.system)
+    generations = Path(args.out) if args.out else project_path(f"data/generations/helm-{safe}.jsonl")
+    judgments = (
+        Path(args.judgments_out)
+        if args.judgments_out
+        else judgments_file(project_path("data/judgments"), f"helm-{safe}", "medhelm")
+    )
+    summary = import_helm_run(args.run_dir, release, args.system, generations_out=generations, judgments_out=judgments)
+    print(f"generations: {generations}")
+    print(f"judgments: {judgments}")
+    for key in ("instances", "imported", "left_out", "mapped_by_order", "judgments", "invalid_verdicts"):
+        print(f"{key}: {summary[key]}")
+    print(f"jurors: {', '.join(summary['jurors']) or 'none'}")
+    if summary["mapped_by_order"]:
+        print(
+            f"note: {summary['mapped_by_order']} instances have redacted prompts: mapped by HELM's order, unchecked",
+            file=sys.stderr,
+        )
+    for line in summary["problems"]:
+        print(f"problem: {line}", file=sys.stderr)
+    return 0 if summary["imported"] else 1
 
 
 def _cmd_run(args) -> int:
@@ -297,7 +334,7 @@ def _add_judge_command(sub) -> None:
     j.add_argument("--endpoint", action="append", default=None, help="OpenAI-compatible base URL (repeat: replicas)")
     j.add_argument("--judge-model", default=None, help="the model name the endpoint serves (and the judge's name)")
     j.add_argument("--model", default=None, help="a local Hugging Face model folder (or 'smollm2') instead")
-    j.add_argument("--mode", choices=["rubric", "correct", "pairwise"], required=True)
+    j.add_argument("--mode", choices=["rubric", "correct", "pairwise", "medhelm"], required=True)
     j.add_argument("--out", default=None, help="JSONL (default data/judgments/<judge>-<mode>.jsonl)")
     j.add_argument("--completions", action="store_true", help="use /v1/completions instead of chat completions")
     j.add_argument("--allowed-host", action="append", default=None, help="a HIPAA-compliant host the DUA allows")
@@ -310,8 +347,28 @@ def _add_judge_command(sub) -> None:
     j.add_argument("--batch-size", type=int, default=8)
     j.add_argument("--limit", type=int, default=None, help="judge only the first N instructions")
     j.add_argument("--seed", type=int, default=0)
+    j.add_argument(
+        "--structured-output",
+        choices=["json_schema", "llama.cpp", "tgi", "json_object", "none"],
+        default="json_schema",
+        help="how an endpoint is first asked for the verdict's JSON (a refusal falls back to the next form);"
+        " 'none' also turns a local model's constrained decoding off",
+    )
+    j.add_argument("--price-prompt", type=float, default=0.0, help="price per 1,000 prompt tokens")
+    j.add_argument("--price-completion", type=float, default=0.0, help="price per 1,000 completion tokens")
+    j.add_argument("--price-cached-prompt", type=float, default=None, help="price per 1,000 cached prompt tokens")
     j.add_argument("--quiet", action="store_true")
     j.set_defaults(func=_cmd_judge)
+
+    h = sub.add_parser(
+        "import-helm", help="a HELM MedAlign run folder as a generations file and medhelm-mode judgments"
+    )
+    h.add_argument("run_dir", help="benchmark_output/runs/<suite>/medalign:.../ (scenario_state.json)")
+    h.add_argument("--data", required=True, help="the release the run was made from")
+    h.add_argument("--system", required=True, help="the name its completions are recorded under")
+    h.add_argument("--out", default=None, help="generations JSONL (default data/generations/helm-<system>.jsonl)")
+    h.add_argument("--judgments-out", default=None, help="default data/judgments/helm-<system>-medhelm.jsonl")
+    h.set_defaults(func=_cmd_import_helm)
 
 
 def _add_run_commands(sub) -> None:

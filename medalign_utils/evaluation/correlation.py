@@ -247,10 +247,11 @@ def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int
 
 
 def judgment_scores(judgments: list, release) -> tuple[pd.DataFrame, list[str]]:
-    """The rubric and correct judgments of `judgments` files as metric scores (`judge:<name>:<mode>`)
-    for the release's responses, and what was skipped, one line each. Judgments of no instruction
+    """The rubric, correct and medhelm judgments of `judgments` files as metric scores
+    (`judge:<name>:<mode>`, and `...-expected` where verdicts carry probabilities) for the
+    release's responses, and what was skipped, one line each. Judgments of no instruction
     of this release are an error."""
-    from .judge import as_metric_scores, read_judgments
+    from .judge import SCORED_MODES, as_metric_scores, read_judgments
 
     files = ", ".join(map(str, judgments))
     j = read_judgments(judgments)
@@ -261,12 +262,12 @@ def judgment_scores(judgments: list, release) -> tuple[pd.DataFrame, list[str]]:
     if (~ours).sum():
         problems.append(f"{int((~ours).sum())} judgments of instructions not in this release, skipped")
     j = j[ours]
-    if not j["mode"].isin(["rubric", "correct"]).any():
+    if not j["mode"].isin(SCORED_MODES).any():
         problems.append(
-            f"{files}: no rubric or correct judgment to score, so no judge row"
+            f"{files}: no rubric, correct or medhelm judgment to score, so no judge row"
             " (pairwise judgments place systems in notebook 06, not in Table 4)"
         )
-    frames = [as_metric_scores(j, mode) for mode in ("rubric", "correct") if (j["mode"] == mode).any()]
+    frames = [as_metric_scores(j, mode) for mode in SCORED_MODES if (j["mode"] == mode).any()]
     empty = pd.DataFrame(columns=["instruction_id", "system", "metric", "score"])
     return (pd.concat(frames, ignore_index=True) if frames else empty), problems
 

@@ -1,17 +1,21 @@
 """LLM judges of MedAlign responses, measured against the release's own clinician labels.
 
-`verdicts` holds the three modes' templates (rubric, correct, pairwise) and the defensive parsing
-of a judge's output; `running` builds judges (`Judge.from_spec("smollm2")`, an endpoint URL, a
-model folder), the items they judge and the resumable run; `agreement` measures a judge against
+`verdicts` holds the four modes' templates (rubric, correct, pairwise, and MedHELM's `medhelm`),
+their JSON schemas and skeletons, the defensive parsing of a judge's output, and the value
+distributions and expected scores read from token probabilities; `running` builds judges
+(`Judge.from_spec("smollm2")`, an endpoint URL, a model folder), the items they judge and the
+resumable run; `helm` brings a HELM run's completions and jurors' annotations in; `agreement` measures a judge against
 the clinicians (Table 4 rows, kappa and per-system bias, pairwise agreement and position bias,
 the judge's win rates from the clinicians' head-to-head code, self-preference, cost).
 """
 
 from .agreement import (
+    SCORED_MODES,
     as_metric_scores,
     battle_counts,
     correct_agreement,
     cost_table,
+    distribution_counts,
     invalid_counts,
     judge_scores,
     judge_win_matrix,
@@ -23,6 +27,7 @@ from .agreement import (
     position_bias,
     self_preference,
 )
+from .helm import helm_instance_ids, helm_verdict, import_helm_run, map_helm_instances, read_helm_run
 from .placement import place_new_system, system_to_place
 from .running import (
     KEY_FIELDS,
@@ -37,10 +42,26 @@ from .running import (
     upgrade_judgment,
     with_new_system,
 )
-from .verdicts import MODES, RUBRIC_KEYS, VERDICT_KEYS, json_objects, judge_template, parse_verdict, verdict_score
+from .verdicts import (
+    ALLOWED_VALUES,
+    MODES,
+    RUBRIC_KEYS,
+    VERDICT_KEYS,
+    expected_score,
+    json_objects,
+    judge_template,
+    parse_verdict,
+    value_distributions,
+    verdict_constraint,
+    verdict_schema,
+    verdict_score,
+    verdict_token_logprobs,
+)
 
 __all__ = [
+    "ALLOWED_VALUES",
     "KEY_FIELDS",
+    "SCORED_MODES",
     "MODES",
     "RUBRIC_KEYS",
     "VERDICT_KEYS",
@@ -49,6 +70,13 @@ __all__ = [
     "battle_counts",
     "correct_agreement",
     "cost_table",
+    "distribution_counts",
+    "expected_score",
+    "helm_instance_ids",
+    "helm_verdict",
+    "import_helm_run",
+    "map_helm_instances",
+    "read_helm_run",
     "invalid_counts",
     "json_objects",
     "judge_all_modes",
@@ -72,6 +100,10 @@ __all__ = [
     "run_judgments",
     "self_preference",
     "upgrade_judgment",
+    "value_distributions",
+    "verdict_constraint",
+    "verdict_schema",
     "verdict_score",
+    "verdict_token_logprobs",
     "with_new_system",
 ]

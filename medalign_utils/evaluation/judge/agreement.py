@@ -11,31 +11,53 @@ import pandas as pd
 # ------------------------------------------------------------------ scores and the jury
 
 
-def judge_scores(judgments: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Each valid verdict's score: instruction_id, system, judge, score."""
+SCORED_MODES = ("rubric", "correct", "medhelm")  # the modes whose verdicts are per-response scores
+
+
+def judge_scores(judgments: pd.DataFrame, mode: str, *, expected: bool = False) -> pd.DataFrame:
+    """Each valid verdict's score (or, with `expected`, its probability-weighted score where the
+    judgment has one): instruction_id, system, judge, score."""
     j = judgments[(judgments["mode"] == mode) & judgments.error.isna() & judgments.valid.astype(bool)]
-    j = j.assign(score=pd.to_numeric(j.score, errors="coerce"))
+    column = "expected_score" if expected else "score"
+    values = j[column] if column in j.columns else pd.Series(np.nan, index=j.index)
+    j = j.assign(score=pd.to_numeric(values, errors="coerce"))
+    if expected:
+        j = j.dropna(subset=["score"])
     return j[["instruction_id", "system", "judge", "score"]].reset_index(drop=True)
 
 
-def jury_scores(judgments: pd.DataFrame, mode: str) -> pd.DataFrame:
+def jury_scores(judgments: pd.DataFrame, mode: str, *, expected: bool = False) -> pd.DataFrame:
     """The jury's score per response: the mean over its valid judges, with how many there were.
-    Every juror's own score stays in `judge_scores`."""
-    s = judge_scores(judgments, mode)
-    return s.groupby(["instruction_id", "system"]).score.agg(score="mean", n_judges="size").reset_index()
+    Every juror's own score stays in `judge_scores`. In `medhelm` mode this is MedHELM's jury
+    score (each juror's score is the mean of its three criteria, so this is the mean of every
+    criterion of every valid juror); unlike MedHELM, a response no juror scored validly gets no
+    score (it is not defaulted to 1) and the invalid verdicts are counted in `n_invalid`."""
+    s = judge_scores(judgments, mode, expected=expected)
+    out = s.groupby(["instruction_id", "system"]).score.agg(score="mean", n_judges="size").reset_index()
+    j = judgments[(judgments["mode"] == mode) & judgments.error.isna()]
+    invalid = j[~j.valid.astype(bool)].groupby(["instruction_id", "system"]).size().rename("n_invalid")
+    out = out.merge(invalid.reset_index(), on=["instruction_id", "system"], how="left")
+    out["n_invalid"] = out.n_invalid.fillna(0).astype(int)
+    unscored = invalid.index.difference(out.set_index(["instruction_id", "system"]).index)
+    out.attrs["n_unscored"] = len(unscored)  # responses every juror failed on: no score, counted
+    return out
 
 
 def as_metric_scores(judgments: pd.DataFrame, mode: str, jury: bool = True) -> pd.DataFrame:
     """Judge scores in the shape of metric scores (instruction_id, system, metric, score), one
-    "metric" per judge (`judge:<name>:<mode>`) and, with several judges, `jury:<mode>`: rows for
-    `correlation.table4` beside the automated metrics."""
-    s = judge_scores(judgments, mode)
-    rows = [s.assign(metric="judge:" + s.judge + f":{mode}")[["instruction_id", "system", "metric", "score"]]]
-    if jury and s.judge.nunique() > 1:
-        rows.append(
-            jury_scores(judgments, mode).assign(metric=f"jury:{mode}")[["instruction_id", "system", "metric", "score"]]
-        )
-    return pd.concat(rows, ignore_index=True)
+    "metric" per judge (`judge:<name>:<mode>`), its probability-weighted score where the verdicts
+    carry distributions (`judge:<name>:<mode>-expected`) and, with several judges, the jury
+    (`jury:<mode>`, `jury:<mode>-expected`): rows for `correlation.table4` beside the metrics."""
+    cols = ["instruction_id", "system", "metric", "score"]
+    rows = []
+    for expected, suffix in ((False, ""), (True, "-expected")):
+        s = judge_scores(judgments, mode, expected=expected)
+        if not len(s):
+            continue
+        rows.append(s.assign(metric="judge:" + s.judge + f":{mode}{suffix}")[cols])
+        if jury and s.judge.nunique() > 1:
+            rows.append(jury_scores(judgments, mode, expected=expected).assign(metric=f"jury:{mode}{suffix}")[cols])
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
 
 
 def invalid_counts(judgments: pd.DataFrame) -> pd.DataFrame:
@@ -55,18 +77,37 @@ def invalid_counts(judgments: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_table(judgments: pd.DataFrame) -> pd.DataFrame:
-    """Per judge and mode: prompt and completion tokens, and cost at the configured prices."""
-    return (
-        judgments.groupby(["judge", "mode"])
+    """Per judge and mode: prompt and completion tokens, the share of prompt tokens that repeat a
+    prefix already sent for the same instruction (what a server's prefix cache serves), the cost
+    at the configured prices, and the cost with the cached-input price where one was given."""
+    j = judgments.copy()
+    for col in ("repeated_prefix_tokens", "cost_with_prefix_cache", "cost", "seconds"):
+        if col not in j.columns:
+            j[col] = np.nan
+    out = (
+        j.groupby(["judge", "mode"])
         .agg(
             judgments=("valid", "size"),
             prompt_tokens=("prompt_tokens", "sum"),
             completion_tokens=("completion_tokens", "sum"),
+            repeated_prefix_tokens=("repeated_prefix_tokens", "sum"),
             cost=("cost", "sum"),
+            cost_with_prefix_cache=("cost_with_prefix_cache", lambda x: x.sum() if x.notna().all() else np.nan),
             seconds=("seconds", "sum"),
         )
         .reset_index()
     )
+    out.insert(5, "repeated_prefix_share", out.repeated_prefix_tokens / out.prompt_tokens.where(out.prompt_tokens > 0))
+    return out
+
+
+def distribution_counts(judgments: pd.DataFrame) -> pd.DataFrame:
+    """Per judge and mode: how many valid verdicts carry value probabilities, and from where
+    (the local model's distribution, the server's logprobs, or none and why)."""
+    j = judgments[judgments.error.isna() & judgments.valid.astype(bool)]
+    if "probabilities" not in j.columns:
+        j = j.assign(probabilities="none: judged before probabilities were recorded")
+    return j.groupby(["judge", "mode", "probabilities"]).size().rename("verdicts").reset_index()
 
 
 # ------------------------------------------------------------------ agreement with the clinicians
