@@ -6,8 +6,11 @@ A small synthetic cohort is made in a temporary folder. SmolLM2 judges with a 51
 (the EHR fitted by `recent`) and 32 new tokens. The loopback judge (`synthetic.planted_judge`: the planted test
 judge served by `generation.local_server`) takes a fixed service time per request, as a remote judge
 would; the client is the suite's OpenAI-compatible backend. Floors (issue 14): concurrency 8 at least
-6x concurrency 1; SmolLM2 batched at least 2x one at a time. Token and cost lines (at example prices
-of $0.005 and $0.015 per 1,000 prompt and completion tokens) come before the headline ratio, last.
+6x concurrency 1; SmolLM2 batched at least 2x one at a time (both unconstrained, 32 tokens forced, as
+measured then). Token and cost lines (at example prices of $0.005 and $0.015 per 1,000 prompt and
+completion tokens) come before the headline ratio, last. Issue 20 adds SmolLM2's valid share with
+constrained decoding (floor 0.99) and unconstrained beside it, and the planted test judge's Table 4
+tau for its verdicts (argmax) against its probability-weighted scores (expected at least argmax).
 """
 
 from __future__ import annotations
@@ -33,6 +36,37 @@ def timed_run(judge: J.Judge, items, release, out: Path) -> tuple[float, dict]:
     t0 = time.perf_counter()
     stats = J.run_judgments(judge, "rubric", items, release, out, progress=False)
     return time.perf_counter() - t0, stats
+
+
+def validity(release, items, work: Path) -> None:
+    """SmolLM2's share of valid verdicts with constrained decoding and without, in every scored mode."""
+    for constrained in (True, False):
+        judge = Judge.from_spec("smollm2", name=f"smollm2-c{constrained:d}", context=512, reserve=64, retries=0,
+                                max_new_tokens=48, constrained=constrained, free_tokens=16)  # fmt: skip
+        valid = total = 0
+        t0 = time.perf_counter()
+        for mode in ("rubric", "correct", "medhelm"):
+            stats = J.run_judgments(
+                judge, mode, items, release, work / f"v{constrained:d}-{mode}.jsonl", progress=False
+            )
+            valid, total = valid + stats["judgments"] - stats["invalid"], total + stats["judgments"]
+        label = "smollm2_valid_share" if constrained else "smollm2_unconstrained_valid_share"
+        if constrained:
+            emit("smollm2_constrained_judgments_per_s", total / (time.perf_counter() - t0), "{:.3f}")
+        emit(label, valid / max(1, total), "{:.3f}")
+
+
+def planted_taus(release, work: Path) -> None:
+    """The planted test judge's Table 4 tau: its verdicts against its probability-weighted scores."""
+    from medalign_utils.evaluation import clinicians, correlation
+
+    labels = clinicians.combine_raters(release.model_responses, "primary")
+    with planted_judge(release, name="planted") as judge:
+        J.run_judgments(judge, "rubric", J.response_items(release), release, work / "planted.jsonl", progress=False)
+    scores = J.as_metric_scores(J.read_judgments(work / "planted.jsonl"), "rubric")
+    t4 = correlation.table4(scores, labels, n_resamples=200, seed=0).set_index("metric").mean_tau
+    emit("planted_tau_argmax", t4["judge:planted:rubric"], "{:.3f}")
+    emit("planted_tau_expected", t4["judge:planted:rubric-expected"], "{:.3f}")
 
 
 def main() -> None:
@@ -81,6 +115,7 @@ def main() -> None:
                 retries=0,
                 batch_size=batch,
                 settings=GenerationSettings(max_new_tokens=32, min_new_tokens=32),
+                constrained=False,
             )
             seconds, stats = timed_run(judge, local_items, release, work / f"b{batch}.jsonl")
             local[batch] = stats["judgments"] / seconds
@@ -88,6 +123,8 @@ def main() -> None:
             emit(f"smollm2_batch{batch}_prompt_tokens", stats["prompt_tokens"])
             emit(f"smollm2_batch{batch}_invalid", stats["invalid"])
         emit("smollm2_batched_speed_ratio", local[8] / local[1], "{:.2f}")
+        validity(release, local_items, work)
+        planted_taus(release, work)
         emit("peak_rss_mb", peak_rss_mb(), "{:.0f}")
         emit("concurrency_speed_ratio", rates[8] / rates[1], "{:.2f}")
     finally:

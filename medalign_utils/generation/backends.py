@@ -217,7 +217,7 @@ class TransformersBackend(Backend):
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids], device=self.device)
         torch.manual_seed(s.seed)
         kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, pad_token_id=pad)
-        if s.min_new_tokens:
+        if s.min_new_tokens and constraint is None:  # a skeleton ends where it ends
             kwargs["min_new_tokens"] = s.min_new_tokens
         if s.do_sample:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)

@@ -9,8 +9,10 @@ so a verdict does not depend on order or concurrency. With `source="clinician_ra
 primary clinician's own ranking instead (its agreement with the clinicians is then exactly 1).
 Its agreement with the clinicians under the label model is `synthetic.labels.expected_judge_tau`.
 It also answers MedHELM's prompt (`medhelm` mode), and serves token log-probabilities from its own
-noise model: a reading near a level's boundary is uncertain (its argmax is always the verdict), so
-the probability-weighted score keeps what rounding to a level throws away.
+noise model: of its noise, a part (`belief_share` of the sd) is an error in what it believes and
+the rest is sampling; it serves the distribution it samples from, and its verdict is a sample of
+it (a judge at temperature > 0). Its probability-weighted score averages the sampling out, as a
+real judge's does (G-Eval).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from ..evaluation.judge.verdicts import RUBRIC_KEYS, verdict_token_logprobs
 from ..generation.backends import Answer, Backend, GenerationSettings
+from .labels import judge_rubric_level
 
 _REFERENCE = re.compile(r'reference answer: """(.*?)"""|<gold_response>\n(.*?)\n</gold_response>', re.S)
 _ONE = re.compile(r'Answer to (?:rate|judge): """(.*)"""|<response>\n(.*)\n</response>', re.S)
@@ -57,7 +60,7 @@ class PlantedJudge(Backend):
         source: str = "quality",
         correct_threshold: float = 0.6,
         tie_margin: float = 0.15,
-        spread: float = 0.35,
+        belief_share: float = 0.6,
     ):
         planted = release.planted_truth
         if planted is None or "response_quality" not in planted:
@@ -95,7 +98,9 @@ class PlantedJudge(Backend):
         }
         self.noise_sd, self.scale, self.seed, self.source = noise_sd, scale, seed, source
         self.service_time, self.correct_threshold, self.tie_margin = service_time, correct_threshold, tie_margin
-        self.spread = spread  # how unsure the judge is of its own reading (its logprobs' width)
+        # The share (in sd) of its noise that the judge believes; the rest is sampling, which its
+        # probability-weighted score averages out.
+        self.belief_share = belief_share
         self.settings = GenerationSettings(max_new_tokens=64)
         self.batch_size = 16
 
@@ -112,6 +117,19 @@ class PlantedJudge(Backend):
         digest = hashlib.blake2b(f"{self.seed}|{prompt}".encode(), digest_size=8).digest()
         return self.noise_sd * np.random.default_rng(int.from_bytes(digest, "little")).standard_normal(k)
 
+    def _belief(self, prompt: str, noise: np.ndarray) -> tuple[np.ndarray, float]:
+        """The judge's noise split into what it believes (its reading's error, shared by every value
+        it might say) and what sampling adds: given the drawn `noise`, the belief part is drawn from
+        its conditional law, so the verdict is exactly a sample from the distribution it serves.
+        Returns (belief error, the sampling sd)."""
+        sd_belief, sd_sample = self.belief_share * self.noise_sd, math.sqrt(1 - self.belief_share**2) * self.noise_sd
+        if self.noise_sd == 0:
+            return np.zeros_like(noise), 1e-3
+        digest = hashlib.blake2b(f"{self.seed}|belief|{prompt}".encode(), digest_size=8).digest()
+        z = np.random.default_rng(int.from_bytes(digest, "little")).standard_normal(len(noise))
+        mean = (sd_belief / self.noise_sd) ** 2 * noise
+        return mean + sd_belief * sd_sample / self.noise_sd * z, max(sd_sample, 1e-3)
+
     def _quality(self, reference: str, response: str) -> float | None:
         q = self.quality.get((reference, response))
         if q is None and reference in self.planted_value:
@@ -121,55 +139,61 @@ class PlantedJudge(Backend):
         return q
 
     def verdict(self, prompt: str) -> tuple[str, dict, dict]:
-        """(mode, verdict, distributions): the verdict a greedy judge would give, and its belief
-        over each value (its own noise model: a reading near a boundary is uncertain)."""
+        """(mode, verdict, distributions): the judge's verdict, sampled from the distribution over
+        each value that it serves as logprobs (its noise model: the reading it believes, plus what
+        sampling adds)."""
         m = _REFERENCE.search(prompt)
         reference = (m.group(1) or m.group(2) or "") if m else ""  # what tells instructions apart
         two = _TWO.search(prompt)
         if two:
-            qa, qb = (self._quality(reference, t) for t in two.groups())
-            if qa is None or qb is None:
-                return "pairwise", {"winner": "tie", "rationale": "unknown response"}, {"winner": _TIE}
-            na, nb = self._noise(prompt, 2)
-            d, m_ = (qa + na) - (qb + nb), self.tie_margin
-            winner = "A" if d > m_ else "B" if d < -m_ else "tie"
-            w = {"A": _phi((d - m_) / self.spread), "B": _phi((-d - m_) / self.spread)}
-            w["tie"] = _phi((m_ - abs(d)) / self.spread)
-            total = sum(w.values())
-            return (
-                "pairwise",
-                {"winner": winner, "rationale": "planted quality"},
-                {"winner": {k: v / total for k, v in w.items()}},
-            )
+            return self._pairwise(prompt, reference, two.groups())
         one = _ONE.search(prompt)
         q = self._quality(reference, (one.group(1) or one.group(2)) if one else "") if one else None
         if "Answer to judge:" in prompt:
-            seen = (q if q is not None else 0.0) + self._noise(prompt, 1)[0]
-            p = _phi((seen - self.correct_threshold) / self.spread)
+            noise = self._noise(prompt, 1)
+            seen = (q if q is not None else 0.0) + noise[0]
+            belief, sd = self._belief(prompt, noise)
+            p = _phi(((q if q is not None else 0.0) + belief[0] - self.correct_threshold) / sd)
             verdict = {"correct": bool(seen > self.correct_threshold), "rationale": "planted quality"}
             return "correct", verdict, {"correct": {"true": p, "false": 1 - p}}
         mode = "medhelm" if "<gold_response>" in prompt else "rubric"
-        levels = self._levels(q, prompt)
+        levels, dists = self._levels(q, prompt)
+        why = "planted quality" if q is not None else "unknown response"
         if mode == "medhelm":
-            why = "planted quality" if q is not None else "unknown response"
-            verdict = {k: {"score": int(np.rint(lv)), "explanation": why} for k, lv in zip(RUBRIC_KEYS, levels)}
-            keys = [f"{k}.score" for k in RUBRIC_KEYS]
-        else:
-            verdict = {k: int(np.rint(lv)) for k, lv in zip(RUBRIC_KEYS, levels)}
-            verdict["rationale"] = "planted quality" if q is not None else "unknown response"
-            keys = list(RUBRIC_KEYS)
-        return mode, verdict, {k: _levels_distribution(lv, self.spread) for k, lv in zip(keys, levels)}
+            verdict = {k: {"score": lv, "explanation": why} for k, lv in zip(RUBRIC_KEYS, levels)}
+            return mode, verdict, {f"{k}.score": d for k, d in zip(RUBRIC_KEYS, dists)}
+        verdict = {**dict(zip(RUBRIC_KEYS, levels)), "rationale": why}
+        return mode, verdict, dict(zip(RUBRIC_KEYS, dists))
 
-    def _levels(self, q: float | None, prompt: str) -> list[float]:
-        """The three criteria's readings (continuous: the verdict rounds them)."""
+    def _pairwise(self, prompt: str, reference: str, answers) -> tuple[str, dict, dict]:
+        qa, qb = (self._quality(reference, t) for t in answers)
+        if qa is None or qb is None:
+            return "pairwise", {"winner": "tie", "rationale": "unknown response"}, {"winner": dict(_TIE)}
+        noise = self._noise(prompt, 2)
+        d, margin = (qa + noise[0]) - (qb + noise[1]), self.tie_margin
+        winner = "A" if d > margin else "B" if d < -margin else "tie"
+        belief, sd = self._belief(prompt, noise)
+        mean, sd = qa + belief[0] - qb - belief[1], sd * math.sqrt(2)
+        p = {"A": 1 - _phi((margin - mean) / sd), "B": _phi((-margin - mean) / sd)}
+        p["tie"] = max(0.0, 1 - p["A"] - p["B"])
+        return "pairwise", {"winner": winner, "rationale": "planted quality"}, {"winner": p}
+
+    def _levels(self, q: float | None, prompt: str) -> tuple[list[int], list[dict]]:
+        """The three criteria's levels and the distribution each was sampled from."""
         if q is None:
-            return [3.0] * 3
+            return [3] * 3, [_levels_distribution(3.0, 0.35)] * 3
         if self.source == "clinician_ranks":
             total = int(round(15 + 2 * (q + 1)))  # rank 1 -> 15 ... rank 6 -> 5: strictly by rank, ties kept
             base, extra = divmod(total, 3)
-            return [float(base + (i < extra)) for i in range(3)]
-        # Rounded, this reading is judge_rubric_level's verdict (the label model's); around it, the belief.
-        return [float(np.clip(3 + self.scale * (q + self._noise(prompt, 1)[0]), 1, 5))] * 3
+            levels = [base + (i < extra) for i in range(3)]
+            return levels, [_levels_distribution(float(lv), 0.35) for lv in levels]
+        noise = self._noise(prompt, 1)
+        level = int(judge_rubric_level(np.array(q), noise[0], self.scale))  # the label model's verdict
+        belief, sd = self._belief(prompt, noise)
+        centre, sd = 3 + self.scale * (q + belief[0]), self.scale * sd
+        edges = [-np.inf, 1.5, 2.5, 3.5, 4.5, np.inf]
+        p = [_phi((edges[s + 1] - centre) / sd) - _phi((edges[s] - centre) / sd) for s in range(5)]
+        return [level] * 3, [{str(s + 1): float(x) for s, x in enumerate(p)}] * 3
 
     def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
         out = []

@@ -216,7 +216,7 @@ def test_index_opens_with_findings_linked_to_their_cells(suite_run):
     assert len(findings) >= 8
     names = " ".join(f["name"] for f in findings)
     for expected in ("Table 3 win rate", "32k to 2k", "best metric", "evidence kept by `recent` at 2048",
-                     "fit entirely in 32k", "LLM judge agreement", "ROUGE-L 0.7"):  # fmt: skip
+                     "fit entirely in 32k", "Planted test judge agreement", "ROUGE-L 0.7"):  # fmt: skip
         assert expected in names, expected
     index = (out / "index.html").read_text()
     for f in findings:

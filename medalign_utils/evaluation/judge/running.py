@@ -391,7 +391,8 @@ def _judgment(judge: Judge, mode: str, row, st: _Attempt, identity: dict) -> dic
         cost_with_prefix_cache=None
         if cached is None
         else cost - repeated / 1000 * (judge.price_prompt_per_1k - cached),
-        judge_identity=identity,
+        # The form a refusal moved the server on to, not the one first asked for.
+        judge_identity={**identity, **({"structured_output": ans.structured_output} if ans.structured_output else {})},
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     return rec
