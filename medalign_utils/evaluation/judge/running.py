@@ -285,7 +285,8 @@ def run_judgments(
             stats["with_distribution"] += r.get("distribution") is not None
 
     concurrent = judge.backend.kind == "openai-compatible"
-    chunk = max(judge.backend.batch_size, 4 * getattr(judge.backend, "max_concurrency", 1)) if concurrent else None
+    # Judgments are written one by one, so a long chunk loses nothing; it only keeps every request slot busy.
+    chunk = max(judge.backend.batch_size, 16 * getattr(judge.backend, "max_concurrency", 1)) if concurrent else None
     with ResultStore(out_path, KEY_FIELDS, upgrade=upgrade_judgment) as store:
         ran = store.run(
             items,
