@@ -338,7 +338,12 @@ def _add_judge_command(sub) -> None:
     j.add_argument("--out", default=None, help="JSONL (default data/judgments/<judge>-<mode>.jsonl)")
     j.add_argument("--completions", action="store_true", help="use /v1/completions instead of chat completions")
     j.add_argument("--allowed-host", action="append", default=None, help="a HIPAA-compliant host the DUA allows")
-    j.add_argument("--tokenizer", default=None, help="the judge's tokenizer for the EHR budget (default cl100k)")
+    j.add_argument(
+        "--tokenizer",
+        default=None,
+        help="the judge's own tokenizer for the EHR budget"
+        " (default: a local model's own; cl100k with a 25%% margin for endpoints)",
+    )
     j.add_argument("--context", type=int, default=8192, help="the judge's context length")
     j.add_argument("--strategy", default="recent", help="how the EHR is fitted (context.STRATEGIES) or 'none'")
     j.add_argument("--max-new-tokens", type=int, default=128)

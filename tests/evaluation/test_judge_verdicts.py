@@ -451,3 +451,31 @@ def test_import_helm_of_a_folder_that_is_not_a_helm_run_is_one_line(gold_cohort,
     code = cli.main(["import-helm", str(tmp_path), "--data", str(gold_cohort), "--system", "x"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "not a HELM run folder" in err[0]
+
+
+# ------------------------------------------------------------------ judging at scale
+
+
+def test_the_prompts_of_one_instruction_share_their_prefix_and_the_cost_table_counts_it(gold, tmp_path):
+    release, items, _ = gold
+    one = items[items.instruction_id == sorted(items.instruction_id.unique())[0]]
+    pairs = J.pairwise_items(one)
+    with LocalServer(PlantedJudge(release)) as server:
+        judge = _served_judge(server)
+        judge.tokenizer, judge.strategy, judge.context_length = load_tokenizer("cl100k"), "recent", 2048
+        judge.price_prompt_per_1k, judge.price_cached_prompt_per_1k = 0.01, 0.001
+        prompts = J.judge_prompts(judge, "pairwise", pairs, release)
+        shared = os.path.commonprefix(prompts)
+        # The instructions, the EHR, the question and the reference come first: only the answers differ.
+        assert shared.endswith('Answer A: """') and "EHR: " in shared and len(prompts) == 30
+        J.run_judgments(judge, "pairwise", pairs, release, tmp_path / "p.jsonl", progress=False)
+    cost = J.cost_table(J.read_judgments(tmp_path / "p.jsonl")).iloc[0]
+    tokens = J.read_judgments(tmp_path / "p.jsonl").set_index(["pair", "order"]).prompt_tokens
+    # Every prompt after the first sends the shared prefix again: its share of the prompt's tokens.
+    expected_repeated = sum(
+        round(tokens[(r.pair, r.order)] * len(shared) / len(p))
+        for r, p in zip(list(pairs.itertuples())[1:], prompts[1:])
+    )
+    assert cost.repeated_prefix_tokens == expected_repeated and 0.5 < cost.repeated_prefix_share < 1
+    saved = expected_repeated / 1000 * (0.01 - 0.001)
+    assert cost.cost_with_prefix_cache == pytest.approx(cost.cost - saved)

@@ -212,31 +212,46 @@ def pairwise_items(items: pd.DataFrame, pairs: list[tuple[str, str]] | None = No
 # ------------------------------------------------------------------ running a judge
 
 
+def _fields(mode: str, row) -> dict:
+    fields = {"question": row.question, "reference": row.reference}
+    if mode == "pairwise":
+        fields.update(response_a=row.response_a, response_b=row.response_b)
+    else:
+        fields["response"] = row.response
+    return fields
+
+
 def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release, *, context: int | None = None) -> list[str]:
     """The judge's prompt for each item, the EHR fitted into its context (or left out): `context`
-    tokens (default the judge's), less its safety margin when its tokenizer is a stand-in."""
+    tokens (default the judge's), less its safety margin when its tokenizer is a stand-in. The
+    prompts of one instruction hold the very same EHR (fitted once, beside its longest responses),
+    so everything before the responses is one prefix that a server's prefix cache serves once."""
     template = judge_template(mode)
     budget = int((context or judge.context_length) * (1 - judge.budget_margin))
-    prompts = []
-    for row in items.itertuples(index=False):
-        fields = {"question": row.question, "reference": row.reference}
-        if mode == "pairwise":
-            fields.update(response_a=row.response_a, response_b=row.response_b)
-        else:
-            fields["response"] = row.response
-        prompts.append(
-            render_fitted(
-                judge.tokenizer,
-                release,
-                row.person_id,
-                template,
-                fields=fields,
-                context_length=budget,
-                reserve=judge.reserve,
-                strategy=judge.strategy,
-                use_chat_template=judge.use_chat_template,
-            )
+    chat = judge.use_chat_template and judge.tokenizer is not None
+    prompts: list[str] = [""] * len(items)
+    for _, idx in items.groupby("instruction_id", sort=False).indices.items():
+        rows = [items.iloc[i] for i in idx]
+        fields = [_fields(mode, r) for r in rows]
+        parts = [template.parts(judge.tokenizer, chat, **f) for f in fields]
+        longest = max(range(len(rows)), key=lambda k: len(parts[k][0]) + len(parts[k][1]))
+        if judge.tokenizer is not None and len(rows) > 1:
+            longest = max(range(len(rows)), key=lambda k: judge.tokenizer.count(parts[k][0] + parts[k][1]))
+        full = render_fitted(
+            judge.tokenizer,
+            release,
+            rows[longest].person_id,
+            template,
+            fields=fields[longest],
+            context_length=budget,
+            reserve=judge.reserve,
+            strategy=judge.strategy,
+            use_chat_template=judge.use_chat_template,
         )
+        head, tail = parts[longest]
+        ehr = full[len(head) : len(full) - len(tail)]
+        for k, i in enumerate(idx):
+            prompts[i] = parts[k][0] + ehr + parts[k][1]
     return prompts
 
 
