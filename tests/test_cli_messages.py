@@ -74,7 +74,7 @@ def test_table4_judgments_missing_garbage_foreign_and_incomplete(tiny_cohort, tm
     pairwise = tmp_path / "pairwise.jsonl"
     pairwise.write_text(json.dumps(good | {"mode": "pairwise", "system": "", "pair": "a|b"}) + "\n")
     code, _, err = _run(capsys, *base, "--judgments", str(pairwise))
-    assert code == 0 and "no rubric or correct judgment to score, so no judge row" in err
+    assert code == 0 and "no rubric, correct or medhelm judgment to score, so no judge row" in err
 
 
 def test_compare_judge_and_config_errors_name_their_file(tiny_cohort, tmp_path, capsys):

@@ -66,11 +66,11 @@ def test_out_of_memory_backs_off_instead_of_dying(tiny_lm, monkeypatch):
     real = backend._generate_batch
     calls = []
 
-    def flaky(batch):
+    def flaky(batch, constraint=None):
         calls.append(len(batch))
         if len(batch) > 1:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(batch)
+        return real(batch, constraint)
 
     monkeypatch.setattr(backend, "_generate_batch", flaky)
     answers = backend.generate(PROMPTS)

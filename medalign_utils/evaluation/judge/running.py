@@ -305,7 +305,7 @@ def run_judgments(
     with ResultStore(out_path, KEY_FIELDS, upgrade=upgrade_judgment) as store:
         ran = store.run(
             items,
-            lambda part: _judge_stream(judge, mode, part, release, identity),
+            lambda part: _judge_stream(judge, mode, part, release, identity=identity),
             chunk_size=chunk or judge.backend.batch_size,
             tally=tally,
             desc=f"judging ({judge.name}, {mode})",
@@ -330,7 +330,7 @@ class _Attempt:
     reason: str | None = None
 
 
-def _judge_stream(judge: Judge, mode: str, chunk: pd.DataFrame, release, identity: dict):
+def _judge_stream(judge: Judge, mode: str, chunk: pd.DataFrame, release, *, identity: dict):
     """Ask, parse, ask again (up to `judge.retries` times) the items whose verdict is invalid, and
     refit the prompts a server finds too long; yield each judgment as soon as it is final."""
     constraint = verdict_constraint(mode, free_tokens=judge.free_tokens) if judge.constrained else None
@@ -357,7 +357,7 @@ def _judge_stream(judge: Judge, mode: str, chunk: pd.DataFrame, release, identit
                 if st.verdict is None and st.attempts <= judge.retries:
                     again.append(i)
                     continue
-            yield _judgment(judge, mode, rows[i], st, identity)
+            yield _judgment(judge, mode, rows[i], st, identity=identity)
         pending = again
 
 
@@ -371,7 +371,7 @@ def _distribution(mode: str, ans) -> tuple[dict | None, str]:
     return None, "none: the server returned no token probabilities" if not ans.token_logprobs else "none: unreadable"
 
 
-def _judgment(judge: Judge, mode: str, row, st: _Attempt, identity: dict) -> dict:
+def _judgment(judge: Judge, mode: str, row, st: _Attempt, *, identity: dict) -> dict:
     ans, v = st.answer, st.verdict
     error = ans.error
     dist, source = _distribution(mode, ans) if v is not None else (None, "none: no valid verdict")
