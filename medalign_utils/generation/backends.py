@@ -384,11 +384,11 @@ class OpenAICompatibleBackend(Backend):
             if form is not None and form != "none":
                 if self.structured_output == form:
                     self.structured_output = STRUCTURED_FORMS[STRUCTURED_FORMS.index(form) + 1]
-                    self.refusals.append(f"{form}: HTTP {status}: {message[:200]}")
+                    self.refusals.append(f"{form}: HTTP {status}: {' '.join(message[:300].split())}")
                 return True
             if self.logprobs and "logprobs" in body:
                 self.logprobs = False
-                self.refusals.append(f"logprobs: HTTP {status}: {message[:200]}")
+                self.refusals.append(f"logprobs: HTTP {status}: {' '.join(message[:300].split())}")
                 return True
         return False
 

@@ -65,6 +65,13 @@ def test_every_mode_skeleton_filled_with_any_allowed_value_is_valid_and_matches_
         jsonschema.validate({**verdict, "extra": 1}, schema)  # strict: no other key
 
 
+def test_a_raw_newline_inside_a_rationale_does_not_make_the_verdict_unreadable():
+    # What llama.cpp's server returned under its JSON grammar (llama-cpp-python 0.3.36, SmolLM2).
+    text = '{"accuracy":1, "completeness":2, "clarity":3, "rationale": "}\n```\nThe user asked for `{"}'
+    verdict, why = J.parse_verdict("rubric", text)
+    assert why is None and verdict["clarity"] == 3 and verdict["rationale"].startswith("}\n")
+
+
 def test_medhelm_verdicts_are_checked_like_any_other():
     good = {k: {"score": 4, "explanation": "fine"} for k in J.RUBRIC_KEYS}
     v, why = J.parse_verdict("medhelm", "Here: " + json.dumps(good))

@@ -16,6 +16,9 @@ from ...context import PromptTemplate
 from ...generation.constrained import OutputConstraint
 
 TEMPLATES = Path(__file__).parent / "templates"
+# Raw control characters inside strings (a newline in a rationale, which llama.cpp's grammar lets
+# through) do not make a verdict unreadable: its keys and values are intact.
+_LENIENT = json.JSONDecoder(strict=False)
 
 MODES = ("rubric", "correct", "pairwise", "medhelm")
 RUBRIC_KEYS = ("accuracy", "completeness", "clarity")
@@ -123,7 +126,7 @@ def _last_object(text: str) -> tuple[dict, int] | None:
     """The last complete JSON object of a text and where it starts."""
     for start, end in reversed(_object_spans(text)):
         try:
-            obj = json.loads(text[start:end])
+            obj = _LENIENT.decode(text[start:end])
         except ValueError:
             continue
         if isinstance(obj, dict):
@@ -136,7 +139,7 @@ def json_objects(text: str) -> list[dict]:
     out = []
     for start, end in _object_spans(text):
         try:
-            obj = json.loads(text[start:end])
+            obj = _LENIENT.decode(text[start:end])
         except ValueError:
             continue
         if isinstance(obj, dict):
@@ -206,14 +209,14 @@ def verdict_score(mode: str, verdict: dict) -> float:
 def _value_positions(text: str, start: int, prefix: str = "") -> dict[str, int]:
     """Where each value of the JSON object at `start` begins (a string's first character inside
     its quotes), by key path; nested objects are followed."""
-    decoder, out = json.JSONDecoder(), {}
+    decoder, out = _LENIENT, {}
     i = start + 1
     while True:
         while text[i] in " \t\r\n,":
             i += 1
         if text[i] == "}":
             return out
-        key, i = scanstring(text, i + 1)
+        key, i = scanstring(text, i + 1, False)
         while text[i] in " \t\r\n:":
             i += 1
         path = prefix + key
