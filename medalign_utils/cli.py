@@ -209,6 +209,67 @@ def _cmd_import_helm(args) -> int:
     return 0 if summary["imported"] else 1
 
 
+def _judged(args):
+    """The release, its primary labels, the six systems and the judgments the arguments name."""
+    from . import paper
+    from .data.release import load_release
+    from .evaluation import clinicians
+    from .evaluation.judge import read_judgments
+
+    release = load_release(args.dir)
+    labels = clinicians.combine_raters(release.model_responses, "primary")
+    judgments = read_judgments(args.judgments)
+    for line in judgments.attrs["skipped"]:
+        print(f"problem: {line}", file=sys.stderr)
+    if not len(judgments):
+        raise ValueError(f"{', '.join(args.judgments)}: no judgments")
+    return release, labels, paper.in_paper_order(labels.system), judgments
+
+
+def _print_values(values: dict) -> None:
+    for key, value in values.items():
+        text = f"{value:.4f}" if isinstance(value, float) and not isinstance(value, bool) else value
+        print(f"{key}: {text}")
+
+
+def _cmd_agreement(args) -> int:
+    from .evaluation.judge import agreement_report
+
+    release, labels, models, judgments = _judged(args)
+    for judge in sorted(judgments.judge.unique()):
+        report = agreement_report(
+            release.model_responses, judgments, labels, judge=judge, models=models,
+            n_resamples=args.resamples, seed=args.seed, epsilon=args.epsilon,
+        )  # fmt: skip
+        _print_values(report)
+    return 0
+
+
+def _cmd_place(args) -> int:
+    from .evaluation.judge import place_summary, read_new_labels
+
+    release, labels, models, judgments = _judged(args)
+    judges = sorted(judgments.judge.unique())
+    judge = args.judge or (judges[0] if len(judges) == 1 else None)
+    if judge is None:
+        print(
+            f"error: the judgments hold several judges ({', '.join(judges)}): say which with --judge", file=sys.stderr
+        )
+        return 2
+    new_labels = read_new_labels(args.labels) if args.labels else None
+    summary = place_summary(
+        judgments, labels, judge=judge, system=args.system, models=models, new_labels=new_labels,
+        n_resamples=args.resamples, seed=args.seed, min_instructions=args.min_instructions,
+    )  # fmt: skip
+    _print_values(summary)
+    print(
+        "note: the transfer interval widens the sampling CI by the judge's error on the other systems"
+        " (an empirical widening from a handful of systems, not a guarantee)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_run(args) -> int:
     from .reports.runner import run_suite
 
@@ -374,6 +435,33 @@ def _add_judge_command(sub) -> None:
     h.add_argument("--out", default=None, help="generations JSONL (default data/generations/helm-<system>.jsonl)")
     h.add_argument("--judgments-out", default=None, help="default data/judgments/helm-<system>-medhelm.jsonl")
     h.set_defaults(func=_cmd_import_helm)
+
+    a = sub.add_parser(
+        "agreement", help="how far to trust each judge in judgments files: agreement with CIs, percentile, alt-test"
+    )
+    a.add_argument("dir", help="the release the judgments were made on")
+    a.add_argument("--judgments", nargs="+", required=True, help="JSONL files of `medalign judge`")
+    a.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for every CI")
+    a.add_argument("--epsilon", type=float, default=0.2, help="the alternative annotator test's margin")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=_cmd_agreement)
+
+    p = sub.add_parser(
+        "place", help="a system's correct %%, win rate and place by a judge, its error inside the interval"
+    )
+    p.add_argument("dir", help="the release")
+    p.add_argument("--judgments", nargs="+", required=True, help="the judge's correct and pairwise JSONL files")
+    p.add_argument("--system", required=True, help="the system to place (its name in the judgments)")
+    p.add_argument("--judge", default=None, help="which judge, when the files hold several")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="TSV of clinician labels of some of its answers (instruction_id, model_name, binary_correct)",
+    )
+    p.add_argument("--min-instructions", type=int, default=10, help="fewer judged instructions: no CI and no place")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_place)
 
 
 def _add_run_commands(sub) -> None:

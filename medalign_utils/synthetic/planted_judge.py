@@ -61,6 +61,7 @@ class PlantedJudge(Backend):
         correct_threshold: float = 0.6,
         tie_margin: float = 0.15,
         belief_share: float = 0.6,
+        system_bias: dict | None = None,
     ):
         planted = release.planted_truth
         if planted is None or "response_quality" not in planted:
@@ -82,9 +83,12 @@ class PlantedJudge(Backend):
         # answer two instructions ("I could not find this in the EHR"); their references differ.
         # Two systems that gave one instruction the very same text cannot be told apart by any
         # judge; they share the last value.
+        # `system_bias` (system -> added quality): a judge whose error depends on the system, as real
+        # judges' does (a test of the transfer error).
+        bias = system_bias or {}
         self.quality = {
-            (r, t): v
-            for r, t, v in zip(items.reference.astype(str), items.response.astype(str), values)
+            (r, t): v + bias.get(m, 0.0)
+            for r, t, m, v in zip(items.reference.astype(str), items.response.astype(str), items.system, values)
             if not np.isnan(v)
         }
         # An answer it has no planted quality for (a new system's) is graded against the planted value

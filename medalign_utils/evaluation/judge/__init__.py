@@ -4,9 +4,13 @@
 their JSON schemas and skeletons, the defensive parsing of a judge's output, and the value
 distributions and expected scores read from token probabilities; `running` builds judges
 (`Judge.from_spec("smollm2")`, an endpoint URL, a model folder), the items they judge and the
-resumable run; `helm` brings a HELM run's completions and jurors' annotations in; `agreement` measures a judge against
-the clinicians (Table 4 rows, kappa and per-system bias, pairwise agreement and position bias,
-the judge's win rates from the clinicians' head-to-head code, self-preference, cost).
+resumable run; `helm` brings a HELM run's completions and jurors' annotations in; `trust`
+measures how far to trust a judge (CIs on every agreement figure, its percentile among the
+clinicians, the alternative annotator test, MedHELM's statistics); `estimates` places a new
+system with the judge's transfer error inside the interval, PPI from a few labels, a label planner;
+`agreement` measures a judge against the clinicians (Table 4 rows, kappa and per-system bias,
+pairwise agreement and position bias, the judge's win rates from the clinicians' head-to-head
+code, self-preference, cost).
 """
 
 from .agreement import (
@@ -27,6 +31,17 @@ from .agreement import (
     position_bias,
     self_preference,
 )
+from .estimates import (
+    judge_correct_pct,
+    label_budget,
+    labels_only_ci,
+    place_summary,
+    ppi_correct_pct,
+    ppi_mean_ci,
+    read_new_labels,
+    transfer_table,
+    widened,
+)
 from .helm import helm_instance_ids, helm_verdict, import_helm_run, map_helm_instances, read_helm_run
 from .placement import place_new_system, system_to_place
 from .running import (
@@ -41,6 +56,18 @@ from .running import (
     run_judgments,
     upgrade_judgment,
     with_new_system,
+)
+from .trust import (
+    agreement_report,
+    alt_test,
+    clinician_score,
+    correct_agreement_intervals,
+    icc3k,
+    judge_among_clinicians,
+    macro_f1,
+    medhelm_agreement,
+    pairwise_agreement_intervals,
+    quadratic_kappa,
 )
 from .verdicts import (
     ALLOWED_VALUES,
@@ -59,6 +86,25 @@ from .verdicts import (
 )
 
 __all__ = [
+    "agreement_report",
+    "place_summary",
+    "judge_correct_pct",
+    "label_budget",
+    "labels_only_ci",
+    "ppi_correct_pct",
+    "ppi_mean_ci",
+    "read_new_labels",
+    "transfer_table",
+    "widened",
+    "alt_test",
+    "clinician_score",
+    "correct_agreement_intervals",
+    "icc3k",
+    "judge_among_clinicians",
+    "macro_f1",
+    "medhelm_agreement",
+    "pairwise_agreement_intervals",
+    "quadratic_kappa",
     "ALLOWED_VALUES",
     "KEY_FIELDS",
     "SCORED_MODES",

@@ -1,0 +1,282 @@
+"""A new system's place and correct % by a judge, with the judge's own error inside the interval:
+the judge's transfer error over the six systems (leave one system out), prediction-powered
+inference (PPI++) from a few clinician labels of the new system plus the judge on all its answers,
+and a label-budget planner measured on the six, whose labels are known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..clinicians import bootstrap_counts, head_to_head, label_matrices, win_rates
+from .agreement import judge_win_rates, pairwise_battles
+
+Z95 = 1.959963984540054
+
+
+def _judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
+    """The judge's correct verdict per response, and its probability where it has one."""
+    j = judgments[(judgments["mode"] == "correct") & (judgments.judge == judge)]
+    j = j[j.error.isna() & j.valid.astype(bool)]
+    expected = j.expected_score if "expected_score" in j.columns else pd.Series(np.nan, index=j.index)
+    out = j[["instruction_id", "system"]].assign(
+        verdict=pd.to_numeric(j.score, errors="coerce"), p_correct=pd.to_numeric(expected, errors="coerce")
+    )
+    return out.drop_duplicates(["instruction_id", "system"], keep="last").reset_index(drop=True)
+
+
+def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str, models: list[str]) -> pd.DataFrame:
+    """For each of the six systems taken as if it were new (its clinician labels unused by the
+    judge): the judge's correct % and win rate beside the clinicians'. `attrs` holds their
+    root-mean-square differences, the judge's transfer error (an empirical widening from six
+    systems, not a guarantee)."""
+    verdicts = _judge_correct_table(judgments, judge)
+    clin = labels[labels.system.isin(models)]
+    judge_pct = verdicts.groupby("system").verdict.mean() * 100
+    clin_pct = pd.to_numeric(clin.binary_correct, errors="coerce").groupby(clin.system).mean() * 100
+    battles = pairwise_battles(judgments, judge=judge)
+    battles = battles[battles.system_a.isin(models) & battles.system_b.isin(models)]
+    jwr = judge_win_rates(battles, models, n_resamples=10).set_index("system").judge_win_rate
+    _, _, rank, _ = label_matrices(clin, models)
+    cwr = pd.Series(win_rates(head_to_head(rank)), index=models)
+    out = pd.DataFrame(
+        {
+            "system": models,
+            "judge_correct_pct": judge_pct.reindex(models).to_numpy(),
+            "clinician_correct_pct": clin_pct.reindex(models).to_numpy(),
+            "judge_win_rate": jwr.reindex(models).to_numpy(),
+            "clinician_win_rate": cwr.to_numpy(),
+        }
+    )
+    out["correct_pct_error"] = out.judge_correct_pct - out.clinician_correct_pct
+    out["win_rate_error"] = out.judge_win_rate - out.clinician_win_rate
+    for name in ("correct_pct", "win_rate"):
+        err = out[f"{name}_error"].dropna()
+        out.attrs[f"transfer_error_{name}"] = float(np.sqrt((err**2).mean())) if len(err) else np.nan
+    return out
+
+
+def widened(estimate: float, low: float, high: float, transfer_error: float) -> tuple[float, float]:
+    """The sampling interval widened by the judge's transfer error (in quadrature, at 95%)."""
+    if not np.isfinite(transfer_error) or not np.isfinite(low):
+        return np.nan, np.nan
+    half = max(estimate - low, high - estimate)
+    extra = np.sqrt(half**2 + (Z95 * transfer_error) ** 2)
+    return float(estimate - extra), float(estimate + extra)
+
+
+def judge_correct_pct(
+    judgments: pd.DataFrame, *, judge: str, system: str, n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """The judge's correct % for one system with a bootstrap CI over its responses."""
+    v = _judge_correct_table(judgments, judge)
+    x = v[v.system == system].verdict.dropna().to_numpy(float)
+    if not len(x):
+        return {"correct_pct": np.nan, "correct_pct_ci_low": np.nan, "correct_pct_ci_high": np.nan, "n": 0}
+    boot = bootstrap_counts(len(x), n_resamples, seed) @ x / len(x)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {"correct_pct": 100 * x.mean(), "correct_pct_ci_low": 100 * lo, "correct_pct_ci_high": 100 * hi, "n": len(x)}
+
+
+# ------------------------------------------------------------------ prediction-powered inference
+
+
+def ppi_mean_ci(y, yhat, yhat_unlabeled, *, alpha: float, lam: float | None = None) -> dict:
+    """PPI++ for a mean (Angelopoulos, Duchi and Zrnic 2023): `y` the gold labels of n items,
+    `yhat` the judge on the same items, `yhat_unlabeled` the judge on the other N; `lam` tuned to
+    the variance-optimal value clipped to [0, 1] unless given (1: plain PPI; 0: labels alone).
+    Returns the estimate, a normal interval at level 1 - `alpha`, and lam."""
+    from scipy import stats
+
+    y, yhat, yu = (np.asarray(a, float) for a in (y, yhat, yhat_unlabeled))
+    n, big_n = len(y), len(yu)
+    if lam is None:
+        theta = yu.mean() + (y - yhat).mean()
+        g, gh = y - theta, yhat - theta
+        cov = 2 * ((g - g.mean()) * (gh - gh.mean())).sum() / n
+        var = np.var(np.concatenate([gh, yu - theta]), ddof=1)
+        lam = float(np.clip(cov / (2 * (1 + n / big_n) * var), 0, 1)) if var > 0 else 0.0
+    estimate = lam * yu.mean() + (y - lam * yhat).mean()
+    se = np.sqrt(np.std(lam * yu) ** 2 / big_n + np.std(y - lam * yhat) ** 2 / n)
+    z = stats.norm.ppf(1 - alpha / 2)
+    return {
+        "estimate": float(estimate),
+        "ci_low": float(estimate - z * se),
+        "ci_high": float(estimate + z * se),
+        "lam": lam,
+    }
+
+
+def labels_only_ci(y, *, alpha: float) -> dict:
+    """The classical interval from the labels alone (normal approximation, as PPI's lam = 0)."""
+    from scipy import stats
+
+    y = np.asarray(y, float)
+    se = np.std(y) / np.sqrt(len(y))
+    z = stats.norm.ppf(1 - alpha / 2)
+    return {"estimate": float(y.mean()), "ci_low": float(y.mean() - z * se), "ci_high": float(y.mean() + z * se)}
+
+
+def read_new_labels(path) -> pd.DataFrame:
+    """Clinician labels of a new system's answers: a TSV in the release's columns (instruction_id,
+    model_name, binary_correct, and optionally model_rank against the six). Bad rows are errors
+    naming the file and line."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such labels file")
+    df = pd.read_csv(path, sep="\t", dtype=str, quoting=3, keep_default_na=False)
+    missing = {"instruction_id", "model_name", "binary_correct"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    correct = df.binary_correct.str.strip().str.lower().map({"1": 1.0, "0": 0.0, "true": 1.0, "false": 0.0})
+    bad = correct.isna()
+    if bad.any():
+        line = int(np.flatnonzero(bad)[0]) + 2
+        raise ValueError(
+            f"{path} line {line}: binary_correct {df.binary_correct[bad].iloc[0]!r} is not 0/1 or true/false"
+        )
+    out = pd.DataFrame(
+        {
+            "instruction_id": df.instruction_id.str.strip(),
+            "system": df.model_name.str.strip(),
+            "binary_correct": correct,
+        }
+    )
+    if "model_rank" in df.columns:
+        out["model_rank"] = pd.to_numeric(df.model_rank, errors="coerce")
+    return out
+
+
+def ppi_correct_pct(
+    judgments: pd.DataFrame, new_labels: pd.DataFrame, *, judge: str, system: str, alpha: float = 0.05
+) -> dict:
+    """The new system's correct %: from its k clinician labels plus the judge on all its answers
+    (PPI++, the judge's p(correct) where it has one, else its verdict), beside the labels alone."""
+    v = _judge_correct_table(judgments, judge)
+    v = v[v.system == system]
+    pred = v.p_correct.where(v.p_correct.notna(), v.verdict)
+    mine = new_labels[new_labels.system == system].dropna(subset=["binary_correct"])
+    labelled = mine.merge(v.assign(pred=pred)[["instruction_id", "pred"]], on="instruction_id")
+    unlabelled = v.assign(pred=pred)[~v.instruction_id.isin(labelled.instruction_id)].pred.dropna()
+    if len(labelled) < 2 or not len(unlabelled):
+        return {
+            "n_labels": len(labelled),
+            "n_unlabelled": len(unlabelled),
+            "reason": "too few labels or unlabelled answers",
+        }
+    ppi = ppi_mean_ci(labelled.binary_correct, labelled.pred, unlabelled, alpha=alpha)
+    alone = labels_only_ci(labelled.binary_correct, alpha=alpha)
+    return {
+        "n_labels": len(labelled),
+        "n_unlabelled": len(unlabelled),
+        "ppi_correct_pct": 100 * ppi["estimate"],
+        "ppi_correct_pct_ci_low": 100 * ppi["ci_low"],
+        "ppi_correct_pct_ci_high": 100 * ppi["ci_high"],
+        "ppi_lambda": ppi["lam"],
+        "labels_correct_pct": 100 * alone["estimate"],
+        "labels_correct_pct_ci_low": 100 * alone["ci_low"],
+        "labels_correct_pct_ci_high": 100 * alone["ci_high"],
+    }
+
+
+def label_budget(
+    judgments: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    judge: str,
+    models: list[str],
+    ks=(10, 20, 40, 80),
+    n_draws: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """On the six systems, whose labels are all known: for k clinician labels drawn at random, the
+    CI width and coverage (of the system's correct % over all its labels) for the labels alone and
+    for labels + this judge (PPI++), averaged over systems and draws. `equivalent_labels` is how
+    many labels alone would give the PPI interval's width (width scales as 1/sqrt(n))."""
+    rng = np.random.default_rng(seed)
+    v = _judge_correct_table(judgments, judge)
+    v = v.assign(pred=v.p_correct.where(v.p_correct.notna(), v.verdict))
+    rows = []
+    for system in models:
+        m = labels[labels.system == system][["instruction_id", "binary_correct"]].dropna()
+        m = m.merge(v[v.system == system][["instruction_id", "pred"]], on="instruction_id").dropna()
+        y, yhat = m.binary_correct.to_numpy(float), m.pred.to_numpy(float)
+        truth = y.mean() if len(y) else np.nan
+        for k in ks:
+            if k >= len(y) - 1:
+                continue
+            for _ in range(n_draws):
+                pick = rng.choice(len(y), k, replace=False)
+                rest = np.setdiff1d(np.arange(len(y)), pick)
+                for method, ci in (
+                    ("labels", labels_only_ci(y[pick], alpha=alpha)),
+                    ("labels+judge", ppi_mean_ci(y[pick], yhat[pick], yhat[rest], alpha=alpha)),
+                ):
+                    width = 100 * (ci["ci_high"] - ci["ci_low"])
+                    covered = ci["ci_low"] <= truth <= ci["ci_high"]
+                    rows.append({"system": system, "k": k, "method": method, "width": width, "covered": covered})
+    d = pd.DataFrame(rows, columns=["system", "k", "method", "width", "covered"])
+    out = d.groupby(["k", "method"]).agg(mean_width=("width", "mean"), coverage=("covered", "mean")).reset_index()
+    wide = out.pivot(index="k", columns="method", values="mean_width")
+    if {"labels", "labels+judge"} <= set(wide.columns):
+        equiv = (wide.index.to_numpy() * (wide["labels"] / wide["labels+judge"]) ** 2).round()
+        out = out.merge(pd.DataFrame({"k": wide.index, "equivalent_labels": equiv.to_numpy()}), on="k")
+    out.attrs["settings"] = {"n_draws": n_draws, "seed": seed, "alpha": alpha, "systems": list(models)}
+    return out
+
+
+def place_summary(
+    judgments: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    judge: str,
+    system: str,
+    models: list[str],
+    new_labels: pd.DataFrame | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    min_instructions: int = 10,
+) -> dict:
+    """A system placed by the judge: its correct %, win rate and place with bootstrap CIs, each
+    widened by the judge's transfer error measured on the other systems (leave this one out), and,
+    with clinician labels of some of its answers, the PPI estimate beside the labels alone. A system
+    judged on fewer than `min_instructions` instructions gets no CI and no place, with the reason."""
+    others = [m for m in models if m != system]
+    transfer = transfer_table(judgments, labels, judge=judge, models=others)
+    out: dict = {"system": system, "judge": judge}
+    out.update(judge_correct_pct(judgments, judge=judge, system=system, n_resamples=n_resamples, seed=seed))
+    error = transfer.attrs["transfer_error_correct_pct"]
+    lo, hi = widened(out["correct_pct"], out["correct_pct_ci_low"], out["correct_pct_ci_high"], error)
+    out.update(correct_pct_transfer_low=lo, correct_pct_transfer_high=hi)
+    battles = pairwise_battles(judgments, judge=judge)
+    everyone = [*others, system]
+    battles = battles[battles.system_a.isin(everyone) & battles.system_b.isin(everyone)]
+    mine = battles[(battles.system_a == system) | (battles.system_b == system)]
+    n_inst = mine.instruction_id.nunique()
+    wr = judge_win_rates(battles, everyone, n_resamples=n_resamples, seed=seed).set_index("system")
+    row = wr.loc[system] if system in wr.index else None
+    out.update(n_instructions_judged=n_inst, transfer_error_correct_pct=transfer.attrs["transfer_error_correct_pct"])
+    out["transfer_error_win_rate"] = transfer.attrs["transfer_error_win_rate"]
+    if row is None or n_inst < min_instructions or not (mine.outcome != "tie").any():
+        why = "no battles" if row is None or not n_inst else f"judged on {n_inst} instructions (< {min_instructions})"
+        why = why if not n_inst or (mine.outcome != "tie").any() else "every verdict a tie"
+        out.update(win_rate=np.nan, win_rate_ci_low=np.nan, win_rate_ci_high=np.nan, place=np.nan)
+        out.update(
+            place_ci_low=np.nan, place_ci_high=np.nan, win_rate_transfer_low=np.nan, win_rate_transfer_high=np.nan
+        )
+        out["note"] = f"no place: {why}"
+    else:
+        out.update(win_rate=row.judge_win_rate, win_rate_ci_low=row.ci_low, win_rate_ci_high=row.ci_high)
+        # The place's interval: where the win rate's interval ends falls among the others' win rates.
+        rates = wr.drop(system).judge_win_rate.to_numpy()
+        out.update(place=float(row.place), place_ci_low=float(1 + (rates > row.ci_high).sum()))
+        out["place_ci_high"] = float(1 + (rates > row.ci_low).sum())
+        lo, hi = widened(row.judge_win_rate, row.ci_low, row.ci_high, transfer.attrs["transfer_error_win_rate"])
+        out.update(win_rate_transfer_low=lo, win_rate_transfer_high=hi)
+    if new_labels is not None:
+        out.update(ppi_correct_pct(judgments, new_labels, judge=judge, system=system))
+    return out

@@ -1,0 +1,266 @@
+"""How far to trust a judge: agreement CIs, the judge among the clinicians, the alternative
+annotator test, MedHELM's statistics, transfer error, PPI and the label planner, each checked
+against an independent computation or planted ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medalign_utils import cli, paper
+from medalign_utils.data import load_release
+from medalign_utils.evaluation import clinicians
+from medalign_utils.evaluation import judge as J
+from medalign_utils.synthetic import PlantedJudge, planted_judge
+
+
+@pytest.fixture(scope="module")
+def judged(gold_cohort, tmp_path_factory):
+    """The planted test judge's verdicts in every mode on the 303-instruction cohort."""
+    release = load_release(gold_cohort)
+    labels = clinicians.combine_raters(release.model_responses, "primary")
+    items = J.response_items(release)
+    out = tmp_path_factory.mktemp("trust")
+    with planted_judge(release) as judge:
+        for mode in ("rubric", "correct"):
+            J.run_judgments(judge, mode, items, release, out / f"{mode}.jsonl", progress=False)
+        first = items[items.instruction_id.isin(sorted(items.instruction_id.unique())[:80])]
+        J.run_judgments(judge, "pairwise", J.pairwise_items(first), release, out / "pairwise.jsonl", progress=False)
+    files = [out / f"{m}.jsonl" for m in ("rubric", "correct", "pairwise")]
+    return release, labels, J.read_judgments(files), files
+
+
+def _labels(rows):
+    """Multi-rated responses from (instruction, system, rater, correct, rank) tuples."""
+    return pd.DataFrame(rows, columns=["instruction_id", "system", "annotator_num", "binary_correct", "model_rank"])
+
+
+def _verdicts(pairs, mode="correct", judge="j"):
+    return pd.DataFrame(
+        [
+            {"judge": judge, "mode": mode, "instruction_id": i, "system": s, "valid": True, "error": None, "score": v}
+            for (i, s), v in pairs.items()
+        ]
+    )
+
+
+# ------------------------------------------------------------------ every agreement figure with a CI
+
+
+def test_correct_agreement_intervals_hold_the_direct_figures(judged):
+    release, labels, j, _ = judged
+    table = J.correct_agreement_intervals(j, labels, judge="planted", n_resamples=300).set_index("statistic")
+    direct = J.correct_agreement(j, labels, judge="planted")
+    assert table.loc["accuracy", "value"] == pytest.approx(direct["accuracy"])
+    assert table.loc["cohens_kappa", "value"] == pytest.approx(direct["cohens_kappa"])
+    per = direct["per_system"].set_index("system").judge_bias_points
+    for system, bias in per.items():
+        row = table.loc[f"judge_bias_points:{system}"]
+        assert row.value == pytest.approx(bias) and row.ci_low <= bias <= row.ci_high
+    assert (table.ci_low <= table.value).all() and (table.value <= table.ci_high).all()
+    by_patient = J.correct_agreement_intervals(j, labels, judge="planted", n_resamples=300, unit="patient")
+    # The unit is honoured: whole patients are drawn, so the intervals differ, and still hold the value.
+    assert not np.allclose(by_patient.ci_low, table.reset_index().ci_low)
+    assert (by_patient.ci_low <= by_patient.value).all() and (by_patient.value <= by_patient.ci_high).all()
+
+
+def test_pairwise_agreement_three_ways_and_position_bias(judged):
+    _, labels, j, _ = judged
+    t = J.pairwise_agreement_intervals(j, labels, judge="planted", n_resamples=200).set_index("statistic").value
+    summary = J.pairwise_summary(j, labels).set_index("judge").loc["planted"]
+    assert t["pairwise_agreement"] == pytest.approx(summary.agreement)
+    assert t["judge_tie_share"] == pytest.approx(summary.judge_tie_share)
+    assert t["pairwise_agreement_ties_excluded"] == pytest.approx(t["pairwise_agreement"] / (1 - t["judge_tie_share"]))
+    assert t["position_first_share"] == pytest.approx(summary.first_position_share)
+    assert 0.4 < t["pairwise_agreement_ab"] <= 1 and 0.4 < t["pairwise_agreement_ba"] <= 1
+
+
+# ------------------------------------------------------------------ the judge among the clinicians
+
+
+def test_macro_f1_and_the_percentile_on_a_hand_worked_case():
+    # Pairs (rater, reference): class 1: TP 2, FP 1, FN 1 -> F1 2/3; class 0: TP 1, FP 1, FN 1 -> 1/2.
+    assert J.macro_f1([(1, 1), (1, 1), (1, 0), (0, 1), (0, 0)]) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # Three clinicians on two responses; the judge copies clinician A.
+    resp = _labels(
+        [
+            ("1", "s", "A", 1, 1), ("1", "s", "B", 1, 1), ("1", "s", "C", 0, 1),
+            ("1", "t", "A", 0, 2), ("1", "t", "B", 1, 2), ("1", "t", "C", 0, 2),
+        ]
+    )  # fmt: skip
+    verdicts = _verdicts({("1", "s"): 1.0, ("1", "t"): 0.0})
+    table, summary = J.judge_among_clinicians(resp, verdicts, judge="j")
+    t = table.set_index("clinician")
+    # A against B and C: pairs (1,1),(1,0),(0,1),(0,0) -> F1 class 1 = 1/2, class 0 = 1/2.
+    assert t.loc["A", "clinician_macro_f1"] == pytest.approx(0.5)
+    # B against A and C: (1,1),(1,0),(1,0),(1,0) -> class 1: 2/(2+3) = 0.4, class 0: 0 -> 0.2.
+    assert t.loc["B", "clinician_macro_f1"] == pytest.approx(0.2)
+    # The judge against B and C (for A): the same pairs as A's; against A and C (for B): (1,1),(1,0),(0,0),(0,0).
+    assert t.loc["A", "judge_macro_f1"] == pytest.approx(0.5)
+    assert t.loc["B", "judge_macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # C against A and B: (0,1),(0,1),(0,0),(0,1) -> class 1: 0, class 0: 2/5 -> 0.2;
+    # the judge against A and B: (1,1),(1,1),(0,0),(0,1) -> (4/5 + 2/3) / 2.
+    assert t.loc["C", "judge_macro_f1"] == pytest.approx((4 / 5 + 2 / 3) / 2)
+    # The judge ties A and beats B and C: (2 + 0.5) / 3.
+    assert summary["percentile_macro_f1"] == pytest.approx(2.5 / 3)
+
+
+# ------------------------------------------------------------------ the alternative annotator test
+
+
+def _three_clinicians(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, n)
+    rows, flips = [], {"A": 0.1, "B": 0.15, "C": 0.2}
+    for k, t in enumerate(truth):
+        for rater, p in flips.items():
+            rows.append((str(k), "s", rater, int(t if rng.random() > p else 1 - t), 1))
+    return _labels(rows)
+
+
+def test_alt_test_a_judge_copying_a_clinician_passes_and_an_always_correct_judge_fails():
+    resp = _three_clinicians()
+    copy = resp[resp.annotator_num == "A"].set_index(["instruction_id", "system"]).binary_correct.astype(float)
+    _, copied = J.alt_test(resp, _verdicts(copy.to_dict()), judge="j", min_items=30)
+    assert copied["passed"] is True and copied["winning_rate"] >= 2 / 3
+    always = {k: 1.0 for k in copy.index}
+    table, lazy = J.alt_test(resp, _verdicts(always), judge="j", min_items=30)
+    assert lazy["passed"] is False and lazy["winning_rate"] == 0.0 and (table.judge_minus_clinician < -0.2).all()
+    # By hand for the copying judge held against A: it is A, so the difference is 0 on every item.
+    assert J.alt_test(resp, _verdicts(copy.to_dict()), judge="j")[0].set_index("clinician").loc["A"].p_value == 0.0
+    _, few = J.alt_test(resp[resp.annotator_num != "C"], _verdicts(always), judge="j")
+    assert few["passed"] is None and "at least 3" in few["reason"]
+    _, short = J.alt_test(resp, _verdicts(always), judge="j", min_items=50)
+    assert short["passed"] is None and "at least 50" in short["reason"]
+
+
+def test_alt_test_on_the_planted_judge_says_what_it_can_tell(judged):
+    release, _, j, _ = judged
+    table, result = J.alt_test(release.model_responses, j, judge="planted", kind="rank")
+    assert result["n_clinicians"] == 3 and len(table) == 3 and result["passed"] in (True, False)
+    assert (table.n_items == 50).all()
+
+
+# ------------------------------------------------------------------ MedHELM's statistics
+
+
+def test_icc3k_equals_pingouin_and_quadratic_kappa_equals_scikit_learn():
+    pingouin = pytest.importorskip("pingouin")
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 1)) + rng.normal(scale=0.7, size=(40, 2))
+    long = pd.DataFrame({"target": np.repeat(np.arange(40), 2), "rater": np.tile([0, 1], 40), "score": x.ravel()})
+    icc = pingouin.intraclass_corr(long, targets="target", raters="rater", ratings="score").set_index("Type")
+    # ICC(3,k), two-way mixed consistency of the mean of k raters ("ICC(C,k)" in pingouin >= 0.6).
+    assert J.icc3k(x) == pytest.approx(icc.loc["ICC(C,k)" if "ICC(C,k)" in icc.index else "ICC3k", "ICC"])
+    a, b = rng.integers(1, 6, 60), rng.integers(1, 6, 60)
+    assert J.quadratic_kappa(a, b) == pytest.approx(
+        cohen_kappa_score(a, b, weights="quadratic", labels=[1, 2, 3, 4, 5])
+    )
+
+
+def test_medhelm_agreement_on_the_planted_judge(judged):
+    _, labels, j, _ = judged
+    m = J.medhelm_agreement(j, labels, judge="planted")
+    assert m["n"] == 1818 and 0.3 < m["icc3k"] < 1 and 0.2 < m["quadratic_kappa"] < 1
+    assert m["spearman_ci_low"] < m["spearman"] < m["spearman_ci_high"]
+
+
+# ------------------------------------------------------------------ transfer error, PPI, the planner
+
+
+def test_the_leave_one_system_out_table_recovers_a_planted_system_specific_bias(gold_cohort, tmp_path):
+    release = load_release(gold_cohort)
+    labels = clinicians.combine_raters(release.model_responses, "primary")
+    items = J.response_items(release)
+    models = paper.in_paper_order(labels.system)
+    tables = {}
+    for name, bias in (("fair", {}), ("biased", {"vicuna7b_2k": 1.5})):
+        judge = J.Judge(name, PlantedJudge(release, system_bias=bias), strategy="none", retries=0)
+        J.run_judgments(judge, "correct", items, release, tmp_path / f"{name}.jsonl", progress=False)
+        tables[name] = J.transfer_table(J.read_judgments(tmp_path / f"{name}.jsonl"), labels, judge=name, models=models)
+    fair, biased = (tables[k].set_index("system").correct_pct_error for k in ("fair", "biased"))
+    # The planted +1.5 quality for one system shows as that system's error, and only there.
+    assert biased["vicuna7b_2k"] - fair["vicuna7b_2k"] > 25
+    assert (biased.drop("vicuna7b_2k") - fair.drop("vicuna7b_2k")).abs().max() < 1e-9
+    assert (
+        tables["biased"].attrs["transfer_error_correct_pct"] > tables["fair"].attrs["transfer_error_correct_pct"] + 5
+    )
+
+
+def test_ppi_intervals_equal_the_reference_implementation():
+    ppi_py = pytest.importorskip("ppi_py")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40).astype(float)
+    yhat = np.clip(y * 0.7 + rng.normal(0.15, 0.2, 40), 0, 1)
+    yu = np.clip(rng.integers(0, 2, 300) * 0.7 + rng.normal(0.15, 0.2, 300), 0, 1)
+    for lam in (None, 1.0, 0.0):
+        ours = J.ppi_mean_ci(y, yhat, yu, alpha=0.05, lam=lam)
+        lo, hi = ppi_py.ppi_mean_ci(y, yhat, yu, alpha=0.05, lam=lam)
+        assert (ours["ci_low"], ours["ci_high"]) == pytest.approx((float(np.squeeze(lo)), float(np.squeeze(hi))))
+
+
+def test_ppi_coverage_is_near_95_percent_and_a_weak_judge_saves_few_labels(judged):
+    _, labels, j, _ = judged
+    models = paper.in_paper_order(labels.system)
+    plan = J.label_budget(j, labels, judge="planted", models=models, ks=(40,), n_draws=100, seed=1)
+    ppi = plan[plan.method == "labels+judge"].iloc[0]
+    alone = plan[plan.method == "labels"].iloc[0]
+    assert 0.91 <= ppi.coverage <= 0.98 and 0.91 <= alone.coverage <= 0.98
+    assert ppi.mean_width <= alone.mean_width * 1.01  # PPI++ never does worse than the labels alone
+    assert 40 <= ppi.equivalent_labels < 60  # a kappa ~0.3 judge saves little
+
+
+def test_a_strong_judge_saves_many_labels(judged):
+    _, labels, _, _ = judged
+    # A judge that gives the clinicians' own label with 5% flipped (kappa ~0.9).
+    rng = np.random.default_rng(2)
+    lab = labels.dropna(subset=["binary_correct"])
+    flip = rng.random(len(lab)) < 0.05
+    verdict = np.where(flip, 1 - lab.binary_correct.astype(float), lab.binary_correct.astype(float))
+    strong = _verdicts(dict(zip(zip(lab.instruction_id, lab.system), verdict)), judge="strong")
+    plan = J.label_budget(
+        strong, labels, judge="strong", models=paper.in_paper_order(labels.system), ks=(40,), n_draws=60
+    )
+    ppi = plan[plan.method == "labels+judge"].iloc[0]
+    assert ppi.equivalent_labels > 100 and 0.9 <= ppi.coverage <= 0.99
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def test_agreement_cli_prints_every_figure(judged, gold_cohort, capsys):
+    _, _, _, files = judged
+    assert cli.main(["agreement", str(gold_cohort), "--judgments", *map(str, files), "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    for key in ("accuracy", "cohens_kappa", "pairwise_agreement", "judge_percentile_among_clinicians",
+                "alt_test_winning_rate", "alt_test_passed", "icc3k", "transfer_error_correct_pct",
+                "transfer_error_win_rate"):  # fmt: skip
+        assert key in lines, key
+    for key in ("accuracy", "cohens_kappa", "pairwise_agreement"):
+        assert float(lines[f"{key}_ci_low"]) <= float(lines[key]) <= float(lines[f"{key}_ci_high"])
+
+
+def test_place_cli_with_labels_gives_ppi_beside_the_labels_alone(judged, gold_cohort, tmp_path, capsys):
+    release, labels, _, files = judged
+    system = "vicuna13b_2k"  # one of the six, placed as if it were new, its labels known
+    mine = labels[labels.system == system].head(40)
+    tsv = tmp_path / "labels.tsv"
+    mine.rename(columns={"system": "model_name"})[["instruction_id", "model_name", "binary_correct"]].assign(
+        binary_correct=lambda d: d.binary_correct.astype(int)
+    ).to_csv(tsv, sep="\t", index=False)
+    args = ["place", str(gold_cohort), "--judgments", *map(str, files), "--system", system, "--labels", str(tsv)]
+    assert cli.main(args) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    for key in ("correct_pct", "win_rate", "place"):
+        assert key in lines and f"{key}_ci_low" in lines and f"{key}_ci_high" in lines
+    assert float(lines["correct_pct_transfer_low"]) < float(lines["correct_pct_ci_low"])
+    assert (
+        float(lines["ppi_correct_pct_ci_low"])
+        <= float(lines["ppi_correct_pct"])
+        <= float(lines["ppi_correct_pct_ci_high"])
+    )
+    assert "labels_correct_pct_ci_low" in lines
