@@ -244,3 +244,32 @@ def figure4(ranked: pd.DataFrame, *, prefer=("bertscore", "chrf++")) -> None:
         xlabel=f"mean {metric}",
         title=f"Figure 4: generated systems by {metric} (95% CI over instructions)",
     )
+
+
+def judge_transfer(transfer: pd.DataFrame, *, judge: str = "judge"):
+    """Each system's correct % and win rate by the judge against the clinicians' (the diagonal:
+    no error), with the judge's transfer error (RMSE) in the titles."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, (name, scale, unit) in zip(axes, (("correct_pct", 100, "correct %"), ("win_rate", 1, "win rate"))):
+        x, y = transfer[f"clinician_{name}"], transfer[f"judge_{name}"]
+        ax.plot([0, scale], [0, scale], color="grey", lw=1, ls="--")
+        ax.scatter(x, y)
+        for sx, sy, s in zip(x, y, transfer.system):
+            ax.annotate(label(s), (sx, sy), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        rmse = transfer.attrs.get(f"transfer_error_{name}", np.nan)
+        title = f"{unit}: transfer error (RMSE) {rmse:.3g}"
+        ax.set(xlabel=f"clinicians' {unit}", ylabel=f"{judge}'s {unit}", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def label_budget_curves(plan: pd.DataFrame):
+    """CI width against the number of clinician labels, for the labels alone and with the judge."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, part in plan.groupby("method"):
+        ax.plot(part.k, part.mean_width, marker="o", label=f"{method} (coverage {part.coverage.mean():.2f})")
+    ax.set(xlabel="clinician labels of the new system (k)", ylabel="95% CI width, correct % (points)", xscale="log")
+    ax.set_xticks(sorted(plan.k.unique()), [str(k) for k in sorted(plan.k.unique())])
+    ax.legend()
+    fig.tight_layout()
+    return fig

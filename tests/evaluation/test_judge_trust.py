@@ -185,9 +185,7 @@ def test_the_leave_one_system_out_table_recovers_a_planted_system_specific_bias(
     # The planted +1.5 quality for one system shows as that system's error, and only there.
     assert biased["vicuna7b_2k"] - fair["vicuna7b_2k"] > 25
     assert (biased.drop("vicuna7b_2k") - fair.drop("vicuna7b_2k")).abs().max() < 1e-9
-    assert (
-        tables["biased"].attrs["transfer_error_correct_pct"] > tables["fair"].attrs["transfer_error_correct_pct"] + 5
-    )
+    assert tables["biased"].attrs["transfer_error_correct_pct"] > tables["fair"].attrs["transfer_error_correct_pct"] + 5
 
 
 def test_ppi_intervals_equal_the_reference_implementation():
