@@ -456,7 +456,8 @@ def _add_judge_command(sub) -> None:
     p.add_argument(
         "--labels",
         default=None,
-        help="TSV of clinician labels of some of its answers (instruction_id, model_name, binary_correct)",
+        help="TSV of clinician labels of some of its answers: instruction_id, model_name, binary_correct,"
+        " optionally model_rank (its place among the six and itself, 1 best) for a PPI win rate",
     )
     p.add_argument("--min-instructions", type=int, default=10, help="fewer judged instructions: no CI and no place")
     p.add_argument("--resamples", type=int, default=1000)

@@ -262,3 +262,20 @@ def test_place_cli_with_labels_gives_ppi_beside_the_labels_alone(judged, gold_co
         <= float(lines["ppi_correct_pct_ci_high"])
     )
     assert "labels_correct_pct_ci_low" in lines
+
+
+def test_ppi_win_rate_from_ranks_recovers_the_clinicians_win_share(judged):
+    _, labels, j, _ = judged
+    models = paper.in_paper_order(labels.system)
+    system = "gpt4_2k"  # placed as if new against the other five, its clinician ranks known
+    others = [m for m in models if m != system]
+    ranks = labels.pivot_table(index="instruction_id", columns="system", values="model_rank")
+    ids = sorted(set(J.pairwise_battles(j, judge="planted").instruction_id))
+    beaten = ranks.loc[ids, others].gt(ranks.loc[ids, system], axis=0).sum(1)
+    place = 1 + len(others) - beaten  # its place among the six: 1 when it beats all five
+    new = pd.DataFrame({"instruction_id": ids[:40], "system": system, "model_rank": place[:40].to_numpy()})
+    out = J.ppi_win_rate(j, new, judge="planted", system=system, models=others)
+    assert out["n_rank_labels"] == 40 and out["labels_win_rate"] == pytest.approx((beaten[:40] / 5).mean())
+    assert out["ppi_win_rate_ci_low"] <= out["ppi_win_rate"] <= out["ppi_win_rate_ci_high"]
+    truth = (beaten / len(others)).mean()  # the clinicians' share over every judged instruction
+    assert out["ppi_win_rate_ci_low"] - 0.05 <= truth <= out["ppi_win_rate_ci_high"] + 0.05

@@ -38,6 +38,7 @@ from .estimates import (
     place_summary,
     ppi_correct_pct,
     ppi_mean_ci,
+    ppi_win_rate,
     read_new_labels,
     transfer_table,
     widened,
@@ -86,6 +87,7 @@ from .verdicts import (
 )
 
 __all__ = [
+    "ppi_win_rate",
     "agreement_report",
     "place_summary",
     "judge_correct_pct",

@@ -279,4 +279,48 @@ def place_summary(
         out.update(win_rate_transfer_low=lo, win_rate_transfer_high=hi)
     if new_labels is not None:
         out.update(ppi_correct_pct(judgments, new_labels, judge=judge, system=system))
+        if "model_rank" in new_labels.columns and new_labels.model_rank.notna().any():
+            out.update(ppi_win_rate(judgments, new_labels, judge=judge, system=system, models=others))
     return out
+
+
+def ppi_win_rate(
+    judgments: pd.DataFrame,
+    new_labels: pd.DataFrame,
+    *,
+    judge: str,
+    system: str,
+    models: list[str],
+    alpha: float = 0.05,
+) -> dict:
+    """The new system's win rate against the six from clinician ranks of some of its answers plus
+    the judge's battles on all of them (PPI++): per instruction the share of the six it beats (a
+    tie half), whose mean over instructions is the win rate. `model_rank` in the labels is the
+    answer's place among them and the new system (1: better than all of them), so the share of
+    `models` it beats is (len(models) + 1 - rank) / len(models)."""
+    if "model_rank" not in new_labels.columns:
+        return {"reason": "the labels hold no model_rank"}
+    battles = pairwise_battles(judgments, judge=judge)
+    mine = battles[
+        ((battles.system_a == system) & battles.system_b.isin(models))
+        | ((battles.system_b == system) & battles.system_a.isin(models))
+    ]
+    won = np.where(mine.outcome == "tie", 0.5, ((mine.outcome == "a") == (mine.system_a == system)).astype(float))
+    share = pd.Series(won, index=mine.instruction_id).groupby(level=0).mean()
+    ranks = new_labels[new_labels.system == system].dropna(subset=["model_rank"]).drop_duplicates("instruction_id")
+    y = ((len(models) + 1 - ranks.set_index("instruction_id").model_rank) / len(models)).clip(0, 1)
+    labelled = y.index.intersection(share.index)
+    unlabelled = share.drop(labelled)
+    if len(labelled) < 2 or not len(unlabelled):
+        return {"n_rank_labels": len(labelled), "reason": "too few ranked answers or judged instructions"}
+    ppi = ppi_mean_ci(y[labelled], share[labelled], unlabelled, alpha=alpha)
+    alone = labels_only_ci(y[labelled], alpha=alpha)
+    return {
+        "n_rank_labels": len(labelled),
+        "ppi_win_rate": ppi["estimate"],
+        "ppi_win_rate_ci_low": ppi["ci_low"],
+        "ppi_win_rate_ci_high": ppi["ci_high"],
+        "labels_win_rate": alone["estimate"],
+        "labels_win_rate_ci_low": alone["ci_low"],
+        "labels_win_rate_ci_high": alone["ci_high"],
+    }
