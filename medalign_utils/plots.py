@@ -266,6 +266,10 @@ def judge_transfer(transfer: pd.DataFrame, *, judge: str = "judge"):
 def label_budget_curves(plan: pd.DataFrame):
     """CI width against the number of clinician labels, for the labels alone and with the judge."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    if not len(plan):
+        ax.text(0.5, 0.5, plan.attrs.get("note", "nothing to plan"), ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
     for method, part in plan.groupby("method"):
         ax.plot(part.k, part.mean_width, marker="o", label=f"{method} (coverage {part.coverage.mean():.2f})")
     ax.set(xlabel="clinician labels of the new system (k)", ylabel="95% CI width, correct % (points)", xscale="log")

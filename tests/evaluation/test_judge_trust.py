@@ -211,6 +211,13 @@ def test_ppi_coverage_is_near_95_percent_and_a_weak_judge_saves_few_labels(judge
     assert 40 <= ppi.equivalent_labels < 60  # a kappa ~0.3 judge saves little
 
 
+def test_a_judge_with_too_few_verdicts_gets_an_empty_plan_that_says_so(judged):
+    _, labels, j, _ = judged
+    few = j[(j["mode"] == "correct")].head(12)
+    plan = J.label_budget(few, labels, judge="planted", models=paper.in_paper_order(labels.system), n_draws=5)
+    assert plan.empty and "equivalent_labels" in plan.columns and "too few" in plan.attrs["note"]
+
+
 def test_a_strong_judge_saves_many_labels(judged):
     _, labels, _, _ = judged
     # A judge that gives the clinicians' own label with 5% flipped (kappa ~0.9).

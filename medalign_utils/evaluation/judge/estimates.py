@@ -225,6 +225,9 @@ def label_budget(
     if {"labels", "labels+judge"} <= set(wide.columns):
         equiv = (wide.index.to_numpy() * (wide["labels"] / wide["labels+judge"]) ** 2).round()
         out = out.merge(pd.DataFrame({"k": wide.index, "equivalent_labels": equiv.to_numpy()}), on="k")
+    else:  # too few judged answers of any system for even the smallest k: an empty plan, said so
+        out["equivalent_labels"] = pd.Series(dtype=float)
+        out.attrs["note"] = "too few judged and labelled answers per system to plan with this judge"
     out.attrs["settings"] = {"n_draws": n_draws, "seed": seed, "alpha": alpha, "systems": list(models)}
     return out
 
