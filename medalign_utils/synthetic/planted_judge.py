@@ -6,7 +6,8 @@ in them, and answers a verdict in the judge's JSON: the rubric level
 `synthetic.labels.judge_rubric_level(quality, noise)`, correct when quality plus noise is above a
 threshold, the better of two in a pairwise prompt. Its noise is drawn from the prompt's own hash,
 so a verdict does not depend on order or concurrency. With `source="clinician_ranks"` it scores the
-primary clinician's own ranking instead (its agreement with the clinicians is then exactly 1).
+primary clinician's own ranking and correct label instead (its agreement with the clinicians is then
+exactly 1: the most a judge could give).
 Its agreement with the clinicians under the label model is `synthetic.labels.expected_judge_tau`.
 It also answers MedHELM's prompt (`medhelm` mode), and serves token log-probabilities from its own
 noise model: of its noise, a part (`belief_share` of the sd) is an error in what it believes and
@@ -79,6 +80,13 @@ class PlantedJudge(Backend):
 
             ranks = combine_raters(release.model_responses, "primary").set_index(["instruction_id", "system"])
             values = [-ranks.model_rank.get((i, m), np.nan) for i, m in zip(items.instruction_id, items.system)]
+            # Its correct verdict is the primary clinician's label: the most any judge could agree.
+            self.clinician_correct = {
+                (r, t): ranks.binary_correct.get((i, m), np.nan)
+                for r, t, i, m in zip(
+                    items.reference.astype(str), items.response.astype(str), items.instruction_id, items.system
+                )
+            }
         # Keyed by (reference, response), both of which the prompt shows: the same answer text can
         # answer two instructions ("I could not find this in the EHR"); their references differ.
         # Two systems that gave one instruction the very same text cannot be told apart by any
@@ -153,6 +161,10 @@ class PlantedJudge(Backend):
             return self._pairwise(prompt, reference, two.groups())
         one = _ONE.search(prompt)
         q = self._quality(reference, (one.group(1) or one.group(2)) if one else "") if one else None
+        label = getattr(self, "clinician_correct", {}).get((reference, (one.group(1) or one.group(2)) if one else ""))
+        if "Answer to judge:" in prompt and label is not None and not np.isnan(label):
+            verdict = {"correct": bool(label), "rationale": "the primary clinician's label"}
+            return "correct", verdict, {"correct": {"true": 0.9 if label else 0.1, "false": 0.1 if label else 0.9}}
         if "Answer to judge:" in prompt:
             noise = self._noise(prompt, 1)
             seen = (q if q is not None else 0.0) + noise[0]

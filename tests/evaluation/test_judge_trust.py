@@ -218,6 +218,17 @@ def test_a_judge_with_too_few_verdicts_gets_an_empty_plan_that_says_so(judged):
     assert plan.empty and "equivalent_labels" in plan.columns and "too few" in plan.attrs["note"]
 
 
+def test_the_oracle_planted_judge_repeats_the_primary_label_and_saves_the_most(gold_cohort, tmp_path):
+    release = load_release(gold_cohort)
+    labels = clinicians.combine_raters(release.model_responses, "primary")
+    with planted_judge(release, name="oracle", source="clinician_ranks") as judge:
+        J.run_judgments(judge, "correct", J.response_items(release), release, tmp_path / "o.jsonl", progress=False)
+    j = J.read_judgments(tmp_path / "o.jsonl")
+    assert J.correct_agreement(j, labels, judge="oracle")["cohens_kappa"] == pytest.approx(1.0)
+    plan = J.label_budget(j, labels, judge="oracle", models=paper.in_paper_order(labels.system), ks=(40,), n_draws=40)
+    assert plan[plan.method == "labels+judge"].equivalent_labels.iloc[0] > 150
+
+
 def test_a_strong_judge_saves_many_labels(judged):
     _, labels, _, _ = judged
     # A judge that gives the clinicians' own label with 5% flipped (kappa ~0.9).

@@ -416,6 +416,7 @@ def agreement_report(
     n_resamples: int = 1000,
     seed: int = 0,
     epsilon: float = 0.2,
+    unit: str = "instruction",
 ) -> dict:
     """Every trust figure of one judge as flat `name: value` pairs (NaN where its verdicts cannot
     give one): correctness and pairwise agreement with CIs, its percentile among the clinicians, the
@@ -423,7 +424,7 @@ def agreement_report(
     from .estimates import transfer_table
 
     out: dict = {"judge": judge}
-    boot = {"judge": judge, "n_resamples": n_resamples, "seed": seed}
+    boot = {"judge": judge, "n_resamples": n_resamples, "seed": seed, "unit": unit}
     for figures in (correct_agreement_intervals, pairwise_agreement_intervals):
         table = figures(judgments, labels, **boot)
         for r in table.itertuples(index=False):
