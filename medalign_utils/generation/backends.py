@@ -373,14 +373,13 @@ class OpenAICompatibleBackend(Backend):
             self._next = (self._next + 1) % len(self.base_urls)
         return first
 
-    def _refused(self, body: dict, constraint, status: int | None, message: str) -> bool:
+    def _refused(self, body: dict, form: str | None, *, constraint, status: int | None, message: str) -> bool:
         """Whether a refusal was of the structured-output field (or of logprobs), in which case the
         next form is chosen for this and every later request and True is returned: asked again at
         once, never retried as if transient."""
         if constraint is None or status is None or not _is_validation_error(status, message):
             return False
         with self._lock:
-            form = body.get("_form")
             if form is not None and form != "none":
                 if self.structured_output == form:
                     self.structured_output = STRUCTURED_FORMS[STRUCTURED_FORMS.index(form) + 1]
@@ -409,9 +408,8 @@ class OpenAICompatibleBackend(Backend):
                 if not self.logprobs:
                     body.pop("logprobs", None)
                     body.pop("top_logprobs", None)
-            sent = {k: v for k, v in body.items()}
             try:
-                status, payload = self._post(replica, path, sent)
+                status, payload = self._post(replica, path, body)
             except (OSError, http.client.HTTPException) as err:  # refused, reset, timed out
                 status, payload, last = None, {}, f"{type(err).__name__}: {err}"
             if status == 200:
@@ -428,7 +426,7 @@ class OpenAICompatibleBackend(Backend):
                         "", error=last, seconds=time.perf_counter() - t0, attempts=attempt, context_exceeded=True
                     )
                 if refusals < len(STRUCTURED_FORMS) and self._refused(
-                    {**body, "_form": form if constraint else None}, constraint, status, message
+                    body, form if constraint else None, constraint=constraint, status=status, message=message
                 ):
                     refusals += 1
                     attempt -= 1  # the same request in the next form: not a retry of a transient failure
@@ -617,6 +615,11 @@ def backend_name(spec: str | Path | list[str], model: str | None = None) -> str:
     if _endpoint_urls(spec):
         return f"{model}@endpoint"
     return str(spec) if spec in ("smollm2", "extractive") else Path(str(spec)).name
+
+
+def is_endpoint_spec(spec) -> bool:
+    """Whether `load_backend(spec)` builds an endpoint backend (a URL or a list of replicas)."""
+    return _endpoint_urls(spec) is not None
 
 
 def _endpoint_urls(spec) -> list[str] | None:

@@ -72,6 +72,7 @@ class PlantedJudge(Backend):
         from ..evaluation.judge import response_items
 
         items = response_items(release)
+        self.clinician_correct: dict = {}  # with source="clinician_ranks": the primary clinician's labels
         if source == "quality":
             q = planted["response_quality"]
             values = [q.get(i, {}).get(m, np.nan) for i, m in zip(items.instruction_id, items.system)]
@@ -161,7 +162,7 @@ class PlantedJudge(Backend):
             return self._pairwise(prompt, reference, two.groups())
         one = _ONE.search(prompt)
         q = self._quality(reference, (one.group(1) or one.group(2)) if one else "") if one else None
-        label = getattr(self, "clinician_correct", {}).get((reference, (one.group(1) or one.group(2)) if one else ""))
+        label = self.clinician_correct.get((reference, (one.group(1) or one.group(2)) if one else ""))
         if "Answer to judge:" in prompt and label is not None and not np.isnan(label):
             verdict = {"correct": bool(label), "rationale": "the primary clinician's label"}
             return "correct", verdict, {"correct": {"true": 0.9 if label else 0.1, "false": 0.1 if label else 0.9}}

@@ -107,10 +107,10 @@ class Judge:
         (``retries``, ``family``, prices). `settings` (a `GenerationSettings`) replaces the decoding
         settings built from `max_new_tokens` and `seed`."""
         from ...context import load_tokenizer
-        from ...generation.backends import GenerationSettings, backend_name, load_backend
+        from ...generation.backends import GenerationSettings, backend_name, is_endpoint_spec, load_backend
 
         settings = settings or GenerationSettings(max_new_tokens=max_new_tokens, seed=seed)
-        endpoint = bool(isinstance(spec, list | tuple) or str(spec).startswith(("http://", "https://")))
+        endpoint = is_endpoint_spec(spec)
         options = {"structured_output": structured_output} if endpoint else {}
         backend = load_backend(
             spec,
@@ -234,9 +234,8 @@ def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release, *, cont
         rows = [items.iloc[i] for i in idx]
         fields = [_fields(mode, r) for r in rows]
         parts = [template.parts(judge.tokenizer, chat, **f) for f in fields]
-        longest = max(range(len(rows)), key=lambda k: len(parts[k][0]) + len(parts[k][1]))
-        if judge.tokenizer is not None and len(rows) > 1:
-            longest = max(range(len(rows)), key=lambda k: judge.tokenizer.count(parts[k][0] + parts[k][1]))
+        size = judge.tokenizer.count if judge.tokenizer is not None else len
+        longest = max(range(len(rows)), key=lambda k: size(parts[k][0] + parts[k][1]))
         full = render_fitted(
             judge.tokenizer,
             release,
