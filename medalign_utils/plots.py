@@ -52,10 +52,10 @@ def win_matrix_heatmap(
     return fig
 
 
-def forest(table: pd.DataFrame, value, low, high, *, paper_values=None, planted=None, xlabel="", title=""):
+def forest(table: pd.DataFrame, value, low, high, *, paper_values=None, planted=None, xlabel="", title="", ax=None):
     """Point estimates with CIs per model, the paper's values (and planted truth) beside."""
     t = table.reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(t) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(t) + 1.2)) if ax is None else (ax.figure, ax)
     y = np.arange(len(t))
     ax.errorbar(
         t[value],
@@ -77,6 +77,30 @@ def forest(table: pd.DataFrame, value, low, high, *, paper_values=None, planted=
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def table3_headline(table3: pd.DataFrame, *, planted: dict | None = None, synthetic: bool = False):
+    """Table 3 in one figure: correct %, win rate and mean rank per system with 95% CIs, the paper's
+    values marked (and the planted truth on the synthetic cohort): the index's headline."""
+    from . import paper
+
+    t = table3.reset_index(drop=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 * len(t) + 1.8), sharey=True)
+    panels = (
+        ("correct_pct", "correct", "% correct"),
+        ("win_rate", "win_rate", "win rate"),
+        ("mean_rank", "mean_rank", "mean rank (1 = best)"),
+    )
+    for ax, (value, ci, xlabel) in zip(axes, panels):
+        marks = {"paper_values": dict(zip(paper.TABLE3.system, paper.TABLE3[value]))}
+        marks["planted"] = planted.get(value) if planted else None
+        forest(t, value, f"{ci}_ci_low", f"{ci}_ci_high", ax=ax, xlabel=xlabel, **marks)
+        if ax is not axes[0]:
+            ax.get_legend().remove()
+    kind = "synthetic cohort: planted, not measured" if synthetic else "clinician labels"
+    fig.suptitle(f"Table 3 with 95% CIs ({kind}); diamonds: the paper")
     fig.tight_layout()
     return fig
 

@@ -92,3 +92,15 @@ def test_compare_judge_and_config_errors_name_their_file(tiny_cohort, tmp_path, 
     config.write_text("data_dir: x\nnotebooks: [\n")
     code, _, err = _run(capsys, "run", "--config", str(config), "--quiet")
     assert code == 2 and f"config {config} line 3" in _one_line(err)
+
+
+def test_run_on_a_missing_data_folder_is_an_error_never_a_new_cohort(tmp_path, capsys):
+    """Only the default synthetic folder is made on demand: a typo'd or unmounted release path
+    would otherwise be filled with a synthetic cohort and reported on as if it were the data."""
+    missing = tmp_path / "nope" / "x"
+    out = tmp_path / "reports"
+    code, _, err = _run(capsys, "run", "--data", str(missing), "--out", str(out), "--quiet")
+    line = _one_line(err)
+    assert code == 2 and "does not exist" in line and str(missing) in line
+    assert not missing.exists() and not (tmp_path / "nope").exists()
+    assert not (out / "index.html").exists() and not (out / "run.json").exists()

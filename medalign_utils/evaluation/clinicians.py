@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..data.problems import Problem
 from ..data.release import primary_reviewer_rows, rater_column
-from .stats import bootstrap_ci, kendall_tau_b_rows
+from .stats import bootstrap_ci, bootstrap_counts, kendall_tau_b_rows
 
 COMBINE_METHODS = ("primary", "majority", "mean")
 LABEL_COLUMNS = ("model_rank", "binary_correct")
@@ -182,18 +182,6 @@ def win_rates(share: np.ndarray) -> np.ndarray:
         return np.nanmean(share, axis=-1)
 
 
-def bootstrap_counts(n: int, n_resamples: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
-    """Each row: how many times each instruction is drawn in one bootstrap resample. With
-    `clusters` (a cluster index per instruction, e.g. its patient), whole clusters are drawn and
-    each instruction counts as often as its cluster was drawn."""
-    rng = np.random.default_rng(seed)
-    if clusters is None:
-        return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
-    k = int(clusters.max()) + 1
-    drawn = rng.multinomial(k, np.full(k, 1.0 / k), size=n_resamples).astype(float)
-    return drawn[:, clusters]
-
-
 def _weighted_nanmean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Per resample (rows of weights) and column of x: the weighted mean ignoring NaNs."""
     present = ~np.isnan(x)
@@ -205,8 +193,10 @@ def _weighted_nanmean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 BOOTSTRAP_UNITS = ("instruction", "patient")
 
 
-def _clusters(df: pd.DataFrame, ids: list, unit: str) -> np.ndarray | None:
-    """The cluster index of each instruction for a bootstrap by `unit` (None: by instruction)."""
+def bootstrap_clusters(df: pd.DataFrame, ids, unit: str) -> np.ndarray | None:
+    """The cluster code of each instruction in `ids` for a bootstrap by `unit`: None by instruction
+    (each its own), or its patient (instructions sharing a record move together). `df` is any table
+    with instruction_id and person_id (labels, responses). The one place the option is read."""
     if unit not in BOOTSTRAP_UNITS:
         raise ValueError(f"bootstrap unit must be one of {', '.join(BOOTSTRAP_UNITS)}, not {unit!r}")
     if unit == "instruction":
@@ -214,7 +204,7 @@ def _clusters(df: pd.DataFrame, ids: list, unit: str) -> np.ndarray | None:
     if "person_id" not in df.columns:
         raise ValueError("a bootstrap by patient needs a person_id column in the labels")
     person = df.drop_duplicates("instruction_id").set_index("instruction_id").person_id.astype(str)
-    codes, _ = pd.factorize(person.reindex(ids).fillna("unknown"))
+    codes, _ = pd.factorize(person.reindex(list(ids)).fillna("unknown"))
     return codes
 
 
@@ -243,7 +233,7 @@ def table3(
     labels = labels_of(df, combine)
     combine = labels.attrs.get("combined_by", combine)
     ids, models, rank, corr = label_matrices(labels)
-    weights = bootstrap_counts(len(ids), n_resamples, seed, _clusters(df, ids, bootstrap_unit))
+    weights = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(df, ids, bootstrap_unit))
     alpha = (1 - confidence) / 2
     q = [alpha, 1 - alpha]
     boot_correct = _weighted_nanmean(corr, weights) * 100
@@ -333,13 +323,15 @@ def head_to_head_ci(
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    bootstrap_unit: str = "instruction",
 ) -> tuple[float, float]:
-    """A percentile bootstrap CI (over instructions) of the share of non-tied battles `model_a`
-    won over `model_b`: one cell of Figure 2 with its uncertainty."""
+    """A percentile bootstrap CI (over instructions, or patients) of the share of non-tied battles
+    `model_a` won over `model_b`: one cell of Figure 2 with its uncertainty."""
     labels = labels_of(df, combine)
     ids, models, rank, _ = label_matrices(labels)
     a, b = models.index(model_a), models.index(model_b)
-    shares = head_to_head(rank, bootstrap_counts(len(ids), n_resamples, seed))[:, a, b]
+    counts = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(labels, ids, bootstrap_unit))
+    shares = head_to_head(rank, counts)[:, a, b]
     alpha = (1 - confidence) / 2
     lo, hi = np.nanquantile(shares, [alpha, 1 - alpha])
     return float(lo), float(hi)
@@ -423,39 +415,61 @@ def mcnemar(
     )
 
 
+def bradley_terry_gradient(wins: np.ndarray, log_strength: np.ndarray, prior_games: float = 1.0) -> np.ndarray:
+    """The gradient of the log posterior `fit_bradley_terry` maximises, at `log_strength` (the
+    uncentred fit relative to the reference player of strength 1): zero at the optimum."""
+    w = np.asarray(wins, float)
+    n = w + w.T
+    p = np.exp(log_strength)
+    expected = (n * p[:, None] / (p[:, None] + p[None, :])).sum(1) + prior_games * p / (p + 1.0)
+    return w.sum(1) + prior_games / 2 - expected
+
+
 def fit_bradley_terry(
-    wins: np.ndarray, prior_games: float = 1.0, max_iter: int = 2000, tol: float = 1e-10
+    wins: np.ndarray, prior_games: float = 1.0, max_iter: int = 100_000, tol: float = 1e-8
 ) -> np.ndarray:
     """Log-strengths of a Bradley-Terry model fitted to a wins matrix (wins[a, b]: times a beat b),
     by Hunter's MM algorithm with a proper prior: each model also plays `prior_games` virtual games
     against a fixed reference player of strength 1, winning half of them. This is the maximum of the
     likelihood times that prior; it shrinks every strength toward the reference and keeps a model
-    that never (or always) wins finite. Returned centred on 0."""
+    that never (or always) wins finite. Iterates until the largest gradient of the log posterior,
+    per game played, is below `tol`; warns if `max_iter` ends it first. Returned centred on 0."""
     w = np.asarray(wins, float)
     n = w + w.T
     total_wins = w.sum(1) + prior_games / 2
+    games = n.sum(1) + prior_games
     p = np.ones(len(w))
-    for _ in range(max_iter):
+    converged = False
+    for i in range(max_iter):
         denom = (n / (p[:, None] + p[None, :])).sum(1) + prior_games / (p + 1.0)
-        new = total_wins / denom
-        if np.max(np.abs(np.log(new) - np.log(p))) < tol:
-            p = new
+        p = total_wins / denom
+        if i % 10 == 9 and np.max(np.abs(bradley_terry_gradient(w, np.log(p), prior_games)) / games) < tol:
+            converged = True
             break
-        p = new
+    if not converged and len(w):
+        gradient = np.max(np.abs(bradley_terry_gradient(w, np.log(p), prior_games)) / games)
+        warnings.warn(
+            f"Bradley-Terry fit stopped after {max_iter} iterations with gradient {gradient:.2g} per game "
+            f"(tolerance {tol:g})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     s = np.log(p)
     return s - s.mean()
 
 
-def bradley_terry(df, *, combine="primary", n_resamples=200, seed=0, confidence=0.95, prior_games=1.0) -> pd.DataFrame:
+def bradley_terry(
+    df, *, combine="primary", n_resamples=200, seed=0, confidence=0.95, prior_games=1.0, bootstrap_unit="instruction"
+) -> pd.DataFrame:
     """Bradley-Terry strengths fitted to the non-tied battles (`fit_bradley_terry`: MM with one
     virtual game per model against an average reference player), as log-strengths centred on 0,
-    with percentile bootstrap CIs over instructions. Also the model's probability of beating an
-    average opponent, exp(s) / (exp(s) + 1) on the centred scale."""
+    with percentile bootstrap CIs over instructions (or patients). Also the model's probability of
+    beating an average opponent, exp(s) / (exp(s) + 1) on the centred scale."""
     labels = labels_of(df, combine)
     ids, models, rank, _ = label_matrices(labels)
     wins, _ = _battles(rank)
     point = fit_bradley_terry(wins.sum(0), prior_games)
-    counts = bootstrap_counts(len(ids), n_resamples, seed)
+    counts = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(labels, ids, bootstrap_unit))
     flat = wins.reshape(len(ids), -1)
     boot = np.array([fit_bradley_terry((c @ flat).reshape(len(models), len(models)), prior_games) for c in counts])
     alpha = (1 - confidence) / 2
@@ -468,7 +482,10 @@ def bradley_terry(df, *, combine="primary", n_resamples=200, seed=0, confidence=
         }
     )
     out["p_beat_average"] = 1 / (1 + np.exp(-out.bt_log_strength))
-    out.attrs["settings"] = {"prior": f"{prior_games:g} virtual game(s) per model vs a reference of strength 1"}
+    out.attrs["settings"] = {
+        "prior": f"{prior_games:g} virtual game(s) per model vs a reference of strength 1",
+        "bootstrap_unit": bootstrap_unit,
+    }
     return out.sort_values("bt_log_strength", ascending=False).reset_index(drop=True)
 
 
@@ -483,19 +500,25 @@ def breakdown(
     n_resamples: int = 1000,
     seed: int = 0,
     min_cell: int = 0,
+    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """Correct % and mean rank per model within each group of instructions (category, EHR length
     bin, patient demographics...), with the number of instructions per cell so thin cells are
     visible, and a bootstrap CI of correct % per cell. `groups` maps instruction_id to a group
     label; instructions without one are counted in the group 'unknown'. Cells with fewer than
-    `min_cell` patients (instructions where the table has no person_id) show only their counts (on
-    the real release, so that no cell describes a handful of patients)."""
+    `min_cell` patients show only their counts, so that no cell describes a handful of patients
+    (patients, never instructions: a patient's several instructions are one person). The CI
+    resamples `bootstrap_unit`s within each cell."""
     labels = labels_of(df, combine)
+    if (min_cell or bootstrap_unit == "patient") and "person_id" not in labels.columns:
+        raise ValueError("a breakdown with min_cell or by patient needs person_id in the labels")
     g = labels.instruction_id.map(groups).astype(object).fillna("unknown")
     rows = []
     for (group, model), part in labels.groupby([g, labels.system], sort=True):
-        corr = part.binary_correct.dropna().to_numpy()
-        lo, hi = bootstrap_ci(corr * 100, n_resamples=n_resamples, seed=seed)
+        part = part[part.binary_correct.notna()]
+        corr = part.binary_correct.to_numpy(float)
+        clusters = bootstrap_clusters(part, part.instruction_id, bootstrap_unit)
+        lo, hi = bootstrap_ci(corr * 100, n_resamples=n_resamples, seed=seed, clusters=clusters)
         rows.append(
             {
                 "group": group,
@@ -510,8 +533,9 @@ def breakdown(
         )
     out = pd.DataFrame(rows)
     if min_cell and len(out):
-        thin = (out.n_patients if out.n_patients.notna().all() else out.n_instructions) < min_cell
+        thin = out.n_patients < min_cell
         out.loc[thin, ["correct_pct", "correct_ci_low", "correct_ci_high", "mean_rank"]] = np.nan
+    out.attrs["settings"] = {"bootstrap_unit": bootstrap_unit, "min_cell_patients": min_cell}
     return out
 
 
@@ -532,14 +556,16 @@ def rater_rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def inter_rater_tau(df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+def inter_rater_tau(
+    df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95, bootstrap_unit="instruction"
+) -> dict:
     """Mean pairwise Kendall's tau-b between reviewers' rankings of the same responses (the paper's
     0.44): per instruction the mean over reviewer pairs, then the mean over instructions, with a
     bootstrap CI over instructions. Pairs where a reviewer's ranking is constant are left out and
     counted. A release with a single reviewer per instruction returns n_instructions = 0."""
-    per_instruction = []
+    per_instruction, ids = [], []
     n_pairs = n_constant = 0
-    for table in rater_rankings(df).values():
+    for iid, table in rater_rankings(df).items():
         table = table.dropna(axis=1)
         raters = table.to_numpy(float)
         ia, ib = np.triu_indices(len(raters), 1)
@@ -548,8 +574,10 @@ def inter_rater_tau(df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, co
         n_constant += int(np.isnan(taus).sum())
         if np.isfinite(taus).any():
             per_instruction.append(np.nanmean(taus))
+            ids.append(iid)
     vals = np.array(per_instruction)
-    lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    clusters = bootstrap_clusters(df, ids, bootstrap_unit) if ids else None
+    lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed, confidence=confidence, clusters=clusters)
     return {
         "mean_tau": float(vals.mean()) if len(vals) else np.nan,
         "ci_low": float(lo),
@@ -646,14 +674,19 @@ def mcnemar_table(responses: pd.DataFrame, pairs, *, combine: str = "primary") -
 
 
 def agreement_summary(
-    responses: pd.DataFrame, *, n_resamples: int = 2000, seed: int = 0, planted_tau: float | None = None
+    responses: pd.DataFrame,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    planted_tau: float | None = None,
+    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """The clinicians' agreement on the multiply-reviewed instructions: mean pairwise Kendall tau-b
     of ranks (with CI, beside the paper's), Fleiss' kappa of correctness (the agreement figure) and
     the mean Cohen's kappa over annotator-slot pairs; `planted_tau` adds the planted value."""
     from .. import paper
 
-    tau = inter_rater_tau(responses, n_resamples=n_resamples, seed=seed)
+    tau = inter_rater_tau(responses, n_resamples=n_resamples, seed=seed, bootstrap_unit=bootstrap_unit)
     kappa = correctness_agreement(responses)
     n_kappa = {"n_instructions": kappa["n_items"], "paper": np.nan}
     summary = pd.DataFrame(

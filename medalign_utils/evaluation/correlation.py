@@ -121,11 +121,15 @@ def table4(
     seed: int = 0,
     confidence: float = 0.95,
     min_systems: int = 2,
+    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """The paper's Table 4: metric, mean_tau, ci_low, ci_high, n_instructions, n_excluded and one
     count per reason (`n_too_few_systems`, `n_constant_metric`, `n_tied_clinicians`), sorted by
     mean tau. `min_systems` keeps only instructions with at least that many labelled systems (with
-    two, tau can only be -1 or +1); the rest count as too few."""
+    two, tau can only be -1 or +1); the rest count as too few. The CI resamples instructions, or
+    patients (`bootstrap_unit="patient"`: the labels' person_id)."""
+    from .clinicians import bootstrap_clusters
+
     if scores.empty or labels.empty:
         raise ValueError("no scored responses with clinician ranks: Table 4 needs reviewed responses and references")
     taus = per_instruction_tau(scores, labels)
@@ -134,8 +138,10 @@ def table4(
     taus.loc[few, "excluded"] = "too_few_systems"
     rows = []
     for metric, part in taus.groupby("metric", sort=False):
-        valid = part.tau.dropna().to_numpy()
-        lo, hi = bootstrap_ci(valid, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        kept = part[part.tau.notna()]
+        valid = kept.tau.to_numpy(float)
+        clusters = bootstrap_clusters(labels, kept.instruction_id, bootstrap_unit) if len(kept) else None
+        lo, hi = bootstrap_ci(valid, n_resamples=n_resamples, seed=seed, confidence=confidence, clusters=clusters)
         row = {
             "metric": metric,
             "mean_tau": valid.mean() if len(valid) else np.nan,
@@ -207,14 +213,25 @@ def metric_induced_labels(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def rank_systems(
-    scores: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+    scores: pd.DataFrame,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    *,
+    bootstrap_unit: str = "instruction",
+    patients: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per metric and system, the mean score with a bootstrap CI over instructions, and the system's
-    place under that metric (for ranking the suite's own generated answers)."""
+    """Per metric and system, the mean score with a bootstrap CI over instructions (or patients,
+    from `patients`: a table of instruction_id and person_id), and the system's place under that
+    metric (for ranking the suite's own generated answers)."""
+    from .clinicians import bootstrap_clusters
+
     rows = []
     for (metric, model), part in scores.groupby(["metric", "system"]):
-        v = part.score.dropna().to_numpy()
-        lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed, confidence=confidence)
+        part = part[part.score.notna()]
+        v = part.score.to_numpy(float)
+        clusters = bootstrap_clusters(part if patients is None else patients, part.instruction_id, bootstrap_unit)
+        lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed, confidence=confidence, clusters=clusters)
         rows.append(
             {
                 "metric": metric,

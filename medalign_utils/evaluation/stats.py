@@ -31,6 +31,19 @@ def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return tau
 
 
+def bootstrap_counts(n: int, n_resamples: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
+    """Each row: how many times each item (instruction) is drawn in one bootstrap resample. With
+    `clusters` (a cluster index per item, e.g. its patient), whole clusters are drawn and each item
+    counts as often as its cluster was drawn."""
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
+    clusters = np.asarray(clusters)
+    k = int(clusters.max()) + 1
+    drawn = rng.multinomial(k, np.full(k, 1.0 / k), size=n_resamples).astype(float)
+    return drawn[:, clusters]
+
+
 def bootstrap_ci(
     values: np.ndarray,
     *,
@@ -40,14 +53,24 @@ def bootstrap_ci(
     seed: int = 0,
     axis: int = 0,
     min_n: int = 2,
+    clusters: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of `statistic` over the first axis (e.g. instructions), vectorized:
     all resamples are drawn as one index matrix. Fewer than `min_n` values give (NaN, NaN): one
-    value resampled says nothing about its spread."""
+    value resampled says nothing about its spread. With `clusters` (one code per value, e.g. its
+    patient) whole clusters are drawn (`bootstrap_counts`); the statistic is then the mean."""
     values = np.asarray(values, float)
     n = values.shape[axis]
     if n < max(min_n, 1):
         return (np.nan, np.nan)
+    if clusters is not None:
+        if statistic is not np.mean or values.ndim != 1:
+            raise ValueError("a clustered bootstrap here resamples the mean of one column of values")
+        weights = bootstrap_counts(n, n_resamples, seed, clusters)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = weights @ values / weights.sum(1)
+        alpha = (1 - confidence) / 2
+        return tuple(np.nanquantile(means, [alpha, 1 - alpha]))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_resamples, n))
     stats = statistic(np.take(values, idx, axis=axis), axis=1)

@@ -147,7 +147,7 @@ class TransformersBackend(Backend):
             self._weights_hash = "random-init" if self.random_weights else weights_hash(self.model_path)
         return {
             "backend": self.kind,
-            "model_path": self.model_path,
+            "model": Path(self.model_path).name,  # the folder's name: a page holds no machine path
             "weights_hash": self._weights_hash,
             "device": self.device,
             "dtype": str(self.model.dtype).replace("torch.", ""),

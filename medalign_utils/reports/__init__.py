@@ -3,19 +3,30 @@
 `runner.run_suite` runs the notebooks with papermill in dependency order (reusing results whose
 inputs did not change) and writes the index and `run.json`; `pages` renders reader's pages (code
 collapsed, no stderr, no machine paths) and the bundle; `findings` is what a notebook records for
-the index (`record_finding`) and `medalign compare`; `scan` is the one place output passes on its
+the index (`record_finding`, `record_table` for the bundle's CSVs) and `medalign compare`; `tables`
+makes a DataFrame readable on a page (`show`); `scan` is the one place output passes on its
 way to disk or console: `ShareSafeWriter` fails a run whose output holds record text, person_ids
 or record dates.
 """
 
-from .findings import FINDINGS_ENV, Finding, compare_findings, load_run_findings, read_findings, record_finding
-from .pages import bundle_run, relative_paths, render_page
-from .runner import declared_parameters, index_html, run_suite
+from .findings import (
+    FINDINGS_ENV,
+    Finding,
+    compare_findings,
+    load_run_findings,
+    read_findings,
+    record_finding,
+    record_table,
+)
+from .pages import SYNTHETIC_BANNER, bundle_run, relative_paths, render_page
+from .runner import declared_parameters, index_html, list_runs, run_suite, write_indexes
 from .scan import SensitiveIndex, ShareSafeWriter, dates_in
+from .tables import readable, show, with_ci
 
 __all__ = [
     "FINDINGS_ENV",
     "Finding",
+    "SYNTHETIC_BANNER",
     "SensitiveIndex",
     "ShareSafeWriter",
     "bundle_run",
@@ -23,10 +34,16 @@ __all__ = [
     "dates_in",
     "declared_parameters",
     "index_html",
+    "list_runs",
     "load_run_findings",
     "read_findings",
+    "readable",
     "record_finding",
+    "record_table",
     "relative_paths",
     "render_page",
     "run_suite",
+    "show",
+    "with_ci",
+    "write_indexes",
 ]

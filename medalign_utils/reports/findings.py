@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FINDINGS_ENV = "MEDALIGN_FINDINGS"
+TABLES_ENV = "MEDALIGN_TABLES"  # the folder `medalign run` collects a notebook's shareable tables in
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Finding:
     compare: str = ""  # what it is compared with, e.g. "paper: 60.1"
     notebook: str = ""
     cell: int | None = None  # the execution count of the cell that recorded it
+    planted: bool = False  # set by construction on the synthetic cohort, not measured
 
     def text(self) -> str:
         v = format_value(self.value)
@@ -50,8 +52,10 @@ def _number(x):
     return None if math.isnan(f) else f
 
 
-def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = "") -> Finding:
-    """Record one headline result of the running notebook; returns it (a notebook may display it)."""
+def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = "", planted: bool = False) -> Finding:
+    """Record one headline result of the running notebook; returns it (a notebook may display it).
+    `planted`: the value is set by construction (the synthetic cohort's planted truth or its planted
+    test judge), which the index says beside it."""
     cell = None
     try:
         from IPython import get_ipython
@@ -62,12 +66,31 @@ def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = 
         pass
     lo, hi = ci if ci is not None else (None, None)
     value = _number(value) if _number(value) is not None else str(value)
-    f = Finding(name, value, _number(lo), _number(hi), unit, compare, os.environ.get("MEDALIGN_NOTEBOOK", ""), cell)
+    f = Finding(
+        name, value, _number(lo), _number(hi), unit, compare, os.environ.get("MEDALIGN_NOTEBOOK", ""), cell, planted
+    )
     target = os.environ.get(FINDINGS_ENV)
     if target:
         with open(target, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(asdict(f)) + "\n")
     return f
+
+
+def record_table(name: str, table) -> Path | None:
+    """Save one aggregate table (Table 3, Table 4) as `<name>.csv` for the run's bundle, under
+    `medalign run` (the share-safe scan reads it like every other file); run by hand, nothing is
+    written. Returns the file written, if any."""
+    import re
+
+    folder = os.environ.get(TABLES_ENV)
+    if not folder:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"table name {name!r}: letters, digits, '_', '.' and '-' only")
+    target = Path(folder) / f"{name}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(target, index=False, float_format="%.6g")
+    return target
 
 
 def read_findings(path: str | Path) -> list[dict]:

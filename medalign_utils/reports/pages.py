@@ -26,8 +26,28 @@ body.medalign-hide-code .jp-CodeCell.jp-mod-noOutputs { display: none; }
   padding: 6px 12px; font: 14px system-ui, sans-serif; display: flex; gap: 16px; align-items: center; }
 #medalign-toc { font: 14px system-ui, sans-serif; max-width: 1100px; margin: 12px auto; padding: 0 12px; }
 #medalign-toc ol { margin: 4px 0 0 1.2em; padding: 0; }
+#medalign-toc ol ol { margin-top: 0; }
+.medalign-banner { max-width: 1100px; margin: 10px auto; padding: 8px 12px; border: 2px solid #9a6700;
+  background: #fff8c5; color: #3b2300; font: bold 14px system-ui, sans-serif; }
+@media print {
+  /* A PDF holds what a reader needs: no buttons, every column of a wide table, no empty pages. */
+  @page { size: A4 landscape; margin: 10mm; }
+  #medalign-bar { display: none !important; }
+  .jp-Notebook { max-width: none; }
+  .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-OutputArea { overflow: visible !important; }
+  .jp-RenderedHTMLCommon table { font-size: 7pt; table-layout: auto; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px !important; }
+  .jp-Cell, .jp-Cell-outputWrapper, .jp-OutputArea-child { break-inside: auto !important; page-break-inside: auto !important; }
+  .jp-RenderedImage, tr { break-inside: avoid; }
+}
 </style>
 """
+
+# What every page and the index of a run on the synthetic cohort say first.
+SYNTHETIC_BANNER = (
+    "Synthetic cohort: these numbers test the machinery; they are planted, not measured. "
+    "No finding here is a result about MedAlign's clinicians or any model."
+)
 
 _READER_JS = """
 <script>
@@ -98,20 +118,33 @@ def strip_stderr(nb) -> int:
 
 
 def _toc(body: str) -> str:
-    heads = re.findall(r'<h([12]) id="([^"]+)"[^>]*>(.*?)</h\1>', body, flags=re.S)
-    items = [(level, anchor, re.sub(r"<[^>]+>", "", text).replace("¶", "").strip()) for level, anchor, text in heads]
+    """The page's sections (its `##` headings) as a numbered list; the `#` title is the page's name,
+    not a section, and `###` headings nest under their section."""
+    heads = re.findall(r'<h([23]) id="([^"]+)"[^>]*>(.*?)</h\1>', body, flags=re.S)
+    items = [(int(lv), a, re.sub(r"<[^>]+>", "", t).replace("¶", "").strip()) for lv, a, t in heads]
     items = [i for i in items if i[2]]
-    if len(items) < 4:
+    if sum(lv == 2 for lv, _, _ in items) < 3:
         return ""
-    links = "".join(
-        f'<li style="margin-left:{(int(lv) - 1) * 1.2}em"><a href="#{a}">{html.escape(html.unescape(t))}</a></li>'
-        for lv, a, t in items
-    )
-    return f'<nav id="medalign-toc"><b>Contents</b><ol>{links}</ol></nav>'
+    parts, open_sub = [], False
+    for level, anchor, text in items:
+        link = f'<a href="#{anchor}">{html.escape(html.unescape(text))}</a>'
+        if level == 3 and parts:
+            parts.append(("" if open_sub else "<ol>") + f"<li>{link}</li>")
+            open_sub = True
+            continue
+        parts.append(("</ol></li>" if open_sub else "</li>" if parts else "") + f"<li>{link}")
+        open_sub = False
+    parts.append("</ol></li>" if open_sub else "</li>")
+    return f'<nav id="medalign-toc"><b>Contents</b><ol>{"".join(parts)}</ol></nav>'
 
 
-def render_page(ipynb: Path, target: Path, relativize=lambda t: t) -> None:
-    """The executed notebook `ipynb` as a reader's HTML page at `target` (see the module docstring)."""
+def banner_html(text: str | None) -> str:
+    return f'<div class="medalign-banner" role="note">{html.escape(text)}</div>' if text else ""
+
+
+def render_page(ipynb: Path, target: Path, relativize=lambda t: t, *, banner: str | None = None) -> None:
+    """The executed notebook `ipynb` as a reader's HTML page at `target` (see the module docstring);
+    `banner` (the synthetic cohort's) opens the page, and prints with it."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -119,11 +152,12 @@ def render_page(ipynb: Path, target: Path, relativize=lambda t: t) -> None:
     strip_stderr(nb)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     bar = (
-        '<div id="medalign-bar"><button id="medalign-code-toggle" onclick="medalignToggleCode()">Show code</button>'
+        '<div id="medalign-bar"><a href="index.html">&larr; this run\'s index</a>'
+        '<button id="medalign-code-toggle" onclick="medalignToggleCode()">Show code</button>'
         f'<a href="{html.escape(ipynb.name)}">the full notebook (.ipynb)</a></div>'
     )
     body = body.replace("</head>", _READER_CSS + "</head>", 1)
-    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + bar + _toc(body), body, count=1)
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + bar + banner_html(banner) + _toc(body), body, count=1)
     body = body.replace("</body>", _READER_JS + "</body>", 1)
     target.write_text(relativize(offline_page(body)), encoding="utf-8")
 
@@ -172,29 +206,64 @@ def page_pdf(page: Path, target: Path, chromium: str) -> bool:
     return target.exists() and target.stat().st_size > 0
 
 
+def bundle_readme(record: dict) -> str:
+    """What a collaborator reads first in a bundle: what the data was, the run, and how to read it."""
+    data = record.get("data", {})
+    kind = "the SYNTHETIC cohort" if data.get("synthetic") else "the MedAlign release (real data)"
+    lines = [
+        f"MedAlign suite report, run {record.get('run_id')} (finished {record.get('finished', '')}).",
+        f"Data: {kind}, {data.get('patients')} patients, {data.get('instructions')} instructions, "
+        f"fingerprint {data.get('fingerprint')}.",
+    ]
+    if data.get("synthetic"):
+        lines.append(SYNTHETIC_BANNER)
+    elif record.get("scanned"):
+        lines.append("Every file here passed the share-safe scan (no record text, instruction, response or person_id).")
+    lines += [
+        "",
+        "How to read it:",
+        f"  {record.get('run_id')}/index.html (or index.pdf): the headline figure (Table 3 with 95% CIs and the",
+        "    paper's values), every finding with its CI and what it is compared with, and links to each page.",
+        "  NN_<notebook>.html / .pdf: one page per notebook (prose, tables, figures); .ipynb: the executed notebook.",
+        "  tables/*.csv: the aggregate tables (Table 3, Table 4) as data.",
+        "  config.yaml: the parameters of this run; run.json: the same record as data (environment, versions).",
+        "Rerun: `medalign run --config config.yaml` in a clone of the suite at the git commit in run.json.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def bundle_run(out: Path, run_id: str, writer, progress: bool = False) -> Path:
-    """One archive to send: the index, the run's pages and notebooks, `run.json`, and a PDF of each
-    page when Chromium is installed. Every text file passes the share-safe scan on its way in; one
-    that fails it is left out and named in the archive's `LEFT_OUT.txt`."""
+    """One archive to send: the run's own index, pages and notebooks, its tables as CSV, its config
+    and `run.json`, a README, and a PDF of each page (the index too) when Chromium is installed.
+    Every text file passes the share-safe scan on its way in; one that fails it is left out and
+    named in the archive's `LEFT_OUT.txt`."""
+    import json
+
+    import yaml
+
     run_dir = out / run_id
     target = out / f"{run_id}.zip"
     chromium = find_chromium()
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     left_out = []
+    texts = {
+        f"{run_id}/README.txt": bundle_readme(record),
+        f"{run_id}/config.yaml": yaml.safe_dump(record.get("config", {}), sort_keys=True),
+    }
+    files = [run_dir / "run.json", *sorted(run_dir.glob("*.html")), *sorted(run_dir.glob("*.ipynb"))]
+    files += [*sorted(run_dir.glob("headline.*")), *sorted((run_dir / "tables").glob("*.csv"))]
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in [
-            out / "index.html",
-            run_dir / "run.json",
-            *sorted(run_dir.glob("*.html")),
-            *sorted(run_dir.glob("*.ipynb")),
-        ]:
-            if not path.exists():
-                continue
-            kinds = writer.leaks(path.read_text(encoding="utf-8", errors="replace"))
-            if kinds:
+        for name, text in texts.items():
+            if kinds := writer.leaks(text):
+                left_out.append(f"{name}: {', '.join(kinds)}")
+            else:
+                zf.writestr(name, text)
+        for path in [p for p in files if p.exists()]:
+            if path.suffix != ".png" and (kinds := writer.leaks(path.read_text(encoding="utf-8", errors="replace"))):
                 left_out.append(f"{path.name}: {', '.join(kinds)}")
                 continue
             zf.write(path, path.relative_to(out).as_posix())
-            if chromium and path.suffix == ".html" and path.parent == run_dir:
+            if chromium and path.suffix == ".html":
                 pdf = run_dir / f"{path.stem}.pdf"
                 if page_pdf(path, pdf, chromium):
                     zf.write(pdf, pdf.relative_to(out).as_posix())

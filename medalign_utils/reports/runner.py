@@ -26,13 +26,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import SuiteConfig, load_config, project_path, project_root
-from .findings import FINDINGS_ENV, format_value, read_findings
+from .findings import FINDINGS_ENV, TABLES_ENV, format_value, read_findings
 from ..provenance import environment_record
 from .scan import SensitiveIndex, ShareSafeWriter
 
-# A notebook runs only if the notebooks it depends on succeeded (03 reads 02's prompts).
-NOTEBOOK_DEPENDENCIES = {"03_model_generation": ["02_context_truncation"]}
+# A notebook runs only if the notebooks it depends on succeeded: 03 reads 02's prompts, 05 and 06
+# read 03's answers (a failed 03 would leave them reading an older run's).
+NOTEBOOK_DEPENDENCIES = {
+    "03_model_generation": ["02_context_truncation"],
+    "05_metric_correlation": ["03_model_generation"],
+    "06_llm_judge": ["03_model_generation"],
+}
+# The parameters naming files a notebook reads besides the release: their contents are part of its
+# reuse key, so a changed or removed file reruns it (the release is keyed by its fingerprint).
+NOTEBOOK_INPUTS = {
+    "03_model_generation": ("prompts_path",),
+    "05_metric_correlation": ("generations_path",),
+    "06_llm_judge": ("generations_path",),
+}
 INDEX_TEMPLATE = "index.html.j2"
+# The one folder `medalign run` may fill with a synthetic cohort when it is missing.
+DEFAULT_SYNTHETIC_DIR = "data/synthetic"
 
 
 @dataclass
@@ -60,12 +74,27 @@ def declared_parameters(notebook: Path) -> set[str]:
     return {p.name for p in PythonTranslator.inspect(cell)} if cell is not None else set()
 
 
+def input_fingerprint(path: str | Path) -> str:
+    """The contents of one input file (or "absent"), for a reuse key."""
+    path = project_path(path)
+    if not path.is_file():
+        return "absent"
+    h = hashlib.blake2b(digest_size=10)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _cache_key(notebook: Path, params: dict, fingerprint: str) -> str:
     from .. import __version__
     from ..provenance import git_commit
 
     h = hashlib.blake2b(digest_size=10)
     h.update(notebook.read_bytes())
+    for name in NOTEBOOK_INPUTS.get(notebook.stem, ()):
+        if params.get(name):
+            h.update(f"{name}={input_fingerprint(params[name])}".encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(fingerprint.encode())
     h.update(__version__.encode())
@@ -76,11 +105,11 @@ def _cache_key(notebook: Path, params: dict, fingerprint: str) -> str:
     return h.hexdigest()
 
 
-def render_html(ipynb: Path, target: Path, relativize=lambda t: t) -> None:
+def render_html(ipynb: Path, target: Path, relativize=lambda t: t, *, banner: str | None = None) -> None:
     """Render an executed notebook into a reader's page (`pages.render_page`)."""
     from .pages import render_page
 
-    render_page(ipynb, target, relativize)
+    render_page(ipynb, target, relativize, banner=banner)
 
 
 def run_suite(
@@ -104,10 +133,8 @@ def run_suite(
 
     cfg = config if isinstance(config, SuiteConfig) else load_config(config, overrides)
     data_path = project_path(cfg.data_dir)
-    if not data_path.exists() and cfg.synthetic.generate_if_missing:
-        from ..synthetic import CohortSpec, make_cohort
-
-        make_cohort(data_path, CohortSpec.for_scale(cfg.synthetic.scale, seed=cfg.synthetic.seed), progress=progress)
+    if not data_path.exists():
+        _make_default_cohort(cfg, data_path, progress=progress)
     release = load_release(data_path, follow_external_links=cfg.follow_external_links)
     fingerprint = release.fingerprint()
     scan_needed = cfg.share_safe and not release.is_synthetic
@@ -127,17 +154,23 @@ def run_suite(
 
     relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
     run = _Run(cfg, fingerprint, run_dir, cache_dir, writer, progress, kernel_name, relativize, run_id)
+    if release.is_synthetic:
+        from .pages import SYNTHETIC_BANNER
+
+        run.banner = SYNTHETIC_BANNER
     results = _run_notebooks(notebooks, run, out, scan_needed=scan_needed)
 
     record = _run_record(
         cfg, release, run_id, results, fingerprint=fingerprint, scanned=scan_needed, relativize=relativize
     )
     record["removed_by_scan"] = run.stray
+    record["selection"] = "all" if not only else list(only)
+    record["headline"] = save_headline(run_dir, [r.ipynb and run_dir / r.ipynb for r in results.values()], writer)
+    record["tables"] = sorted(p.name for p in (run_dir / "tables").glob("*.csv"))
     record = writer.record(json.loads(relativize(json.dumps(record, default=str))))  # no machine paths; scanned
     for target in (run_dir / "run.json", out / "run.json"):
         writer.write_json(target, record)
-    if writer.write(out / "index.html", relativize(index_html(record))):
-        raise RuntimeError("the index page failed the share-safe scan and was not written")
+    write_indexes(out, record, writer, relativize)
     if progress:
         ok = sum(r.status == "ok" for r in results.values())
         print(f"{ok}/{len(results)} notebooks ok; index: {out / 'index.html'}")
@@ -148,6 +181,22 @@ def run_suite(
         if progress:
             print(f"bundle: {archive}")
     return all(r.status == "ok" for r in results.values()) and not run.stray
+
+
+def _make_default_cohort(cfg: SuiteConfig, data_path: Path, *, progress: bool) -> None:
+    """Make the synthetic cohort at the default synthetic folder only: any other missing data path
+    is a typo or an unmounted release, and a cohort generated there would report as if it were data."""
+    default = project_path(DEFAULT_SYNTHETIC_DIR)
+    if not cfg.synthetic.generate_if_missing or data_path.resolve() != default.resolve():
+        hint = (
+            f"`medalign synth {cfg.data_dir}` makes a synthetic cohort there"
+            if cfg.synthetic.generate_if_missing
+            else "check the path, or mount the release"
+        )
+        raise FileNotFoundError(f"data folder {cfg.data_dir} does not exist ({hint}; only {DEFAULT_SYNTHETIC_DIR} is made on demand)")
+    from ..synthetic import CohortSpec, make_cohort
+
+    make_cohort(data_path, CohortSpec.for_scale(cfg.synthetic.scale, seed=cfg.synthetic.seed), progress=progress)
 
 
 def _run_notebooks(notebooks: list[Path], run: _Run, out: Path, *, scan_needed: bool) -> dict:
@@ -244,13 +293,12 @@ def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = 
     profile makes every figure SVG with text as text. Old values are restored after."""
     import tempfile
 
-    from .findings import FINDINGS_ENV
     from ..data.describe import MIN_CELL_ENV
     from ..data.release import FOLLOW_LINKS_ENV
 
     saved = {
         k: os.environ.get(k)
-        for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV, FINDINGS_ENV, "MEDALIGN_NOTEBOOK", MIN_CELL_ENV)
+        for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV, FINDINGS_ENV, TABLES_ENV, "MEDALIGN_NOTEBOOK", MIN_CELL_ENV)
     }
     os.environ[MIN_CELL_ENV] = str(min_cell)
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
@@ -284,6 +332,7 @@ class _Run:
     kernel_name: str
     relativize: object
     run_id: str
+    banner: str | None = None  # what opens every page (the synthetic cohort's banner)
     current: Path | None = None  # the executed notebook being written now
     kept: list = field(default_factory=list)  # pages that passed the scan
     stray: list = field(default_factory=list)  # files outside any notebook's output, removed by the scan
@@ -303,18 +352,21 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     t0, started = time.perf_counter(), time.time()
     res = NotebookResult(nb.stem, "ok", parameters=params)
     cached_findings = run.cache_dir / f"{nb.stem}-{key}.findings.json"
+    cached_tables, staged_tables = run.cache_dir / f"{nb.stem}-{key}.tables", run.run_dir / f".tables-{nb.stem}"
     if cached_nb.exists() and cached_html.exists():
         shutil.copyfile(cached_nb, target_nb)
         shutil.copyfile(cached_html, target_html)
         res.reused = True
         res.findings = json.loads(cached_findings.read_text()) if cached_findings.exists() else []
+        if cached_tables.is_dir():
+            shutil.copytree(cached_tables, staged_tables, dirs_exist_ok=True)
     else:
         run.current = target_nb
-        _execute(nb, target_nb, params=params, run=run, res=res)
+        _execute(nb, target_nb, params=params, run=run, res=res, tables=staged_tables)
         run.current = None
         if target_nb.exists():
             target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
-            render_html(target_nb, target_html, run.relativize)
+            render_html(target_nb, target_html, run.relativize, banner=run.banner)
     res.seconds = time.perf_counter() - t0
     res.error = run.writer.message(res.error)
     leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
@@ -332,6 +384,11 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
         _copy_atomic(target_html, cached_html)
         run.writer.write_json(cached_findings, res.findings)
         run.kept += [cached_nb, cached_html, cached_findings]
+        if staged_tables.is_dir():
+            shutil.rmtree(cached_tables, ignore_errors=True)
+            shutil.copytree(staged_tables, cached_tables)
+            run.kept += list(cached_tables.iterdir())
+    _collect_tables(staged_tables, run, keep=res.status == "ok")
     if res.reused:  # a finding's link names this run's page
         res.findings = [
             {**f, "link": f"{run.run_id}/{target_html.name}#{f['link'].split('#', 1)[-1]}"} if f.get("link") else f
@@ -343,7 +400,21 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     return res
 
 
-def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: NotebookResult) -> None:
+def _collect_tables(staged: Path, run: _Run, *, keep: bool) -> None:
+    """A notebook's tables (`record_table`, already scanned with its run folder) join the run's
+    `tables/` folder when it succeeded; a failed or leaking notebook leaves none."""
+    if not staged.is_dir():
+        return
+    if keep:
+        folder = run.run_dir / "tables"
+        folder.mkdir(exist_ok=True)
+        for path in staged.iterdir():
+            os.replace(path, folder / path.name)
+            run.kept.append(folder / path.name)
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: NotebookResult, tables: Path) -> None:
     """Run a notebook with papermill into `target_nb`, recording a failure in `res`. The kernel's
     own stdout and stderr (a library's C code, `os.write(2, ...)`) go to a file outside `--out`
     and reach the console only through the share-safe writer."""
@@ -355,6 +426,8 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
     findings_file = run.run_dir / f".{nb.stem}.findings.jsonl"
     findings_file.unlink(missing_ok=True)
     os.environ[FINDINGS_ENV], os.environ["MEDALIGN_NOTEBOOK"] = str(findings_file), nb.stem
+    shutil.rmtree(tables, ignore_errors=True)
+    os.environ[TABLES_ENV] = str(tables)
     with tempfile.TemporaryDirectory(prefix="medalign-kernel-") as tmp:
         console = Path(tmp) / "console.log"
         try:
@@ -464,11 +537,78 @@ def _link_findings(findings: list[dict], executed: Path, page: str) -> list[dict
     ]
 
 
-def index_html(record: dict) -> str:
-    """The one page linking every rendered notebook, with data source, parameters and versions."""
+HEADLINE_TAG = "headline"  # the notebook cell whose figure opens the index (04's Table 3)
+
+
+def save_headline(run_dir: Path, executed: list, writer: ShareSafeWriter) -> str | None:
+    """The first figure of the first cell tagged `headline` in the executed notebooks, saved in the run
+    folder for the index; returns its file name. On the real release only an SVG (its text scanned)."""
+    import base64
+
+    import nbformat
+
+    for path in [p for p in executed if p and Path(p).exists()]:
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            if HEADLINE_TAG not in cell.get("metadata", {}).get("tags", []):
+                continue
+            for output in cell.get("outputs", []):
+                data = output.get("data", {})
+                if "image/svg+xml" in data and not writer.write(run_dir / "headline.svg", data["image/svg+xml"]):
+                    return "headline.svg"
+                if "image/png" in data and writer.index is None:
+                    (run_dir / "headline.png").write_bytes(base64.b64decode(data["image/png"]))
+                    return "headline.png"
+    return None
+
+
+def list_runs(out: Path) -> list[dict]:
+    """Every run under `out` with a record, newest first: its id, when, data, selection and statuses."""
+    runs = []
+    for path in out.glob("*/run.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a run folder being written, or not one of ours
+        statuses = [n.get("status") for n in record.get("notebooks", [])]
+        runs.append(
+            {
+                "run_id": record.get("run_id", path.parent.name),
+                "finished": record.get("finished", ""),
+                "synthetic": record.get("data", {}).get("synthetic"),
+                "selection": record.get("selection", "all"),
+                "ok": statuses.count("ok"),
+                "total": len(statuses),
+            }
+        )
+    return sorted(runs, key=lambda r: r["finished"], reverse=True)
+
+
+def write_indexes(out: Path, record: dict, writer: ShareSafeWriter, relativize=lambda t: t) -> None:
+    """The run's own index (in its folder), and the top index: the newest full run (a run of `--only`
+    some notebooks never replaces it), with every run listed."""
+    run_dir = out / record["run_id"]
+    if writer.write(run_dir / "index.html", relativize(index_html(record, prefix=""))):
+        raise RuntimeError("the run's index page failed the share-safe scan and was not written")
+    runs = list_runs(out)
+    full = next((r for r in runs if r["selection"] == "all"), None)
+    shown = record
+    if record["selection"] != "all" and full is not None:
+        shown = json.loads((out / full["run_id"] / "run.json").read_text(encoding="utf-8"))
+    page = index_html(shown, prefix=f"{shown['run_id']}/", runs=runs)
+    if writer.write(out / "index.html", relativize(page)):
+        raise RuntimeError("the index page failed the share-safe scan and was not written")
+
+
+def index_html(record: dict, *, prefix: str | None = None, runs: list[dict] | None = None) -> str:
+    """The page linking every rendered notebook of a run, with its headline figure, findings, data
+    source, parameters and versions. `prefix` is the path from the page to the run folder (the
+    run's own index sits in it: ""); `runs` lists every run (the top index)."""
     import jinja2
     import yaml
 
+    from .pages import SYNTHETIC_BANNER
+
+    prefix = f"{record['run_id']}/" if prefix is None else prefix
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("medalign_utils.reports", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -477,6 +617,10 @@ def index_html(record: dict) -> str:
         record=record,
         env=record["environment"],
         data=record["data"],
+        prefix=prefix,
+        runs=runs,
+        link=lambda target: prefix + target.split("/", 1)[1] if "/" in target else prefix + target,
+        banner=SYNTHETIC_BANNER if record["data"].get("synthetic") else None,
         params=yaml.safe_dump(record["config"], sort_keys=True),
         colours={"ok": "#1a7f37", "failed": "#cf222e", "leak": "#cf222e", "skipped": "#9a6700"},
         fmt=format_value,

@@ -450,3 +450,100 @@ def test_table3_and_table4_cli_equal_an_independent_primary_whole_row_computatio
             taus.append(tau)
     assert t4.loc["rougeL", "mean_tau"] == pytest.approx(np.mean(taus), abs=1e-4)
     assert t4.loc["rougeL", "n_instructions"] == len(taus)
+
+
+# ------------------------------------------------------------------ the bootstrap unit, everywhere
+
+
+def _each_instruction_twice(responses: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(once, twice): every instruction its own patient, then each also copied under a second id of
+    the same patient. A bootstrap by patient of `twice` draws exactly what a bootstrap by instruction
+    of `once` draws (the copies move together, and '!' sorts them right after their original)."""
+    once = responses.assign(instruction_id=responses.instruction_id.astype(str))
+    once = once.assign(person_id="p" + once.instruction_id)
+    twice = pd.concat([once, once.assign(instruction_id=once.instruction_id + "!")], ignore_index=True)
+    return once, twice
+
+
+def test_every_ci_honours_the_bootstrap_unit(tiny_cohort):
+    from medalign_utils.evaluation.clinicians import breakdown, head_to_head_ci
+    from medalign_utils.evaluation.correlation import table4
+    from medalign_utils.evaluation.judge import judge_win_rates
+
+    once, twice = _each_instruction_twice(load_release(tiny_cohort).model_responses)
+    a, b = sorted(once.system.unique())[:2]
+    # `once` by patient (each instruction its own patient) is `twice` by patient: the same draws
+    for by_patient, by_instruction, unit in ((twice, once, "patient"),):
+        kw = {"n_resamples": 300, "seed": 3, "bootstrap_unit": unit}
+        assert head_to_head_ci(by_patient, a, b, **kw) == pytest.approx(
+            head_to_head_ci(by_instruction, a, b, **kw)
+        )
+        prior = 2.0 if unit == "patient" else 1.0  # every battle counted twice: the prior doubled keeps the fit
+        bt_p = bradley_terry(by_patient, **kw, prior_games=prior).set_index("system")
+        bt_i = bradley_terry(by_instruction, **kw).set_index("system")
+        assert np.allclose(bt_p.loc[bt_i.index, ["ci_low", "ci_high"]], bt_i[["ci_low", "ci_high"]], atol=1e-6)
+        tau_p = inter_rater_tau(by_patient, **kw)
+        tau_i = inter_rater_tau(by_instruction, **kw)
+        assert (tau_p["ci_low"], tau_p["ci_high"]) == pytest.approx((tau_i["ci_low"], tau_i["ci_high"]), nan_ok=True)
+        groups = lambda d: pd.Series("all", index=d.instruction_id.unique())  # noqa: E731
+        br_p = breakdown(by_patient, groups(by_patient), **kw)
+        br_i = breakdown(by_instruction, groups(by_instruction), **kw)
+        assert np.allclose(br_p.correct_ci_low, br_i.correct_ci_low) and np.allclose(
+            br_p.correct_ci_high, br_i.correct_ci_high
+        )
+        ranks = lambda d: d[["instruction_id", "system"]].assign(  # noqa: E731
+            metric="m", score=-d.model_rank.astype(float) + 0.1 * (d.system == a)
+        )
+        labels_p, labels_i = combine_raters(by_patient), combine_raters(by_instruction)
+        t4_p = table4(ranks(labels_p), labels_p, **kw)
+        t4_i = table4(ranks(labels_i), labels_i, **kw)
+        assert t4_p[["ci_low", "ci_high"]].to_numpy() == pytest.approx(t4_i[["ci_low", "ci_high"]].to_numpy())
+    # With real clustering (copies of one patient) the patient CI is what the deduplicated data gives,
+    # and narrower CIs by instruction would have been overconfident.
+    wide = head_to_head_ci(twice, a, b, n_resamples=300, seed=3, bootstrap_unit="patient")
+    narrow = head_to_head_ci(twice, a, b, n_resamples=300, seed=3)
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]
+    assert callable(judge_win_rates)
+
+
+def test_breakdown_min_cell_counts_patients_not_instructions(tiny_cohort):
+    from medalign_utils.evaluation.clinicians import breakdown
+
+    responses = load_release(tiny_cohort).model_responses
+    labels = combine_raters(responses)
+    per_patient = labels.drop_duplicates("instruction_id").groupby("person_id").instruction_id.nunique()
+    assert per_patient.min() >= 2  # every patient has several instructions: counting them would pass
+    groups = labels.drop_duplicates("instruction_id").set_index("instruction_id").person_id
+    out = breakdown(labels, groups, min_cell=2, n_resamples=50)  # each group is one patient
+    assert (out.n_patients == 1).all() and (out.n_instructions >= 2).all()
+    assert out.correct_pct.isna().all()  # one patient (however many instructions) is below 2
+    with pytest.raises(ValueError, match="person_id"):
+        breakdown(labels.drop(columns="person_id"), groups, min_cell=2)
+
+
+def test_bradley_terry_converges_to_the_maximum_posterior_found_independently():
+    """Iterated to a tolerance, not a fixed count: the MM fit equals a generic optimiser's maximum of
+    the same log posterior, and stopping it early warns."""
+    from scipy.optimize import minimize
+
+    from medalign_utils.evaluation.clinicians import bradley_terry_gradient, fit_bradley_terry
+
+    rng = np.random.default_rng(5)
+    strength = np.array([2.0, 1.0, 0.0, -0.5, -1.5, -3.0])  # far apart: MM converges slowly
+    p = 1 / (1 + np.exp(-(strength[:, None] - strength[None, :])))
+    wins = rng.binomial(40, p) * (1 - np.eye(6))
+    wins = np.triu(wins) + np.tril(40 - wins.T, -1) * (1 - np.eye(6))
+
+    def neg_log_posterior(s):
+        diff = s[:, None] - s[None, :]
+        loglik = (wins * -np.logaddexp(0, -diff)).sum()
+        prior = (0.5 * -np.logaddexp(0, -s) + 0.5 * -np.logaddexp(0, s)).sum()  # one virtual game vs strength 1
+        return -(loglik + prior)
+
+    ref = minimize(neg_log_posterior, np.zeros(6), method="BFGS", options={"gtol": 1e-10}).x
+    fit = fit_bradley_terry(wins)
+    assert np.allclose(fit, ref - ref.mean(), atol=1e-5)
+    uncentred = fit - fit.mean() + ref.mean()
+    assert np.abs(bradley_terry_gradient(wins, uncentred)).max() < 1e-4
+    with pytest.warns(RuntimeWarning, match="stopped after 20 iterations"):
+        fit_bradley_terry(wins, max_iter=20)

@@ -88,7 +88,8 @@ def test_run_is_resumable_and_records_provenance(tiny_lm, tmp_path):
     df = read_results(out)
     assert len(df) == 7 and df.instruction_id.is_unique
     rec = json.loads(out.read_text().splitlines()[0])
-    assert rec["model"]["weights_hash"] and rec["model"]["model_path"] == str(tiny_lm)
+    assert rec["model"]["weights_hash"] and rec["model"]["model"] == tiny_lm.name
+    assert str(tiny_lm) not in json.dumps(rec["model"])  # no machine path in what pages print
     assert rec["settings"]["max_new_tokens"] == 4 and rec["prompt_tokens"] > 0 and rec["seconds"] >= 0
     assert rec["versions"]["torch"] and rec["data_fingerprint"] == "abc"
 

@@ -12,6 +12,7 @@ import pytest
 from helpers import REPO, write_notebook
 
 from medalign_utils import cli
+from medalign_utils.assets import model_cache_dir
 from medalign_utils.config import SuiteConfig
 from medalign_utils.data import load_release
 from medalign_utils.reports import index_html, run_suite
@@ -100,6 +101,41 @@ def test_failing_notebook_is_shown_and_stops_only_its_dependents(tmp_path, tiny_
     assert st["03_model_generation"]["status"] == "skipped"
     assert st["04_ok"]["status"] == "ok"
     assert "planted failure" in (out / "index.html").read_text()
+
+
+def _reader_notebook(path: Path, source: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = "data_dir = 'x'\ngenerations_path = 'g'"
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
+
+
+def test_what_03_writes_reruns_05_and_06_and_a_failed_03_skips_them(tmp_path, tiny_cohort):
+    from medalign_utils.reports.runner import NOTEBOOK_DEPENDENCIES, NOTEBOOK_INPUTS
+
+    assert {"03_model_generation"} <= set(NOTEBOOK_DEPENDENCIES["05_metric_correlation"])
+    assert {"03_model_generation"} <= set(NOTEBOOK_DEPENDENCIES["06_llm_judge"])
+    nbs, generations = tmp_path / "nbs", tmp_path / "generations.jsonl"
+    nbs.mkdir()
+    _reader_notebook(nbs / "03_model_generation.ipynb", "open(generations_path, 'w').write('a')")
+    for name in ("05_metric_correlation", "06_llm_judge"):
+        _reader_notebook(nbs / f"{name}.ipynb", "print(open(generations_path).read())")
+    cfg = SuiteConfig(data_dir=str(tiny_cohort), generations_path=str(generations))
+    out = tmp_path / "reports"
+
+    def reused(only=None):
+        assert run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs, only=only)
+        return {n["name"]: n["reused"] for n in json.loads((out / "run.json").read_text())["notebooks"]}
+
+    assert not any(reused().values())
+    assert reused(["05", "06"]) == {"05_metric_correlation": True, "06_llm_judge": True}
+    generations.write_text("answers removed")  # what 03 wrote changed: nothing of 05/06 may be reused
+    assert reused(["05", "06"]) == {"05_metric_correlation": False, "06_llm_judge": False}
+    assert set(NOTEBOOK_INPUTS["05_metric_correlation"]) == {"generations_path"}
+    _reader_notebook(nbs / "03_model_generation.ipynb", "raise RuntimeError('no answers')")
+    assert not run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs)
+    statuses = {n["name"]: n["status"] for n in json.loads((out / "run.json").read_text())["notebooks"]}
+    assert statuses == {"03_model_generation": "failed", "05_metric_correlation": "skipped", "06_llm_judge": "skipped"}
 
 
 def test_share_safe_scan_fails_the_run_on_a_leak(tmp_path, tiny_cohort):
@@ -235,6 +271,8 @@ def test_pages_hold_no_stderr_and_no_machine_paths(suite_run):
         text = path.read_text()
         assert str(REPO) not in text and str(Path.home()) + "/" not in text, path.name
         assert str(out) not in text, path.name
+        # nor the model cache's (03 and 06 print the model they ran: by name and weights hash)
+        assert str(model_cache_dir()) not in text and "/cache/medalign/models" not in text, path.name
         if path.suffix == ".html" and path.name != "index.html":
             assert 'data-mime-type="application/vnd.jupyter.stderr"' not in text, path.name  # no stderr output
             assert "medalign-code-toggle" in text and f'href="{path.stem}.ipynb"' in text

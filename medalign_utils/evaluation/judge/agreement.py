@@ -230,11 +230,22 @@ def judge_win_matrix(battles: pd.DataFrame, models: list[str]) -> pd.DataFrame:
 
 
 def judge_win_rates(
-    battles: pd.DataFrame, models: list[str], *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+    battles: pd.DataFrame,
+    models: list[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    bootstrap_unit: str = "instruction",
+    patients: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
-    head-to-head shares), with a percentile bootstrap CI over instructions, and its place."""
-    from ..clinicians import battle_shares, bootstrap_counts, win_rates
+    head-to-head shares), with a percentile bootstrap CI over instructions (or over patients, from
+    `patients`: any table of instruction_id and person_id), and its place."""
+    from ..clinicians import bootstrap_clusters
+
+    from ..clinicians import battle_shares, win_rates
+    from ..stats import bootstrap_counts
 
     ids, w, l = battle_counts(battles, models)
     if not len(ids):  # no valid verdict to count: every win rate unknown, said so
@@ -252,7 +263,8 @@ def judge_win_rates(
         return empty
     # The clinicians' head-to-head code on the judge's battles: one implementation of the paper's WR.
     point = win_rates(battle_shares(w, l))
-    boot = win_rates(battle_shares(w, l, bootstrap_counts(len(ids), n_resamples, seed)))
+    clusters = bootstrap_clusters(battles if patients is None else patients, ids, bootstrap_unit)
+    boot = win_rates(battle_shares(w, l, bootstrap_counts(len(ids), n_resamples, seed, clusters)))
     alpha = (1 - confidence) / 2
     import warnings
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..clinicians import bootstrap_counts, head_to_head, label_matrices, win_rates
+from ..clinicians import bootstrap_clusters, head_to_head, label_matrices, win_rates
+from ..stats import bootstrap_counts
 from .agreement import judge_win_rates, pairwise_battles
 
 Z95 = 1.959963984540054
@@ -67,14 +68,25 @@ def widened(estimate: float, low: float, high: float, transfer_error: float) -> 
 
 
 def judge_correct_pct(
-    judgments: pd.DataFrame, *, judge: str, system: str, n_resamples: int = 1000, seed: int = 0
+    judgments: pd.DataFrame,
+    *,
+    judge: str,
+    system: str,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    bootstrap_unit: str = "instruction",
+    patients: pd.DataFrame | None = None,
 ) -> dict:
-    """The judge's correct % for one system with a bootstrap CI over its responses."""
+    """The judge's correct % for one system with a bootstrap CI over its responses (one per
+    instruction), or over patients (from `patients`: a table of instruction_id and person_id)."""
     v = _judge_correct_table(judgments, judge)
-    x = v[v.system == system].verdict.dropna().to_numpy(float)
+    mine = v[(v.system == system) & v.verdict.notna()]
+    x = mine.verdict.to_numpy(float)
     if not len(x):
         return {"correct_pct": np.nan, "correct_pct_ci_low": np.nan, "correct_pct_ci_high": np.nan, "n": 0}
-    boot = bootstrap_counts(len(x), n_resamples, seed) @ x / len(x)
+    clusters = bootstrap_clusters(mine if patients is None else patients, mine.instruction_id, bootstrap_unit)
+    weights = bootstrap_counts(len(x), n_resamples, seed, clusters)
+    boot = weights @ x / weights.sum(1)
     lo, hi = np.quantile(boot, [0.025, 0.975])
     return {"correct_pct": 100 * x.mean(), "correct_pct_ci_low": 100 * lo, "correct_pct_ci_high": 100 * hi, "n": len(x)}
 
@@ -243,6 +255,7 @@ def place_summary(
     n_resamples: int = 1000,
     seed: int = 0,
     min_instructions: int = 10,
+    bootstrap_unit: str = "instruction",
 ) -> dict:
     """A system placed by the judge: its correct %, win rate and place with bootstrap CIs, each
     widened by the judge's transfer error measured on the other systems (leave this one out), and,
@@ -251,7 +264,8 @@ def place_summary(
     others = [m for m in models if m != system]
     transfer = transfer_table(judgments, labels, judge=judge, models=others)
     out: dict = {"system": system, "judge": judge}
-    out.update(judge_correct_pct(judgments, judge=judge, system=system, n_resamples=n_resamples, seed=seed))
+    boot = {"n_resamples": n_resamples, "seed": seed, "bootstrap_unit": bootstrap_unit}
+    out.update(judge_correct_pct(judgments, judge=judge, system=system, **boot, patients=labels))
     error = transfer.attrs["transfer_error_correct_pct"]
     lo, hi = widened(out["correct_pct"], out["correct_pct_ci_low"], out["correct_pct_ci_high"], error)
     out.update(correct_pct_transfer_low=lo, correct_pct_transfer_high=hi)
@@ -260,7 +274,7 @@ def place_summary(
     battles = battles[battles.system_a.isin(everyone) & battles.system_b.isin(everyone)]
     mine = battles[(battles.system_a == system) | (battles.system_b == system)]
     n_inst = mine.instruction_id.nunique()
-    wr = judge_win_rates(battles, everyone, n_resamples=n_resamples, seed=seed).set_index("system")
+    wr = judge_win_rates(battles, everyone, **boot, patients=labels).set_index("system")
     row = wr.loc[system] if system in wr.index else None
     out.update(n_instructions_judged=n_inst, transfer_error_correct_pct=transfer.attrs["transfer_error_correct_pct"])
     out["transfer_error_win_rate"] = transfer.attrs["transfer_error_win_rate"]

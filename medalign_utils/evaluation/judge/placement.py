@@ -35,6 +35,7 @@ def place_new_system(
     n_resamples: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """Judge `system`'s answers (the generation results) pairwise against each of `systems` on the
     reviewed instructions it answered (the first `limit` of them), then rank it among them by the
@@ -50,6 +51,7 @@ def place_new_system(
         judge, "pairwise", pairwise_items(new_items, [(name, m) for m in systems]), release, out_path, progress=progress
     )
     battles = pairwise_battles(read_judgments([out_path, *baseline_judgments]), judge=judge.name)
-    table = judge_win_rates(battles, [*systems, name], n_resamples=n_resamples, seed=seed)
+    boot = {"n_resamples": n_resamples, "seed": seed, "bootstrap_unit": bootstrap_unit}
+    table = judge_win_rates(battles, [*systems, name], **boot, patients=release.instructions)
     table.attrs["n_instructions"] = len(scope)
     return table

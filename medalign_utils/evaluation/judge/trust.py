@@ -14,20 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ...data.release import rater_column
-from ..clinicians import bootstrap_counts
+from ..clinicians import bootstrap_clusters
+from ..stats import bootstrap_counts
 from ..stats import kendall_tau_b_rows
 from .agreement import judge_scores, pairwise_battles
 
 # ------------------------------------------------------------------ every agreement figure with a CI
-
-
-def _clusters_of(ids, labels: pd.DataFrame, unit: str):
-    if unit == "instruction":
-        return None
-    if unit != "patient" or "person_id" not in labels.columns:
-        raise ValueError("bootstrap unit must be 'instruction', or 'patient' with labels holding person_id")
-    person = labels.drop_duplicates("instruction_id").set_index("instruction_id").person_id.astype(str)
-    return pd.factorize(person.reindex(ids).fillna("unknown"))[0]
 
 
 def _interval(boot: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -83,7 +75,7 @@ def correct_agreement_intervals(
         judged[i, col[r.system]] += j
         clin[i, col[r.system]] += c
         count[i, col[r.system]] += 1
-    weights = bootstrap_counts(len(ids), n_resamples, seed, _clusters_of(ids, labels, unit))
+    weights = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(labels, ids, unit))
     boot_cells = weights @ cells
     out = []
 
@@ -139,7 +131,7 @@ def pairwise_agreement_intervals(
         clinicians = "a" if ra < rb else "b"
         c[i, :5] += (1, r.outcome == clinicians, r.outcome == "tie", to_ab[r.first_choice_ab] == clinicians,
                      to_ba[r.first_choice_ba] == clinicians)  # fmt: skip
-    weights = bootstrap_counts(max(len(ids), 1), n_resamples, seed, _clusters_of(ids, labels, unit) if ids else None)
+    weights = bootstrap_counts(max(len(ids), 1), n_resamples, seed, bootstrap_clusters(labels, ids, unit) if ids else None)
     boot = weights[:, : len(ids)] @ c if ids else np.full((n_resamples, 7), np.nan)
     total = c.sum(0)
 
