@@ -14,7 +14,7 @@ import numpy as np
 from .. import paper
 from ..data.release import MARKER_GENERATOR, SYNTHETIC_MARKER, synthetic_marker
 from ..parallel import iter_process_map
-from .instructions import CATEGORY_KINDS, SPECIALTIES, category_counts, instruction_for_kind
+from .instructions import CATEGORY_KINDS, DedupGate, category_counts, draw_specialty, instruction_for_kind, vary_question
 from .labels import (
     TIE_CONVENTION,
     LabelModel,
@@ -25,7 +25,7 @@ from .labels import (
 from .records import BYTES_PER_TOKEN, PatientFacts, patient_record
 from .responses import paraphrase, perturb_answer
 
-GENERATOR_VERSION = "2"  # 2: gradable answers planted as values (value, unit, date)
+GENERATOR_VERSION = "3"  # 2: gradable answers planted as values; 3: deduplicated wording, specialty skew
 
 
 @dataclass(frozen=True)
@@ -194,15 +194,18 @@ def _draw_instructions(plan: list, facts: list[PatientFacts], rng: np.random.Gen
     """One instruction per planned slot, from a patient whose record holds its kind of fact, shuffled."""
     instructions = []
     used_ids = set()
+    gate = DedupGate()
     for cat, gold in plan:
-        for _ in range(50):  # find a patient whose record holds this kind of fact
+        for _ in range(400):  # a patient whose record holds this kind of fact, in words not yet used
             sub, kind = CATEGORY_KINDS[cat][int(rng.integers(0, len(CATEGORY_KINDS[cat])))]
             f = facts[int(rng.integers(0, len(facts)))]
             made = instruction_for_kind(kind, f, rng)
-            if made:
+            if made and gate.accepts(question := vary_question(made[0], f, rng)):
+                gate.add(question)
+                made = (question, *made[1:])
                 break
         else:
-            raise RuntimeError(f"no record supports a {cat} instruction")
+            raise RuntimeError(f"no record supports a {cat} instruction that passes the deduplication")
         iid = int(rng.integers(1_000_000_000, 9_999_999_999))
         while iid in used_ids:
             iid += 1
@@ -220,7 +223,7 @@ def _draw_instructions(plan: list, facts: list[PatientFacts], rng: np.random.Gen
                 "answer": answer,
                 "value": value,
                 "evidence": "; ".join(evidence),
-                "specialty": SPECIALTIES[int(rng.integers(0, len(SPECIALTIES)))],
+                "specialty": draw_specialty(rng),
             }
         )
     order = rng.permutation(len(instructions))

@@ -5,6 +5,8 @@ timestamps and, where the answer is one value of the record, that value planted 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from .. import paper
@@ -19,6 +21,143 @@ SPECIALTIES = [
     "Emergency Medicine",
     "Pediatrics",
 ]
+# Submitters are drawn with the paper's skew: 492/402/320/71/14/12/3 instructions over seven
+# specialties, largest first (SPECIALTIES is in that order).
+SPECIALTY_WEIGHTS = np.array(paper.SPECIALTY_COUNTS, float) / sum(paper.SPECIALTY_COUNTS)
+
+
+def draw_specialty(rng: np.random.Generator) -> str:
+    return SPECIALTIES[int(rng.choice(len(SPECIALTIES), p=SPECIALTY_WEIGHTS))]
+
+
+# Clinicians write their requests in their own words, around their own task: a lead-in and a tail
+# drawn per instruction vary the wording the way the release's free text does, so that templated
+# questions pass the paper's deduplication (no two above ROUGE-L 0.7) as the release's did.
+LEAD_INS = (
+    "", "Quick question:", "Before clinic tomorrow,", "For the tumor board,", "I'm covering overnight:",
+    "Ahead of the family meeting,", "For my discharge summary,", "While I review the chart,",
+    "For the referral letter,", "Pre-op check:", "For morning rounds,", "I'm seeing {who} today;",
+    "Regarding {who},", "For this {who},", "Covering for a colleague:", "Prior authorization needs this:",
+    "From the chart,", "Please check the record:", "For the care coordination huddle,", "Telehealth follow-up:",
+    "Our pharmacist asks:", "For the insurance form,", "Handoff question:", "I need this for the consult note:",
+    "Second opinion request:", "Before I call the patient back,", "For the quality audit,",
+    "At today's visit I want to know:", "Triage question:", "Looking at {who},",
+)
+TAILS = (
+    "", "Thanks.", "Please cite the date.", "Keep it brief.", "One line is enough.", "Include the source note.",
+    "If it is not documented, say so.", "Answer from the record only.", "I need it for my note.",
+    "Be specific.", "Quote the value.", "No need for detail.", "Please double-check.", "Use the chart's wording.",
+    "Short answer please.", "As of the latest encounter.", "If unclear, tell me what is missing.",
+)
+
+
+# Other words for the questions whose text is fixed (the templated ones vary by lab, visit or condition).
+REWORDINGS = {
+    "What was the patient's last recorded blood pressure?": (
+        "Latest BP?", "Give me the most recent blood pressure reading.", "What did the last vitals show for blood pressure?",
+        "How was the blood pressure at the last check?", "Most recent systolic and diastolic numbers?",
+    ),
+    "List the medications the patient is currently taking.": (
+        "Current med list?", "What meds is this patient on right now?", "Which drugs are active on the medication list?",
+        "Summarize the active prescriptions.", "What is on the present medication list?",
+    ),
+    "Summarize this patient's chronic medical problems.": (
+        "What chronic conditions does this patient have?", "Give me the problem list.",
+        "Which long-term diagnoses are documented?", "Outline the ongoing medical issues.", "Chronic problems?",
+    ),
+    "Does the patient smoke?": (
+        "Smoking status?", "Is there any tobacco use documented?", "Is this patient a current or former smoker?",
+        "What does the social history say about cigarettes?", "Any nicotine use?",
+    ),
+    "What is the patient's age and sex?": (
+        "How old is the patient, and what sex?", "Age and gender please.", "Give me the demographics: age, sex.",
+        "Patient age/sex?", "What age and sex does the record list?",
+    ),
+    "What is the current plan of care according to the latest note?": (
+        "What's the plan from the last note?", "Summarize the treatment plan documented most recently.",
+        "What did the most recent provider plan next?", "Next steps per the newest documentation?",
+        "What management was decided at the last encounter?",
+    ),
+    "Translate the plan from the latest note into Spanish for the patient.": (
+        "Can you put the latest plan into Spanish for the family?", "Spanish translation of the most recent care plan, please.",
+        "Write the plan from the last visit in Spanish.", "The patient speaks Spanish: translate the newest plan.",
+        "Render the last note's plan in plain Spanish.",
+    ),
+    "Draft a two-sentence summary of the most recent visit for the referring physician.": (
+        "Write a brief recap of the last encounter for the referring doctor.",
+        "Summarize the latest visit in two sentences for a referral.",
+        "Two-line summary of the most recent appointment for the PCP?",
+        "Give the referring clinician a short note on the last visit.",
+        "Condense the newest encounter into a couple of sentences.",
+    ),
+    "Calculate the patient's BMI from the most recent weight and height.": (
+        "What's the BMI using the latest height and weight?", "Compute body mass index from current measurements.",
+        "BMI from the last recorded weight/height?", "Work out the body mass index.",
+        "Using the newest vitals, what is the BMI?",
+    ),
+    "What CKD stage does the most recent eGFR correspond to?": (
+        "Which CKD stage fits the latest eGFR?", "Stage the kidney disease from the newest eGFR.",
+        "Based on recent kidney function, what CKD stage?", "What does the last eGFR imply for CKD staging?",
+        "CKD stage by the most recent GFR?",
+    ),
+}
+
+
+def vary_question(question: str, f: PatientFacts, rng: np.random.Generator) -> str:
+    """`question` in a clinician's framing: other words for a fixed question (`REWORDINGS`), a lead-in
+    and a tail, some naming the patient by age and sex."""
+    options = (question, *REWORDINGS.get(question, ()))
+    question = options[int(rng.integers(0, len(options)))]
+    who = f"{f.age_years}-year-old {'woman' if f.gender == 'FEMALE' else 'man'}"
+    lead = LEAD_INS[int(rng.integers(0, len(LEAD_INS)))].format(who=who)
+    tail = TAILS[int(rng.integers(0, len(TAILS)))]
+    if lead and not lead.endswith((":", ";", ",")):
+        lead += " "
+    body = question[0].lower() + question[1:] if lead.endswith((",", ";")) else question
+    return " ".join(part for part in (lead, body, tail) if part)
+
+
+def rouge_l_tokens(text: str) -> list[str]:
+    """The tokens ROUGE-L compares (rouge_score's tokenizer, as `data.describe` counts duplicates)."""
+    from rouge_score import tokenize
+
+    return tokenize.tokenize(text, None)
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+class DedupGate:
+    """The paper's deduplication as a gate: a question is accepted only if its ROUGE-L F with every
+    accepted one is at most `threshold` (F = 2·LCS/(m+n); the bag-of-words overlap bounds it first)."""
+
+    def __init__(self, threshold: float = paper.DEDUP_ROUGE_L):
+        self.threshold = threshold
+        self.kept: list[tuple[list[str], Counter]] = []
+
+    def accepts(self, question: str) -> bool:
+        tokens = rouge_l_tokens(question)
+        words = Counter(tokens)
+        for other, other_words in self.kept:
+            total = len(tokens) + len(other)
+            # the multiset overlap bounds the LCS: where even it cannot pass, no LCS is computed
+            # (a margin: rouge_score's F, computed from P and R in floating point, can land just above)
+            if not total or 2 * sum((words & other_words).values()) / total <= self.threshold - 1e-6:
+                continue
+            if 2 * _lcs(tokens, other) / total > self.threshold - 1e-6:
+                return False
+        return True
+
+    def add(self, question: str) -> None:
+        tokens = rouge_l_tokens(question)
+        self.kept.append((tokens, Counter(tokens)))
 
 # Paper categories (Table 2) -> the subcategories used for them, and the instruction kinds.
 CATEGORY_KINDS = {

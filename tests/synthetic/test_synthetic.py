@@ -229,3 +229,46 @@ def test_planted_ranks_average_ties_so_mean_ranks_sum_as_the_papers_do(gold_coho
     per_review = ranks.groupby([release.model_responses.instruction_id, release.model_responses.annotator_num]).sum()
     assert (per_review == 21).all()
     assert (ranks % 1 == 0.5).any()  # averaged ties are written as x.5
+
+
+def test_default_cohort_passes_the_papers_deduplication_and_specialty_skew(tmp_path_factory):
+    """The release's 983 instructions passed the paper's deduplication (no two above ROUGE-L 0.7),
+    and their submitters' specialties are skewed 492/402/320/71/14/12/3: so is the stand-in."""
+    from scipy import stats
+
+    from medalign_utils import paper
+    from medalign_utils.data import describe, load_release
+    from medalign_utils.synthetic import CohortSpec, make_cohort
+
+    out = tmp_path_factory.mktemp("default_cohort")
+    make_cohort(out, CohortSpec.for_scale("default"), workers=1, progress=False)
+    instructions = load_release(out).instructions
+    n_above, closest = describe.near_duplicate_instructions(instructions, threshold=paper.DEDUP_ROUGE_L)
+    assert n_above == 0 and closest.rougeL.max() <= paper.DEDUP_ROUGE_L
+    assert instructions.question.nunique() == len(instructions)
+    from medalign_utils.synthetic.instructions import SPECIALTIES
+
+    counts = instructions.submitter_specialty.value_counts().reindex(SPECIALTIES, fill_value=0)
+    expected = np.array(paper.SPECIALTY_COUNTS) / sum(paper.SPECIALTY_COUNTS) * len(instructions)
+    top, rest = counts.iloc[:3].to_numpy(), counts.iloc[3:].sum()  # the rare ones pooled for the test
+    observed, wanted = np.append(top, rest), np.append(expected[:3], expected[3:].sum())
+    assert stats.chisquare(observed, wanted).pvalue > 0.001
+    assert counts.iloc[0] > counts.iloc[3] * 3 and counts.iloc[-1] < counts.iloc[0] / 20  # skewed, not uniform
+
+
+def test_dedup_gate_agrees_with_rouge_score():
+    from rouge_score import rouge_scorer
+
+    from medalign_utils.synthetic.instructions import DedupGate
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    pairs = [
+        ("What was the most recent A1c value?", "What was the most recent LDL value?"),
+        ("For the audit, what was the first platelet count? Thanks.", "Triage: what was the first platelet count?"),
+        ("Does the patient smoke?", "Smoking status?"),
+        ("the the what was what", "what the was the what"),
+    ]
+    for a, b in pairs:
+        gate = DedupGate()
+        gate.add(a)
+        assert gate.accepts(b) == (scorer.score(a, b)["rougeL"].fmeasure <= 0.7 - 1e-6), (a, b)
