@@ -112,6 +112,7 @@ class SuiteConfig:
     context_lengths: list[int] = field(default_factory=lambda: [2048, 4096, 8192, 16384, 32768, 65536, 131072])
     generation_reserve: int = 256
     n_resamples: int = 2000
+    bootstrap_unit: str = "instruction"  # instruction (the paper's) | patient: what every CI resamples
     combine_raters: str = "primary"
     progress: bool = False
     prompts_path: str = "data/prompts/prompts.parquet"  # written by 02, read by 03

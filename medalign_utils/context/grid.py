@@ -330,6 +330,16 @@ def select_prompts(
     tokenizer, in every given context and strategy (the same instructions in every cell), and
     those instructions."""
     sel = prompts[(prompts.tokenizer == tokenizer) & prompts.context.isin(contexts) & prompts.strategy.isin(strategies)]
+    asked = {(int(c), s) for c in contexts for s in strategies}
+    missing = sorted(asked - set(zip(sel.context.astype(int), sel.strategy)))
+    if missing:
+        cells = prompts.groupby(["tokenizer", "strategy", "context"]).size()
+        held = ", ".join(f"{t}/{s}@{c}" for (t, s, c) in cells.index) or "none"
+        raise ValueError(
+            f"no prompts for {', '.join(f'{tokenizer}/{s}@{c}' for c, s in missing)}: the prompts file holds {held}. "
+            "Notebook 02 writes the prompts of its export_contexts and export_strategies (each context also in its "
+            "context_lengths): add these there, rerun 02, then 03"
+        )
     available = set(sel.instruction_id)
     chosen = [i for i in order if i in available][:max_items]
     return sel[sel.instruction_id.isin(chosen)].reset_index(drop=True), chosen
@@ -353,7 +363,18 @@ def export_prompts(
     grid: pd.DataFrame, release, tokenizers: dict, *, contexts, strategies, template=None
 ) -> pd.DataFrame:
     """The prompt text of every kept cell of a grid (its `tokenizer` column naming a key of
-    `tokenizers`) in the given contexts and strategies, with `PROMPT_COLUMNS`."""
+    `tokenizers`) in the given contexts and strategies, with `PROMPT_COLUMNS`. A context or strategy
+    the grid was not built with is an error (it would otherwise export nothing for it, silently)."""
+    for what, asked, built in (
+        ("export context", contexts, set(grid.context.astype(int))),
+        ("export strategy", strategies, set(grid.strategy)),
+    ):
+        absent = [a for a in asked if a not in built]
+        if absent:
+            raise ValueError(
+                f"{what} {', '.join(map(str, absent))} is not in the grid (built with {', '.join(map(str, sorted(built)))}): "
+                f"add it to {'context_lengths' if what == 'export context' else 'strategies'} too"
+            )
     cells = grid[grid.context.isin(contexts) & grid.strategy.isin(strategies) & ~grid.dropped]
     parts = [
         materialize_prompts(cells[cells.tokenizer == name], release, tok, template=template)
@@ -383,6 +404,8 @@ def grid_summary(grid: pd.DataFrame) -> dict:
     return {
         "cells": len(grid),
         "over_budget": int((ok.prompt_tokens > ok.target_tokens).sum()),
+        # which strategies those are: the peers' published arithmetic counts in cl100k whatever the model
+        "over_budget_by_strategy": ok[ok.prompt_tokens > ok.target_tokens].strategy.value_counts().to_dict(),
         "dropped": int(grid.dropped.sum()),
         "recent_exact_pct": 100 * float((slack == 0).mean()) if len(slack) else float("nan"),
         "recent_max_shortfall": int(slack.max()) if len(slack) else 0,

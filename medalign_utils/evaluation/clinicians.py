@@ -557,7 +557,7 @@ def rater_rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def inter_rater_tau(
-    df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95, bootstrap_unit="instruction"
+    df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, *, confidence: float = 0.95, bootstrap_unit="instruction"
 ) -> dict:
     """Mean pairwise Kendall's tau-b between reviewers' rankings of the same responses (the paper's
     0.44): per instruction the mean over reviewer pairs, then the mean over instructions, with a

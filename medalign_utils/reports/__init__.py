@@ -21,7 +21,7 @@ from .findings import (
 from .pages import SYNTHETIC_BANNER, bundle_run, relative_paths, render_page
 from .runner import declared_parameters, index_html, list_runs, run_suite, write_indexes
 from .scan import SensitiveIndex, ShareSafeWriter, dates_in
-from .tables import readable, show, with_ci
+from .tables import readable, readable_table3, show, with_ci
 
 __all__ = [
     "FINDINGS_ENV",
@@ -38,6 +38,7 @@ __all__ = [
     "load_run_findings",
     "read_findings",
     "readable",
+    "readable_table3",
     "record_finding",
     "record_table",
     "relative_paths",

@@ -97,13 +97,15 @@ def with_ci(table: pd.DataFrame, value: str, low: str, high: str, *, fmt: str = 
     return table.apply(cell, axis=1)
 
 
-def table3_headline(beside: pd.DataFrame) -> pd.DataFrame:
+def readable_table3(beside: pd.DataFrame) -> pd.DataFrame:
     """Table 3's headline columns, each estimate with its 95% CI in one cell and the paper's value
     beside it: what fits a laptop screen and a printed page. `beside` is `paper.beside_table3`'s
     table (planted values, where present, get a column each too)."""
     from .. import paper
 
     out = pd.DataFrame({"system": beside.system.map(lambda s: paper.MODEL_LABELS.get(s, s))})
+    if "n" in beside:
+        out["labelled responses"] = beside["n"].astype(int)
     for value, ci, title, fmt in (
         ("correct_pct", "correct", "correct %", "{:.1f}"),
         ("win_rate", "win_rate", "win rate", "{:.3f}"),

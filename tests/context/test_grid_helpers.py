@@ -37,6 +37,7 @@ def test_grid_summary_counts_what_the_grid_holds(grid_and_release):
     ok = grid[~grid.dropped]
     assert s["cells"] == len(grid) and s["dropped"] == grid.dropped.sum()
     assert s["over_budget"] == (ok.prompt_tokens > ok.target_tokens).sum() == 0
+    assert s["over_budget_by_strategy"] == {}
     cut = ok[(ok.strategy == "recent") & (ok.kept_tokens < ok.base_tokens)]
     assert s["recent_exact_pct"] == pytest.approx(100 * (cut.prompt_tokens == cut.target_tokens).mean())
 
@@ -67,8 +68,19 @@ def test_exported_prompts_round_trip_with_the_shared_columns(grid_and_release, t
     order = list(reversed(prompts.instruction_id.unique()))
     items, chosen = select_prompts(back, order, tokenizer="cl100k", contexts=[2048], strategies=["recent"], max_items=3)
     assert chosen == order[:3] and set(items.instruction_id) == set(chosen)
-    none, _ = select_prompts(back, order, tokenizer="other", contexts=[2048], strategies=["recent"], max_items=3)
-    assert none.empty
+    # A cell 02 did not export is an error naming what the file holds and how to make the rest
+    for tokenizer, contexts in (("other", [2048]), ("cl100k", [8192])):
+        with pytest.raises(ValueError, match=r"holds cl100k/recent@2048\..*export_contexts") as err:
+            select_prompts(back, order, tokenizer=tokenizer, contexts=contexts, strategies=["recent"], max_items=3)
+        assert f"{tokenizer}/recent@{contexts[0]}" in str(err.value)
+
+
+def test_exporting_a_context_or_strategy_the_grid_lacks_is_an_error(grid_and_release):
+    grid, release, tok = grid_and_release
+    with pytest.raises(ValueError, match="export context 4096 is not in the grid .*context_lengths"):
+        export_prompts(grid, release, {"cl100k": tok}, contexts=[2048, 4096], strategies=["recent"])
+    with pytest.raises(ValueError, match="export strategy retrieval"):
+        export_prompts(grid, release, {"cl100k": tok}, contexts=[2048], strategies=["retrieval"])
 
 
 def test_the_data_line_and_length_bands(grid_and_release):
