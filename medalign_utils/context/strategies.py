@@ -357,6 +357,7 @@ class RecordResources:
             cl100k,
         )
         self.views: dict[str, Record] = {"record": record}
+        self._helm_ids = None
         self._encounters: EncounterIndex | None = None
         self._cl_record: Record | None = None
 
@@ -373,6 +374,14 @@ class RecordResources:
         if self._encounters is None:
             self._encounters = EncounterIndex(self.record.text)
         return self._encounters
+
+    def helm_ids(self) -> tuple[Tokenizer, list[int]]:
+        """cl100k and the record's cl100k ids as HELM reads it (the cached ids when it reads the same text)."""
+        cl100k, cl_record = self.cl100k()
+        if self._helm_ids is None:
+            text = helm_read_text(self.path)
+            self._helm_ids = cl_record.tokens.ids if text == cl_record.text else cl100k.encode(text)
+        return cl100k, self._helm_ids
 
     def cl100k(self) -> tuple[Tokenizer, Record]:
         from .tokenizers import load_tokenizer, tokenize_file
@@ -420,6 +429,33 @@ def _strategy_mr_chunks(r: FitRequest) -> EHRView:
     return EHRView(r.record.text[chunks[0][0] : chunks[0][1]], chunks, "record", first, n_chunks=len(chunks))
 
 
+def helm_read_text(path) -> str:
+    """A record as HELM's loader reads it: the file in text mode (CRLF and CR become LF; a
+    byte-order mark is kept as U+FEFF), where the suite's own reader keeps line ends and drops the mark."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def helm_packed_ehr(cl100k: Tokenizer, ids, budget: int) -> str:
+    """HELM's truncation of a record's cl100k `ids` (of `helm_read_text`): `decode(ids[-budget:])`,
+    so a character the cut splits becomes U+FFFD as tiktoken's decode makes it."""
+    return cl100k.decode(ids[-budget:]) if budget > 0 else ""
+
+
+def _strategy_helm(r: FitRequest) -> EHRView:
+    """HELM's MedAlign prompt as HELM sends it (see `helm_read_text`, `helm_packed_ehr`,
+    `templates.helm_sent_template`); its spans mark the same tail of the suite's record text."""
+    from .templates import helm_sent_template
+
+    cl100k, ids = r.shared.helm_ids()
+    budget = peer_budget(cl100k, r.target + r.reserve, r.question, peer_template("helm"), reserve=r.reserve)
+    ehr = helm_packed_ehr(cl100k, ids, budget)
+    prefix, suffix = helm_sent_template().parts(r.tokenizer, r.use_chat_template, question=r.question)
+    start = max(0, len(r.record.text) - len(ehr))
+    total = r.tokenizer.count(prefix + ehr + suffix)
+    return EHRView(ehr, [(start, len(r.record.text))], "record", total, template="helm")
+
+
 def _strategy_peer(name: str):
     def fit(r: FitRequest) -> EHRView:
         cl100k, cl_record = r.shared.cl100k()
@@ -451,7 +487,7 @@ STRATEGY_FUNCTIONS = {
     "codes_only": _strategy_view("codes_only"),
     "retrieval": _strategy_retrieval,
     "mr_chunks": _strategy_mr_chunks,
-    "helm": _strategy_peer("helm"),
+    "helm": _strategy_helm,
     "timer": _strategy_peer("timer"),
     "drop_if_too_long": _strategy_drop_if_too_long,
 }

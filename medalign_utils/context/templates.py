@@ -105,6 +105,12 @@ def peer_template(name: str) -> PromptTemplate:
     raise ValueError(f"no peer template {name!r}")
 
 
+def helm_sent_template() -> PromptTemplate:
+    """What HELM's MedAlign adapter sends: `"\nQuestion: " + packed prompt + "\n"` around its own
+    template (its budget is still counted on the packed template alone, `peer_budget`)."""
+    return PromptTemplate("\nQuestion: " + peer_template("helm").text + "\n", "helm")
+
+
 def peer_budget(cl100k: Tokenizer, context: int, question: str, template: PromptTemplate, *, reserve: int = 256) -> int:
     """The peers' EHR budget: context - reserve - cl100k tokens of the raw template text (with its
     literal placeholders) - cl100k tokens of the instruction, counted apart."""

@@ -300,6 +300,7 @@ def table4_for_release(
     preset: str = "paper",
     min_systems: int = 2,
     judgments: list | None = None,
+    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """`medalign table4`: load a release, score the metrics, correlate with clinicians. Each file of
     `judgments` (from `medalign judge`) adds its judge as a row `judge:<name>:<mode>` (rubric and
@@ -324,7 +325,8 @@ def table4_for_release(
         judged, problems = judgment_scores(judgments, release)
         scores = pd.concat([scores, judged], ignore_index=True)
         signatures.update({m: "LLM judge (see the judgments file)" for m in judged.metric.unique()})
-    table = table4(scores, labels, n_resamples=n_resamples, seed=seed, min_systems=min_systems)
+    boot = {"n_resamples": n_resamples, "seed": seed, "bootstrap_unit": bootstrap_unit}
+    table = table4(scores, labels, **boot, min_systems=min_systems)
     missing = [m for m in names if str(signatures.get(m, "")).startswith("unavailable")]
     for m in sorted(set(scores.metric) - set(table.metric) - set(missing)):
         problems.append(f"{m}: no instruction with two or more systems it scored differently, so no tau")

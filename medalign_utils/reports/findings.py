@@ -30,6 +30,9 @@ class Finding:
     cell: int | None = None  # the execution count of the cell that recorded it
     planted: bool = False  # set by construction on the synthetic cohort, not measured
 
+    def __repr__(self) -> str:  # what a notebook shows when a cell ends with record_finding(...)
+        return f"finding: {self.name} = {self.text()}" + (f" ({self.compare})" if self.compare else "")
+
     def text(self) -> str:
         v = format_value(self.value)
         ci = f" (95% CI {format_value(self.ci_low)}–{format_value(self.ci_high)})" if self.ci_low is not None else ""

@@ -227,7 +227,8 @@ def bundle_readme(record: dict) -> str:
         "  NN_<notebook>.html / .pdf: one page per notebook (prose, tables, figures); .ipynb: the executed notebook.",
         "  tables/*.csv: the aggregate tables (Table 3, Table 4) as data.",
         "  config.yaml: the parameters of this run; run.json: the same record as data (environment, versions).",
-        "Rerun: `medalign run --config config.yaml` in a clone of the suite at the git commit in run.json.",
+        "Rerun: `medalign run --config config.yaml --data <your copy of the data>` in a clone of the suite",
+        "  at the git commit in run.json.",
     ]
     return "\n".join(lines) + "\n"
 

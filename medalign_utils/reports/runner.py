@@ -441,6 +441,7 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
                 cwd=str(project_root()),
                 report_mode=False,
                 kernel_manager_class=console_capturing_kernel_manager(console),
+                stderr_file=ProgressRelay(nb.stem, run.writer.message) if run.progress else None,
             )
         except PapermillExecutionError as err:
             res.status, res.cell = "failed", err.exec_count
@@ -452,6 +453,29 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
     if target_nb.exists():
         res.findings = _link_findings(read_findings(findings_file), target_nb, f"{run.run_id}/{nb.stem}.html")
     findings_file.unlink(missing_ok=True)
+
+
+class ProgressRelay:
+    """Where papermill writes a running cell's stderr (its progress bars): the latest bar's line
+    reaches the console at most every `interval` seconds, through the share-safe `message`, so a
+    ten-minute cell says how far it is instead of sitting silent."""
+
+    def __init__(self, notebook: str, message=lambda t: t, interval: float = 20.0, out=None):
+        self.notebook, self.message, self.interval, self.out = notebook, message, interval, out
+        self.last = 0.0
+
+    def write(self, content: str) -> None:
+        lines = [part.strip() for part in str(content).replace("\r", "\n").split("\n") if part.strip()]
+        bars = [line for line in lines if "|" in line and "%" in line]  # tqdm's shape: "desc:  40%|####  | 4/10"
+        if not bars or time.monotonic() - self.last < self.interval:
+            return
+        self.last = time.monotonic()
+        from tqdm import tqdm
+
+        tqdm.write(f"  {self.notebook}: {self.message(bars[-1])}", file=self.out or sys.stderr)
+
+    def flush(self) -> None:
+        pass
 
 
 def console_capturing_kernel_manager(path: Path):

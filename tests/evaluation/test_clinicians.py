@@ -475,9 +475,7 @@ def test_every_ci_honours_the_bootstrap_unit(tiny_cohort):
     # `once` by patient (each instruction its own patient) is `twice` by patient: the same draws
     for by_patient, by_instruction, unit in ((twice, once, "patient"),):
         kw = {"n_resamples": 300, "seed": 3, "bootstrap_unit": unit}
-        assert head_to_head_ci(by_patient, a, b, **kw) == pytest.approx(
-            head_to_head_ci(by_instruction, a, b, **kw)
-        )
+        assert head_to_head_ci(by_patient, a, b, **kw) == pytest.approx(head_to_head_ci(by_instruction, a, b, **kw))
         prior = 2.0 if unit == "patient" else 1.0  # every battle counted twice: the prior doubled keeps the fit
         bt_p = bradley_terry(by_patient, **kw, prior_games=prior).set_index("system")
         bt_i = bradley_terry(by_instruction, **kw).set_index("system")

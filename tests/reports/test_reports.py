@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from helpers import REPO, write_notebook
 
 from medalign_utils import cli
@@ -78,6 +81,14 @@ def test_rerun_with_same_inputs_reuses_results(suite_run, tiny_cohort, tmp_path)
     assert run_suite(overrides=suite_overrides(first, tiny_cohort), out=out, progress=False, only=["01"])
     record = json.loads((out / "run.json").read_text())
     assert [n["reused"] for n in record["notebooks"]] == [True]
+    # The partial run has its own index; the top one still shows the full run, and lists both.
+    full = json.loads((first / "run.json").read_text())["run_id"]
+    top = (out / "index.html").read_text()
+    assert f"Run <code>{full}</code>" in top and 'id="runs"' in top
+    assert f'href="{record["run_id"]}/index.html"' in top and f'href="{full}/index.html"' in top
+    own = (out / record["run_id"] / "index.html").read_text()
+    assert f"Run <code>{record['run_id']}</code>" in own and "notebooks 01 only" in own
+    assert 'href="01_ehr_exploration.html"' in own  # links from inside the run folder
 
 
 def test_failing_notebook_is_shown_and_stops_only_its_dependents(tmp_path, tiny_cohort):
@@ -243,6 +254,37 @@ def test_rendered_pages_in_headless_chromium(suite_run, tmp_path):
         subprocess.run([chromium, *flags, "--window-size=1200,1600", f"--screenshot={shot}", url], capture_output=True,
                        timeout=120)  # fmt: skip
         assert shot.exists() and shot.stat().st_size > 20_000
+    _check_table3_page_and_pdfs(chromium, flags, out, record, tmp_path)
+
+
+def _check_table3_page_and_pdfs(chromium, flags, out, record, tmp_path):
+    """At a laptop's 1366x900 the index and the Table 3 page open on the banner, hold no index column
+    and no NaN; printed, the Table 3 page keeps its win rate and mean rank columns, and no button."""
+    from pypdf import PdfReader
+
+    from medalign_utils.reports import SYNTHETIC_BANNER
+    from medalign_utils.reports.pages import page_pdf
+
+    run_dir = out / record["run_id"]
+    table3 = run_dir / "04_error_analysis.html"
+    for page in (out / "index.html", table3):
+        dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                             timeout=120).stdout  # fmt: skip
+        text = " ".join(_visible_text(dom).split())
+        assert SYNTHETIC_BANNER in text and not re.search(r"\bNaN\b", text), page.name
+        assert 'class="row_heading' not in dom and 'class="blank level0' not in dom, page.name
+        shot = tmp_path / f"{page.stem}-1366.png"
+        subprocess.run([chromium, *flags, "--window-size=1366,900", f"--screenshot={shot}", page.as_uri()],
+                       capture_output=True, timeout=120)  # fmt: skip
+        assert shot.exists() and shot.stat().st_size > 20_000, page.name
+    for page in (table3, run_dir / "index.html"):
+        pdf = tmp_path / f"{page.stem}.pdf"
+        assert page_pdf(page, pdf, chromium), page.name
+        printed = " ".join(" ".join(p.extract_text() or "" for p in PdfReader(pdf).pages).split())
+        assert "Synthetic cohort" in printed and "Show code" not in printed, page.name
+        if page == table3:
+            for column in ("correct % (95% CI)", "win rate (95% CI)", "mean rank (95% CI)", "mean rank: paper"):
+                assert column in printed, column
 
 
 def test_index_opens_with_findings_linked_to_their_cells(suite_run):
@@ -280,6 +322,59 @@ def test_pages_hold_no_stderr_and_no_machine_paths(suite_run):
     assert 'id="medalign-toc"' in long_page
 
 
+def _visible_text(page: str) -> str:
+    """What a reader sees: the body without scripts, styles, images' data and tags."""
+    body = page.split("<body", 1)[-1]
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", body, flags=re.S)
+    body = re.sub(r'src="data:[^"]*"', "", body)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def test_synthetic_pages_say_so_and_read_cleanly(suite_run):
+    """Item by item of what a collaborator reads: the banner on the index and every page, no planted
+    finding passed off as an LLM's, no index column, no NaN, no Python reprs, Table 3 and 4 as CSV."""
+    from medalign_utils.reports import SYNTHETIC_BANNER
+
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    run_dir = out / record["run_id"]
+    for page in [out / "index.html", run_dir / "index.html", *run_dir.glob("0*.html")]:
+        raw = page.read_text()
+        text = _visible_text(raw)
+        assert SYNTHETIC_BANNER in " ".join(text.split()), page.name
+        assert not re.search(r"\bNaN\b", text), (page.name, text[text.find("NaN") - 200 : text.find("NaN") + 50])
+        assert "Finding(" not in text and "{'" not in text, page.name
+        assert 'class="row_heading' not in raw and 'class="blank level0' not in raw, page.name  # no index column
+    for f in record["findings"]:
+        if "planted" in f["name"].lower():
+            assert "LLM" not in f["name"] and f["planted"], f["name"]
+    top = (out / "index.html").read_text()
+    assert "planted by construction" in top
+    assert record["headline"] and (run_dir / record["headline"]).stat().st_size > 5_000
+    assert f'src="{record["run_id"]}/{record["headline"]}"' in top
+    assert top.index('id="headline"') < top.index('id="findings"')
+    assert {"table3.csv", "table4.csv"} <= set(record["tables"])
+    t3 = (run_dir / "tables" / "table3.csv").read_text().splitlines()[0]
+    assert {"win_rate", "mean_rank", "correct_pct", "paper_win_rate"} <= set(t3.split(","))
+    page3 = _visible_text((run_dir / "04_error_analysis.html").read_text())
+    assert "win rate (95% CI)" in page3 and "mean rank (95% CI)" in page3 and "resamples instructions" in page3
+    assert "this run's index" in (run_dir / "04_error_analysis.html").read_text()
+
+
+def test_progress_relay_reports_a_long_cells_bars_now_and_then():
+    import io
+
+    from medalign_utils.reports.runner import ProgressRelay
+
+    console = io.StringIO()
+    relay = ProgressRelay("03_model_generation", message=str.upper, interval=3600, out=console)
+    relay.write("generating:  10%|#         | 1/10 [00:05<00:45]\r")
+    relay.write("generating:  20%|##        | 2/10 [00:10<00:40]\r")  # within the interval: not shown
+    relay.write("a warning without a bar\n")
+    lines = console.getvalue().splitlines()
+    assert lines == ["  03_model_generation: GENERATING:  10%|#         | 1/10 [00:05<00:45]"]
+
+
 def test_compare_prints_each_finding_and_its_difference(suite_run, tiny_cohort, tmp_path, capsys):
     ok, out = suite_run
     other = tmp_path / "other"
@@ -303,14 +398,20 @@ def test_bundle_is_one_archive_of_the_run(tiny_cohort, tmp_path):
         overrides=suite_overrides(tmp_path, tiny_cohort), out=out, progress=False, only=["01"], bundle=True
     )
     record = json.loads((out / "run.json").read_text())
-    names = zipfile.ZipFile(out / f"{record['run_id']}.zip").namelist()
-    assert "index.html" in names and f"{record['run_id']}/run.json" in names
+    archive = zipfile.ZipFile(out / f"{record['run_id']}.zip")
+    names = archive.namelist()
+    run = record["run_id"]
+    for name in ("index.html", "run.json", "README.txt", "config.yaml"):
+        assert f"{run}/{name}" in names, name
+    readme = archive.read(f"{run}/README.txt").decode()
+    assert "SYNTHETIC" in readme and run in readme and "How to read it" in readme
+    assert yaml.safe_load(archive.read(f"{run}/config.yaml"))["data_dir"] == tiny_cohort.name  # no machine path
     assert (
         f"{record['run_id']}/01_ehr_exploration.html" in names
         and f"{record['run_id']}/01_ehr_exploration.ipynb" in names
     )
     if shutil.which("chromium"):
-        assert f"{record['run_id']}/01_ehr_exploration.pdf" in names
+        assert f"{record['run_id']}/01_ehr_exploration.pdf" in names and f"{run}/index.pdf" in names
     else:
         assert "NO_PDF.txt" in names
 

@@ -242,9 +242,7 @@ def judge_win_rates(
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
     head-to-head shares), with a percentile bootstrap CI over instructions (or over patients, from
     `patients`: any table of instruction_id and person_id), and its place."""
-    from ..clinicians import bootstrap_clusters
-
-    from ..clinicians import battle_shares, win_rates
+    from ..clinicians import battle_shares, bootstrap_clusters, win_rates
     from ..stats import bootstrap_counts
 
     ids, w, l = battle_counts(battles, models)

@@ -15,8 +15,7 @@ import pandas as pd
 
 from ...data.release import rater_column
 from ..clinicians import bootstrap_clusters
-from ..stats import bootstrap_counts
-from ..stats import kendall_tau_b_rows
+from ..stats import bootstrap_counts, kendall_tau_b_rows
 from .agreement import judge_scores, pairwise_battles
 
 # ------------------------------------------------------------------ every agreement figure with a CI
@@ -131,7 +130,9 @@ def pairwise_agreement_intervals(
         clinicians = "a" if ra < rb else "b"
         c[i, :5] += (1, r.outcome == clinicians, r.outcome == "tie", to_ab[r.first_choice_ab] == clinicians,
                      to_ba[r.first_choice_ba] == clinicians)  # fmt: skip
-    weights = bootstrap_counts(max(len(ids), 1), n_resamples, seed, bootstrap_clusters(labels, ids, unit) if ids else None)
+    weights = bootstrap_counts(
+        max(len(ids), 1), n_resamples, seed, bootstrap_clusters(labels, ids, unit) if ids else None
+    )
     boot = weights[:, : len(ids)] @ c if ids else np.full((n_resamples, 7), np.nan)
     total = c.sum(0)
 
