@@ -79,21 +79,20 @@ def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = 
     return f
 
 
-def record_table(name: str, table) -> Path | None:
+def record_table(name: str, table) -> None:
     """Save one aggregate table (Table 3, Table 4) as `<name>.csv` for the run's bundle, under
     `medalign run` (the share-safe scan reads it like every other file); run by hand, nothing is
-    written. Returns the file written, if any."""
+    written. Returns nothing, so a cell that ends with it shows nothing."""
     import re
 
     folder = os.environ.get(TABLES_ENV)
     if not folder:
-        return None
+        return
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"table name {name!r}: letters, digits, '_', '.' and '-' only")
     target = Path(folder) / f"{name}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(target, index=False, float_format="%.6g")
-    return target
 
 
 def read_findings(path: str | Path) -> list[dict]:
