@@ -1,12 +1,18 @@
-"""One-at-a-time generation against the batched engine, with SmolLM2-135M-Instruct, on two workloads.
+"""One-at-a-time generation (`model.generate`, one prompt at a time) against the batched engine
+(`TransformersBackend`, `generation.decoding`), with SmolLM2-135M-Instruct, on two workloads.
 
 Usage: python benchmarks/bench_generate.py [--model DIR] [--random-weights] [--device cpu|cuda] [--quick]
 
-* decode-heavy: 32 prompts of 64-256 tokens, 256 new tokens each (forced: min_new_tokens), batch 8;
-  floor: batched >= 3x one-at-a-time.
-* paper-like: 8 prompts of about 2,000 tokens, 128 new tokens; prefill dominates on a CPU, so the
-  floor is only that batching is not slower (>= 1.0x). The achieved prefill GFLOP/s is printed
-  beside a float32 matrix-multiply peak measured on the same machine.
+* decode-heavy: 32 prompts of 64-256 tokens, 256 new tokens each (forced: min_new_tokens);
+  floor: batched >= 5x one-at-a-time.
+* paper-like: 8 prompts of about 2,000 tokens, 128 new tokens; prefill is a large share on a CPU;
+  floor: batched >= 2x one-at-a-time.
+
+The engine runs with its batch size from its memory budget (`batch_size="auto"`) and, for
+comparison with earlier runs, at 8. Greedy answers must be identical to one-at-a-time's (counted).
+Beside each rate: the weight traffic achieved (decoder passes x the weights' bytes, per second)
+against a memory bandwidth measured here, and FLOP/s against a matrix-multiply peak measured here,
+so that the distance to the machine's limit is a number.
 
 `--random-weights` builds the model from its config with random weights: the same architecture and
 cost, for a machine the weights cannot travel to (the GPU check). The last line is the
@@ -36,12 +42,71 @@ def make_prompts(tokenizer, lengths: list[int]) -> list[str]:
     return [tokenizer.decode(ids[i * 37 : i * 37 + n]) for i, n in enumerate(lengths)]
 
 
-def timed_generate(backend, prompts, batch_size: int):
-    backend.batch_size = batch_size
+class PassCounter:
+    """Counts the decoder's forward passes (each reads every weight once) and the tokens they process."""
+
+    def __init__(self, model):
+        self.passes = self.tokens = 0
+        self.handle = model.model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.passes += 1
+        self.tokens += int(ids.numel())
+
+    def reset(self):
+        self.passes = self.tokens = 0
+
+
+def one_at_a_time(backend, prompts, settings: GenerationSettings) -> tuple[list[str], int, float]:
+    """The baseline: transformers' own `generate`, one prompt at a time (no padding). Returns the
+    answers (decoded as the backend decodes them), the new tokens and the seconds."""
+    import torch
+
+    model, tok = backend.model, backend.tokenizer
+    eos = backend._eos_ids()
+    out, new = [], 0
+    t0 = time.perf_counter()
+    for p in prompts:
+        ids = torch.tensor([backend.encode(p)], device=backend.device)
+        with torch.inference_mode():
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=settings.max_new_tokens,
+                min_new_tokens=settings.min_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+            )
+        row = gen[0, ids.shape[1] :].tolist()
+        cut = next((k for k, t in enumerate(row) if t in eos), None)
+        kept = row[:cut] if cut is not None else row
+        out.append(tok.decode(kept, skip_special_tokens=True).strip())
+        new += len(kept)
+    _sync(backend)
+    return out, new, time.perf_counter() - t0
+
+
+def engine(backend, prompts, batch_size) -> tuple[list[str], float, int, int]:
+    """The batched engine: answers, seconds, the largest batch it formed, new tokens."""
+    backend.batch_size = backend.AUTO_MAX_BATCH if batch_size == "auto" else batch_size
+    ids = [backend.encode(p) for p in prompts]
+    batches = backend._plan(ids, None)
     t0 = time.perf_counter()
     answers = backend.generate(prompts)
+    _sync(backend)
     seconds = time.perf_counter() - t0
-    return sum(a.new_tokens for a in answers), seconds, answers
+    return [a.text for a in answers], seconds, max(len(b) for b in batches), sum(a.new_tokens for a in answers)
+
+
+def _sync(backend) -> None:
+    if backend.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def matmul_peak(device: str, dtype) -> float:
@@ -63,81 +128,99 @@ def matmul_peak(device: str, dtype) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def prefill_gflops(backend, prompts) -> tuple[float, float]:
-    """(GFLOP/s, seconds) of one forward pass over the batch (the prefill)."""
+def memory_bandwidth(device: str) -> float:
+    """Bytes per second one full read of a 1 GiB tensor achieves (the weights' path each decode step)."""
     import torch
 
-    enc = backend.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(backend.device)
-    cfg = backend.model.config
-    n_params = sum(p.numel() for n, p in backend.model.named_parameters() if "embed" not in n)
-    tokens = int(enc["attention_mask"].sum())
-    length = enc["input_ids"].shape[1]
-    attn = 2 * 2 * cfg.num_hidden_layers * length * length * cfg.hidden_size * len(prompts) / 2  # causal QK^T and AV
-    flops = 2 * n_params * tokens + attn
-    with torch.inference_mode():
-        backend.model(**enc)
-        if backend.device != "cpu":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        backend.model(**enc)
-        if backend.device != "cpu":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-    return flops / seconds / 1e9, seconds
+    x = torch.ones(2**28, device=device, dtype=torch.float32)
+    x.sum()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    reps = 5 if device == "cpu" else 50
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        x.sum()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return x.numel() * x.element_size() * reps / (time.perf_counter() - t0)
+
+
+def workload(backend, counter, prompts, settings, *, name: str, limits: dict) -> float:
+    """Run one workload both ways; print rates, identity of answers and distance to the limits;
+    returns the speed ratio (engine with its budgeted batch over one-at-a-time)."""
+    backend.settings = settings
+    weight_bytes, n_params = limits["weight_bytes"], limits["n_params"]
+    counter.reset()
+    ref, one_tok, one_s = one_at_a_time(backend, prompts, settings)
+    one_passes = counter.passes
+    rows = {}
+    for batch_size in ("auto", 8):
+        counter.reset()
+        tokens, seconds, biggest, new = engine(backend, prompts, batch_size)
+        rows[batch_size] = (tokens, seconds, biggest, new, counter.passes, counter.tokens)
+    emit(f"{name}_prompts", len(prompts))
+    emit(f"{name}_new_tokens_each", settings.max_new_tokens)
+    emit(f"{name}_one_at_a_time_tokens_per_s", one_tok / one_s, "{:.1f}")
+    emit(f"{name}_one_at_a_time_weight_gb_per_s", one_passes * weight_bytes / one_s / 1e9, "{:.2f}")
+    for batch_size, (tokens, seconds, biggest, new, passes, processed) in rows.items():
+        label = f"{name}_batched_{batch_size}"
+        emit(f"{label}_largest_batch", biggest)
+        emit(f"{label}_tokens_per_s", new / seconds, "{:.1f}")
+        emit(f"{label}_weight_gb_per_s", passes * weight_bytes / seconds / 1e9, "{:.2f}")
+        emit(f"{label}_gflops_per_s", 2 * n_params * processed / seconds / 1e9, "{:.1f}")
+        same = sum(a == b for a, b in zip(tokens, ref))
+        emit(f"{label}_answers_identical_to_one_at_a_time", f"{same}/{len(ref)}")
+        emit(f"{label}_speed_ratio", (new / seconds) / (one_tok / one_s), "{:.2f}")
+    _, seconds, _, new, passes, _ = rows["auto"]
+    emit(f"{name}_weight_traffic_share_of_bandwidth", passes * weight_bytes / seconds / limits["bandwidth"], "{:.2f}")
+    return (new / seconds) / (one_tok / one_s)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model folder (default: SmolLM2 from its package)")
-    ap.add_argument("--random-weights", action="store_true")
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--random-weights", action="store_true", help="the architecture with random weights")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
-    ap.add_argument("--quick", action="store_true", help="a quarter of the decode-heavy prompts")
+    ap.add_argument("--quick", action="store_true", help="a quarter of the decode-heavy prompts, half the paper-like")
     args = ap.parse_args()
     import torch
 
     args.model = args.model or "smollm2"
     rng = np.random.default_rng(0)
-    n_decode = 8 if args.quick else 32
-    decode_lengths = rng.integers(64, 257, size=n_decode).tolist()
-    settings = GenerationSettings(max_new_tokens=256, min_new_tokens=256)
-    backend = load_backend(
-        args.model, settings, device=args.device, dtype=args.dtype, random_weights=args.random_weights
-    )
+    decode_lengths = rng.integers(64, 257, size=8 if args.quick else 32).tolist()
+    backend = load_backend(args.model, device=args.device, dtype=args.dtype, random_weights=args.random_weights)
+    model = backend.model
     emit("device", backend.device)
-    emit("dtype", str(backend.model.dtype).replace("torch.", ""))
+    emit("dtype", str(model.dtype).replace("torch.", ""))
     emit("model", f"{args.model}{' (random weights)' if args.random_weights else ''}")
+    limits = {
+        "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "n_params": sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+        + model.get_output_embeddings().weight.numel(),  # the head's matmul (tied to the embedding or not)
+        "bandwidth": memory_bandwidth(backend.device),
+    }
+    peak = matmul_peak(backend.device, model.dtype)
+    emit("memory_bandwidth_gb_per_s", limits["bandwidth"] / 1e9, "{:.1f}")
+    emit(f"matmul_peak_gflops_per_s_{str(model.dtype).replace('torch.', '')}", peak, "{:.1f}")
+    emit("weights_mb", limits["weight_bytes"] / 1e6, "{:.0f}")
+    emit("weight_traffic_limit_steps_per_s", limits["bandwidth"] / limits["weight_bytes"], "{:.1f}")
+    counter = PassCounter(model)
     prompts = make_prompts(backend.tokenizer, decode_lengths)
+    backend.settings = GenerationSettings(max_new_tokens=8)
     backend.generate(prompts[:2])  # warm-up
-    one_tok, one_s, _ = timed_generate(backend, prompts, 1)
-    bat_tok, bat_s, _ = timed_generate(backend, prompts, 8)
-    emit("decode_heavy_prompts", len(prompts))
+    one_at_a_time(backend, prompts[:1], backend.settings)
     emit("decode_heavy_prompt_tokens", f"{min(decode_lengths)}-{max(decode_lengths)}")
-    emit("decode_heavy_new_tokens_each", 256)
-    emit("decode_heavy_one_at_a_time_tokens_per_s", one_tok / one_s, "{:.1f}")
-    emit("decode_heavy_batched8_tokens_per_s", bat_tok / bat_s, "{:.1f}")
-    # Paper-like: long prompts, prefill-dominated.
-    backend.settings = GenerationSettings(max_new_tokens=128, min_new_tokens=128)
-    long_prompts = make_prompts(backend.tokenizer, [2000] * 8)
-    n_long = [len(backend.encode(p)) for p in long_prompts]
-    p_one_tok, p_one_s, _ = timed_generate(backend, long_prompts, 1)
-    p_bat_tok, p_bat_s, _ = timed_generate(backend, long_prompts, 8)
-    gflops, prefill_s = prefill_gflops(backend, long_prompts)
-    peak = matmul_peak(backend.device, backend.model.dtype)
-    emit("paper_like_prompts", len(long_prompts))
-    emit("paper_like_prompt_tokens_mean", float(np.mean(n_long)), "{:.0f}")
-    emit("paper_like_new_tokens_each", 128)
-    emit("paper_like_one_at_a_time_tokens_per_s", p_one_tok / p_one_s, "{:.1f}")
-    emit("paper_like_batched8_tokens_per_s", p_bat_tok / p_bat_s, "{:.1f}")
-    emit("paper_like_speed_ratio", (p_bat_tok / p_bat_s) / (p_one_tok / p_one_s), "{:.2f}")
-    emit("prefill_batch_seconds", prefill_s, "{:.2f}")
-    emit("prefill_gflops_per_s", gflops, "{:.1f}")
-    emit(f"matmul_peak_gflops_per_s_{str(backend.model.dtype).replace('torch.', '')}", peak, "{:.1f}")
-    emit("prefill_share_of_peak", gflops / peak, "{:.2f}")
+    decode = GenerationSettings(max_new_tokens=256, min_new_tokens=256)
+    ratio = workload(backend, counter, prompts, decode, name="decode_heavy", limits=limits)
+    long_prompts = make_prompts(backend.tokenizer, [2000] * (4 if args.quick else 8))
+    emit("paper_like_prompt_tokens_mean", float(np.mean([len(backend.encode(p)) for p in long_prompts])), "{:.0f}")
+    paper = GenerationSettings(max_new_tokens=128, min_new_tokens=128)
+    workload(backend, counter, long_prompts, paper, name="paper_like", limits=limits)
     emit("peak_rss_mb", peak_rss_mb(children=False), "{:.0f}")
     if torch.cuda.is_available() and backend.device.startswith("cuda"):
         emit("peak_gpu_mem_mb", torch.cuda.max_memory_allocated() / 2**20, "{:.0f}")
-    emit("decode_heavy_speed_ratio", (bat_tok / bat_s) / (one_tok / one_s), "{:.2f}")
+    emit("decode_heavy_speed_ratio", ratio, "{:.2f}")
 
 
 if __name__ == "__main__":

@@ -54,17 +54,21 @@ from .templates import (
     peer_template,
 )
 from .tokenizers import (
+    LineTokens,
     TokenizedText,
     Tokenizer,
     load_tokenizer,
+    load_tokens,
     pretokenize,
     record_token_counts,
+    save_tokens,
     split_at_line_starts,
     tokenize_file,
     tokenize_text,
 )
 
 __all__ = [
+    "LineTokens",
     "DEFAULT_TEMPLATE",
     "HELM_TEMPLATE",
     "PEER_STRATEGIES",
@@ -98,6 +102,7 @@ __all__ = [
     "grid_summary",
     "instruction_evidence",
     "load_tokenizer",
+    "load_tokens",
     "locate_evidence",
     "materialize_prompts",
     "mr_chunks",
@@ -113,6 +118,7 @@ __all__ = [
     "refinement_items",
     "render_fitted",
     "retention_table",
+    "save_tokens",
     "select_prompts",
     "split_at_line_starts",
     "tokenize_file",

@@ -89,22 +89,28 @@ def _is_oom(err: BaseException) -> bool:
 
 
 class TransformersBackend(Backend):
-    """Any local causal LM folder. Prompts are sorted by length into batches (left padding), run
-    under `torch.inference_mode`; a batch that runs out of memory is split in two and retried
-    instead of killing the run. Prompts already carry the chat template when the model has one
-    (context.PromptTemplate.parts applies it), so no BOS is added to those."""
+    """Any local causal LM folder. Greedy decoding (the default, the paper's) runs on the batched
+    engine of `decoding`: prompts sorted by length, as many to a batch as `batch_size` and a memory
+    budget for their cache allow (`batch_size="auto"`: the budget alone, up to `AUTO_MAX_BATCH`),
+    each prefilled alone, finished rows leaving the batch; its answers are one-at-a-time greedy
+    decoding's. Sampling runs `model.generate` on left-padded batches of `batch_size`. A batch that
+    runs out of memory is split in two and retried instead of killing the run. Prompts already
+    carry the chat template when the model has one (context.PromptTemplate.parts applies it), so no
+    BOS is added to those."""
 
     kind = "transformers"
+    AUTO_MAX_BATCH = 64  # past this a CPU step is compute-bound: larger batches gain nothing
 
     def __init__(
         self,
         model_path: str | Path,
         *,
         settings: GenerationSettings = GenerationSettings(),
-        batch_size: int = 8,
+        batch_size: int | str = "auto",
         device: str | None = None,
         dtype: str | None = None,
         random_weights: bool = False,
+        memory_budget: int | None = None,
     ):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -113,7 +119,12 @@ class TransformersBackend(Backend):
         hf_logging.disable_progress_bar()  # the suite shows its own progress
 
         self.model_path = str(model_path)
-        self.settings, self.batch_size = settings, batch_size
+        if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
+        self.batch_setting = batch_size  # as asked, recorded with the answers
+        self.settings = settings
+        self.batch_size = self.AUTO_MAX_BATCH if batch_size == "auto" else batch_size
+        self.memory_budget = memory_budget  # bytes for a batch's cache; None: a share of free memory
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
@@ -151,7 +162,7 @@ class TransformersBackend(Backend):
             "weights_hash": self._weights_hash,
             "device": self.device,
             "dtype": str(self.model.dtype).replace("torch.", ""),
-            "batch_size": self.batch_size,
+            "batch_size": self.batch_setting,
         }
 
     def encode(self, prompt: str) -> list[int]:
@@ -159,29 +170,85 @@ class TransformersBackend(Backend):
 
     def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
         ids = [self.encode(p) for p in prompts]
-        order = np.argsort([len(x) for x in ids], kind="stable")
+        decode = self._sample_batch if self.settings.do_sample else self._greedy_batch
         out: list[Answer | None] = [None] * len(prompts)
-        size = self.batch_size
-        i = 0
-        while i < len(order):
-            batch = [int(j) for j in order[i : i + size]]
+        pending = self._plan(ids, constraint)
+        while pending:
+            batch = pending.pop(0)
             try:
-                for j, ans in zip(batch, self._generate_batch([ids[j] for j in batch], constraint)):
+                for j, ans in zip(batch, decode([ids[j] for j in batch], constraint)):
                     out[j] = ans
-                i += len(batch)
             except Exception as err:
-                if _is_oom(err) and size > 1:
-                    self._free()
-                    size = max(1, size // 2)  # back off: smaller batches from here on
-                    continue
-                if _is_oom(err):
-                    self._free()
+                if not _is_oom(err):
+                    raise
+                self._free()
+                if len(batch) > 1:  # back off: this batch in halves, smaller batches from here on
+                    half = len(batch) // 2
+                    pending[:0] = [batch[:half], batch[half:]]
+                    self.batch_size = max(1, min(self.batch_size, half))
+                else:
                     out[batch[0]] = Answer("", len(ids[batch[0]]), 0, error=f"out of memory even alone: {err}"[:500])
-                    i += 1
-                    continue
-                raise
-        self.batch_size = size
         return out  # type: ignore[return-value]
+
+    def _plan(self, ids: list[list[int]], constraint) -> list[list[int]]:
+        """Batches of prompt indices: for greedy decoding sized by the cache's memory budget, for
+        sampling `batch_size` prompts of similar length (as `model.generate` always ran them)."""
+        from .decoding import kv_bytes_per_token, memory_budget, plan_batches
+
+        lengths = [len(x) for x in ids]
+        if self.settings.do_sample:
+            order = np.argsort(lengths, kind="stable").tolist()
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return plan_batches(
+            lengths,
+            max_new_tokens=self._max_new_tokens(constraint),
+            bytes_per_token=kv_bytes_per_token(self.model),
+            budget=self.memory_budget or memory_budget(self.device),
+            max_batch=self.batch_size,
+        )
+
+    def _max_new_tokens(self, constraint, processor=None) -> int:
+        if constraint is None:
+            return self.settings.max_new_tokens
+        processor = processor or self._skeleton_processor(constraint, 1)
+        steps = len(processor.rows[0].steps) + constraint.free_tokens * 3 + 8
+        return max(self.settings.max_new_tokens, steps)  # room for the whole skeleton
+
+    def _greedy_batch(self, batch_ids: list[list[int]], constraint=None) -> list[Answer]:
+        import torch
+
+        from .decoding import decode_greedy
+
+        s = self.settings
+        processor = self._skeleton_processor(constraint, len(batch_ids)) if constraint is not None else None
+        rows = list(processor.rows) if processor is not None else None  # the processor drops rows as they finish
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            decoded = decode_greedy(
+                self.model,
+                batch_ids,
+                max_new_tokens=self._max_new_tokens(constraint, processor),
+                min_new_tokens=s.min_new_tokens if constraint is None else 0,  # a skeleton ends where it ends
+                eos_ids=self._eos_ids(),
+                processor=processor,
+            )
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t0) / len(batch_ids)
+        return [
+            Answer(
+                self.tokenizer.decode(d.tokens, skip_special_tokens=True).strip(),
+                len(x),
+                len(d.tokens),
+                seconds,
+                d.finish_reason,
+                choice_probs=rows[b].probs if rows is not None else None,
+            )
+            for b, (d, x) in enumerate(zip(decoded, batch_ids))
+        ]
+
+    def _eos_ids(self) -> set[int]:
+        return set(np.atleast_1d(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id).tolist())
 
     def _free(self) -> None:
         import gc
@@ -207,7 +274,8 @@ class TransformersBackend(Backend):
         eos = self.tokenizer.eos_token_id
         return SkeletonLogitsProcessor(cache[key], self._free_mask, eos, batch)
 
-    def _generate_batch(self, batch_ids: list[list[int]], constraint=None) -> list[Answer]:
+    def _sample_batch(self, batch_ids: list[list[int]], constraint=None) -> list[Answer]:
+        """Sampled answers with `model.generate` on a left-padded batch (seeded per batch)."""
         import torch
 
         s = self.settings
@@ -236,7 +304,7 @@ class TransformersBackend(Backend):
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - t0) / len(batch_ids)
-        eos = set(np.atleast_1d(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id).tolist())
+        eos = self._eos_ids()
         answers = []
         for b, (row, x) in enumerate(zip(gen[:, width:].tolist(), batch_ids)):
             n = next((k for k, t in enumerate(row) if t in eos), None)
@@ -580,7 +648,7 @@ def load_backend(
     guard: DataGuard | None = None,
     model: str | None = None,
     chat: bool = True,
-    batch_size: int = 8,
+    batch_size: int | str = "auto",
     max_concurrency: int = 4,
     **options,
 ) -> Backend:

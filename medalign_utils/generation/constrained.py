@@ -171,6 +171,10 @@ class SkeletonLogitsProcessor:
         self.rows = [_Row(steps) for _ in range(batch)]
         self.free_mask, self.eos_id, self.started = free_mask, eos_id, False
 
+    def select(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order): the batch they were in lost its finished rows."""
+        self.rows = [self.rows[b] for b in rows]
+
     def __call__(self, input_ids, scores):
         import torch
 

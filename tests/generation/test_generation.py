@@ -63,7 +63,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny_lm):
 
 def test_out_of_memory_backs_off_instead_of_dying(tiny_lm, monkeypatch):
     backend = TransformersBackend(tiny_lm, settings=GenerationSettings(max_new_tokens=4), batch_size=4)
-    real = backend._generate_batch
+    real = backend._greedy_batch
     calls = []
 
     def flaky(batch, constraint=None):
@@ -72,7 +72,7 @@ def test_out_of_memory_backs_off_instead_of_dying(tiny_lm, monkeypatch):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(batch, constraint)
 
-    monkeypatch.setattr(backend, "_generate_batch", flaky)
+    monkeypatch.setattr(backend, "_greedy_batch", flaky)
     answers = backend.generate(PROMPTS)
     assert len(answers) == len(PROMPTS) and all(a.error is None for a in answers)
     assert calls[:3] == [4, 2, 1] and backend.batch_size == 1
