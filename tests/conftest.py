@@ -24,10 +24,13 @@ def public_sample() -> Path:
     return PUBLIC_SAMPLE
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Parsed-EHR caches go to a per-session temp folder, never to the user's home.
-    monkeypatch.setenv("MEDALIGN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "medalign-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # Parsed-EHR and token caches go to a per-session temp folder, never to the user's home: set for
+    # the whole session, before any module- or session-scoped fixture builds something cached.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDALIGN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "medalign-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -35,9 +35,20 @@ def test_whole_suite_on_an_unmarked_cohort_leaks_nothing_anywhere(real_like, tmp
         "generations_path": str(work / "data" / "generations.jsonl"),
         "notebooks": {
             "02_context_truncation": {"export_contexts": [2048], "export_strategies": ["recent"]},
-            "03_model_generation": {"max_items": 2, "max_new_tokens": 8, "generation_strategies": ["recent"]},
+            # Multi-step refinement and the judge's other modes run in test_reports' suite run; here
+            # every notebook runs once, as briefly as its outputs can still be checked for leaks.
+            "03_model_generation": {
+                "max_items": 2,
+                "max_new_tokens": 8,
+                "generation_strategies": ["recent"],
+                "mr_items": 0,
+            },
             "05_metric_correlation": {"metrics": ["rougeL", "chrf++"]},
-            "06_llm_judge": {"judgments_dir": str(work / "data" / "judgments")},
+            "06_llm_judge": {
+                "judgments_dir": str(work / "data" / "judgments"),
+                "judge_instructions": 1,
+                "judge_modes": ["rubric"],
+            },
         },
     }
     script = (

@@ -485,7 +485,10 @@ def _smallest_uint(largest: int):
 def _cached_tokens(tokenizer: Tokenizer, digest: str, get_text, cache_dir) -> TokenizedText:
     target = token_cache_dir(tokenizer, cache_dir) / f"{digest}.{TOKEN_CACHE_FORMAT}.arrow"
     if target.exists():
-        return load_tokens(target)
+        try:
+            return load_tokens(target)
+        except (OSError, KeyError, ValueError):  # unreadable (a disk error, a foreign file): made again
+            pass
     tt = tokenizer.tokenize_with_offsets(get_text())
     save_tokens(target, tt, vocab_size=tokenizer.vocab_size)
     return tt
@@ -524,6 +527,7 @@ def _pretokenize_job(args) -> list[tuple[int, int]]:
 
 
 _WORKER_TOKENIZERS: dict[str, Tokenizer] = {}
+_POOL_BYTES = 32 << 20  # records below this many bytes in all are tokenized in this process
 
 
 def pretokenize(
@@ -542,6 +546,10 @@ def pretokenize(
 
     loaded = [t if isinstance(t, Tokenizer) else load_tokenizer(t) for t in _as_list(tokenizers)]
     specs, names = [t.spec for t in loaded], [t.name for t in loaded]
+    for tok in loaded:  # this process's (and forked workers') own: loaded once, lines remembered
+        _WORKER_TOKENIZERS.setdefault(tok.spec, tok)
+    if workers is None and sum(os.path.getsize(p) for p in files.values()) < _POOL_BYTES:
+        workers = 1  # a small cohort: starting workers costs more than it saves
     jobs = [(tuple(specs), str(p), str(cache_dir) if cache_dir else None) for p in files.values()]
     counts = process_map(
         _pretokenize_job,
@@ -565,8 +573,13 @@ def _as_list(tokenizers) -> list:
 
 
 def record_token_counts(
-    files: dict[str, Path], tokenizers: list[Tokenizer], cache_dir: str | Path | None = None, progress: bool = True
+    files: dict[str, Path],
+    tokenizers: list[Tokenizer],
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    *,
+    workers: int | None = None,
 ):
     """A DataFrame of tokens per record per tokenizer (person_id, tokenizer, n_tokens, n_chars), every
     record read once for all tokenizers and cached (`pretokenize`)."""
-    return pretokenize(files, tokenizers, cache_dir=cache_dir, progress=progress)
+    return pretokenize(files, tokenizers, cache_dir=cache_dir, workers=workers, progress=progress)

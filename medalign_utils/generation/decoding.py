@@ -95,7 +95,7 @@ def decode_greedy(
     for step in range(max_new_tokens):
         scores = logits.float()
         if processor is not None:
-            scores = processor(_processor_ids(prompts, rows, history, step, device), scores)
+            scores = processor(_processor_ids(prompts, rows, history, step=step, device=device), scores)
         if step < min_new_tokens:
             scores[:, eos] = float("-inf")
         token = scores.argmax(dim=-1)
@@ -115,11 +115,11 @@ def decode_greedy(
             if processor is not None and hasattr(processor, "select"):
                 processor.select(keep.tolist())
         mask[:, width + step] = 1
-        logits = _step(model, cache, token, positions + step, mask[:, : width + step + 1])
+        logits = _step(model, cache, token, positions=positions + step, mask=mask[:, : width + step + 1])
     return out  # type: ignore[return-value]
 
 
-def _processor_ids(prompts, rows, history, step: int, device):
+def _processor_ids(prompts, rows, history, *, step: int, device):
     """The ids a logits processor sees: each row's prompt (left-padded) and its tokens so far."""
     import torch
 
@@ -158,7 +158,7 @@ def _prefill(model, prompts: list[list[int]], capacity: int):
     return Cache(layers=layers), torch.cat(last)
 
 
-def _step(model, cache, token, positions, mask):
+def _step(model, cache, token, *, positions, mask):
     result = model(
         input_ids=token[:, None],
         position_ids=positions[:, None],

@@ -462,12 +462,12 @@ class ProgressRelay:
 
     def __init__(self, notebook: str, message=lambda t: t, interval: float = 20.0, out=None):
         self.notebook, self.message, self.interval, self.out = notebook, message, interval, out
-        self.last = 0.0
+        self.last: float | None = None  # none shown yet (not 0.0: the monotonic clock starts at boot)
 
     def write(self, content: str) -> None:
         lines = [part.strip() for part in str(content).replace("\r", "\n").split("\n") if part.strip()]
         bars = [line for line in lines if "|" in line and "%" in line]  # tqdm's shape: "desc:  40%|####  | 4/10"
-        if not bars or time.monotonic() - self.last < self.interval:
+        if not bars or (self.last is not None and time.monotonic() - self.last < self.interval):
             return
         self.last = time.monotonic()
         from tqdm import tqdm

@@ -40,7 +40,7 @@ def suite_overrides(tmp: Path, data: Path) -> dict:
                 "generation_strategies": ["recent"],
             },
             "05_metric_correlation": {"metrics": ["rougeL", "chrf++", "bertscore", "comet"]},
-            "06_llm_judge": {"judgments_dir": str(tmp / "data" / "judgments")},
+            "06_llm_judge": {"judgments_dir": str(tmp / "data" / "judgments"), "judge_instructions": 1},
         },
     }
 
