@@ -8,8 +8,9 @@ Usage: python benchmarks/bench_generate.py [--model DIR] [--random-weights] [--d
 * paper-like: 8 prompts of about 2,000 tokens, 128 new tokens; prefill is a large share on a CPU;
   floor: batched >= 2x one-at-a-time.
 
-The engine runs with its batch size from its memory budget (`batch_size="auto"`) and, for
-comparison with earlier runs, at 8. Greedy answers must be identical to one-at-a-time's (counted).
+The engine runs with its batch size from its memory budget (`batch_size="auto"`) and at 8; the
+engine it replaced (`model.generate` on left-padded batches of 8) runs beside them, the before.
+Greedy answers must be identical to one-at-a-time's (counted).
 Beside each rate: the weight traffic achieved (decoder passes x the weights' bytes, per second)
 against a memory bandwidth measured here, and FLOP/s against a matrix-multiply peak measured here,
 so that the distance to the machine's limit is a number.
@@ -102,6 +103,21 @@ def engine(backend, prompts, batch_size) -> tuple[list[str], float, int, int]:
     return [a.text for a in answers], seconds, max(len(b) for b in batches), sum(a.new_tokens for a in answers)
 
 
+def padded_batches(backend, prompts, batch_size: int = 8) -> tuple[list[str], float, int, int]:
+    """The engine this one replaced: `model.generate` on left-padded batches of 8 prompts of similar
+    length (what `TransformersBackend` did before; it still does it for sampling)."""
+    ids = [backend.encode(p) for p in prompts]
+    order = np.argsort([len(x) for x in ids], kind="stable").tolist()
+    answers = [None] * len(prompts)
+    t0 = time.perf_counter()
+    for i in range(0, len(order), batch_size):
+        batch = order[i : i + batch_size]
+        for j, ans in zip(batch, backend._generate_padded([ids[j] for j in batch])):
+            answers[j] = ans
+    _sync(backend)
+    return [a.text for a in answers], time.perf_counter() - t0, batch_size, sum(a.new_tokens for a in answers)
+
+
 def _sync(backend) -> None:
     if backend.device.startswith("cuda"):
         import torch
@@ -154,16 +170,20 @@ def workload(backend, counter, prompts, settings, *, name: str, limits: dict) ->
     ref, one_tok, one_s = one_at_a_time(backend, prompts, settings)
     one_passes = counter.passes
     rows = {}
-    for batch_size in ("auto", 8):
+    for label, run in (
+        ("padded8_before", lambda: padded_batches(backend, prompts)),
+        ("batched_auto", lambda: engine(backend, prompts, "auto")),
+        ("batched_8", lambda: engine(backend, prompts, 8)),
+    ):
         counter.reset()
-        tokens, seconds, biggest, new = engine(backend, prompts, batch_size)
-        rows[batch_size] = (tokens, seconds, biggest, new, counter.passes, counter.tokens)
+        tokens, seconds, biggest, new = run()
+        rows[label] = (tokens, seconds, biggest, new, counter.passes, counter.tokens)
     emit(f"{name}_prompts", len(prompts))
     emit(f"{name}_new_tokens_each", settings.max_new_tokens)
     emit(f"{name}_one_at_a_time_tokens_per_s", one_tok / one_s, "{:.1f}")
     emit(f"{name}_one_at_a_time_weight_gb_per_s", one_passes * weight_bytes / one_s / 1e9, "{:.2f}")
-    for batch_size, (tokens, seconds, biggest, new, passes, processed) in rows.items():
-        label = f"{name}_batched_{batch_size}"
+    for kind, (tokens, seconds, biggest, new, passes, processed) in rows.items():
+        label = f"{name}_{kind}"
         emit(f"{label}_largest_batch", biggest)
         emit(f"{label}_tokens_per_s", new / seconds, "{:.1f}")
         emit(f"{label}_weight_gb_per_s", passes * weight_bytes / seconds / 1e9, "{:.2f}")
@@ -171,7 +191,7 @@ def workload(backend, counter, prompts, settings, *, name: str, limits: dict) ->
         same = sum(a == b for a, b in zip(tokens, ref))
         emit(f"{label}_answers_identical_to_one_at_a_time", f"{same}/{len(ref)}")
         emit(f"{label}_speed_ratio", (new / seconds) / (one_tok / one_s), "{:.2f}")
-    _, seconds, _, new, passes, _ = rows["auto"]
+    _, seconds, _, new, passes, _ = rows["batched_auto"]
     emit(f"{name}_weight_traffic_share_of_bandwidth", passes * weight_bytes / seconds / limits["bandwidth"], "{:.2f}")
     return (new / seconds) / (one_tok / one_s)
 

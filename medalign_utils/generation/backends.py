@@ -170,7 +170,7 @@ class TransformersBackend(Backend):
 
     def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
         ids = [self.encode(p) for p in prompts]
-        decode = self._sample_batch if self.settings.do_sample else self._greedy_batch
+        decode = self._generate_padded if self.settings.do_sample else self._greedy_batch
         out: list[Answer | None] = [None] * len(prompts)
         pending = self._plan(ids, constraint)
         while pending:
@@ -274,8 +274,8 @@ class TransformersBackend(Backend):
         eos = self.tokenizer.eos_token_id
         return SkeletonLogitsProcessor(cache[key], self._free_mask, eos, batch)
 
-    def _sample_batch(self, batch_ids: list[list[int]], constraint=None) -> list[Answer]:
-        """Sampled answers with `model.generate` on a left-padded batch (seeded per batch)."""
+    def _generate_padded(self, batch_ids: list[list[int]], constraint=None) -> list[Answer]:
+        """Answers from `model.generate` on a left-padded batch (seeded per batch): how sampling runs."""
         import torch
 
         s = self.settings

@@ -122,7 +122,7 @@ def test_a_judges_skeleton_decodes_to_the_same_verdicts_and_probabilities_as_mod
     constraint = verdict_constraint("rubric", free_tokens=6)
     ids = [backend.encode(p) for p in PROMPTS]
     engine = backend._greedy_batch(ids, constraint)
-    generate = backend._sample_batch(ids, constraint)  # model.generate with the same processor, greedy
+    generate = backend._generate_padded(ids, constraint)  # model.generate with the same processor, greedy
     assert [a.text for a in engine] == [a.text for a in generate]
     for a, b in zip(engine, generate):
         assert a.choice_probs.keys() == b.choice_probs.keys()
