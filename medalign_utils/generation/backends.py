@@ -331,6 +331,8 @@ class OpenAICompatibleBackend(Backend):
     turn, and a request whose replica fails goes on to the next one, so a run finishes while any
     replica is up. Every URL passes the `guard` when the backend is built. Plain http.client: no
     redirect is followed and no proxy variable is read, so only the checked hosts are contacted.
+    Connections are kept alive and reused (a pool per replica, as many as the concurrency), so a
+    request costs no new TCP or TLS handshake.
     (An httpx transport's retries cover connection errors only, not the 429/5xx status codes this
     retries on, so it would not make this simpler.)"""
 
@@ -373,6 +375,7 @@ class OpenAICompatibleBackend(Backend):
         self._rng = np.random.default_rng(settings.seed)
         self._next = 0
         self._lock = threading.Lock()
+        self._idle: list[list] = [[] for _ in self.base_urls]  # kept-alive connections per replica
         self.served = {u: 0 for u in self.base_urls}  # answers each replica gave
         self.failures = {u: 0 for u in self.base_urls}
         if structured_output not in STRUCTURED_FORMS:
@@ -395,25 +398,61 @@ class OpenAICompatibleBackend(Backend):
         }
 
     def _post(self, replica: int, path: str, body: dict) -> tuple[int, dict]:
+        """POST on a kept-alive connection to the replica (one is taken from its idle pool, or opened);
+        a pooled connection the server has closed meanwhile is replaced once, transparently."""
         parsed = self._parsed[replica]
-        conn_cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(parsed.hostname, parsed.port, timeout=self.timeout)
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         prefix = parsed.path.rstrip("/")
         if not prefix.endswith("/v1"):
             prefix += "/v1"
-        try:
-            conn.request("POST", f"{prefix}{path}", body=json.dumps(body), headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
+        payload = json.dumps(body)
+        while True:
+            conn, reused = self._checkout(replica)
             try:
-                payload = json.loads(data or b"{}")
+                conn.request("POST", f"{prefix}{path}", body=payload, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                if reused:  # closed while idle in the pool: not this request's failure
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if resp.will_close:
+                conn.close()
+            else:
+                self._checkin(replica, conn)
+            try:
+                return resp.status, json.loads(data or b"{}")
             except json.JSONDecodeError:
-                payload = {"error": data[:200].decode(errors="replace")}
-            return resp.status, payload
-        finally:
+                return resp.status, {"error": data[:200].decode(errors="replace")}
+
+    def _checkout(self, replica: int):
+        """An idle kept-alive connection to the replica and True, or a new one and False."""
+        with self._lock:
+            if self._idle[replica]:
+                return self._idle[replica].pop(), True
+        parsed = self._parsed[replica]
+        conn_cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        return conn_cls(parsed.hostname, parsed.port, timeout=self.timeout), False
+
+    def _checkin(self, replica: int, conn) -> None:
+        with self._lock:
+            if len(self._idle[replica]) < max(1, self.max_concurrency):
+                self._idle[replica].append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close the idle connections (they are also closed when the backend is collected)."""
+        with self._lock:
+            idle = [c for conns in self._idle for c in conns]
+            self._idle = [[] for _ in self.base_urls]
+        for conn in idle:
             conn.close()
 
     def _body(self, prompt: str, constraint) -> tuple[str, dict]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +23,7 @@ from .backends import Backend, GenerationSettings, TransformersBackend
 
 class _Handler(BaseHTTPRequestHandler):
     server: LocalServer
+    protocol_version = "HTTP/1.1"  # keep-alive: a client's connection serves request after request
 
     def log_message(self, *args):  # quiet
         pass
@@ -114,6 +116,19 @@ class LocalServer(ThreadingHTTPServer):
         self.accept_formats, self.refusal_status, self.context_limit = accept_formats, refusal_status, context_limit
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._open: set = set()  # accepted connections: closed with the server, kept-alive or not
+        self.connections = 0  # accepted in all
+
+    def process_request(self, request, client_address):
+        with self.lock:
+            self._open.add(request)
+            self.connections += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
 
     def refusal(self, body: dict) -> tuple[int, dict] | None:
         fmt = body.get("response_format")
@@ -137,6 +152,16 @@ class LocalServer(ThreadingHTTPServer):
     def __exit__(self, *exc):
         self.shutdown()
         self.server_close()
+        self.drop_connections()  # a stopped server answers nothing more, on a kept-alive connection neither
+
+    def drop_connections(self) -> None:
+        """Close every open connection, as a server does with idle keep-alive connections."""
+        with self.lock:
+            for request in list(self._open):
+                try:
+                    request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 def main() -> None:

@@ -264,4 +264,7 @@ def planted_judge(
             max_concurrency=max_concurrency,
         )
         backend.batch_size = batch_size
-        yield Judge(name, backend, strategy="none", retries=0, **judge_fields)
+        try:
+            yield Judge(name, backend, strategy="none", retries=0, **judge_fields)
+        finally:
+            backend.close()

@@ -179,6 +179,24 @@ def test_http_backend_round_trip_with_retry_after_503(tiny_lm):
     assert answers[0].prompt_tokens == local[0].prompt_tokens
 
 
+def test_connections_are_kept_alive_and_one_the_server_dropped_is_replaced_transparently(tiny_lm):
+    backend = TransformersBackend(tiny_lm, settings=GenerationSettings(max_new_tokens=3), batch_size=1)
+    prompts = [f"{p} {k}" for k in range(4) for p in PROMPTS]
+    with LocalServer(backend) as srv:
+        settings = GenerationSettings(max_new_tokens=3)
+        client = OpenAICompatibleBackend(
+            srv.url, "tiny", settings, chat=False, guard=LOOPBACK, max_concurrency=2, retries=0
+        )
+        first = client.generate(prompts)
+        assert srv.requests == len(prompts) and srv.connections <= 2  # not one connection a request
+        srv.drop_connections()  # as a server closes idle keep-alive connections
+        again = client.generate(prompts[:3])
+        assert [a.error for a in again] == [None] * 3 and [a.attempts for a in again] == [1] * 3
+        assert [a.text for a in again] == [a.text for a in first[:3]]
+    # A stopped server answers nothing more, on a kept-alive connection neither.
+    assert client._idle[0] and client.generate(prompts[:1])[0].error
+
+
 def test_http_chat_endpoint_and_giving_up(tmp_path):
     from helpers import make_tiny_lm
 
