@@ -98,6 +98,9 @@ def smollm2_path(cache_dir: str | Path | None = None) -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
+        shutil.rmtree(tmp, ignore_errors=True)  # another process converted it meanwhile: theirs is in use
+        return target
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
