@@ -133,7 +133,12 @@ def _processor_ids(prompts, rows, history, *, step: int, device):
 
 def _cache_kwarg(model) -> str:
     """transformers 5 calls the cache `cache` (`past_key_values` before, deprecated since)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return _cache_kwarg_of(type(model))
+
+
+@functools.cache
+def _cache_kwarg_of(model_class) -> str:  # once per class: a signature costs more than a small step's ops
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _prefill(model, prompts: list[list[int]], capacity: int):
