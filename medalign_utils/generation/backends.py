@@ -296,8 +296,7 @@ class TransformersBackend(Backend):
             from transformers import LogitsProcessorList
 
             kwargs["logits_processor"] = LogitsProcessorList([processor])
-            steps = len(processor.rows[0].steps) + constraint.free_tokens * 3 + 8
-            kwargs["max_new_tokens"] = max(s.max_new_tokens, steps)  # room for the whole skeleton
+            kwargs["max_new_tokens"] = self._max_new_tokens(constraint, processor)
         t0 = time.perf_counter()
         with torch.inference_mode():
             gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
