@@ -56,6 +56,26 @@ def validity(release, items, work: Path) -> None:
         emit(label, valid / max(1, total), "{:.3f}")
 
 
+def loopback_overhead(release, items, work: Path) -> None:
+    """The loopback judge answering at once: what the HTTP round trip itself costs, with Nagle's
+    algorithm on the server's kept-alive connections as it was (each answer's body waited for the
+    client's delayed ACK) and off, as now."""
+    from medalign_utils.generation.local_server import _Handler
+
+    rates = {}
+    for nagle_off in (False, True):
+        _Handler.disable_nagle_algorithm = nagle_off
+        try:
+            with planted_judge(release, name=f"n{nagle_off:d}", max_concurrency=8, batch_size=16) as judge:
+                seconds, stats = timed_run(judge, items, release, work / f"nagle{nagle_off:d}.jsonl")
+        finally:
+            _Handler.disable_nagle_algorithm = True
+        rates[nagle_off] = stats["judgments"] / seconds
+    emit("loopback_no_service_time_nagle_on_before_judgments_per_s", rates[False], "{:.1f}")
+    emit("loopback_no_service_time_judgments_per_s", rates[True], "{:.1f}")
+    emit("loopback_no_service_time_speed_ratio", rates[True] / rates[False], "{:.2f}")
+
+
 def planted_taus(release, work: Path) -> None:
     """The planted test judge's Table 4 tau: its verdicts against its probability-weighted scores."""
     from medalign_utils.evaluation import clinicians, correlation
@@ -125,6 +145,7 @@ def main() -> None:
         emit("smollm2_batched_speed_ratio", local[8] / local[1], "{:.2f}")
         validity(release, local_items, work)
         planted_taus(release, work)
+        loopback_overhead(release, J.response_items(release), work)
         emit("peak_rss_mb", peak_rss_mb(), "{:.0f}")
         emit("concurrency_speed_ratio", rates[8] / rates[1], "{:.2f}")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -189,6 +190,9 @@ def test_connections_are_kept_alive_and_one_the_server_dropped_is_replaced_trans
         )
         first = client.generate(prompts)
         assert srv.requests == len(prompts) and srv.connections <= 2  # not one connection a request
+        # Nagle's algorithm off on every kept-alive connection: else each answer's body waits for the
+        # client's delayed ACK of its headers (40 ms a request).
+        assert srv._open and all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in srv._open)
         srv.drop_connections()  # as a server closes idle keep-alive connections
         again = client.generate(prompts[:3])
         assert [a.error for a in again] == [None] * 3 and [a.attempts for a in again] == [1] * 3
