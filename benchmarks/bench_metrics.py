@@ -47,6 +47,29 @@ def realistic_pairs(root: Path, seed: int = 0):
     return hyps, ref_lists
 
 
+def sources_lines(root: Path) -> None:
+    """Source-augmented metrics' sources (BM25 snippets of each gold instruction's record): one index
+    per record against the replaced way, one index per instruction, side by side."""
+    from medalign_utils.context import bm25_snippets
+    from medalign_utils.evaluation.correlation import bm25_sources
+
+    release = load_release(root)
+    gold = release.instructions[release.instructions.has_model_responses]
+    with timed() as before:
+        old = {
+            iid: " ".join(bm25_snippets(release.ehr_text(pid), q, k=3))[:2000]
+            for iid, pid, q in zip(gold.instruction_id, gold.person_id, gold.question.fillna(""))
+            if pid in release.ehr_files
+        }
+    with timed() as after:
+        new = bm25_sources(release, gold)
+    emit("bm25_sources_instructions", len(new))
+    emit("bm25_sources_index_per_instruction_before_s", before["s"], "{:.2f}")
+    emit("bm25_sources_s", after["s"], "{:.2f}")
+    emit("bm25_sources_identical_to_before", str(new == old))
+    emit("bm25_sources_speed_ratio", before["s"] / after["s"], "{:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.parse_args()
@@ -64,6 +87,7 @@ def main() -> None:
         )
         make_cohort(tmp, spec, workers=1, progress=False)
         hyps, refs = realistic_pairs(Path(tmp))
+        sources_lines(Path(tmp))
     emit("pairs", len(hyps))
     emit("mean_response_words", float(np.mean([len(h.split()) for h in hyps])), "{:.0f}")
     total = 0.0

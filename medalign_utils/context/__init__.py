@@ -9,7 +9,7 @@ BM25 `retrieval` of encounters from `bm25`, multi-step-refinement chunks, peer v
 the instruction x context x strategy prompt grid with exact token counts.
 """
 
-from .bm25 import BM25Index, bm25_snippets, plain_text, record_sentences
+from .bm25 import BM25Index, SnippetIndex, bm25_snippets, plain_text, record_sentences
 from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence, retention_table
 from .grid import (
     PROMPT_COLUMNS,
@@ -78,6 +78,7 @@ __all__ = [
     "STRATEGY_FUNCTIONS",
     "TEMPLATES",
     "BM25Index",
+    "SnippetIndex",
     "BudgetError",
     "EHRView",
     "EncounterIndex",

@@ -45,14 +45,25 @@ class BM25Index:
         return [int(i) for i in np.argsort(-scores, kind="stable")[:k] if scores[i] > 0]
 
 
+class SnippetIndex(BM25Index):
+    """BM25 over a record's entries (LUMIA) or notes and codes (paper-era), markup removed: built
+    once per record, asked per question (`snippets`)."""
+
+    def __init__(self, text: str):
+        spans = [(m.start(), m.end()) for m in _ENTRY.finditer(text)]
+        self.docs = [" ".join(plain_text(re.sub(r"\s+", " ", text[a:b])).split()) for a, b in spans]
+        super().__init__(self.docs)
+
+    def snippets(self, question: str, k: int = 3) -> list[str]:
+        """The k pieces BM25 ranks best for `question` (fewer when fewer score above zero)."""
+        return [self.docs[i] for i in self.top(question, k)]
+
+
 def bm25_snippets(text: str, question: str, k: int = 3) -> list[str]:
     """The k entries (LUMIA) or notes and codes (paper-era) of a record that BM25 ranks best for a
-    question, markup removed: the 'source' the paper gave COMET."""
-    spans = [(m.start(), m.end()) for m in _ENTRY.finditer(text)]
-    if not spans:
-        return []
-    docs = [" ".join(plain_text(re.sub(r"\s+", " ", text[a:b])).split()) for a, b in spans]
-    return [docs[i] for i in BM25Index(docs).top(question, k)]
+    question, markup removed: the 'source' the paper gave COMET. For many questions over one record,
+    build its `SnippetIndex` once."""
+    return SnippetIndex(text).snippets(question, k)
 
 
 def record_sentences(ehr_text: str) -> list[str]:

@@ -251,15 +251,15 @@ def rank_systems(
 def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int = 2000) -> dict[str, str]:
     """The source text of source-augmented metrics: the k BM25 best snippets (encounters) of each
     instruction's EHR for its question, as the paper did for COMET."""
-    from ..context.bm25 import bm25_snippets
+    from ..context.bm25 import SnippetIndex
 
     out = {}
     for pid, part in instructions.groupby("person_id"):
         if pid not in release.ehr_files:
             continue
-        text = release.ehr_text(pid)
+        index = SnippetIndex(release.ehr_text(pid))  # once per record, not once per instruction
         for iid, q in zip(part.instruction_id, part.question.fillna("")):
-            out[iid] = " ".join(bm25_snippets(text, q, k=k))[:max_chars]
+            out[iid] = " ".join(index.snippets(q, k=k))[:max_chars]
     return out
 
 

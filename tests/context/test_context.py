@@ -365,3 +365,22 @@ def test_helm_prompts_match_helm_on_crlf_bom_and_split_characters(tiny_cohort, t
         seen |= {"bom"} if path == bom and "\ufeff" in row.prompt else set()
         seen |= {"split"} if "\ufffd" in row.prompt else set()
     assert seen == {"crlf", "bom", "split"}  # the BOM shows where the whole record fits
+
+
+def test_snippet_index_built_once_per_record_gives_each_questions_snippets(release):
+    from medalign_utils.context import SnippetIndex, bm25_snippets
+    from medalign_utils.evaluation.correlation import bm25_sources
+
+    gold = release.instructions[release.instructions.has_model_responses]
+    sources = bm25_sources(release, gold, k=3, max_chars=2000)
+    assert set(sources) == set(gold.instruction_id)
+    for iid, pid, q in zip(gold.instruction_id, gold.person_id, gold.question):
+        assert sources[iid] == " ".join(bm25_snippets(release.ehr_text(pid), q, k=3))[:2000], iid
+    # A planted entry whose words only it holds ranks first, markup removed; a question with no
+    # indexed word gets no snippet.
+    text = release.ehr_text(gold.person_id.iloc[0])
+    planted = '<entry timestamp="2016-01-01 09:00"><event type="note">zygomycosis pericardiectomy</event></entry>'
+    index = SnippetIndex(text.replace("</events>", planted + "\n</events>", 1))
+    top = index.snippets("Was a pericardiectomy done for zygomycosis?", k=2)
+    assert top[0].startswith("entry timestamp") and "zygomycosis pericardiectomy" in top[0] and "<" not in top[0]
+    assert index.snippets("the of and", k=3) == []

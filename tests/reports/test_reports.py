@@ -22,9 +22,10 @@ from medalign_utils.reports import index_html, run_suite
 from medalign_utils.reports.scan import SensitiveIndex
 
 
-def suite_overrides(tmp: Path, data: Path) -> dict:
-    """The default config with a small, fast run on `data`, its intermediate files under `tmp`."""
-    return {
+def suite_overrides(tmp: Path, data: Path, model: Path | None = None) -> dict:
+    """The default config with a small, fast run on `data`, its intermediate files under `tmp`;
+    `model` (a local model folder) answers in 03 and judges in 06 instead of SmolLM2."""
+    overrides = {
         "data_dir": str(data),
         "synthetic": {"generate_if_missing": False},
         "context_lengths": [2048, 8192, 32768],
@@ -43,6 +44,10 @@ def suite_overrides(tmp: Path, data: Path) -> dict:
             "06_llm_judge": {"judgments_dir": str(tmp / "data" / "judgments"), "judge_instructions": 1},
         },
     }
+    if model is not None:
+        overrides["notebooks"]["03_model_generation"]["model"] = str(model)
+        overrides["notebooks"]["06_llm_judge"]["judge_model"] = str(model)
+    return overrides
 
 
 def custom_notebooks_config(data: Path) -> SuiteConfig:
@@ -51,9 +56,11 @@ def custom_notebooks_config(data: Path) -> SuiteConfig:
 
 
 @pytest.fixture(scope="module")
-def suite_run(tiny_cohort, tmp_path_factory):
+def suite_run(tiny_cohort, tiny_lm, tmp_path_factory):
+    # A tiny random model runs 03's and 06's cells (multi-step refinement, every judge mode) in
+    # seconds; SmolLM2 answers and judges through the notebooks in test_end_to_end's run.
     out = tmp_path_factory.mktemp("reports")
-    ok = run_suite(overrides=suite_overrides(out, tiny_cohort), out=out, progress=False)
+    ok = run_suite(overrides=suite_overrides(out, tiny_cohort, model=tiny_lm), out=out, progress=False)
     return ok, out
 
 
