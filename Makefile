@@ -37,8 +37,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One pytest worker per core; each module's tests stay on one worker (its fixtures are built once).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope --no-loadscope-reorder
 
 clean-reports:
 	rm -rf reports/*/ reports/index.html reports/run.json

@@ -12,6 +12,24 @@ from helpers import PUBLIC_SAMPLE, make_tiny_lm, small_spec, unmark
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # `make test` runs one worker per core (pytest-xdist): each worker's torch, and the notebook
+    # kernels and subprocesses it starts, get their share of the cores. Set before torch is
+    # imported; more threads than cores would spin against each other.
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ.setdefault(name, share)
+
+
+def pytest_collection_modifyitems(items):
+    """Modules holding a test marked `slow(seconds=...)` run first, the longest first: under
+    `--dist loadscope` each module goes to one worker, so the long ones start at once and the many
+    short ones fill in beside them, and the workers finish together."""
+    weight: dict = {}
+    for item in items:
+        if mark := item.get_closest_marker("slow"):
+            weight[item.module] = max(weight.get(item.module, 0), mark.kwargs.get("seconds", 1))
+    items.sort(key=lambda item: -weight.get(item.module, 0))  # stable: each module keeps its order
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from medalign_utils.data import load_release
 from medalign_utils.reports.scan import dates_in
@@ -17,6 +18,7 @@ from medalign_utils.reports.scan import dates_in
 # ------------------------------------------------------------------ the whole suite on an unmarked cohort
 
 
+@pytest.mark.slow(seconds=90)
 def test_whole_suite_on_an_unmarked_cohort_leaks_nothing_anywhere(real_like, tmp_path):
     """Person_ids with letters and hyphens, one EHR empty: no person_id, note fragment, question,
     reference, response or full record date anywhere under the output folder, console included."""

@@ -289,7 +289,7 @@ def test_ppi_win_rate_from_ranks_recovers_the_clinicians_win_share(judged):
     others = [m for m in models if m != system]
     ranks = labels.pivot_table(index="instruction_id", columns="system", values="model_rank")
     ids = sorted(set(J.pairwise_battles(j, judge="planted").instruction_id))
-    beaten = ranks.loc[ids, others].gt(ranks.loc[ids, system], axis=0).sum(1)
+    beaten = ranks.loc[ids, others].gt(ranks.loc[ids, system], axis=0).sum(axis=1)
     place = 1 + len(others) - beaten  # its place among the six: 1 when it beats all five
     new = pd.DataFrame({"instruction_id": ids[:40], "system": system, "model_rank": place[:40].to_numpy()})
     out = J.ppi_win_rate(j, new, judge="planted", system=system, models=others)

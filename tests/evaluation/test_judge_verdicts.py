@@ -182,6 +182,7 @@ def test_constrained_decoding_gives_a_tiny_random_model_a_valid_verdict_on_every
     _check_constrained(judge, release, items, tmp_path, J.MODES)
 
 
+@pytest.mark.slow(seconds=50)
 def test_constrained_decoding_gives_smollm2_a_valid_verdict_on_every_item(gold, tmp_path):
     release, items = _local_items(gold, 1)
     judge = J.Judge.from_spec("smollm2", context=384, reserve=64, max_new_tokens=24)

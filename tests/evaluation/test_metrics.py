@@ -178,6 +178,7 @@ def gold_scores(gold_cohort):
     return release, scores, sigs, labels
 
 
+@pytest.mark.slow(seconds=20)
 def test_every_metric_correlates_positively_and_below_the_human_ceiling(gold_scores, gold_cohort):
     release, scores, sigs, labels = gold_scores
     t4 = table4(scores, labels, n_resamples=500)

@@ -137,7 +137,7 @@ def test_a_judges_skeleton_decodes_to_the_same_verdicts_and_probabilities_as_mod
 SMOLLM2_PINNED = "16137e8cdace515e35f9bbf0b65663a6269f23e79b9777ddb9a68d91a22289bd"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=6)
 def test_smollm2_answers_are_pinned():
     from medalign_utils.generation import load_backend
 

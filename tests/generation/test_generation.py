@@ -117,6 +117,7 @@ def test_a_crash_on_one_item_is_recorded_and_the_run_goes_on(tmp_path):
     assert "exploded" in bad.error and df.error.notna().sum() == 1
 
 
+@pytest.mark.slow(seconds=16)
 def test_resume_after_sigkill_completes_every_item_exactly_once(tiny_lm, tmp_path):
     out = tmp_path / "gen.jsonl"
     script = tmp_path / "worker.py"

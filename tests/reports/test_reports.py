@@ -64,6 +64,7 @@ def suite_run(tiny_cohort, tiny_lm, tmp_path_factory):
     return ok, out
 
 
+@pytest.mark.slow(seconds=110)
 def test_whole_suite_runs_on_a_tiny_cohort(suite_run):
     ok, out = suite_run
     record = json.loads((out / "run.json").read_text())

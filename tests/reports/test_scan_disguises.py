@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO, write_notebook
 
 # Each notebook's cell: `note` is a note of the record, `pid` a person_id, `day` a record date;
@@ -111,6 +112,7 @@ def _assert_no_trace(out, console, note, pid, day):
     assert pid not in console
 
 
+@pytest.mark.slow(seconds=50)
 def test_every_disguise_fails_its_run_names_and_removes_the_page_and_leaves_no_trace(real_like, tmp_path):
     root, _ = real_like
     nbs = tmp_path / "nbs"
