@@ -76,6 +76,30 @@ def loopback_overhead(release, items, work: Path) -> None:
     emit("loopback_no_service_time_speed_ratio", rates[True] / rates[False], "{:.2f}")
 
 
+def local_batches(release, work: Path) -> None:
+    """SmolLM2 judging as notebook 06 does by default (two instructions: twelve responses, constrained,
+    three modes) with batches of 8, the replaced default, and "auto", side by side; same verdicts."""
+    items = J.response_items(release)
+    items = items[items.instruction_id.isin(sorted(items.instruction_id.unique())[:2])]
+    rates, verdicts = {}, {}
+    for batch in (8, "auto"):
+        judge = Judge.from_spec("smollm2", name=f"smollm2-{batch}", context=512, reserve=48, max_new_tokens=48,
+                                retries=0, free_tokens=16, batch_size=batch)  # fmt: skip
+        t0, n = time.perf_counter(), 0
+        for mode in ("rubric", "correct", "medhelm"):
+            n += J.run_judgments(judge, mode, items, release, work / f"a{batch}-{mode}.jsonl", progress=False)[
+                "judgments"
+            ]
+        rates[batch] = n / (time.perf_counter() - t0)
+        j = J.read_judgments([work / f"a{batch}-{m}.jsonl" for m in ("rubric", "correct", "medhelm")])
+        verdicts[batch] = j.sort_values(["mode", "instruction_id", "system"]).output.tolist()
+    emit("smollm2_judge_06_default_batch8_before_judgments_per_s", rates[8], "{:.3f}")
+    emit("smollm2_judge_06_default_auto_judgments_per_s", rates["auto"], "{:.3f}")
+    same = sum(a == b for a, b in zip(verdicts[8], verdicts["auto"]))
+    emit("smollm2_judge_06_default_auto_same_verdicts", f"{same}/{len(verdicts[8])}")
+    emit("smollm2_judge_06_default_auto_speed_ratio", rates["auto"] / rates[8], "{:.2f}")
+
+
 def planted_taus(release, work: Path) -> None:
     """The planted test judge's Table 4 tau: its verdicts against its probability-weighted scores."""
     from medalign_utils.evaluation import clinicians, correlation
@@ -144,6 +168,7 @@ def main() -> None:
             emit(f"smollm2_batch{batch}_invalid", stats["invalid"])
         emit("smollm2_batched_speed_ratio", local[8] / local[1], "{:.2f}")
         validity(release, local_items, work)
+        local_batches(release, work)
         planted_taus(release, work)
         loopback_overhead(release, J.response_items(release), work)
         emit("peak_rss_mb", peak_rss_mb(), "{:.0f}")

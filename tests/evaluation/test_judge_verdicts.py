@@ -180,6 +180,21 @@ def test_constrained_decoding_gives_a_tiny_random_model_a_valid_verdict_on_every
     judge = J.Judge.from_spec(str(tiny_lm), tokenizer=str(tiny_lm), context=384, reserve=64, max_new_tokens=24)
     judge.free_tokens = 12
     _check_constrained(judge, release, items, tmp_path, J.MODES)
+    # A local judge decodes as many prompts together as memory allows: its verdicts are one-at-a-time
+    # decoding's, their probabilities too up to float32 rounding (a batch's matrix products round
+    # differently from a single row's).
+    assert judge.describe()["batch_size"] == "auto"
+    alone = J.Judge.from_spec(str(tiny_lm), tokenizer=str(tiny_lm), context=384, reserve=64, batch_size=1)
+    alone.free_tokens = 12
+    J.run_judgments(alone, "rubric", items, release, tmp_path / "alone.jsonl", progress=False)
+    one, batched = (
+        J.read_judgments(tmp_path / f).set_index(["instruction_id", "system"]).sort_index()
+        for f in ("alone.jsonl", "rubric.jsonl")
+    )
+    assert len(one) == len(items) and one.output.to_dict() == batched.output.to_dict()
+    for item, dists in one.distribution.items():
+        for key, dist in dists.items():
+            assert batched.distribution[item][key] == pytest.approx(dist, abs=1e-5), (item, key)
 
 
 @pytest.mark.slow(seconds=50)

@@ -91,7 +91,7 @@ class Judge:
         max_new_tokens: int = 128,
         seed: int = 0,
         chat: bool = True,
-        batch_size: int = 8,
+        batch_size: int | str = "auto",
         max_concurrency: int = 4,
         settings=None,
         structured_output: str = "json_schema",
@@ -105,7 +105,9 @@ class Judge:
         endpoint is first asked for the verdict's JSON in (`generation.STRUCTURED_FORMS`; a server
         that refuses it is asked in the next). `judge_options` are the `Judge`'s other fields
         (``retries``, ``family``, prices). `settings` (a `GenerationSettings`) replaces the decoding
-        settings built from `max_new_tokens` and `seed`."""
+        settings built from `max_new_tokens` and `seed`. A local judge decodes `batch_size` prompts
+        together (``"auto"``: as many as a memory budget holds, `TransformersBackend`); verdicts do not
+        depend on it, their probabilities only by float rounding."""
         from ...context import load_tokenizer
         from ...generation.backends import GenerationSettings, backend_name, is_endpoint_spec, load_backend
 
