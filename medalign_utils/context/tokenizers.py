@@ -418,10 +418,24 @@ def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
 
 
 def _load_hf(path: Path, name: str) -> Tokenizer:
-    from transformers import AutoTokenizer
+    import json
 
+    config = Path(path) / "tokenizer_config.json"
     try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
+        declared = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
+    except ValueError:
+        declared = None  # AutoTokenizer below says what is wrong with it
+    try:
+        if declared == "TokenizersBackend":
+            # transformers' generic fast tokenizer (SmolLM2's, as converted) loads directly: AutoTokenizer
+            # would read the model's config first, importing torch (2 of its 3 seconds in a notebook).
+            from transformers import TokenizersBackend
+
+            tok = TokenizersBackend.from_pretrained(str(path), local_files_only=True)
+        else:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, use_fast=True)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"no Hugging Face tokenizer in {path}: {err}") from err
     if not getattr(tok, "is_fast", False):

@@ -384,3 +384,16 @@ def test_snippet_index_built_once_per_record_gives_each_questions_snippets(relea
     top = index.snippets("Was a pericardiectomy done for zygomycosis?", k=2)
     assert top[0].startswith("entry timestamp") and "zygomycosis pericardiectomy" in top[0] and "<" not in top[0]
     assert index.snippets("the of and", k=3) == []
+
+
+def test_smollm2s_tokenizer_loads_without_torch(smollm2):
+    """Notebooks that only count tokens (01, 02, 04) do not pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom medalign_utils.context import load_tokenizer\n"
+        "tok = load_tokenizer('smollm2')\nprint(tok.fingerprint, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [smollm2.fingerprint, "False"]
