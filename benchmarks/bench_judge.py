@@ -81,17 +81,15 @@ def local_batches(release, work: Path) -> None:
     three modes) with batches of 8, the replaced default, and "auto", side by side; same verdicts."""
     items = J.response_items(release)
     items = items[items.instruction_id.isin(sorted(items.instruction_id.unique())[:2])]
-    rates, verdicts = {}, {}
+    rates, verdicts, modes = {}, {}, ("rubric", "correct", "medhelm")
     for batch in (8, "auto"):
         judge = Judge.from_spec("smollm2", name=f"smollm2-{batch}", context=512, reserve=48, max_new_tokens=48,
                                 retries=0, free_tokens=16, batch_size=batch)  # fmt: skip
-        t0, n = time.perf_counter(), 0
-        for mode in ("rubric", "correct", "medhelm"):
-            n += J.run_judgments(judge, mode, items, release, work / f"a{batch}-{mode}.jsonl", progress=False)[
-                "judgments"
-            ]
+        files = [work / f"a{batch}-{mode}.jsonl" for mode in modes]
+        t0 = time.perf_counter()
+        n = sum(J.run_judgments(judge, m, items, release, f, progress=False)["judgments"] for m, f in zip(modes, files))
         rates[batch] = n / (time.perf_counter() - t0)
-        j = J.read_judgments([work / f"a{batch}-{m}.jsonl" for m in ("rubric", "correct", "medhelm")])
+        j = J.read_judgments(files)
         verdicts[batch] = j.sort_values(["mode", "instruction_id", "system"]).output.tolist()
     emit("smollm2_judge_06_default_batch8_before_judgments_per_s", rates[8], "{:.3f}")
     emit("smollm2_judge_06_default_auto_judgments_per_s", rates["auto"], "{:.3f}")

@@ -50,6 +50,8 @@ def realistic_pairs(root: Path, seed: int = 0):
 def sources_lines(root: Path) -> None:
     """Source-augmented metrics' sources (BM25 snippets of each gold instruction's record): one index
     per record against the replaced way, one index per instruction, side by side."""
+    import bm25s  # noqa: F401  (imported before either side is timed: the first would pay for it)
+
     from medalign_utils.context import bm25_snippets
     from medalign_utils.evaluation.correlation import bm25_sources
 
