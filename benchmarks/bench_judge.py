@@ -3,7 +3,7 @@ batched against one prompt at a time.
 
 Usage: python benchmarks/bench_judge.py [--service-time 0.05] [--items 96] [--local-items 16]
 A small synthetic cohort is made in a temporary folder. SmolLM2 judges with a 512-token context
-(the EHR fitted by `recent`) and 32 new tokens. The loopback judge (`synthetic.planted_judge`: the planted test
+(the EHR fitted by `recent`) and 32 new tokens. The loopback judge (`evaluation.judge.planted_judge`: the planted test
 judge served by `generation.local_server`) takes a fixed service time per request, as a remote judge
 would; the client is the suite's OpenAI-compatible backend. Floors (issue 14): concurrency 8 at least
 6x concurrency 1; SmolLM2 batched at least 2x one at a time (both unconstrained, 32 tokens forced, as
@@ -25,9 +25,9 @@ from _common import emit, peak_rss_mb
 
 from medalign_utils.data import load_release
 from medalign_utils.evaluation import judge as J
-from medalign_utils.evaluation.judge import Judge
+from medalign_utils.evaluation.judge import Judge, planted_judge
 from medalign_utils.generation import GenerationSettings
-from medalign_utils.synthetic import CohortSpec, make_cohort, planted_judge
+from medalign_utils.synthetic import CohortSpec, make_cohort
 
 PRICE_PROMPT, PRICE_COMPLETION = 0.005, 0.015
 

@@ -27,7 +27,7 @@ _ENTRY_POINTS = {
     "load_tokenizer": "medalign_utils.context.tokenizers",
     "load_backend": "medalign_utils.generation.backends",
     "make_metric": "medalign_utils.evaluation.metrics",
-    "Judge": "medalign_utils.evaluation.judge.running",
+    "Judge": "medalign_utils.evaluation.judge.settings",
     "run_suite": "medalign_utils.reports.runner",
 }
 

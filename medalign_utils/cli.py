@@ -125,7 +125,15 @@ def _cmd_table4(args) -> int:
 def _cmd_judge(args) -> int:
     from .config import project_path
     from .data.release import load_release
-    from .evaluation.judge import Judge, judgments_file, pairwise_items, response_items, run_judgments
+    from .evaluation.judge import (
+        Judge,
+        JudgeSettings,
+        get_mode,
+        judgments_file,
+        pairwise_items,
+        response_items,
+        run_judgments,
+    )
     from .generation.guard import DataGuard
 
     if bool(args.endpoint) == bool(args.model):
@@ -135,31 +143,31 @@ def _cmd_judge(args) -> int:
         print("error: --endpoint needs --judge-model NAME (the model the endpoint serves)", file=sys.stderr)
         return 2
     release = load_release(args.dir)
-    judge = Judge.from_spec(
-        args.endpoint or args.model,
-        name=args.judge_model,
+    settings = JudgeSettings(
+        spec=args.endpoint or args.model,
         model=args.judge_model,
-        guard=DataGuard.for_release(release, args.allowed_host or []),
+        name=args.judge_model,
         tokenizer=args.tokenizer,
         context=args.context,
         strategy=args.strategy,
         max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        max_concurrency=args.concurrency,
         retries=args.retries,
-        chat=not args.completions,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
         structured_output=args.structured_output,
         constrained=args.structured_output != "none",
+        chat=not args.completions,
+        seed=args.seed,
         price_prompt_per_1k=args.price_prompt,
         price_completion_per_1k=args.price_completion,
         price_cached_prompt_per_1k=args.price_cached_prompt,
     )
+    judge = Judge.from_settings(settings, guard=DataGuard.for_release(release, args.allowed_host or []))
     items = response_items(release)
     if args.limit:
         keep = sorted(items.instruction_id.unique())[: args.limit]
         items = items[items.instruction_id.isin(keep)]
-    if args.mode == "pairwise":
+    if get_mode(args.mode).judges == "pair":
         items = pairwise_items(items)
     out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), judge.name, args.mode)
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
@@ -241,9 +249,15 @@ def _cmd_agreement(args) -> int:
     release, labels, models, judgments = _judged(args)
     for judge in sorted(judgments.judge.unique()):
         report = agreement_report(
-            release.model_responses, judgments, labels, judge=judge, models=models,
-            n_resamples=args.resamples, seed=args.seed, epsilon=args.epsilon,
-        )  # fmt: skip
+            release.model_responses,
+            judgments,
+            labels,
+            judge=judge,
+            models=models,
+            n_resamples=args.resamples,
+            seed=args.seed,
+            epsilon=args.epsilon,
+        )
         _print_values(report)
     return 0
 
@@ -261,9 +275,16 @@ def _cmd_place(args) -> int:
         return 2
     new_labels = read_new_labels(args.labels) if args.labels else None
     summary = place_summary(
-        judgments, labels, judge=judge, system=args.system, models=models, new_labels=new_labels,
-        n_resamples=args.resamples, seed=args.seed, min_instructions=args.min_instructions,
-    )  # fmt: skip
+        judgments,
+        labels,
+        judge=judge,
+        system=args.system,
+        models=models,
+        new_labels=new_labels,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        min_instructions=args.min_instructions,
+    )
     _print_values(summary)
     print(
         "note: the transfer interval widens the sampling CI by the judge's error on the other systems"
@@ -355,7 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medalign", description="MedAlign reproduction suite")
     p.add_argument("--version", action="version", version=f"medalign {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_data_commands, _add_table_commands, _add_judge_command, _add_run_commands):
+    for add in (
+        _add_data_commands,
+        _add_table_commands,
+        _add_judge_command,
+        _add_judge_analysis_commands,
+        _add_run_commands,
+    ):
         add(sub)
     for command in sub.choices.values():
         for action in command._actions:
@@ -427,13 +454,19 @@ def _add_table_commands(sub) -> None:
     t4.set_defaults(func=_cmd_table4)
 
 
+def _batch_size(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def _add_judge_command(sub) -> None:
+    from .evaluation.judge import DEFAULTS, mode_names
+
     j = sub.add_parser("judge", help="judge every reviewed response of a release with an LLM judge (JSONL)")
     j.add_argument("dir")
     j.add_argument("--endpoint", action="append", default=None, help="OpenAI-compatible base URL (repeat: replicas)")
     j.add_argument("--judge-model", default=None, help="the model name the endpoint serves (and the judge's name)")
     j.add_argument("--model", default=None, help="a local Hugging Face model folder (or 'smollm2') instead")
-    j.add_argument("--mode", choices=["rubric", "correct", "pairwise", "medhelm"], required=True)
+    j.add_argument("--mode", choices=mode_names(), required=True, help="a registered judge mode")
     j.add_argument("--out", default=None, help="JSONL (default data/judgments/<judge>-<mode>.jsonl)")
     j.add_argument("--completions", action="store_true", help="use /v1/completions instead of chat completions")
     j.add_argument("--allowed-host", action="append", default=None, help="a HIPAA-compliant host the DUA allows")
@@ -443,27 +476,43 @@ def _add_judge_command(sub) -> None:
         help="the judge's own tokenizer for the EHR budget"
         " (default: a local model's own; cl100k with a 25%% margin for endpoints)",
     )
-    j.add_argument("--context", type=int, default=8192, help="the judge's context length")
-    j.add_argument("--strategy", default="recent", help="how the EHR is fitted (context.STRATEGIES) or 'none'")
-    j.add_argument("--max-new-tokens", type=int, default=128)
-    j.add_argument("--retries", type=int, default=2, help="times an invalid verdict is asked again")
-    j.add_argument("--concurrency", type=int, default=8)
-    j.add_argument("--batch-size", type=int, default=8)
+    j.add_argument("--context", type=int, default=DEFAULTS.context, help="the judge's context length")
+    j.add_argument("--strategy", default=DEFAULTS.strategy, help="how the EHR is fitted (context.STRATEGIES) or 'none'")
+    j.add_argument("--max-new-tokens", type=int, default=DEFAULTS.max_new_tokens)
+    j.add_argument("--retries", type=int, default=DEFAULTS.retries, help="times an invalid verdict is asked again")
+    j.add_argument("--concurrency", type=int, default=DEFAULTS.concurrency, help="an endpoint's requests in flight")
+    j.add_argument(
+        "--batch-size", type=_batch_size, default=DEFAULTS.batch_size, help="a local model's batch ('auto': memory)"
+    )
     j.add_argument("--limit", type=int, default=None, help="judge only the first N instructions")
-    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--seed", type=int, default=DEFAULTS.seed)
     j.add_argument(
         "--structured-output",
         choices=["json_schema", "llama.cpp", "tgi", "json_object", "none"],
-        default="json_schema",
+        default=DEFAULTS.structured_output,
         help="how an endpoint is first asked for the verdict's JSON (a refusal falls back to the next form);"
         " 'none' also turns a local model's constrained decoding off",
     )
-    j.add_argument("--price-prompt", type=float, default=0.0, help="price per 1,000 prompt tokens")
-    j.add_argument("--price-completion", type=float, default=0.0, help="price per 1,000 completion tokens")
-    j.add_argument("--price-cached-prompt", type=float, default=None, help="price per 1,000 cached prompt tokens")
+    j.add_argument(
+        "--price-prompt", type=float, default=DEFAULTS.price_prompt_per_1k, help="price per 1,000 prompt tokens"
+    )
+    j.add_argument(
+        "--price-completion",
+        type=float,
+        default=DEFAULTS.price_completion_per_1k,
+        help="price per 1,000 completion tokens",
+    )
+    j.add_argument(
+        "--price-cached-prompt",
+        type=float,
+        default=DEFAULTS.price_cached_prompt_per_1k,
+        help="price per 1,000 cached prompt tokens",
+    )
     j.add_argument("--quiet", action="store_true")
     j.set_defaults(func=_cmd_judge)
 
+
+def _add_judge_analysis_commands(sub) -> None:
     h = sub.add_parser(
         "import-helm", help="a HELM MedAlign run folder as a generations file and medhelm-mode judgments"
     )

@@ -14,10 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "medalign_utils"
 STAGES = ("data", "synthetic", "context", "generation", "evaluation", "reports")
-# Later stages may import earlier ones; `synthetic` may know every stage (it writes what `data`
-# reads, and its planted judge serves `evaluation`), and `reports` may call it to make a cohort.
-ORDER = {"data": 0, "context": 1, "generation": 2, "evaluation": 3, "reports": 4, "synthetic": 5}
-MAY_ALSO_IMPORT = {"reports": {"synthetic"}}
+# Later stages may import earlier ones, and only those: `synthetic` writes what `data` reads and
+# stands right after it; the planted test judge (evaluation) and the report runner read its truth.
+ORDER = {"data": 0, "synthetic": 1, "context": 2, "generation": 3, "evaluation": 4, "reports": 5}
 
 
 def _modules():
@@ -60,13 +59,24 @@ def test_stages_import_only_earlier_stages():
     wrong = []
     for path, tree in _modules():
         stage = _stage(path)
-        if stage is None or stage == "synthetic":
+        if stage is None:
             continue
         for target, module, _ in _imported_stages(path, tree):
             if target in ORDER and target != stage and ORDER[target] > ORDER[stage]:
-                if target not in MAY_ALSO_IMPORT.get(stage, set()):
-                    wrong.append(f"{path.relative_to(PACKAGE)} imports {module}")
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {module}")
     assert not wrong, wrong
+
+
+def test_synthetic_uses_only_data_and_the_top_level_helpers():
+    """The synthetic cohort knows no judge, backend or metric: it imports `data` and top-level
+    modules (paper, stats, parallel) only."""
+    stages = {
+        target
+        for path, tree in _modules()
+        if _stage(path) == "synthetic"
+        for target, _, _ in _imported_stages(path, tree)
+    }
+    assert stages & set(STAGES) <= {"data", "synthetic"}, stages
 
 
 def test_no_private_name_is_imported_across_modules():

@@ -5,9 +5,10 @@ with bootstrap CIs), McNemar, Bradley-Terry, breakdowns and inter-rater agreemen
 the metric objects (ROUGE-L, BLEU, chrF(++), GoogleBLEU, METEOR, BERTScore, a source-augmented
 score, COMET optional) whose signatures record their settings; `correlation` correlates any per-response
 score with the clinicians' ranks (Table 4, Figure 3); `judge` runs LLM judges and measures them
-against the clinicians; `stats` is the vectorized Kendall tau-b and percentile bootstrap they share.
+against the clinicians; the vectorized Kendall tau-b and percentile bootstrap they share live in the top-level `stats`.
 """
 
+from ..stats import bootstrap_ci, kendall_tau_b_rows
 from . import judge
 from .clinicians import (
     agreement_summary,
@@ -43,7 +44,6 @@ from .correlation import (
 )
 from .judge import Judge
 from .metrics import DEFAULT_METRICS, PRESETS, SOURCE_METRICS, make_metric
-from .stats import bootstrap_ci, kendall_tau_b_rows
 
 __all__ = [
     "DEFAULT_METRICS",

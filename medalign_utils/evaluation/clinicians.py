@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..data.problems import Problem
 from ..data.release import primary_reviewer_rows, rater_column
-from .stats import bootstrap_ci, bootstrap_counts, kendall_tau_b_rows
+from ..stats import bootstrap_ci, bootstrap_counts, kendall_tau_b_rows
 
 COMBINE_METHODS = ("primary", "majority", "mean")
 LABEL_COLUMNS = ("model_rank", "binary_correct")

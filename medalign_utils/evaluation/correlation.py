@@ -14,8 +14,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..data.release import primary_reviewer_rows
+from ..stats import bootstrap_ci, kendall_tau_b_rows
 from . import clinicians
-from .stats import bootstrap_ci, kendall_tau_b_rows
 
 
 def score_responses(
@@ -268,7 +268,7 @@ def judgment_scores(judgments: list, release) -> tuple[pd.DataFrame, list[str]]:
     (`judge:<name>:<mode>`, and `...-expected` where verdicts carry probabilities) for the
     release's responses, and what was skipped, one line each. Judgments of no instruction
     of this release are an error."""
-    from .judge import SCORED_MODES, as_metric_scores, read_judgments
+    from .judge import as_metric_scores, mode_names, read_judgments
 
     files = ", ".join(map(str, judgments))
     j = read_judgments(judgments)
@@ -279,12 +279,13 @@ def judgment_scores(judgments: list, release) -> tuple[pd.DataFrame, list[str]]:
     if (~ours).sum():
         problems.append(f"{int((~ours).sum())} judgments of instructions not in this release, skipped")
     j = j[ours]
-    if not j["mode"].isin(SCORED_MODES).any():
+    scored = mode_names(scored=True)
+    if not j["mode"].isin(scored).any():
         problems.append(
             f"{files}: no rubric, correct or medhelm judgment to score, so no judge row"
             " (pairwise judgments place systems in notebook 06, not in Table 4)"
         )
-    frames = [as_metric_scores(j, mode) for mode in SCORED_MODES if (j["mode"] == mode).any()]
+    frames = [as_metric_scores(j, mode) for mode in scored if (j["mode"] == mode).any()]
     empty = pd.DataFrame(columns=["instruction_id", "system", "metric", "score"])
     return (pd.concat(frames, ignore_index=True) if frames else empty), problems
 

@@ -60,6 +60,11 @@ class Backend:
     batch_size: int = 8
     thread_safe = False  # whether `generate` may run in several threads at once (a server asks)
     has_chat_template = False
+    # The tokenizer a judge fits its prompts with (`context.load_tokenizer`'s spec); None: unknown
+    # (an endpoint's), so a stand-in counts with a safety margin.
+    tokenizer_spec: str | None = None
+    follows_response_format = False  # served on loopback: handed the request's schema (a server's structured output)
+    _takes_constraint: dict = {}  # per class: whether its `generate` takes a constraint
 
     def chat_prompt(self, user_message: str) -> str:
         """The prompt this backend reads for one user turn of a chat request."""
@@ -73,9 +78,12 @@ class Backend:
     def iter_generate(self, prompts: list[str], *, constraint=None):
         """(index, answer) pairs as answers are final; one batch at a time unless the backend serves
         requests concurrently. A backend whose `generate` takes no constraint is asked plainly."""
-        import inspect
+        cls = type(self)
+        if cls not in Backend._takes_constraint:
+            import inspect
 
-        takes = "constraint" in inspect.signature(self.generate).parameters
+            Backend._takes_constraint[cls] = "constraint" in inspect.signature(cls.generate).parameters
+        takes = Backend._takes_constraint[cls]
         yield from enumerate(self.generate(prompts, constraint=constraint) if takes else self.generate(prompts))
 
     def describe(self) -> dict:
@@ -119,6 +127,9 @@ class TransformersBackend(Backend):
         hf_logging.disable_progress_bar()  # the suite shows its own progress
 
         self.model_path = str(model_path)
+        self.tokenizer_spec = self.model_path  # what `context.load_tokenizer` fits its prompts with
+        self._skeletons: dict = {}  # (skeleton, free_tokens) -> compiled for this tokenizer
+        self._free_mask = None  # the tokens free text may use, made on first constrained request
         if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
         self.batch_setting = batch_size  # as asked, recorded with the answers
@@ -264,11 +275,11 @@ class TransformersBackend(Backend):
         per constraint for this tokenizer)."""
         from .constrained import SkeletonLogitsProcessor, compile_skeleton, free_text_mask
 
-        cache = self.__dict__.setdefault("_skeletons", {})
+        cache = self._skeletons
         key = (constraint.skeleton, constraint.free_tokens)
         if key not in cache:
             cache[key] = compile_skeleton(self.tokenizer, constraint)
-        if getattr(self, "_free_mask", None) is None:
+        if self._free_mask is None:
             vocab = self.model.get_output_embeddings().weight.shape[0]
             self._free_mask = free_text_mask(self.tokenizer, max(vocab, len(self.tokenizer)))
         eos = self.tokenizer.eos_token_id
@@ -679,57 +690,129 @@ class ExtractiveBaseline(Backend):
         return Answer(text, None, len(text.split()), time.perf_counter() - t0, "stop")
 
 
-def load_backend(
-    spec: str | Path | list[str],
-    settings: GenerationSettings | None = None,
-    *,
-    guard: DataGuard | None = None,
-    model: str | None = None,
-    chat: bool = True,
-    batch_size: int | str = "auto",
-    max_concurrency: int = 4,
-    **options,
-) -> Backend:
+# ------------------------------------------------------------------ building a backend from a spec
+
+# Backends by name, each a factory `(spec, settings, **options) -> Backend` or the "module:function"
+# path of one, imported on first use (a backend outside this stage, such as the planted test judge,
+# registers itself by path without this stage importing it). "endpoint" and "folder" are what a URL
+# and any other spec name.
+_BACKENDS: dict[str, object] = {}
+
+
+def register_backend(name: str, factory) -> None:
+    """Make `load_backend(name)` build a backend with `factory(spec, settings, **options)` (a
+    callable, or its "package.module:function" path, imported when first used)."""
+    _BACKENDS[name] = factory
+
+
+def backend_kind(spec) -> str:
+    """The one reading of a spec: "endpoint" (an http(s) URL, or a list of replicas), a registered
+    backend's name ("smollm2", "extractive", "planted", "mock"), else "folder" (a local model)."""
+    if isinstance(spec, list | tuple) or (isinstance(spec, str) and spec.startswith(("http://", "https://"))):
+        return "endpoint"
+    return spec if isinstance(spec, str) and spec in _BACKENDS else "folder"
+
+
+def load_backend(spec: str | Path | list[str], settings: GenerationSettings | None = None, **options) -> Backend:
     """A backend from one spec, as `load_tokenizer` takes one: ``"smollm2"`` (the packaged
     SmolLM2-135M-Instruct), a local model folder (relative to the project), ``"extractive"`` (the
-    baseline), or an ``http(s)://.../v1`` URL (a list of them for replicas) of an OpenAI-compatible
-    server, which needs `model` (the name it serves) and the data `guard` it is checked against.
-    `options` go to the backend's constructor (``device``, ``timeout``, ``random_weights``...)."""
-    settings = settings or GenerationSettings()
-    urls = _endpoint_urls(spec)
-    if urls:
-        if not model:
-            raise ValueError("an endpoint backend needs model= (the name of the model the server serves)")
-        if guard is None:
-            raise TypeError("an endpoint backend needs guard= (DataGuard.for_release(release, allowed_hosts))")
-        return OpenAICompatibleBackend(
-            urls, model, settings, chat, guard=guard, max_concurrency=max_concurrency, **options
-        )
-    if spec == "extractive":
-        return ExtractiveBaseline(**options)
+    baseline), ``"mock"`` (a test backend answering every constraint's first values), or an
+    ``http(s)://.../v1`` URL (a list of them for replicas) of an OpenAI-compatible server, which
+    needs ``model=`` (the name it serves) and the data ``guard=`` it is checked against. `options`
+    go to the backend's constructor (``batch_size``, ``max_concurrency``, ``device``, ``timeout``...)."""
+    import importlib
+
+    factory = _BACKENDS[backend_kind(spec)]
+    if isinstance(factory, str):
+        module, _, name = factory.partition(":")
+        factory = _BACKENDS[backend_kind(spec)] = getattr(importlib.import_module(module), name)
+    return factory(spec, settings or GenerationSettings(), **options)
+
+
+def _endpoint(spec, settings, *, guard=None, model=None, chat=True, batch_size=None, **options) -> Backend:
+    if not model:
+        raise ValueError("an endpoint backend needs model= (the name of the model the server serves)")
+    if guard is None:
+        raise TypeError("an endpoint backend needs guard= (DataGuard.for_release(release, allowed_hosts))")
+    backend = OpenAICompatibleBackend(
+        spec if isinstance(spec, str) else list(spec), model, settings, chat, guard=guard, **options
+    )
+    if isinstance(batch_size, int):
+        backend.batch_size = batch_size
+    return backend
+
+
+def _folder(spec, settings, *, guard=None, model=None, chat=True, max_concurrency=None, **options) -> Backend:
     from ..assets import smollm2_path
     from ..config import project_path
 
     path = smollm2_path() if spec == "smollm2" else project_path(spec)
     if not Path(path).is_dir():
         raise FileNotFoundError(f"model {spec}: no folder at {path} (give 'smollm2', a model folder or a URL)")
-    return TransformersBackend(path, settings=settings, batch_size=batch_size, **options)
+    backend = TransformersBackend(path, settings=settings, **options)
+    if spec == "smollm2":
+        backend.tokenizer_spec = "smollm2"  # the packaged tokenizer by name (the same files, one fingerprint)
+    return backend
+
+
+def _extractive(spec, settings, *, guard=None, model=None, chat=True, max_concurrency=None, batch_size=None, **options):
+    return ExtractiveBaseline(**options)
+
+
+def _mock(spec, settings, *, guard=None, model=None, chat=True, max_concurrency=None, batch_size=8, **options):
+    return MockBackend(settings, batch_size=batch_size if isinstance(batch_size, int) else 8)
+
+
+for _name, _factory in (
+    ("endpoint", _endpoint),
+    ("folder", _folder),
+    ("smollm2", _folder),
+    ("extractive", _extractive),
+    ("mock", _mock),
+    ("planted", "medalign_utils.evaluation.judge.planted:planted_backend"),
+):
+    register_backend(_name, _factory)
 
 
 def backend_name(spec: str | Path | list[str], model: str | None = None) -> str:
     """The system name answers from `load_backend(spec, model=...)` are recorded under."""
-    if _endpoint_urls(spec):
+    kind = backend_kind(spec)
+    if kind == "endpoint":
         return f"{model}@endpoint"
-    return str(spec) if spec in ("smollm2", "extractive") else Path(str(spec)).name
+    return str(spec) if kind != "folder" else Path(str(spec)).name
 
 
-def is_endpoint_spec(spec) -> bool:
-    """Whether `load_backend(spec)` builds an endpoint backend (a URL or a list of replicas)."""
-    return _endpoint_urls(spec) is not None
+class MockBackend(Backend):
+    """A test backend in the spirit of inspect_ai's ``mockllm``: it answers a constrained request
+    with the constraint's first allowed value at every choice and "mock" in every free field (so
+    any judge mode's verdict parses), and anything else with a fixed sentence. Its value
+    probabilities put everything on the first value."""
 
+    kind = "mock"
+    thread_safe = True
+    follows_response_format = True
+    DEFAULT_OUTPUT = "Default output from the mock backend."
 
-def _endpoint_urls(spec) -> list[str] | None:
-    """The endpoint URLs a spec names (one URL, or a list of replicas), or None for a local spec."""
-    if isinstance(spec, list | tuple):
-        return list(spec)
-    return [spec] if isinstance(spec, str) and spec.startswith(("http://", "https://")) else None
+    def __init__(self, settings: GenerationSettings | None = None, *, batch_size: int = 8):
+        self.settings, self.batch_size = settings or GenerationSettings(), batch_size
+
+    def describe(self) -> dict:
+        return {"backend": self.kind}
+
+    def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
+        out = []
+        for prompt in prompts:
+            if constraint is None or not constraint.skeleton:
+                out.append(Answer(self.DEFAULT_OUTPUT, len(prompt) // 4, 8, 0.0, "stop"))
+                continue
+            text, probs = "", {}
+            for seg in constraint.skeleton:
+                if seg[0] == "text":
+                    text += seg[1]
+                elif seg[0] == "choice":
+                    text += seg[2][0]
+                    probs[seg[1]] = {v: float(i == 0) for i, v in enumerate(seg[2])}
+                else:
+                    text += "mock"
+            out.append(Answer(text, len(prompt) // 4, len(text) // 4, 0.0, "stop", choice_probs=probs))
+        return out

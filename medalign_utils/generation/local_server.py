@@ -18,7 +18,19 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .backends import Backend, GenerationSettings, TransformersBackend
+from .backends import Backend, GenerationSettings, OpenAICompatibleBackend, TransformersBackend
+from .constrained import OutputConstraint
+from .guard import DataGuard
+
+
+def request_constraint(body: dict) -> OutputConstraint | None:
+    """The schema a request's `response_format` asks for (any form that carries one), as a
+    constraint without a skeleton: what a server that enforces structured output knows of it."""
+    fmt = body.get("response_format") or {}
+    if "json_schema" in fmt:
+        return OutputConstraint(fmt["json_schema"].get("name", ""), fmt["json_schema"].get("schema"), ())
+    schema = fmt.get("schema") or fmt.get("value")
+    return OutputConstraint("", schema, ()) if schema else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -71,10 +83,18 @@ class _Handler(BaseHTTPRequestHandler):
                 seed=int(body.get("seed", 0)),
             )
             srv.backend.settings = settings
+            # A backend that enforces the requested schema, as a server's structured output does, is told it.
+            constraint = request_constraint(body) if srv.backend.follows_response_format else None
             try:
-                ans = srv.backend.generate([prompt])[0]
+                ans = (
+                    srv.backend.generate([prompt], constraint=constraint)
+                    if constraint is not None
+                    else srv.backend.generate([prompt])
+                )[0]
             except Exception as err:  # an answer the client can retry, not a dropped connection
                 return self._send(500, {"error": f"{type(err).__name__}: {err}"[:300]})
+        if ans.error:  # a request the backend cannot answer (not its shape: no other form is tried)
+            return self._send(501, {"error": {"message": ans.error, "type": "not_implemented"}})
         choice = {"index": 0, "finish_reason": ans.finish_reason}
         choice.update({"message": {"role": "assistant", "content": ans.text}} if chat else {"text": ans.text})
         if body.get("logprobs") and ans.token_logprobs:
@@ -165,6 +185,23 @@ class LocalServer(ThreadingHTTPServer):
                     request.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+class LoopbackClient(OpenAICompatibleBackend):
+    """The client of a backend served on loopback for as long as the client is open (`close`
+    stops the server): a test backend reached as a real judge's server would be."""
+
+    def __init__(self, served: Backend, model: str, settings: GenerationSettings, **options):
+        self.server = LocalServer(served).__enter__()
+        options.setdefault("guard", DataGuard.loopback_only())
+        super().__init__(self.server.url + "/v1", model, settings, **options)
+        self.served_backend = served
+
+    def close(self) -> None:
+        super().close()
+        if self.server is not None:
+            self.server.__exit__(None, None, None)
+            self.server = None
 
 
 def main() -> None:

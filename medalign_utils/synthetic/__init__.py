@@ -4,9 +4,9 @@
 whose notes mention the coded facts), instructions with answers derived from each record
 (`instructions`), six systems' responses (`responses`), clinician labels from a planted label
 model (`labels`, with the statistics the analyses should recover), and `planted_truth.json`.
-`grading` grades answers against the planted values; `planted_judge` is a loopback test judge
-whose agreement with the clinicians is known in advance. This is the one stage that may know every
-other: it writes what `data` reads, and its planted judge serves `evaluation`'s tests.
+`grading` grades answers against the planted values. It stands right after `data` and uses only
+`data` and the top-level helpers: it writes what `data` reads, and the stages after it read its
+planted truth (the planted test judge, `evaluation.judge.planted`, grades by it).
 """
 
 from .cohort import GENERATOR_VERSION, CohortSpec, make_cohort, record_lengths
@@ -21,7 +21,6 @@ from .labels import (
     planted_coverage,
     simulate_labels,
 )
-from .planted_judge import PlantedJudge, planted_judge
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -29,7 +28,6 @@ __all__ = [
     "TIE_CONVENTION",
     "CohortSpec",
     "LabelModel",
-    "PlantedJudge",
     "accuracy_table",
     "expected_inter_rater_tau",
     "expected_judge_tau",
@@ -39,7 +37,6 @@ __all__ = [
     "judge_rubric_level",
     "make_cohort",
     "planted_coverage",
-    "planted_judge",
     "planted_values",
     "record_lengths",
     "simulate_labels",

@@ -379,7 +379,7 @@ def _planted_truth(spec, label_model, instructions, gold, facts, *, sim, counts:
             "evidence_position_quantiles": np.quantile(early_late, [0.1, 0.25, 0.5, 0.75, 0.9]).round(3).tolist(),
         },
         # Each reviewed response's latent quality (what its text and its clinician ranks follow):
-        # the planted signal a test judge scores from (`synthetic.planted_judge`).
+        # the planted signal a test judge scores from (`evaluation.judge.planted_judge`).
         "response_quality": {
             r["instruction_id"]: {m: round(float(sim.latent[k, j]), 4) for j, m in enumerate(label_model.models)}
             for k, r in enumerate(gold)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import paper
-from ..evaluation.stats import kendall_tau_b_rows
+from ..stats import kendall_tau_b_rows
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from medalign_utils.evaluation.clinicians import (
     win_matrix,
     win_rates,
 )
-from medalign_utils.evaluation.stats import kendall_tau_b_rows
+from medalign_utils.stats import kendall_tau_b_rows
 
 
 def labels_frame(rows):

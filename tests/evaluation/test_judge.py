@@ -19,6 +19,7 @@ from medalign_utils import cli
 from medalign_utils.data import load_release
 from medalign_utils.evaluation import clinicians, correlation
 from medalign_utils.evaluation import judge as J
+from medalign_utils.evaluation.judge import PlantedJudge, planted_judge
 from medalign_utils.generation import (
     Answer,
     Backend,
@@ -27,7 +28,6 @@ from medalign_utils.generation import (
     LocalServer,
     OpenAICompatibleBackend,
 )
-from medalign_utils.synthetic import PlantedJudge, planted_judge
 from medalign_utils.synthetic.labels import LabelModel, expected_judge_tau
 
 RUBRIC = '{"accuracy": 4, "completeness": 3, "clarity": 5, "rationale": "ok"}'
@@ -44,7 +44,7 @@ def gold(gold_cohort):
 
 def test_valid_and_invalid_verdicts():
     v, why = J.parse_verdict("rubric", RUBRIC)
-    assert why is None and J.verdict_score("rubric", v) == pytest.approx(4.0)
+    assert why is None and J.get_mode("rubric").score(v) == pytest.approx(4.0)
     assert J.parse_verdict("correct", '{"correct": false, "rationale": "wrong dose"}')[0] == {
         "correct": False,
         "rationale": "wrong dose",
@@ -250,7 +250,7 @@ def test_a_killed_judging_run_resumes_with_every_judgment_exactly_once(gold_coho
         "import sys\n"
         "from medalign_utils.evaluation import judge as J\n"
         "from medalign_utils.data import load_release\n"
-        "from medalign_utils.synthetic import PlantedJudge, planted_judge\n"
+        "from medalign_utils.evaluation.judge import PlantedJudge, planted_judge\n"
         f"release = load_release({str(gold_cohort)!r})\n"
         "items = J.response_items(release).head(60)\n"
         "backend = PlantedJudge(release, service_time=0.05)\n"

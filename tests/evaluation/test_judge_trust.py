@@ -12,7 +12,7 @@ from medalign_utils import cli, paper
 from medalign_utils.data import load_release
 from medalign_utils.evaluation import clinicians
 from medalign_utils.evaluation import judge as J
-from medalign_utils.synthetic import PlantedJudge, planted_judge
+from medalign_utils.evaluation.judge import PlantedJudge, planted_judge
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from medalign_utils.context import load_tokenizer
 from medalign_utils.data import load_release
 from medalign_utils.evaluation import clinicians, correlation
 from medalign_utils.evaluation import judge as J
+from medalign_utils.evaluation.judge import PlantedJudge, planted_judge
 from medalign_utils.generation import Answer, Backend, DataGuard, GenerationSettings, LocalServer
 from medalign_utils.generation.backends import OpenAICompatibleBackend
-from medalign_utils.synthetic import PlantedJudge, planted_judge
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,12 @@ def _served_judge(server, name="served", **options):
 # ------------------------------------------------------------------ what a verdict must look like
 
 
-@pytest.mark.parametrize("mode", J.MODES)
+@pytest.mark.parametrize("mode", J.mode_names())
 def test_every_mode_skeleton_filled_with_any_allowed_value_is_valid_and_matches_its_schema(mode):
-    schema = J.verdict_schema(mode)
+    schema = J.get_mode(mode).schema()
     for pick in range(3):
         text = ""
-        for seg in J.verdict_constraint(mode).skeleton:
+        for seg in J.get_mode(mode).constraint().skeleton:
             text += seg[1] if seg[0] == "text" else seg[2][pick % len(seg[2])] if seg[0] == "choice" else "why"
         verdict, why = J.parse_verdict(mode, text)
         assert why is None, (mode, text, why)
@@ -75,7 +75,7 @@ def test_a_raw_newline_inside_a_rationale_does_not_make_the_verdict_unreadable()
 def test_medhelm_verdicts_are_checked_like_any_other():
     good = {k: {"score": 4, "explanation": "fine"} for k in J.RUBRIC_KEYS}
     v, why = J.parse_verdict("medhelm", "Here: " + json.dumps(good))
-    assert why is None and J.verdict_score("medhelm", v) == 4.0
+    assert why is None and J.get_mode("medhelm").score(v) == 4.0
     bad = {**good, "clarity": {"score": 6, "explanation": "x"}}
     assert J.parse_verdict("medhelm", json.dumps(bad)) == (None, "clarity.score 6 is not an integer from 1 to 5")
     flat = {**good, "accuracy": 4}
@@ -99,7 +99,7 @@ def test_every_endpoint_request_asks_for_the_modes_json_schema(gold, tmp_path):
         fmt = body["response_format"]
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
         mode = fmt["json_schema"]["name"].split("_")[1]
-        assert fmt["json_schema"]["schema"] == J.verdict_schema(mode)
+        assert fmt["json_schema"]["schema"] == J.get_mode(mode).schema()
         assert body["logprobs"] is True and body["top_logprobs"] == 20
     recs = J.read_judgments(tmp_path / "rubric.jsonl")
     assert recs.valid.all() and (recs.structured_output == "json_schema").all()
@@ -165,21 +165,21 @@ def _check_constrained(judge, release, items, tmp_path, modes):
         for rec in recs.itertuples():
             assert J.parse_verdict(mode, rec.output)[0] == rec.verdict
             for key, dist in rec.distribution.items():
-                assert set(dist) == set(J.ALLOWED_VALUES[mode][key]) and sum(dist.values()) == pytest.approx(
+                assert set(dist) == set(J.get_mode(mode).allowed_values[key]) and sum(dist.values()) == pytest.approx(
                     1, abs=1e-5
                 )
                 chosen = rec.verdict
                 for part in key.split("."):
                     chosen = chosen[part]
                 assert json.dumps(chosen).strip('"') == max(dist, key=dist.get)  # greedy: the argmax
-            assert rec.expected_score == pytest.approx(J.expected_score(mode, rec.distribution))
+            assert rec.expected_score == pytest.approx(J.get_mode(mode).expected(rec.distribution))
 
 
 def test_constrained_decoding_gives_a_tiny_random_model_a_valid_verdict_on_every_item(gold, tiny_lm, tmp_path):
     release, items = _local_items(gold)
     judge = J.Judge.from_spec(str(tiny_lm), tokenizer=str(tiny_lm), context=384, reserve=64, max_new_tokens=24)
     judge.free_tokens = 12
-    _check_constrained(judge, release, items, tmp_path, J.MODES)
+    _check_constrained(judge, release, items, tmp_path, J.mode_names())
     # A local judge decodes as many prompts together as memory allows: its verdicts are one-at-a-time
     # decoding's, their probabilities too up to float32 rounding (a batch's matrix products round
     # differently from a single row's).
@@ -328,7 +328,7 @@ def test_a_sigkill_mid_chunk_loses_only_the_requests_in_flight(gold_cohort, tmp_
     script.write_text(
         "from medalign_utils.evaluation import judge as J\n"
         "from medalign_utils.data import load_release\n"
-        "from medalign_utils.synthetic import planted_judge\n"
+        "from medalign_utils.evaluation.judge import planted_judge\n"
         f"release = load_release({str(gold_cohort)!r})\n"
         "items = J.response_items(release).head(24)\n"
         "with planted_judge(release, max_concurrency=2, service_time=0.25) as judge:\n"

@@ -11,7 +11,7 @@ from medalign_utils import Judge, paper
 from medalign_utils.data import load_release
 from medalign_utils.evaluation import clinicians, correlation
 from medalign_utils.evaluation import judge as J
-from medalign_utils.synthetic import planted_judge
+from medalign_utils.evaluation.judge import planted_judge
 
 
 @pytest.fixture(scope="module")

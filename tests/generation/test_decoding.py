@@ -116,10 +116,10 @@ def test_sampling_still_runs_model_generate_seeded(tiny_lm):
 
 
 def test_a_judges_skeleton_decodes_to_the_same_verdicts_and_probabilities_as_model_generate(tiny_lm):
-    from medalign_utils.evaluation.judge.verdicts import verdict_constraint
+    from medalign_utils.evaluation.judge import get_mode
 
     backend = TransformersBackend(tiny_lm, settings=GenerationSettings(max_new_tokens=8))
-    constraint = verdict_constraint("rubric", free_tokens=6)
+    constraint = get_mode("rubric").constraint(free_tokens=6)
     ids = [backend.encode(p) for p in PROMPTS]
     engine = backend._greedy_batch(ids, constraint)
     generate = backend._generate_padded(ids, constraint)  # model.generate with the same processor, greedy

@@ -46,7 +46,7 @@ def suite_overrides(tmp: Path, data: Path, model: Path | None = None) -> dict:
     }
     if model is not None:
         overrides["notebooks"]["03_model_generation"]["model"] = str(model)
-        overrides["notebooks"]["06_llm_judge"]["judge_model"] = str(model)
+        overrides["notebooks"]["06_llm_judge"]["judge_spec"] = str(model)
     return overrides
 
 

@@ -1,22 +1,21 @@
 """LLM judges of MedAlign responses, measured against the release's own clinician labels.
 
-`verdicts` holds the four modes' templates (rubric, correct, pairwise, and MedHELM's `medhelm`),
-their JSON schemas and skeletons, the defensive parsing of a judge's output, and the value
-distributions and expected scores read from token probabilities; `running` builds judges
-(`Judge.from_spec("smollm2")`, an endpoint URL, a model folder), the items they judge and the
-resumable run; `helm` brings a HELM run's completions and jurors' annotations in; `trust`
-measures how far to trust a judge (CIs on every agreement figure, its percentile among the
-clinicians, the alternative annotator test, MedHELM's statistics); `estimates` places a new
-system with the judge's transfer error inside the interval, PPI from a few labels, a label planner;
-`agreement` measures a judge against the clinicians (Table 4 rows, kappa and per-system bias,
-pairwise agreement and position bias, the judge's win rates from the clinicians' head-to-head
-code, self-preference, cost).
+`settings` is the one way to build a judge (`JudgeSettings`, its defaults in one place;
+`Judge.from_spec("smollm2")`, an endpoint URL, a model folder, ``"planted"``); `modes` holds the
+registered judge modes (rubric, correct, pairwise, medhelm: each one object with its template,
+schema, skeleton, parsing, score and direction); `verdicts` reads value distributions from token
+probabilities; `running` builds the items judges see and the resumable run; `planted` is the
+synthetic cohort's test judge (a registered backend); `helm` brings a HELM run's completions and
+jurors' annotations in; `agreement` measures a judge against the clinicians (Table 4 rows, kappa
+and per-system bias, pairwise agreement and position bias, win rates, cost); `trust` says how far
+to trust it (CIs on every agreement figure, its percentile among the clinicians, the alternative
+annotator test, MedHELM's statistics); `estimates` places a new system with the judge's transfer
+error inside the interval, PPI from a few labels, a label planner; `placement` judges a new system
+against the six.
 """
 
 from .agreement import (
-    SCORED_MODES,
     as_metric_scores,
-    battle_counts,
     correct_agreement,
     cost_table,
     distribution_counts,
@@ -32,22 +31,19 @@ from .agreement import (
     self_preference,
 )
 from .estimates import (
-    judge_correct_pct,
     label_budget,
-    labels_only_ci,
     place_summary,
-    ppi_correct_pct,
     ppi_mean_ci,
     ppi_win_rate,
     read_new_labels,
     transfer_table,
-    widened,
 )
-from .helm import helm_instance_ids, helm_verdict, import_helm_run, map_helm_instances, read_helm_run
+from .helm import helm_instance_ids, import_helm_run
+from .json_text import json_objects
+from .modes import RUBRIC_KEYS, JudgeMode, get_mode, mode_names, register_mode
 from .placement import place_new_system, system_to_place
+from .planted import PlantedJudge, planted_judge
 from .running import (
-    KEY_FIELDS,
-    Judge,
     judge_all_modes,
     judge_prompts,
     judgments_file,
@@ -55,13 +51,12 @@ from .running import (
     read_judgments,
     response_items,
     run_judgments,
-    upgrade_judgment,
     with_new_system,
 )
+from .settings import DEFAULTS, Judge, JudgeSettings
 from .trust import (
     agreement_report,
     alt_test,
-    clinician_score,
     correct_agreement_intervals,
     icc3k,
     judge_among_clinicians,
@@ -70,88 +65,61 @@ from .trust import (
     pairwise_agreement_intervals,
     quadratic_kappa,
 )
-from .verdicts import (
-    ALLOWED_VALUES,
-    MODES,
-    RUBRIC_KEYS,
-    VERDICT_KEYS,
-    expected_score,
-    json_objects,
-    judge_template,
-    parse_verdict,
-    value_distributions,
-    verdict_constraint,
-    verdict_schema,
-    verdict_score,
-    verdict_token_logprobs,
-)
+from .verdicts import parse_verdict, value_distributions
 
 __all__ = [
-    "ppi_win_rate",
-    "agreement_report",
-    "place_summary",
-    "judge_correct_pct",
-    "label_budget",
-    "labels_only_ci",
-    "ppi_correct_pct",
-    "ppi_mean_ci",
-    "read_new_labels",
-    "transfer_table",
-    "widened",
-    "alt_test",
-    "clinician_score",
-    "correct_agreement_intervals",
-    "icc3k",
-    "judge_among_clinicians",
-    "macro_f1",
-    "medhelm_agreement",
-    "pairwise_agreement_intervals",
-    "quadratic_kappa",
-    "ALLOWED_VALUES",
-    "KEY_FIELDS",
-    "SCORED_MODES",
-    "MODES",
+    "DEFAULTS",
     "RUBRIC_KEYS",
-    "VERDICT_KEYS",
     "Judge",
+    "JudgeMode",
+    "JudgeSettings",
+    "PlantedJudge",
+    "agreement_report",
+    "alt_test",
     "as_metric_scores",
-    "battle_counts",
     "correct_agreement",
+    "correct_agreement_intervals",
     "cost_table",
     "distribution_counts",
-    "expected_score",
+    "get_mode",
     "helm_instance_ids",
-    "helm_verdict",
+    "icc3k",
     "import_helm_run",
-    "map_helm_instances",
-    "read_helm_run",
     "invalid_counts",
-    "json_objects",
     "judge_all_modes",
+    "judge_among_clinicians",
     "judge_prompts",
     "judge_scores",
-    "judge_template",
     "judge_win_matrix",
     "judge_win_rates",
     "judgments_file",
+    "json_objects",
     "jury_scores",
+    "label_budget",
+    "macro_f1",
+    "medhelm_agreement",
+    "mode_names",
     "pairwise_agreement",
+    "pairwise_agreement_intervals",
     "pairwise_battles",
     "pairwise_items",
     "pairwise_summary",
-    "place_new_system",
-    "system_to_place",
     "parse_verdict",
+    "place_new_system",
+    "place_summary",
+    "planted_judge",
     "position_bias",
+    "ppi_mean_ci",
+    "ppi_win_rate",
+    "quadratic_kappa",
     "read_judgments",
+    "read_new_labels",
+    "register_mode",
     "response_items",
     "run_judgments",
     "self_preference",
-    "upgrade_judgment",
+    "system_to_place",
+    "transfer_table",
     "value_distributions",
-    "verdict_constraint",
-    "verdict_schema",
-    "verdict_score",
-    "verdict_token_logprobs",
     "with_new_system",
 ]

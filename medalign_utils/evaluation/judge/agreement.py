@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .modes import get_mode
+
 # ------------------------------------------------------------------ scores and the jury
-
-
-SCORED_MODES = ("rubric", "correct", "medhelm")  # the modes whose verdicts are per-response scores
 
 
 def judge_scores(judgments: pd.DataFrame, mode: str, *, expected: bool = False) -> pd.DataFrame:
@@ -49,14 +48,15 @@ def as_metric_scores(judgments: pd.DataFrame, mode: str, jury: bool = True) -> p
     carry distributions (`judge:<name>:<mode>-expected`) and, with several judges, the jury
     (`jury:<mode>`, `jury:<mode>-expected`): rows for `correlation.table4` beside the metrics."""
     cols = ["instruction_id", "system", "metric", "score"]
-    rows = []
+    rows, turned = [], get_mode(mode).signed  # Table 4 reads higher as better
     for expected, suffix in ((False, ""), (True, "-expected")):
         s = judge_scores(judgments, mode, expected=expected)
         if not len(s):
             continue
-        rows.append(s.assign(metric="judge:" + s.judge + f":{mode}{suffix}")[cols])
+        rows.append(s.assign(metric="judge:" + s.judge + f":{mode}{suffix}", score=turned(s.score))[cols])
         if jury and s.judge.nunique() > 1:
-            rows.append(jury_scores(judgments, mode, expected=expected).assign(metric=f"jury:{mode}{suffix}")[cols])
+            j = jury_scores(judgments, mode, expected=expected)
+            rows.append(j.assign(metric=f"jury:{mode}{suffix}", score=turned(j.score))[cols])
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
 
 
@@ -242,8 +242,8 @@ def judge_win_rates(
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
     head-to-head shares), with a percentile bootstrap CI over instructions (or over patients, from
     `patients`: any table of instruction_id and person_id), and its place."""
+    from ...stats import bootstrap_counts
     from ..clinicians import battle_shares, bootstrap_clusters, win_rates
-    from ..stats import bootstrap_counts
 
     ids, w, l = battle_counts(battles, models)
     if not len(ids):  # no valid verdict to count: every win rate unknown, said so

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...stats import bootstrap_counts
 from ..clinicians import bootstrap_clusters, head_to_head, label_matrices, win_rates
-from ..stats import bootstrap_counts
 from .agreement import judge_win_rates, pairwise_battles
 
 Z95 = 1.959963984540054

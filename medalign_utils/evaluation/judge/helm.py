@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from ...generation.store import ResultStore, prompt_hash
+from .modes import RUBRIC_KEYS, get_mode
 from .running import KEY_FIELDS
-from .verdicts import RUBRIC_KEYS, parse_verdict, verdict_score
 
 REDACTED = "[redacted]"
 GENERATION_KEYS = ("instruction_id", "system", "strategy", "context", "prompt_hash")
@@ -114,7 +114,7 @@ def helm_verdict(annotation: dict) -> tuple[dict | None, str | None]:
             verdict[k] = {"score": score, "explanation": str(c.get("explanation", ""))}
         else:
             verdict[k] = c
-    return parse_verdict("medhelm", json.dumps(verdict))
+    return get_mode("medhelm").parse(json.dumps(verdict))
 
 
 def import_helm_run(
@@ -149,7 +149,7 @@ def import_helm_run(
             rec = dict.fromkeys(KEY_FIELDS, "")
             rec.update(judge=f"helm:{juror}", mode="medhelm", instruction_id=row.instruction_id, system=system)
             rec.update(prompt_hash=h, valid=verdict is not None, invalid_reason=why, verdict=verdict)
-            rec.update(score=verdict_score("medhelm", verdict) if verdict else None, distribution=None)
+            rec.update(score=get_mode("medhelm").score(verdict) if verdict else None, distribution=None)
             rec.update(expected_score=None, probabilities="none: HELM records no token probabilities")
             rec.update(output=json.dumps(annotation, default=str), error=None, helm_instance_id=row.instance_id)
             rec.update(prompt_tokens=None, completion_tokens=None, cost=None, seconds=None, finished=now, **source)

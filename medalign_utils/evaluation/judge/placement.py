@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from .agreement import judge_win_rates, pairwise_battles
-from .running import Judge, pairwise_items, read_judgments, run_judgments, with_new_system
+from .running import pairwise_items, read_judgments, run_judgments, with_new_system
+from .settings import Judge
 
 
 def system_to_place(answers: pd.DataFrame, items: pd.DataFrame, system: str | None = None) -> str | None:

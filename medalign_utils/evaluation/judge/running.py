@@ -1,12 +1,6 @@
-"""LLM judges of MedAlign responses, measured against the release's own clinician labels.
-
-Three modes, each a prompt template file in `templates/`:
-
-* ``rubric``: accuracy, completeness and clarity, integers 1-5, and a one-line rationale, as one JSON
-  object with exactly those keys (MedHELM's criteria); the score is the mean of the three;
-* ``correct``: the paper's binary label, ``{"correct": true|false, "rationale": ...}``;
-* ``pairwise``: A, B or tie between two responses to one instruction. Every pair is judged in both
-  orders; a verdict that flips with the order counts as a tie, and position bias is reported.
+"""Running LLM judges over MedAlign responses: the items they judge, their prompts, and the
+resumable run. What each mode asks and how its verdict is read is the mode's (`modes`: rubric,
+correct, pairwise with both orders, medhelm, and any registered mode).
 
 The judge sees the instruction, the EHR fitted by the context engine into its own tokenizer and
 budget (any registered strategy, or ``none``), the clinician reference (the primary reviewer's)
@@ -33,129 +27,16 @@ import pandas as pd
 
 from ...context import render_fitted
 from ...data.release import primary_reviewer_rows
-from ...generation.backends import Backend
 from ...generation.store import ResultStore, prompt_hash, read_results
-from .verdicts import (
-    expected_score,
-    judge_template,
-    parse_verdict,
-    value_distributions,
-    verdict_constraint,
-    verdict_score,
-)
+from .modes import JudgeMode, get_mode
+from .settings import Judge
+from .verdicts import value_distributions
 
 # A verdict is on one system's response (`system`), or on a `pair` "a|b" of them (the other field empty).
 KEY_FIELDS = ("judge", "mode", "instruction_id", "system", "pair", "order", "prompt_hash")
 
 
 # ------------------------------------------------------------------ judges and what they judge
-
-
-@dataclass
-class Judge:
-    """One juror: a backend, the tokenizer and budget its prompts are fitted to, and its settings.
-    `family` names the judged systems it is related to (for the self-preference check); prices are
-    per 1,000 prompt and completion tokens (for the cost table)."""
-
-    name: str
-    backend: Backend
-    tokenizer: object = None  # a context.Tokenizer; None: no EHR context
-    context_length: int = 4096
-    strategy: str = "recent"  # any of context.STRATEGIES, or "none"
-    reserve: int = 128  # tokens kept for the verdict
-    retries: int = 2  # times an invalid verdict is asked again
-    use_chat_template: bool = True
-    family: str | None = None
-    price_prompt_per_1k: float = 0.0
-    price_completion_per_1k: float = 0.0
-    price_cached_prompt_per_1k: float | None = None  # a repeated prefix served from the server's cache
-    # Share of the context held back when the EHR is counted in a stand-in tokenizer (cl100k for an
-    # endpoint whose own tokenizer is not given): clinical XML takes up to ~1.25x the tokens there.
-    budget_margin: float = 0.0
-    shrink_retries: int = 3  # times a prompt the server finds too long is refitted into 3/4 of it
-    constrained: bool = True  # ask for the verdict's shape (servers: JSON schema; local: decoding)
-    free_tokens: int = 48  # the rationale's bound under constrained local decoding
-
-    @classmethod
-    def from_spec(
-        cls,
-        spec,
-        *,
-        name: str | None = None,
-        model: str | None = None,
-        guard=None,
-        tokenizer: str | None = None,
-        context: int = 4096,
-        strategy: str = "recent",
-        reserve: int = 128,
-        max_new_tokens: int = 128,
-        seed: int = 0,
-        chat: bool = True,
-        batch_size: int | str = "auto",
-        max_concurrency: int = 4,
-        settings=None,
-        structured_output: str = "json_schema",
-        **judge_options,
-    ) -> Judge:
-        """A judge from one spec, as `generation.load_backend` takes it: ``"smollm2"``, a model
-        folder, or an endpoint URL (or replicas) serving `model` under the data `guard`. Its
-        tokenizer (for fitting the EHR) defaults to the model's own, cl100k for endpoints; `reserve`
-        tokens of `context` are kept for the verdict. An endpoint's budget counted in cl100k for want
-        of its own `tokenizer` keeps a 25% safety margin. `structured_output` is the form an
-        endpoint is first asked for the verdict's JSON in (`generation.STRUCTURED_FORMS`; a server
-        that refuses it is asked in the next). `judge_options` are the `Judge`'s other fields
-        (``retries``, ``family``, prices). `settings` (a `GenerationSettings`) replaces the decoding
-        settings built from `max_new_tokens` and `seed`. A local judge decodes `batch_size` prompts
-        together (``"auto"``: as many as a memory budget holds, `TransformersBackend`); verdicts do not
-        depend on it, their probabilities only by float rounding."""
-        from ...context import load_tokenizer
-        from ...generation.backends import GenerationSettings, backend_name, is_endpoint_spec, load_backend
-
-        settings = settings or GenerationSettings(max_new_tokens=max_new_tokens, seed=seed)
-        endpoint = is_endpoint_spec(spec)
-        options = {"structured_output": structured_output} if endpoint else {}
-        backend = load_backend(
-            spec,
-            settings,
-            guard=guard,
-            model=model,
-            chat=chat,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            **options,
-        )
-        tok = tokenizer or ("cl100k" if endpoint else "smollm2" if spec == "smollm2" else backend.model_path)
-        judge_options.setdefault("use_chat_template", not endpoint)
-        judge_options.setdefault("budget_margin", 0.25 if endpoint and tokenizer is None else 0.0)
-        return cls(
-            name or (model if endpoint else backend_name(spec)),
-            backend,
-            load_tokenizer(tok) if strategy != "none" else None,
-            context,
-            strategy,
-            reserve=reserve,
-            **judge_options,
-        )
-
-    def __enter__(self) -> Judge:
-        # A judge is used like the planted one (`with ... as judge`); a plain one has nothing to close.
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def describe(self) -> dict:
-        return {
-            "judge": self.name,
-            **self.backend.describe(),
-            "settings": self.backend.settings.to_dict() if self.backend.settings else None,
-            "context_length": self.context_length,
-            "strategy": self.strategy,
-            "tokenizer": getattr(self.tokenizer, "name", None),
-            "budget_margin": self.budget_margin,
-            "retries": self.retries,
-            "constrained": self.constrained,
-        }
 
 
 def response_items(release, instructions=None, systems=None) -> pd.DataFrame:
@@ -214,27 +95,21 @@ def pairwise_items(items: pd.DataFrame, pairs: list[tuple[str, str]] | None = No
 # ------------------------------------------------------------------ running a judge
 
 
-def _fields(mode: str, row) -> dict:
-    fields = {"question": row.question, "reference": row.reference}
-    if mode == "pairwise":
-        fields.update(response_a=row.response_a, response_b=row.response_b)
-    else:
-        fields["response"] = row.response
-    return fields
-
-
-def judge_prompts(judge: Judge, mode: str, items: pd.DataFrame, release, *, context: int | None = None) -> list[str]:
+def judge_prompts(
+    judge: Judge, mode: str | JudgeMode, items: pd.DataFrame, release, *, context: int | None = None
+) -> list[str]:
     """The judge's prompt for each item, the EHR fitted into its context (or left out): `context`
     tokens (default the judge's), less its safety margin when its tokenizer is a stand-in. The
     prompts of one instruction hold the very same EHR (fitted once, beside its longest responses),
     so everything before the responses is one prefix that a server's prefix cache serves once."""
-    template = judge_template(mode)
+    mode = get_mode(mode)
+    template = mode.template()
     budget = int((context or judge.context_length) * (1 - judge.budget_margin))
     chat = judge.use_chat_template and judge.tokenizer is not None
     prompts: list[str] = [""] * len(items)
     for _, idx in items.groupby("instruction_id", sort=False).indices.items():
         rows = [items.iloc[i] for i in idx]
-        fields = [_fields(mode, r) for r in rows]
+        fields = [mode.fields(r) for r in rows]
         parts = [template.parts(judge.tokenizer, chat, **f) for f in fields]
         size = judge.tokenizer.count if judge.tokenizer is not None else len
         longest = max(range(len(rows)), key=lambda k: size(parts[k][0] + parts[k][1]))
@@ -270,10 +145,11 @@ def _shared_prefixes(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_judgments(
-    judge: Judge, mode: str, items: pd.DataFrame, release, out_path: str | Path, *, progress: bool = True
+    judge: Judge, mode: str | JudgeMode, items: pd.DataFrame, release, out_path: str | Path, *, progress: bool = True
 ) -> dict:
     """Judge every item not yet in `out_path`; returns counts (judgments, invalid, failed, tokens).
     Each judgment is written as soon as it is final (a kill loses only the requests in flight)."""
+    mode = get_mode(mode)
     items = items.copy()
     if "pair" not in items.columns:
         items["pair"] = ""
@@ -281,7 +157,7 @@ def run_judgments(
         items["order"] = ""
     items["prompt"] = judge_prompts(judge, mode, items, release)
     items["prompt_hash"] = items.prompt.map(prompt_hash)
-    items["judge"], items["mode"] = judge.name, mode
+    items["judge"], items["mode"] = judge.name, mode.name
     items["prefix_share"], items["prefix_repeated"] = _shared_prefixes(items)
     stats = {"judgments": 0, "invalid": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
     stats.update(shrunk=0, with_distribution=0)
@@ -309,7 +185,7 @@ def run_judgments(
             lambda part: _judge_stream(judge, mode, part, release, identity=identity),
             chunk_size=chunk or judge.backend.batch_size,
             tally=tally,
-            desc=f"judging ({judge.name}, {mode})",
+            desc=f"judging ({judge.name}, {mode.name})",
             unit="judgment",
             progress=progress,
         )
@@ -331,10 +207,10 @@ class _Attempt:
     reason: str | None = None
 
 
-def _judge_stream(judge: Judge, mode: str, chunk: pd.DataFrame, release, *, identity: dict):
+def _judge_stream(judge: Judge, mode: JudgeMode, chunk: pd.DataFrame, release, *, identity: dict):
     """Ask, parse, ask again (up to `judge.retries` times) the items whose verdict is invalid, and
     refit the prompts a server finds too long; yield each judgment as soon as it is final."""
-    constraint = verdict_constraint(mode, free_tokens=judge.free_tokens) if judge.constrained else None
+    constraint = mode.constraint(free_tokens=judge.free_tokens) if judge.constrained else None
     rows = list(chunk.itertuples(index=False))
     state = [_Attempt(p, judge.context_length, tokens=np.zeros(2)) for p in chunk.prompt]
     pending = list(range(len(rows)))
@@ -354,7 +230,7 @@ def _judge_stream(judge: Judge, mode: str, chunk: pd.DataFrame, release, *, iden
                 again.append(i)
                 continue
             if not ans.error:
-                st.verdict, st.reason = parse_verdict(mode, ans.text)
+                st.verdict, st.reason = mode.parse(ans.text)
                 if st.verdict is None and st.attempts <= judge.retries:
                     again.append(i)
                     continue
@@ -362,7 +238,7 @@ def _judge_stream(judge: Judge, mode: str, chunk: pd.DataFrame, release, *, iden
         pending = again
 
 
-def _distribution(mode: str, ans) -> tuple[dict | None, str]:
+def _distribution(mode: JudgeMode, ans) -> tuple[dict | None, str]:
     """The value distributions of an answer, and where they came from."""
     if ans.choice_probs:
         return ans.choice_probs, "model"
@@ -372,7 +248,7 @@ def _distribution(mode: str, ans) -> tuple[dict | None, str]:
     return None, "none: the server returned no token probabilities" if not ans.token_logprobs else "none: unreadable"
 
 
-def _judgment(judge: Judge, mode: str, row, st: _Attempt, *, identity: dict) -> dict:
+def _judgment(judge: Judge, mode: JudgeMode, row, st: _Attempt, *, identity: dict) -> dict:
     ans, v = st.answer, st.verdict
     error = ans.error
     dist, source = _distribution(mode, ans) if v is not None else (None, "none: no valid verdict")
@@ -385,9 +261,9 @@ def _judgment(judge: Judge, mode: str, row, st: _Attempt, *, identity: dict) -> 
         valid=v is not None,
         invalid_reason=None if v is not None or error else st.reason,
         verdict=v,
-        score=verdict_score(mode, v) if v is not None and mode != "pairwise" else None,
+        score=mode.score(v) if v is not None else None,
         distribution=dist,
-        expected_score=expected_score(mode, dist) if dist is not None else None,
+        expected_score=mode.expected(dist) if dist is not None else None,
         probabilities=source,
         structured_output=ans.structured_output
         if ans.structured_output
@@ -472,12 +348,14 @@ def judge_all_modes(
     """Every judge in every mode over `items` (pairwise: both orders of every pair), each to its own
     JSONL under `out_dir`; returns one row of counts per judge and mode."""
     rows = []
-    pairs = pairwise_items(items) if "pairwise" in modes else None
+    modes = [get_mode(m) for m in modes]
+    pairs = pairwise_items(items) if any(m.judges == "pair" for m in modes) else None
     for judge in judges:
         for mode in modes:
-            path = judgments_file(out_dir, judge.name, mode)
-            stats = run_judgments(judge, mode, pairs if mode == "pairwise" else items, release, path, progress=progress)
-            rows.append({"judge": judge.name, "mode": mode, "file": path.name, **stats})
+            path = judgments_file(out_dir, judge.name, mode.name)
+            chosen = pairs if mode.judges == "pair" else items
+            stats = run_judgments(judge, mode, chosen, release, path, progress=progress)
+            rows.append({"judge": judge.name, "mode": mode.name, "file": path.name, **stats})
     return pd.DataFrame(rows)
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ...data.release import rater_column
+from ...stats import bootstrap_counts, kendall_tau_b_rows
 from ..clinicians import bootstrap_clusters
-from ..stats import bootstrap_counts, kendall_tau_b_rows
 from .agreement import judge_scores, pairwise_battles
 
 # ------------------------------------------------------------------ every agreement figure with a CI

@@ -1,8 +1,9 @@
 """A test judge for the synthetic cohort: verdicts from each response's planted quality plus noise.
 
-`PlantedJudge` is a backend (serve it on loopback with `generation.local_server.LocalServer`, as a
-real judge would be served) that reads the judge prompts the suite writes, finds the response(s)
-in them, and answers a verdict in the judge's JSON: the rubric level
+`PlantedJudge` is a backend, registered as ``"planted"`` (`Judge.from_spec("planted", release=...)`
+serves it on loopback, as a real judge's server would be, like inspect_ai's ``mockllm``). It knows
+the mode from the verdict schema the request asks for, as a server's structured output does, reads
+the response(s) out of the prompt, and answers a verdict in the mode's JSON: the rubric level
 `synthetic.labels.judge_rubric_level(quality, noise)`, correct when quality plus noise is above a
 threshold, the better of two in a pairwise prompt. Its noise is drawn from the prompt's own hash,
 so a verdict does not depend on order or concurrency. With `source="clinician_ranks"` it scores the
@@ -23,13 +24,14 @@ import json
 import math
 import re
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
-from ..evaluation.judge.verdicts import RUBRIC_KEYS, verdict_token_logprobs
-from ..generation.backends import Answer, Backend, GenerationSettings
-from .labels import judge_rubric_level
+from ...generation.backends import Answer, Backend, GenerationSettings
+from ...synthetic.grading import planted_values, value_match
+from ...synthetic.labels import judge_rubric_level
+from .modes import RUBRIC_KEYS, mode_for_schema
+from .verdicts import verdict_token_logprobs
 
 _REFERENCE = re.compile(r'reference answer: """(.*?)"""|<gold_response>\n(.*?)\n</gold_response>', re.S)
 _ONE = re.compile(r'Answer to (?:rate|judge): """(.*)"""|<response>\n(.*)\n</response>', re.S)
@@ -49,6 +51,7 @@ def _levels_distribution(level: float, spread: float) -> dict[str, float]:
 class PlantedJudge(Backend):
     kind = "planted-test-judge"
     thread_safe = True
+    follows_response_format = True
 
     def __init__(
         self,
@@ -69,7 +72,7 @@ class PlantedJudge(Backend):
             raise ValueError("the planted test judge needs a synthetic cohort with planted response quality")
         if source not in ("quality", "clinician_ranks"):
             raise ValueError("source must be 'quality' or 'clinician_ranks'")
-        from ..evaluation.judge import response_items
+        from .running import response_items
 
         items = response_items(release)
         self.clinician_correct: dict = {}  # with source="clinician_ranks": the primary clinician's labels
@@ -77,7 +80,7 @@ class PlantedJudge(Backend):
             q = planted["response_quality"]
             values = [q.get(i, {}).get(m, np.nan) for i, m in zip(items.instruction_id, items.system)]
         else:
-            from ..evaluation.clinicians import combine_raters
+            from ..clinicians import combine_raters
 
             ranks = combine_raters(release.model_responses, "primary").set_index(["instruction_id", "system"])
             values = [-ranks.model_rank.get((i, m), np.nan) for i, m in zip(items.instruction_id, items.system)]
@@ -102,8 +105,6 @@ class PlantedJudge(Backend):
         }
         # An answer it has no planted quality for (a new system's) is graded against the planted value
         # where the instruction has one: stating the value reads as a good answer, else a poor one.
-        from .grading import planted_values
-
         values_by_iid = planted_values(planted).dropna(subset=["value"]).set_index("instruction_id").value
         first = items.drop_duplicates("instruction_id")
         self.planted_value = {
@@ -146,46 +147,44 @@ class PlantedJudge(Backend):
     def _quality(self, reference: str, response: str) -> float | None:
         q = self.quality.get((reference, response))
         if q is None and reference in self.planted_value:
-            from .grading import value_match
-
             q = 1.0 if value_match(response, self.planted_value[reference]) else -1.0
         return q
 
-    def verdict(self, prompt: str) -> tuple[str, dict, dict]:
-        """(mode, verdict, distributions): the judge's verdict, sampled from the distribution over
-        each value that it serves as logprobs (its noise model: the reading it believes, plus what
-        sampling adds)."""
+    def verdict(self, prompt: str, mode: str) -> tuple[dict, dict]:
+        """(verdict, distributions) in `mode`: the judge's verdict, sampled from the distribution
+        over each value that it serves as logprobs (its noise model: the reading it believes, plus
+        what sampling adds)."""
         m = _REFERENCE.search(prompt)
         reference = (m.group(1) or m.group(2) or "") if m else ""  # what tells instructions apart
-        two = _TWO.search(prompt)
-        if two:
-            return self._pairwise(prompt, reference, two.groups())
+        if mode == "pairwise":
+            two = _TWO.search(prompt)
+            return self._pairwise(prompt, reference, two.groups() if two else ("", ""))
         one = _ONE.search(prompt)
-        q = self._quality(reference, (one.group(1) or one.group(2)) if one else "") if one else None
-        label = self.clinician_correct.get((reference, (one.group(1) or one.group(2)) if one else ""))
-        if "Answer to judge:" in prompt and label is not None and not np.isnan(label):
+        response = (one.group(1) or one.group(2)) if one else ""
+        q = self._quality(reference, response) if one else None
+        label = self.clinician_correct.get((reference, response))
+        if mode == "correct" and label is not None and not np.isnan(label):
             verdict = {"correct": bool(label), "rationale": "the primary clinician's label"}
-            return "correct", verdict, {"correct": {"true": 0.9 if label else 0.1, "false": 0.1 if label else 0.9}}
-        if "Answer to judge:" in prompt:
+            return verdict, {"correct": {"true": 0.9 if label else 0.1, "false": 0.1 if label else 0.9}}
+        if mode == "correct":
             noise = self._noise(prompt, 1)
             seen = (q if q is not None else 0.0) + noise[0]
             belief, sd = self._belief(prompt, noise)
             p = _phi(((q if q is not None else 0.0) + belief[0] - self.correct_threshold) / sd)
             verdict = {"correct": bool(seen > self.correct_threshold), "rationale": "planted quality"}
-            return "correct", verdict, {"correct": {"true": p, "false": 1 - p}}
-        mode = "medhelm" if "<gold_response>" in prompt else "rubric"
+            return verdict, {"correct": {"true": p, "false": 1 - p}}
         levels, dists = self._levels(q, prompt)
         why = "planted quality" if q is not None else "unknown response"
         if mode == "medhelm":
             verdict = {k: {"score": lv, "explanation": why} for k, lv in zip(RUBRIC_KEYS, levels)}
-            return mode, verdict, {f"{k}.score": d for k, d in zip(RUBRIC_KEYS, dists)}
+            return verdict, {f"{k}.score": d for k, d in zip(RUBRIC_KEYS, dists)}
         verdict = {**dict(zip(RUBRIC_KEYS, levels)), "rationale": why}
-        return mode, verdict, dict(zip(RUBRIC_KEYS, dists))
+        return verdict, dict(zip(RUBRIC_KEYS, dists))
 
-    def _pairwise(self, prompt: str, reference: str, answers) -> tuple[str, dict, dict]:
+    def _pairwise(self, prompt: str, reference: str, answers) -> tuple[dict, dict]:
         qa, qb = (self._quality(reference, t) for t in answers)
         if qa is None or qb is None:
-            return "pairwise", {"winner": "tie", "rationale": "unknown response"}, {"winner": dict(_TIE)}
+            return {"winner": "tie", "rationale": "unknown response"}, {"winner": dict(_TIE)}
         noise = self._noise(prompt, 2)
         d, margin = (qa + noise[0]) - (qb + noise[1]), self.tie_margin
         winner = "A" if d > margin else "B" if d < -margin else "tie"
@@ -193,7 +192,7 @@ class PlantedJudge(Backend):
         mean, sd = qa + belief[0] - qb - belief[1], sd * math.sqrt(2)
         p = {"A": 1 - _phi((margin - mean) / sd), "B": _phi((-margin - mean) / sd)}
         p["tie"] = max(0.0, 1 - p["A"] - p["B"])
-        return "pairwise", {"winner": winner, "rationale": "planted quality"}, {"winner": p}
+        return {"winner": winner, "rationale": "planted quality"}, {"winner": p}
 
     def _levels(self, q: float | None, prompt: str) -> tuple[list[int], list[dict]]:
         """The three criteria's levels and the distribution each was sampled from."""
@@ -213,12 +212,19 @@ class PlantedJudge(Backend):
         return [level] * 3, [{str(s + 1): float(x) for s, x in enumerate(p)}] * 3
 
     def generate(self, prompts: list[str], *, constraint=None) -> list[Answer]:
+        mode = mode_for_schema(constraint.schema if constraint is not None else None)
         out = []
         for p in prompts:
             t0 = time.perf_counter()
             if self.service_time:
                 time.sleep(self.service_time)  # what a real judge's server would take
-            mode, verdict, dists = self.verdict(p)
+            if mode is None or mode.name not in _PLANTED_MODES:
+                asked = "no verdict schema" if mode is None else f"mode {mode.name!r}"
+                out.append(
+                    Answer("", error=f"the planted test judge answers {', '.join(_PLANTED_MODES)}; asked {asked}")
+                )
+                continue
+            verdict, dists = self.verdict(p, mode.name)
             text = json.dumps(verdict)
             tokens = verdict_token_logprobs(mode, verdict, dists)
             out.append(
@@ -228,43 +234,65 @@ class PlantedJudge(Backend):
 
 
 _TIE = {"A": 0.0, "B": 0.0, "tie": 1.0}
+_PLANTED_MODES = ("rubric", "correct", "pairwise", "medhelm")
+_OPTIONS = (
+    "noise_sd",
+    "scale",
+    "seed",
+    "service_time",
+    "source",
+    "correct_threshold",
+    "tie_margin",
+    "belief_share",
+    "system_bias",
+)
 
 
-@contextmanager
+def planted_backend(spec, settings: GenerationSettings, *, release=None, model=None, batch_size=8, **options):
+    """The registered ``"planted"`` backend: a `PlantedJudge` on `release` served on loopback for as
+    long as the backend is open (`close`, or the judge's ``with`` block, stops it). `options` are
+    the planted judge's (``noise_sd``, ``service_time``, ``source``...) and the client's
+    (``max_concurrency``...)."""
+    from ...generation.local_server import LoopbackClient
+
+    if release is None:
+        raise TypeError("the planted test judge needs release= (a synthetic cohort with planted quality)")
+    planted = {k: options.pop(k) for k in _OPTIONS if k in options}
+    planted.setdefault("seed", settings.seed)
+    options.pop("guard", None)  # loopback only, whatever the caller allows
+    backend = LoopbackClient(PlantedJudge(release, **planted), model or "planted", settings, **options)
+    backend.batch_size = batch_size if isinstance(batch_size, int) else 8
+    return backend
+
+
 def planted_judge(
     release,
     *,
     name: str = "planted",
     noise_sd: float = 0.5,
     seed: int = 0,
-    guard=None,
     max_concurrency: int = 8,
     batch_size: int = 8,
     service_time: float = 0.0,
     source: str = "quality",
-    **judge_fields,
+    **settings,
 ):
-    """A `Judge` backed by the planted test judge, served on loopback for the block's duration, as a
-    real judge's server would be: ``with planted_judge(release) as judge: run_judgments(judge, ...)``.
-    `batch_size` judgments are committed at a time, `max_concurrency` requests in flight;
-    `judge_fields` are the `Judge`'s other fields (prices...)."""
-    from ..evaluation.judge import Judge
-    from ..generation.backends import OpenAICompatibleBackend
-    from ..generation.guard import DataGuard
-    from ..generation.local_server import LocalServer
+    """The planted test judge as a `Judge` (a context manager: its loopback server stops with the
+    block): ``with planted_judge(release) as judge: run_judgments(judge, ...)``. It reads no record
+    and is never asked twice; `settings` are any other `JudgeSettings` (prices...)."""
+    from .settings import Judge
 
-    served = PlantedJudge(release, noise_sd=noise_sd, seed=seed, service_time=service_time, source=source)
-    with LocalServer(served) as server:
-        settings = GenerationSettings(max_new_tokens=64, seed=seed)
-        backend = OpenAICompatibleBackend(
-            server.url + "/v1",
-            name,
-            settings,
-            guard=guard or DataGuard.loopback_only(),
-            max_concurrency=max_concurrency,
-        )
-        backend.batch_size = batch_size
-        try:
-            yield Judge(name, backend, strategy="none", retries=0, **judge_fields)
-        finally:
-            backend.close()
+    options = {"noise_sd": noise_sd, "service_time": service_time, "source": source}
+    return Judge.from_spec(
+        "planted",
+        release=release,
+        name=name,
+        seed=seed,
+        concurrency=max_concurrency,
+        batch_size=batch_size,
+        strategy="none",
+        retries=0,
+        max_new_tokens=64,
+        backend_options=options,
+        **settings,
+    )
