@@ -41,6 +41,8 @@ from .strategies import (
     fit_retrieval,
     mr_chunks,
     record_view,
+    register_strategy,
+    strategy_names,
 )
 from .templates import (
     DEFAULT_TEMPLATE,
@@ -76,6 +78,8 @@ __all__ = [
     "REFINE_TEMPLATE",
     "STRATEGIES",
     "STRATEGY_FUNCTIONS",
+    "register_strategy",
+    "strategy_names",
     "TEMPLATES",
     "BM25Index",
     "SnippetIndex",

@@ -5,7 +5,7 @@ file notebooks 02 and 03 share (`PROMPT_COLUMNS`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -13,13 +13,13 @@ import pandas as pd
 from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence, retention_table
 from .strategies import (
     PEER_STRATEGIES,
-    STRATEGIES,
     STRATEGY_FUNCTIONS,
     FitRequest,
     Record,
     RecordResources,
     count_prompt,
     record_view,
+    strategy_names,
 )
 from .templates import BudgetError, PromptTemplate, ehr_budget, helm_sent_template, peer_budget, peer_template
 from .tokenizers import Tokenizer
@@ -31,7 +31,7 @@ class GridSettings:
     template's names filled in by `build_prompt_grid`)."""
 
     contexts: tuple[int, ...]
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = field(default_factory=strategy_names)
     reserve: int = 256
     use_chat_template: bool = True
     mr_chunk_tokens: int = 30_000
@@ -68,7 +68,7 @@ def build_prompt_grid(
     contexts, strategies, reserve = list(settings.contexts), list(settings.strategies), settings.reserve
     unknown = [s for s in strategies if s not in STRATEGY_FUNCTIONS]
     if unknown:
-        raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+        raise ValueError(f"unknown strategy {', '.join(unknown)}; known: {', '.join(strategy_names())}")
     ins = instructions if instructions is not None else release.instructions
     ins = ins[ins.person_id.isin(release.ehr_files.keys())]
     evidence = instruction_evidence(release)
@@ -222,7 +222,7 @@ def render_fitted(
     if strategy == "none" or tokenizer is None or path is None:
         return prefix + suffix
     if strategy not in STRATEGY_FUNCTIONS:
-        raise ValueError(f"unknown strategy {strategy!r}; known: none, {', '.join(STRATEGIES)}")
+        raise ValueError(f"unknown strategy {strategy!r}; known: none, {', '.join(strategy_names())}")
     text = release.ehr_text(person_id)
     target = context_length - reserve
     overhead = tokenizer.count(prefix + suffix)

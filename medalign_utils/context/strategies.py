@@ -491,5 +491,16 @@ STRATEGY_FUNCTIONS = {
     "timer": _strategy_peer("timer"),
     "drop_if_too_long": _strategy_drop_if_too_long,
 }
-STRATEGIES = tuple(STRATEGY_FUNCTIONS)
+STRATEGIES = tuple(STRATEGY_FUNCTIONS)  # the suite's own; `strategy_names()` adds any registered since
 PEER_STRATEGIES = ("helm", "timer")  # prompts in the peer's own template
+
+
+def register_strategy(name: str, fit) -> None:
+    """Make a strategy known by name (`fit(FitRequest) -> EHRView`) to the grid, notebook 02 and
+    the judges, as the suite's own are."""
+    STRATEGY_FUNCTIONS[name] = fit
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Every strategy known now, the suite's own first."""
+    return tuple(STRATEGY_FUNCTIONS)

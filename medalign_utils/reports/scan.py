@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -86,11 +87,28 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(normalise(text))
 
 
+_WORD_HASHES: dict[str, int] = {}  # word -> its stable hash, each distinct word hashed once a process
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of a text that is the same in every process (Python's `hash` is salted per
+    process, so an index pickled or cached in one would match nothing in another)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def _word_hash(word: str) -> int:
+    h = _WORD_HASHES.get(word)
+    if h is None:
+        h = _WORD_HASHES[word] = stable_hash(word)
+    return h
+
+
 def _shingle_hashes(words: list[str], k: int = SHINGLE_WORDS) -> np.ndarray:
-    """Hashes of every run of k consecutive words (a polynomial over per-word hashes, vectorized)."""
+    """Hashes of every run of k consecutive words (a polynomial over per-word stable hashes,
+    vectorized)."""
     if len(words) < k:
         return np.zeros(0, np.uint64)
-    w = np.fromiter((hash(x) for x in words), dtype=np.int64, count=len(words)).view(np.uint64)
+    w = np.fromiter((_word_hash(x) for x in words), dtype=np.uint64, count=len(words))
     n = len(w) - k + 1
     h = np.zeros(n, np.uint64)
     with np.errstate(over="ignore"):
@@ -204,9 +222,10 @@ def _read(text: str, reading: _Reading, depth: int = 0, markup: bool = True) -> 
     strings of a JSON document, decoded payloads; each read again, a few levels deep (each
     distinct text once). The parser's own output is not parsed again: a reader sees its "&lt;" as
     written; markup inside string literals and payloads is."""
-    if not text or hash(text) in reading.seen:
+    key = stable_hash(text) if text else None
+    if key is None or key in reading.seen:
         return
-    reading.seen.add(hash(text))
+    reading.seen.add(key)
     reading.texts.append(normalise(text))
     reading.rasters |= set(_RASTER_DATA.findall(text))
     if depth >= _MAX_DEPTH:

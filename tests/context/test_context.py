@@ -397,3 +397,26 @@ def test_smollm2s_tokenizer_loads_without_torch(smollm2):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [smollm2.fingerprint, "False"]
+
+
+def test_a_strategy_registered_from_outside_reaches_the_grid(tiny_cohort, cl100k):
+    import dataclasses
+
+    from medalign_utils import context
+
+    def first_half(request):  # a researcher's own strategy: the first half of what `recent` keeps
+        view = context.STRATEGY_FUNCTIONS["recent"](request)
+        spans = [(a, a + (b - a) // 2) for a, b in view.spans]
+        return dataclasses.replace(view, text=view.text[: len(view.text) // 2], spans=spans, prompt_tokens=None)
+
+    context.register_strategy("first_half_test", first_half)
+    try:
+        assert "first_half_test" in context.strategy_names()
+        assert "first_half_test" in context.GridSettings(contexts=()).strategies
+        release = load_release(tiny_cohort)
+        settings = GridSettings((4096,), ("recent", "first_half_test"))
+        grid = build_prompt_grid(release, cl100k, settings, instructions=release.instructions.head(2), progress=False)
+        by = grid.set_index(["instruction_id", "strategy"]).kept_tokens.unstack()
+        assert (by["first_half_test"] < by["recent"]).all()
+    finally:
+        context.STRATEGY_FUNCTIONS.pop("first_half_test", None)

@@ -163,3 +163,17 @@ def test_six_word_fragments_are_all_caught_and_template_phrases_are_not(real_lik
     assert tested == 200 and caught == 200  # every patient-specific six-word fragment
     assert template, "the synthetic notes share template phrases"
     assert all(real_index.scan(f"<p>{t}</p>") == [] for t in template[:50])  # no false alarm on them
+
+
+def test_shingle_hashes_are_the_same_in_every_process():
+    """An index pickled or cached by one process matches in another: no salted `hash()`."""
+    from medalign_utils.reports import scan
+
+    words = "the patient was started on metformin five hundred mg twice daily".split()
+    script = (
+        "import sys; from medalign_utils.reports import scan; "
+        "print(','.join(map(str, scan._shingle_hashes(sys.argv[1].split()).tolist())))"
+    )
+    other = subprocess.run([sys.executable, "-c", script, " ".join(words)], capture_output=True, text=True, check=True)
+    ours = ",".join(map(str, scan._shingle_hashes(words).tolist()))
+    assert ours and other.stdout.strip() == ours
