@@ -27,6 +27,7 @@ from medalign_utils.data import load_release
 from medalign_utils.evaluation import judge as J
 from medalign_utils.evaluation.judge import Judge, planted_judge
 from medalign_utils.generation import GenerationSettings
+from medalign_utils.stats import Bootstrap
 from medalign_utils.synthetic import CohortSpec, make_cohort
 
 PRICE_PROMPT, PRICE_COMPLETION = 0.005, 0.015
@@ -106,7 +107,7 @@ def planted_taus(release, work: Path) -> None:
     with planted_judge(release, name="planted") as judge:
         J.run_judgments(judge, "rubric", J.response_items(release), release, work / "planted.jsonl", progress=False)
     scores = J.as_metric_scores(J.read_judgments(work / "planted.jsonl"), "rubric")
-    t4 = correlation.table4(scores, labels, n_resamples=200, seed=0).set_index("metric").mean_tau
+    t4 = correlation.table4(scores, labels, bootstrap=Bootstrap(n_resamples=200, seed=0)).set_index("metric").mean_tau
     emit("planted_tau_argmax", t4["judge:planted:rubric"], "{:.3f}")
     emit("planted_tau_expected", t4["judge:planted:rubric-expected"], "{:.3f}")
 

@@ -89,15 +89,19 @@ def _cmd_table3(args) -> int:
     table = table3(
         release.model_responses,
         combine=args.combine,
-        n_resamples=args.resamples,
-        seed=args.seed,
-        bootstrap_unit=args.bootstrap_unit,
+        bootstrap=_bootstrap(n_resamples=args.resamples, seed=args.seed, unit=args.bootstrap_unit),
     )
     if not args.quiet:
         for p in table.attrs.get("problems", []):
             print(str(p), file=sys.stderr)
     write_csv(table.rename(columns={"system": "model"}))  # the CSV keeps Table 3's published column name
     return 0
+
+
+def _bootstrap(**settings):
+    from .stats import Bootstrap
+
+    return Bootstrap(**settings)
 
 
 def _cmd_table4(args) -> int:
@@ -107,14 +111,12 @@ def _cmd_table4(args) -> int:
     table = table4_for_release(
         args.dir,
         metrics=metrics,
-        n_resamples=args.resamples,
-        seed=args.seed,
         combine=args.combine,
         progress=not args.quiet,
         preset=args.preset,
         min_systems=args.min_systems,
         judgments=args.judgments,
-        bootstrap_unit=args.bootstrap_unit,
+        bootstrap=_bootstrap(n_resamples=args.resamples, seed=args.seed, unit=args.bootstrap_unit),
     )
     for problem in table.attrs.get("problems", []):
         print(problem, file=sys.stderr)  # even with --quiet: what was skipped is always said
@@ -253,10 +255,9 @@ def _cmd_agreement(args) -> int:
             judgments,
             labels,
             judge=judge,
-            models=models,
-            n_resamples=args.resamples,
-            seed=args.seed,
+            systems=models,
             epsilon=args.epsilon,
+            bootstrap=_bootstrap(n_resamples=args.resamples, seed=args.seed),
         )
         _print_values(report)
     return 0
@@ -279,11 +280,10 @@ def _cmd_place(args) -> int:
         labels,
         judge=judge,
         system=args.system,
-        models=models,
+        systems=models,
         new_labels=new_labels,
-        n_resamples=args.resamples,
-        seed=args.seed,
         min_instructions=args.min_instructions,
+        bootstrap=_bootstrap(n_resamples=args.resamples, seed=args.seed),
     )
     _print_values(summary)
     print(

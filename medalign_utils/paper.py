@@ -103,6 +103,24 @@ N_PATIENTS = 276
 GENERATION_RESERVE = 256
 
 
+def correct_pct_gap(a: str, b: str) -> float:
+    """The paper's correct % of system `a` minus that of `b` (GPT-4 32k vs 2k: 8.3 points)."""
+    pct = TABLE3.set_index("system").correct_pct
+    return round(float(pct[a] - pct[b]), 1)
+
+
+def best_metric() -> tuple[str, float]:
+    """The paper's best automated metric in Table 4 and its tau (COMET, 0.37)."""
+    metrics = TABLE4[TABLE4.metric != "inter_rater"].sort_values("mean_tau", ascending=False)
+    return str(metrics.metric.iloc[0]), float(metrics.mean_tau.iloc[0])
+
+
+def table4_compare_text() -> str:
+    """What a Table 4 finding is compared with: the paper's best metric and its inter-rater tau."""
+    name, tau = best_metric()
+    return f"paper: best metric {name.upper()} {tau:.2f}, inter-rater {INTER_RATER_TAU:.2f}"
+
+
 def beside_table3(table3: pd.DataFrame) -> pd.DataFrame:
     """Our Table 3 with the paper's correct %, win rate and mean rank beside each system."""
     ours = TABLE3[["system", "correct_pct", "win_rate", "mean_rank"]].add_prefix("paper_")

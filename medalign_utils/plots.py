@@ -52,6 +52,14 @@ def win_matrix_heatmap(
     return fig
 
 
+def win_matrices(left: pd.DataFrame, right: pd.DataFrame, *, titles: tuple[str, str], figsize=(14, 5.5)):
+    """Two win matrices side by side (ours beside the paper's, a judge's beside the clinicians')."""
+    fig, axes = plt.subplots(1, 2, figsize=figsize)
+    win_matrix_heatmap(left, title=titles[0], ax=axes[0])
+    win_matrix_heatmap(right, title=titles[1], ax=axes[1])
+    return fig
+
+
 def forest(table: pd.DataFrame, value, low, high, *, paper_values=None, planted=None, xlabel="", title="", ax=None):
     """Point estimates with CIs per model, the paper's values (and planted truth) beside."""
     t = table.reset_index(drop=True)
@@ -188,6 +196,13 @@ def grouped_bars(
     ax.legend(fontsize="x-small", ncol=2)
     fig.tight_layout()
     return fig
+
+
+def breakdown_bars(breakdown: pd.DataFrame, *, title: str):
+    """Correct % per system within each group of a `clinicians.breakdown`, each bar with its n."""
+    return grouped_bars(
+        breakdown, "group", "correct_pct", "system", title=title, ylabel="% correct", annotate_n="n_instructions"
+    )
 
 
 def retention_curves(retention: pd.DataFrame):

@@ -1,8 +1,56 @@
-"""Small vectorized statistics shared by the human-evaluation and metric-correlation analyses."""
+"""Small vectorized statistics shared by the human-evaluation, metric-correlation and judge
+analyses, and `Bootstrap`: how every CI of the suite resamples, one settings object."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import asdict, dataclass
+
 import numpy as np
+
+BOOTSTRAP_UNITS = ("instruction", "patient")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How a percentile-bootstrap CI is drawn: `n_resamples` resamples from `seed`, over `unit`
+    (``instruction``, the paper's; ``patient``: instructions that share a record move together),
+    at `confidence`. Every function with a CI takes one (``bootstrap=``), so a page states its
+    resampling once and every CI on it follows."""
+
+    n_resamples: int = 2000
+    seed: int = 0
+    unit: str = "instruction"
+    confidence: float = 0.95
+
+    def __post_init__(self):
+        if self.unit not in BOOTSTRAP_UNITS:
+            raise ValueError(f"bootstrap unit must be one of {', '.join(BOOTSTRAP_UNITS)}, not {self.unit!r}")
+        if self.n_resamples < 1 or not 0 < self.confidence < 1:
+            raise ValueError(f"a bootstrap needs n_resamples >= 1 and 0 < confidence < 1, not {self}")
+
+    def counts(self, n: int, clusters: np.ndarray | None = None) -> np.ndarray:
+        """The resamples as counts (`bootstrap_counts`)."""
+        return bootstrap_counts(n, self.n_resamples, self.seed, clusters)
+
+    def quantiles(self) -> tuple[float, float]:
+        """The percentiles its interval runs between, as fractions."""
+        alpha = (1 - self.confidence) / 2
+        return alpha, 1 - alpha
+
+    def describe(self) -> str:
+        n, unit = self.n_resamples, self.unit
+        return f"{self.confidence:.0%} percentile bootstrap that resamples {unit}s ({n} resamples, seed {self.seed})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **changes) -> Bootstrap:
+        """The same settings with some changed (``bootstrap.replace(unit="patient")``)."""
+        return dataclasses.replace(self, **changes)
+
+
+BOOTSTRAP = Bootstrap()  # the default every function with a CI takes
 
 
 def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -47,10 +95,8 @@ def bootstrap_counts(n: int, n_resamples: int, seed: int, clusters: np.ndarray |
 def bootstrap_ci(
     values: np.ndarray,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     statistic=np.mean,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
     axis: int = 0,
     min_n: int = 2,
     clusters: np.ndarray | None = None,
@@ -66,13 +112,11 @@ def bootstrap_ci(
     if clusters is not None:
         if statistic is not np.mean or values.ndim != 1:
             raise ValueError("a clustered bootstrap here resamples the mean of one column of values")
-        weights = bootstrap_counts(n, n_resamples, seed, clusters)
+        weights = bootstrap.counts(n, clusters)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = weights @ values / weights.sum(1)
-        alpha = (1 - confidence) / 2
-        return tuple(np.nanquantile(means, [alpha, 1 - alpha]))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
+        return tuple(np.nanquantile(means, bootstrap.quantiles()))
+    rng = np.random.default_rng(bootstrap.seed)
+    idx = rng.integers(0, n, size=(bootstrap.n_resamples, n))
     stats = statistic(np.take(values, idx, axis=axis), axis=1)
-    alpha = (1 - confidence) / 2
-    return tuple(np.nanquantile(stats, [alpha, 1 - alpha], axis=0))
+    return tuple(np.nanquantile(stats, bootstrap.quantiles(), axis=0))

@@ -123,3 +123,18 @@ def test_no_notebook_code_cell_over_15_lines_but_the_parameters_cells():
             if len("".join(cell["source"]).strip().splitlines()) > 15:
                 long.append(nb_path.stem)
     assert not long, long
+
+
+@pytest.mark.parametrize("name", ["04_error_analysis", "06_llm_judge"])
+def test_the_analysis_notebooks_only_show(name):
+    """Notebooks 04 and 06 build result objects and show them: at most 80 code lines (blank lines
+    and the parameters cell not counted), and nothing kept out of the formatter."""
+    cells = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+    code = [
+        "".join(c["source"])
+        for c in cells
+        if c["cell_type"] == "code" and "parameters" not in c.get("metadata", {}).get("tags", [])
+    ]
+    lines = [line for src in code for line in src.splitlines() if line.strip()]
+    assert len(lines) <= 80, len(lines)
+    assert not [line for line in lines if "fmt: skip" in line]

@@ -8,7 +8,7 @@ score with the clinicians' ranks (Table 4, Figure 3); `judge` runs LLM judges an
 against the clinicians; the vectorized Kendall tau-b and percentile bootstrap they share live in the top-level `stats`.
 """
 
-from ..stats import bootstrap_ci, kendall_tau_b_rows
+from ..stats import Bootstrap, bootstrap_ci, kendall_tau_b_rows
 from . import judge
 from .clinicians import (
     agreement_summary,
@@ -42,6 +42,7 @@ from .correlation import (
     table4,
     table4_for_release,
 )
+from .displays import ContextLossDisplay, Figure2Display, Table3Display
 from .judge import Judge
 from .metrics import DEFAULT_METRICS, PRESETS, SOURCE_METRICS, make_metric
 
@@ -49,7 +50,11 @@ __all__ = [
     "DEFAULT_METRICS",
     "PRESETS",
     "SOURCE_METRICS",
+    "Bootstrap",
+    "ContextLossDisplay",
+    "Figure2Display",
     "Judge",
+    "Table3Display",
     "agreement_summary",
     "bm25_sources",
     "bootstrap_ci",

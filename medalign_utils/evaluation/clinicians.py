@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..data.problems import Problem
 from ..data.release import primary_reviewer_rows, rater_column
-from ..stats import bootstrap_ci, bootstrap_counts, kendall_tau_b_rows
+from ..stats import BOOTSTRAP, BOOTSTRAP_UNITS, Bootstrap, bootstrap_ci, kendall_tau_b_rows
 
 COMBINE_METHODS = ("primary", "majority", "mean")
 LABEL_COLUMNS = ("model_rank", "binary_correct")
@@ -130,15 +130,15 @@ def _combine(df: pd.DataFrame, how: str) -> pd.DataFrame:
     return out[[*keys, "model_rank", "binary_correct", "n_raters"]]
 
 
-def label_matrices(labels: pd.DataFrame, models: list[str] | None = None):
-    """(instruction ids, models, rank matrix, correct matrix): instructions x models, NaN where missing."""
-    models = models or sorted(labels.system.unique())
+def label_matrices(labels: pd.DataFrame, systems: list[str] | None = None):
+    """(instruction ids, systems, rank matrix, correct matrix): instructions x systems, NaN where missing."""
+    systems = systems or sorted(labels.system.unique())
     rank = labels.pivot_table(index="instruction_id", columns="system", values="model_rank", aggfunc="first")
     corr = labels.pivot_table(index="instruction_id", columns="system", values="binary_correct", aggfunc="first")
     idx = sorted(set(labels.instruction_id))
-    rank = rank.reindex(index=idx, columns=models)
-    corr = corr.reindex(index=idx, columns=models)
-    return idx, models, rank.to_numpy(float), corr.to_numpy(float)
+    rank = rank.reindex(index=idx, columns=systems)
+    corr = corr.reindex(index=idx, columns=systems)
+    return idx, systems, rank.to_numpy(float), corr.to_numpy(float)
 
 
 def _battles(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,9 +190,6 @@ def _weighted_nanmean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return (weights @ xs) / (weights @ present.astype(float))
 
 
-BOOTSTRAP_UNITS = ("instruction", "patient")
-
-
 def bootstrap_clusters(df: pd.DataFrame, ids, unit: str) -> np.ndarray | None:
     """The cluster code of each instruction in `ids` for a bootstrap by `unit`: None by instruction
     (each its own), or its patient (instructions sharing a record move together). `df` is any table
@@ -211,11 +208,8 @@ def bootstrap_clusters(df: pd.DataFrame, ids, unit: str) -> np.ndarray | None:
 def table3(
     df: pd.DataFrame,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     combine: str = "primary",
-    n_resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    bootstrap_unit: str = "instruction",
     min_n: int = 10,
 ) -> pd.DataFrame:
     """The paper's Table 3 with percentile bootstrap CIs over instructions (or over patients:
@@ -233,8 +227,8 @@ def table3(
     labels = labels_of(df, combine)
     combine = labels.attrs.get("combined_by", combine)
     ids, models, rank, corr = label_matrices(labels)
-    weights = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(df, ids, bootstrap_unit))
-    alpha = (1 - confidence) / 2
+    weights = bootstrap.counts(len(ids), bootstrap_clusters(df, ids, bootstrap.unit))
+    alpha = (1 - bootstrap.confidence) / 2
     q = [alpha, 1 - alpha]
     boot_correct = _weighted_nanmean(corr, weights) * 100
     boot_rank = _weighted_nanmean(rank, weights)
@@ -251,7 +245,7 @@ def table3(
     n = (~np.isnan(corr) | ~np.isnan(rank)).sum(0)
     low = n < min_n
     source = df.attrs.get("source_file", "model responses")
-    problems += _small_n_intervals(quant, corr, n, models, confidence=confidence, min_n=min_n, source=source)
+    problems += _small_n_intervals(quant, corr, n, models, confidence=bootstrap.confidence, min_n=min_n, source=source)
     out = pd.DataFrame(
         {
             "system": models,
@@ -272,11 +266,11 @@ def table3(
     out.attrs["problems"] = problems
     out.attrs["settings"] = {
         "combine": combine,
-        "n_resamples": n_resamples,
-        "seed": seed,
-        "confidence": confidence,
-        "ci": f"percentile bootstrap over {bootstrap_unit}s; Wilson for correct % below n = {min_n}",
-        "bootstrap_unit": bootstrap_unit,
+        "n_resamples": bootstrap.n_resamples,
+        "seed": bootstrap.seed,
+        "confidence": bootstrap.confidence,
+        "ci": f"percentile bootstrap over {bootstrap.unit}s; Wilson for correct % below n = {min_n}",
+        "bootstrap_unit": bootstrap.unit,
         "min_n": min_n,
     }
     return out
@@ -319,29 +313,26 @@ def head_to_head_ci(
     model_a: str,
     model_b: str,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     combine: str = "primary",
-    n_resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    bootstrap_unit: str = "instruction",
 ) -> tuple[float, float]:
     """A percentile bootstrap CI (over instructions, or patients) of the share of non-tied battles
     `model_a` won over `model_b`: one cell of Figure 2 with its uncertainty."""
     labels = labels_of(df, combine)
     ids, models, rank, _ = label_matrices(labels)
     a, b = models.index(model_a), models.index(model_b)
-    counts = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(labels, ids, bootstrap_unit))
+    counts = bootstrap.counts(len(ids), bootstrap_clusters(labels, ids, bootstrap.unit))
     shares = head_to_head(rank, counts)[:, a, b]
-    alpha = (1 - confidence) / 2
+    alpha = (1 - bootstrap.confidence) / 2
     lo, hi = np.nanquantile(shares, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
 
-def win_matrix(df: pd.DataFrame, combine: str = "primary", models: list[str] | None = None) -> pd.DataFrame:
+def win_matrix(df: pd.DataFrame, combine: str = "primary", systems: list[str] | None = None) -> pd.DataFrame:
     """The paper's Figure 2 as a DataFrame (row model's share of non-tied battles won over column)."""
     labels = labels_of(df, combine)
-    _, models, rank, _ = label_matrices(labels, models)
-    return pd.DataFrame(head_to_head(rank), index=models, columns=models)
+    _, systems, rank, _ = label_matrices(labels, systems)
+    return pd.DataFrame(head_to_head(rank), index=systems, columns=systems)
 
 
 # ------------------------------------------------------------------ paired tests
@@ -459,7 +450,11 @@ def fit_bradley_terry(
 
 
 def bradley_terry(
-    df, *, combine="primary", n_resamples=200, seed=0, confidence=0.95, prior_games=1.0, bootstrap_unit="instruction"
+    df,
+    *,
+    bootstrap: Bootstrap = BOOTSTRAP,
+    combine="primary",
+    prior_games=1.0,
 ) -> pd.DataFrame:
     """Bradley-Terry strengths fitted to the non-tied battles (`fit_bradley_terry`: MM with one
     virtual game per model against an average reference player), as log-strengths centred on 0,
@@ -469,10 +464,10 @@ def bradley_terry(
     ids, models, rank, _ = label_matrices(labels)
     wins, _ = _battles(rank)
     point = fit_bradley_terry(wins.sum(0), prior_games)
-    counts = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(labels, ids, bootstrap_unit))
+    counts = bootstrap.counts(len(ids), bootstrap_clusters(labels, ids, bootstrap.unit))
     flat = wins.reshape(len(ids), -1)
     boot = np.array([fit_bradley_terry((c @ flat).reshape(len(models), len(models)), prior_games) for c in counts])
-    alpha = (1 - confidence) / 2
+    alpha = (1 - bootstrap.confidence) / 2
     out = pd.DataFrame(
         {
             "system": models,
@@ -484,7 +479,7 @@ def bradley_terry(
     out["p_beat_average"] = 1 / (1 + np.exp(-out.bt_log_strength))
     out.attrs["settings"] = {
         "prior": f"{prior_games:g} virtual game(s) per model vs a reference of strength 1",
-        "bootstrap_unit": bootstrap_unit,
+        "bootstrap_unit": bootstrap.unit,
     }
     return out.sort_values("bt_log_strength", ascending=False).reset_index(drop=True)
 
@@ -496,11 +491,9 @@ def breakdown(
     df: pd.DataFrame,
     groups: pd.Series,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     combine: str = "primary",
-    n_resamples: int = 1000,
-    seed: int = 0,
     min_cell: int = 0,
-    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """Correct % and mean rank per model within each group of instructions (category, EHR length
     bin, patient demographics...), with the number of instructions per cell so thin cells are
@@ -508,17 +501,17 @@ def breakdown(
     label; instructions without one are counted in the group 'unknown'. Cells with fewer than
     `min_cell` patients show only their counts, so that no cell describes a handful of patients
     (patients, never instructions: a patient's several instructions are one person). The CI
-    resamples `bootstrap_unit`s within each cell."""
+    resamples `bootstrap.unit`s within each cell."""
     labels = labels_of(df, combine)
-    if (min_cell or bootstrap_unit == "patient") and "person_id" not in labels.columns:
+    if (min_cell or bootstrap.unit == "patient") and "person_id" not in labels.columns:
         raise ValueError("a breakdown with min_cell or by patient needs person_id in the labels")
     g = labels.instruction_id.map(groups).astype(object).fillna("unknown")
     rows = []
     for (group, model), part in labels.groupby([g, labels.system], sort=True):
         part = part[part.binary_correct.notna()]
         corr = part.binary_correct.to_numpy(float)
-        clusters = bootstrap_clusters(part, part.instruction_id, bootstrap_unit)
-        lo, hi = bootstrap_ci(corr * 100, n_resamples=n_resamples, seed=seed, clusters=clusters)
+        clusters = bootstrap_clusters(part, part.instruction_id, bootstrap.unit)
+        lo, hi = bootstrap_ci(corr * 100, bootstrap=bootstrap, clusters=clusters)
         rows.append(
             {
                 "group": group,
@@ -535,7 +528,7 @@ def breakdown(
     if min_cell and len(out):
         thin = out.n_patients < min_cell
         out.loc[thin, ["correct_pct", "correct_ci_low", "correct_ci_high", "mean_rank"]] = np.nan
-    out.attrs["settings"] = {"bootstrap_unit": bootstrap_unit, "min_cell_patients": min_cell}
+    out.attrs["settings"] = {"bootstrap_unit": bootstrap.unit, "min_cell_patients": min_cell}
     return out
 
 
@@ -557,7 +550,9 @@ def rater_rankings(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def inter_rater_tau(
-    df: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, *, confidence: float = 0.95, bootstrap_unit="instruction"
+    df: pd.DataFrame,
+    *,
+    bootstrap: Bootstrap = BOOTSTRAP,
 ) -> dict:
     """Mean pairwise Kendall's tau-b between reviewers' rankings of the same responses (the paper's
     0.44): per instruction the mean over reviewer pairs, then the mean over instructions, with a
@@ -576,8 +571,8 @@ def inter_rater_tau(
             per_instruction.append(np.nanmean(taus))
             ids.append(iid)
     vals = np.array(per_instruction)
-    clusters = bootstrap_clusters(df, ids, bootstrap_unit) if ids else None
-    lo, hi = bootstrap_ci(vals, n_resamples=n_resamples, seed=seed, confidence=confidence, clusters=clusters)
+    clusters = bootstrap_clusters(df, ids, bootstrap.unit) if ids else None
+    lo, hi = bootstrap_ci(vals, bootstrap=bootstrap, clusters=clusters)
     return {
         "mean_tau": float(vals.mean()) if len(vals) else np.nan,
         "ci_low": float(lo),
@@ -676,17 +671,15 @@ def mcnemar_table(responses: pd.DataFrame, pairs, *, combine: str = "primary") -
 def agreement_summary(
     responses: pd.DataFrame,
     *,
-    n_resamples: int = 2000,
-    seed: int = 0,
+    bootstrap: Bootstrap = BOOTSTRAP,
     planted_tau: float | None = None,
-    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """The clinicians' agreement on the multiply-reviewed instructions: mean pairwise Kendall tau-b
     of ranks (with CI, beside the paper's), Fleiss' kappa of correctness (the agreement figure) and
     the mean Cohen's kappa over annotator-slot pairs; `planted_tau` adds the planted value."""
     from .. import paper
 
-    tau = inter_rater_tau(responses, n_resamples=n_resamples, seed=seed, bootstrap_unit=bootstrap_unit)
+    tau = inter_rater_tau(responses, bootstrap=bootstrap)
     kappa = correctness_agreement(responses)
     n_kappa = {"n_instructions": kappa["n_items"], "paper": np.nan}
     summary = pd.DataFrame(

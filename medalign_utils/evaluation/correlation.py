@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..data.release import primary_reviewer_rows
-from ..stats import bootstrap_ci, kendall_tau_b_rows
+from ..stats import BOOTSTRAP, Bootstrap, bootstrap_ci, kendall_tau_b_rows
 from . import clinicians
 
 
@@ -117,11 +117,8 @@ def table4(
     scores: pd.DataFrame,
     labels: pd.DataFrame,
     *,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
+    bootstrap: Bootstrap = BOOTSTRAP,
     min_systems: int = 2,
-    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """The paper's Table 4: metric, mean_tau, ci_low, ci_high, n_instructions, n_excluded and one
     count per reason (`n_too_few_systems`, `n_constant_metric`, `n_tied_clinicians`), sorted by
@@ -140,8 +137,8 @@ def table4(
     for metric, part in taus.groupby("metric", sort=False):
         kept = part[part.tau.notna()]
         valid = kept.tau.to_numpy(float)
-        clusters = bootstrap_clusters(labels, kept.instruction_id, bootstrap_unit) if len(kept) else None
-        lo, hi = bootstrap_ci(valid, n_resamples=n_resamples, seed=seed, confidence=confidence, clusters=clusters)
+        clusters = bootstrap_clusters(labels, kept.instruction_id, bootstrap.unit) if len(kept) else None
+        lo, hi = bootstrap_ci(valid, bootstrap=bootstrap, clusters=clusters)
         row = {
             "metric": metric,
             "mean_tau": valid.mean() if len(valid) else np.nan,
@@ -155,7 +152,7 @@ def table4(
     out = pd.DataFrame(rows).sort_values("mean_tau", ascending=False, kind="stable").reset_index(drop=True)
     out.attrs["settings"] = {
         "tau": "Kendall tau-b per instruction, mean over instructions",
-        "ci": f"percentile bootstrap over instructions, {n_resamples} resamples, seed {seed}",
+        "ci": f"percentile bootstrap over {bootstrap.unit}s, {bootstrap.n_resamples} resamples, seed {bootstrap.seed}",
         "min_systems": min_systems,
     }
     return out
@@ -167,9 +164,8 @@ def preset_sensitivity(
     labels: pd.DataFrame,
     metric_names: list[str],
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     presets: tuple[str, str] = ("paper", "suite"),
-    n_resamples: int = 1000,
-    seed: int = 0,
     progress: bool = False,
 ) -> pd.DataFrame:
     """How much the metric settings move Table 4: each metric whose settings differ between the two
@@ -180,7 +176,7 @@ def preset_sensitivity(
     taus = {}
     for preset in presets:
         scores, _ = score_responses(responses, references, names, progress=progress, preset=preset)
-        taus[preset] = table4(scores, labels, n_resamples=n_resamples, seed=seed).set_index("metric").mean_tau
+        taus[preset] = table4(scores, labels, bootstrap=bootstrap).set_index("metric").mean_tau
     out = pd.DataFrame({f"tau_{p}": taus[p] for p in presets})
     out["difference"] = out[f"tau_{presets[0]}"] - out[f"tau_{presets[1]}"]
     return out.reset_index()
@@ -214,11 +210,8 @@ def metric_induced_labels(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def rank_systems(
     scores: pd.DataFrame,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
     *,
-    bootstrap_unit: str = "instruction",
+    bootstrap: Bootstrap = BOOTSTRAP,
     patients: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per metric and system, the mean score with a bootstrap CI over instructions (or patients,
@@ -230,8 +223,8 @@ def rank_systems(
     for (metric, model), part in scores.groupby(["metric", "system"]):
         part = part[part.score.notna()]
         v = part.score.to_numpy(float)
-        clusters = bootstrap_clusters(part if patients is None else patients, part.instruction_id, bootstrap_unit)
-        lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed, confidence=confidence, clusters=clusters)
+        clusters = bootstrap_clusters(part if patients is None else patients, part.instruction_id, bootstrap.unit)
+        lo, hi = bootstrap_ci(v, bootstrap=bootstrap, clusters=clusters)
         rows.append(
             {
                 "metric": metric,
@@ -293,15 +286,13 @@ def judgment_scores(judgments: list, release) -> tuple[pd.DataFrame, list[str]]:
 def table4_for_release(
     root,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     metrics: list[str] | None = None,
-    n_resamples: int = 2000,
-    seed: int = 0,
     combine: str = "primary",
     progress: bool = True,
     preset: str = "paper",
     min_systems: int = 2,
     judgments: list | None = None,
-    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """`medalign table4`: load a release, score the metrics, correlate with clinicians. Each file of
     `judgments` (from `medalign judge`) adds its judge as a row `judge:<name>:<mode>` (rubric and
@@ -326,8 +317,7 @@ def table4_for_release(
         judged, problems = judgment_scores(judgments, release)
         scores = pd.concat([scores, judged], ignore_index=True)
         signatures.update({m: "LLM judge (see the judgments file)" for m in judged.metric.unique()})
-    boot = {"n_resamples": n_resamples, "seed": seed, "bootstrap_unit": bootstrap_unit}
-    table = table4(scores, labels, **boot, min_systems=min_systems)
+    table = table4(scores, labels, bootstrap=bootstrap, min_systems=min_systems)
     missing = [m for m in names if str(signatures.get(m, "")).startswith("unavailable")]
     for m in sorted(set(scores.metric) - set(table.metric) - set(missing)):
         problems.append(f"{m}: no instruction with two or more systems it scored differently, so no tau")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from medalign_utils.data import describe, load_release
+from medalign_utils.stats import Bootstrap
 
 
 def _cohort(ages, genders, synthetic):
@@ -65,6 +66,6 @@ def test_demographic_cells_count_patients_not_instructions(real_like):
 
     release = load_release(real_like[0])
     groups = release.instructions.set_index("instruction_id").person_id.astype(str).str[-1]
-    out = breakdown(release.model_responses, groups, n_resamples=20, min_cell=2)
+    out = breakdown(release.model_responses, groups, min_cell=2, bootstrap=Bootstrap(n_resamples=20))
     assert (out.n_patients == 1).all() and (out.n_instructions > 1).any()
     assert out.correct_pct.isna().all()  # every cell describes one patient, however many instructions

@@ -28,7 +28,7 @@ from medalign_utils.evaluation.clinicians import (
     win_matrix,
     win_rates,
 )
-from medalign_utils.stats import kendall_tau_b_rows
+from medalign_utils.stats import Bootstrap, kendall_tau_b_rows
 
 
 def labels_frame(rows):
@@ -58,12 +58,12 @@ def figure2_battles(n_per_pair: int = 100) -> pd.DataFrame:
 
 def test_paper_figure2_battles_give_the_published_win_rates():
     df = figure2_battles()
-    share = win_matrix(df, models=paper.MODELS)
+    share = win_matrix(df, systems=paper.MODELS)
     published = paper.FIGURE2.to_numpy()
     mask = ~np.isnan(published)
     # Figure 2 pairs sum to 1 (0.48 / 0.52) so the constructed matrix reproduces it exactly.
     assert np.allclose(share.to_numpy()[mask], published[mask], atol=1e-9)
-    t3 = table3(df, n_resamples=50).set_index("system").loc[paper.MODELS]
+    t3 = table3(df, bootstrap=Bootstrap(n_resamples=50)).set_index("system").loc[paper.MODELS]
     assert np.allclose(t3.win_rate, paper.TABLE3.win_rate, atol=0.0051), t3.win_rate.tolist()
 
 
@@ -100,13 +100,13 @@ def test_models_missing_for_some_instructions_use_shared_instructions_only():
     assert share.loc["A", "B"] == 1 and share.loc["A", "C"] == 0 and share.loc["B", "C"] == 1
     problems = check_labels(df)
     assert any("lack some of the 3 models" in str(p) for p in problems)
-    t3 = table3(df, n_resamples=20).set_index("system")
+    t3 = table3(df, bootstrap=Bootstrap(n_resamples=20)).set_index("system")
     assert t3.loc["A", "n"] == 2 and t3.loc["A", "correct_pct"] == 50
 
 
 def test_nan_and_non_numeric_ranks_are_counted_not_dropped_silently():
     df = labels_frame([["q1", "A", "1", 1], ["q1", "B", "best", 1], ["q2", "A", np.nan, 0], ["q2", "B", 1, "x"]])
-    t3 = table3(df, n_resamples=20).set_index("system")
+    t3 = table3(df, bootstrap=Bootstrap(n_resamples=20)).set_index("system")
     assert t3.loc["A", "n_rank_missing"] == 1 and t3.loc["B", "n_rank_missing"] == 1
     assert t3.loc["B", "n_correct_missing"] == 1 and t3.loc["B", "correct_pct"] == 100
     msgs = [str(p) for p in t3.attrs["problems"]]
@@ -142,7 +142,7 @@ def test_combine_raters_hand_worked():
 
 def test_bootstrap_cis_cover_the_planted_values(gold_cohort):
     truth = json.loads((gold_cohort / "planted_truth.json").read_text())["expected_table3"]
-    t3 = table3(load_release(gold_cohort).model_responses, n_resamples=1000).set_index("system")
+    t3 = table3(load_release(gold_cohort).model_responses, bootstrap=Bootstrap(n_resamples=1000)).set_index("system")
     for model in paper.MODELS:  # one containment check for all three statistics
         row = t3.loc[model]
         assert row.correct_ci_low <= truth["correct_pct"][model] <= row.correct_ci_high, model
@@ -154,7 +154,7 @@ def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
     rng = np.random.default_rng(3)
     x = (rng.random(300) < 0.6).astype(float)
     df = labels_frame([[f"q{i}", "A", 1, v] for i, v in enumerate(x)] + [[f"q{i}", "B", 2, 1] for i in range(300)])
-    row = table3(df, n_resamples=4000, seed=1).set_index("system").loc["A"]
+    row = table3(df, bootstrap=Bootstrap(n_resamples=4000, seed=1)).set_index("system").loc["A"]
     ref = stats.bootstrap(
         (x * 100,), np.mean, n_resamples=4000, method="percentile", random_state=2
     ).confidence_interval
@@ -234,7 +234,7 @@ def test_bradley_terry_recovers_planted_strengths():
         win = rng.random() < p
         rows += [[f"q{k}", models[i], 1 if win else 2, 1], [f"q{k}", models[j], 2 if win else 1, 1]]
         k += 1
-    bt = bradley_terry(labels_frame(rows), n_resamples=30).set_index("system").loc[models]
+    bt = bradley_terry(labels_frame(rows), bootstrap=Bootstrap(n_resamples=30)).set_index("system").loc[models]
     centred = strengths - strengths.mean()
     assert np.allclose(bt.bt_log_strength, centred, atol=0.12)
     assert (bt.ci_low <= bt.bt_log_strength).all() and (bt.bt_log_strength <= bt.ci_high).all()
@@ -320,7 +320,7 @@ def test_win_rate_is_the_unweighted_mean_of_head_to_head_shares_not_pooled_wins(
         rows += [[f"b{k}", "A", 1 if k < 9 else 2, 1], [f"b{k}", "B", 2 if k < 9 else 1, 1]]
     for k in range(2):  # A loses both battles with C
         rows += [[f"c{k}", "A", 2, 1], [f"c{k}", "C", 1, 1]]
-    wr = table3(labels_frame(rows), n_resamples=20, min_n=1).set_index("system").win_rate
+    wr = table3(labels_frame(rows), min_n=1, bootstrap=Bootstrap(n_resamples=20)).set_index("system").win_rate
     assert wr["A"] == pytest.approx((0.9 + 0.0) / 2)  # pooled wins / battles would give 9 / 12 = 0.75
     assert wr["B"] == pytest.approx(0.1) and wr["C"] == pytest.approx(1.0)
 
@@ -345,7 +345,7 @@ def test_bradley_terry_zero_win_model_stays_finite_and_matches_a_penalised_fit()
         for k in range(int(wins[a, b] + wins[b, a])):
             win_a = k < wins[a, b]
             rows += [[f"{a}{b}{k}", "ABC"[a], 1 if win_a else 2, 1], [f"{a}{b}{k}", "ABC"[b], 2 if win_a else 1, 1]]
-    bt = bradley_terry(labels_frame(rows), n_resamples=50).set_index("system")
+    bt = bradley_terry(labels_frame(rows), bootstrap=Bootstrap(n_resamples=50)).set_index("system")
     assert np.isfinite(bt[["bt_log_strength", "ci_low", "ci_high"]].to_numpy()).all()
     assert ((bt.p_beat_average > 0) & (bt.p_beat_average < 1)).all() and bt.p_beat_average["C"] < 0.2
 
@@ -356,7 +356,7 @@ def test_small_n_model_gets_a_wilson_interval_and_is_not_ranked_first():
     rows = [[f"q{i}", "A", 1 + (i % 2), int(i % 3 > 0)] for i in range(40)]
     rows += [[f"q{i}", "B", 2 - (i % 2), int(i % 4 > 0)] for i in range(40)]
     rows += [["q0", "C", 0.5, 1]]  # one response, ranked best
-    t3 = table3(labels_frame(rows), n_resamples=200, min_n=10)
+    t3 = table3(labels_frame(rows), min_n=10, bootstrap=Bootstrap(n_resamples=200))
     assert t3.system.tolist()[-1] == "C" and bool(t3.set_index("system").low_n["C"])
     c = t3.set_index("system").loc["C"]
     lo, hi = proportion_confint(1, 1, 0.05, method="wilson")
@@ -366,7 +366,7 @@ def test_small_n_model_gets_a_wilson_interval_and_is_not_ranked_first():
 
 
 def test_bootstrap_by_patient_resamples_whole_patients():
-    from medalign_utils.evaluation.clinicians import bootstrap_counts
+    from medalign_utils.stats import bootstrap_counts
 
     clusters = np.array([0, 0, 0, 1, 2, 2])
     w = bootstrap_counts(6, 500, 0, clusters)
@@ -376,10 +376,10 @@ def test_bootstrap_by_patient_resamples_whole_patients():
     rows = [[f"q{p}_{k}", "A", 1, int(p % 2)] for p in range(12) for k in range(8)]
     rows += [[f"q{p}_{k}", "B", 2, 1] for p in range(12) for k in range(8)]
     df = labels_frame(rows).assign(person_id=lambda d: d.instruction_id.str.split("_").str[0])
-    by_ins = table3(df, n_resamples=500).set_index("system").loc["A"]
-    by_pat = table3(df, n_resamples=500, bootstrap_unit="patient").set_index("system").loc["A"]
+    by_ins = table3(df, bootstrap=Bootstrap(n_resamples=500)).set_index("system").loc["A"]
+    by_pat = table3(df, bootstrap=Bootstrap(n_resamples=500, unit="patient")).set_index("system").loc["A"]
     assert by_pat.correct_ci_high - by_pat.correct_ci_low > 1.5 * (by_ins.correct_ci_high - by_ins.correct_ci_low)
-    assert "patients" in table3(df, n_resamples=20, bootstrap_unit="patient").attrs["settings"]["ci"]
+    assert "patients" in table3(df, bootstrap=Bootstrap(n_resamples=20, unit="patient")).attrs["settings"]["ci"]
 
 
 def test_fleiss_is_the_agreement_figure_over_rotating_slots(gold_cohort):
@@ -474,7 +474,7 @@ def test_every_ci_honours_the_bootstrap_unit(tiny_cohort):
     a, b = sorted(once.system.unique())[:2]
     # `once` by patient (each instruction its own patient) is `twice` by patient: the same draws
     for by_patient, by_instruction, unit in ((twice, once, "patient"),):
-        kw = {"n_resamples": 300, "seed": 3, "bootstrap_unit": unit}
+        kw = {"bootstrap": Bootstrap(n_resamples=300, seed=3, unit=unit)}
         assert head_to_head_ci(by_patient, a, b, **kw) == pytest.approx(head_to_head_ci(by_instruction, a, b, **kw))
         prior = 2.0 if unit == "patient" else 1.0  # every battle counted twice: the prior doubled keeps the fit
         bt_p = bradley_terry(by_patient, **kw, prior_games=prior).set_index("system")
@@ -498,8 +498,8 @@ def test_every_ci_honours_the_bootstrap_unit(tiny_cohort):
         assert t4_p[["ci_low", "ci_high"]].to_numpy() == pytest.approx(t4_i[["ci_low", "ci_high"]].to_numpy())
     # With real clustering (copies of one patient) the patient CI is what the deduplicated data gives,
     # and narrower CIs by instruction would have been overconfident.
-    wide = head_to_head_ci(twice, a, b, n_resamples=300, seed=3, bootstrap_unit="patient")
-    narrow = head_to_head_ci(twice, a, b, n_resamples=300, seed=3)
+    wide = head_to_head_ci(twice, a, b, bootstrap=Bootstrap(n_resamples=300, seed=3, unit="patient"))
+    narrow = head_to_head_ci(twice, a, b, bootstrap=Bootstrap(n_resamples=300, seed=3))
     assert wide[1] - wide[0] > narrow[1] - narrow[0]
     assert callable(judge_win_rates)
 
@@ -512,7 +512,7 @@ def test_breakdown_min_cell_counts_patients_not_instructions(tiny_cohort):
     per_patient = labels.drop_duplicates("instruction_id").groupby("person_id").instruction_id.nunique()
     assert per_patient.min() >= 2  # every patient has several instructions: counting them would pass
     groups = labels.drop_duplicates("instruction_id").set_index("instruction_id").person_id
-    out = breakdown(labels, groups, min_cell=2, n_resamples=50)  # each group is one patient
+    out = breakdown(labels, groups, min_cell=2, bootstrap=Bootstrap(n_resamples=50))  # each group is one patient
     assert (out.n_patients == 1).all() and (out.n_instructions >= 2).all()
     assert out.correct_pct.isna().all()  # one patient (however many instructions) is below 2
     with pytest.raises(ValueError, match="person_id"):

@@ -21,6 +21,7 @@ from medalign_utils.evaluation import judge as J
 from medalign_utils.evaluation.judge.modes.base import LINE, strict_object
 from medalign_utils.generation import load_backend
 from medalign_utils.generation.backends import backend_kind
+from medalign_utils.stats import Bootstrap
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,7 +141,7 @@ def test_a_mode_added_by_one_registration_works_end_to_end(harm_mode, gold, tiny
     name = f"judge:{tiny_lm.name}:harm_test"
     mine = rows[rows.metric == name].merge(j[["instruction_id", "system", "score"]], on=["instruction_id", "system"])
     np.testing.assert_allclose(mine.score_x, -mine.score_y)
-    t4 = correlation.table4(rows, labels, n_resamples=50, seed=0)
+    t4 = correlation.table4(rows, labels, bootstrap=Bootstrap(n_resamples=50, seed=0))
     t4 = t4.set_index("metric")
     # A random model's verdict is often the same for all six answers (constant: counted, not dropped);
     # its probability-weighted score tells them apart.

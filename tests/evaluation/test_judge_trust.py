@@ -13,6 +13,7 @@ from medalign_utils.data import load_release
 from medalign_utils.evaluation import clinicians
 from medalign_utils.evaluation import judge as J
 from medalign_utils.evaluation.judge import PlantedJudge, planted_judge
+from medalign_utils.stats import Bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,9 @@ def _verdicts(pairs, mode="correct", judge="j"):
 
 def test_correct_agreement_intervals_hold_the_direct_figures(judged):
     release, labels, j, _ = judged
-    table = J.correct_agreement_intervals(j, labels, judge="planted", n_resamples=300).set_index("statistic")
+    table = J.correct_agreement_intervals(j, labels, judge="planted", bootstrap=Bootstrap(n_resamples=300)).set_index(
+        "statistic"
+    )
     direct = J.correct_agreement(j, labels, judge="planted")
     assert table.loc["accuracy", "value"] == pytest.approx(direct["accuracy"])
     assert table.loc["cohens_kappa", "value"] == pytest.approx(direct["cohens_kappa"])
@@ -59,7 +62,9 @@ def test_correct_agreement_intervals_hold_the_direct_figures(judged):
         row = table.loc[f"judge_bias_points:{system}"]
         assert row.value == pytest.approx(bias) and row.ci_low <= bias <= row.ci_high
     assert (table.ci_low <= table.value).all() and (table.value <= table.ci_high).all()
-    by_patient = J.correct_agreement_intervals(j, labels, judge="planted", n_resamples=300, unit="patient")
+    by_patient = J.correct_agreement_intervals(
+        j, labels, judge="planted", bootstrap=Bootstrap(n_resamples=300, unit="patient")
+    )
     # The unit is honoured: whole patients are drawn, so the intervals differ, and still hold the value.
     assert not np.allclose(by_patient.ci_low, table.reset_index().ci_low)
     assert (by_patient.ci_low <= by_patient.value).all() and (by_patient.value <= by_patient.ci_high).all()
@@ -67,7 +72,11 @@ def test_correct_agreement_intervals_hold_the_direct_figures(judged):
 
 def test_pairwise_agreement_three_ways_and_position_bias(judged):
     _, labels, j, _ = judged
-    t = J.pairwise_agreement_intervals(j, labels, judge="planted", n_resamples=200).set_index("statistic").value
+    t = (
+        J.pairwise_agreement_intervals(j, labels, judge="planted", bootstrap=Bootstrap(n_resamples=200))
+        .set_index("statistic")
+        .value
+    )
     summary = J.pairwise_summary(j, labels).set_index("judge").loc["planted"]
     assert t["pairwise_agreement"] == pytest.approx(summary.agreement)
     assert t["judge_tie_share"] == pytest.approx(summary.judge_tie_share)
@@ -180,7 +189,9 @@ def test_the_leave_one_system_out_table_recovers_a_planted_system_specific_bias(
     for name, bias in (("fair", {}), ("biased", {"vicuna7b_2k": 1.5})):
         judge = J.Judge(name, PlantedJudge(release, system_bias=bias), strategy="none", retries=0)
         J.run_judgments(judge, "correct", items, release, tmp_path / f"{name}.jsonl", progress=False)
-        tables[name] = J.transfer_table(J.read_judgments(tmp_path / f"{name}.jsonl"), labels, judge=name, models=models)
+        tables[name] = J.transfer_table(
+            J.read_judgments(tmp_path / f"{name}.jsonl"), labels, judge=name, systems=models
+        )
     fair, biased = (tables[k].set_index("system").correct_pct_error for k in ("fair", "biased"))
     # The planted +1.5 quality for one system shows as that system's error, and only there.
     assert biased["vicuna7b_2k"] - fair["vicuna7b_2k"] > 25
@@ -203,7 +214,7 @@ def test_ppi_intervals_equal_the_reference_implementation():
 def test_ppi_coverage_is_near_95_percent_and_a_weak_judge_saves_few_labels(judged):
     _, labels, j, _ = judged
     models = paper.in_paper_order(labels.system)
-    plan = J.label_budget(j, labels, judge="planted", models=models, ks=(40,), n_draws=100, seed=1)
+    plan = J.label_budget(j, labels, judge="planted", systems=models, ks=(40,), n_draws=100, seed=1)
     ppi = plan[plan.method == "labels+judge"].iloc[0]
     alone = plan[plan.method == "labels"].iloc[0]
     assert 0.91 <= ppi.coverage <= 0.98 and 0.91 <= alone.coverage <= 0.98
@@ -214,7 +225,7 @@ def test_ppi_coverage_is_near_95_percent_and_a_weak_judge_saves_few_labels(judge
 def test_a_judge_with_too_few_verdicts_gets_an_empty_plan_that_says_so(judged):
     _, labels, j, _ = judged
     few = j[(j["mode"] == "correct")].head(12)
-    plan = J.label_budget(few, labels, judge="planted", models=paper.in_paper_order(labels.system), n_draws=5)
+    plan = J.label_budget(few, labels, judge="planted", systems=paper.in_paper_order(labels.system), n_draws=5)
     assert plan.empty and "equivalent_labels" in plan.columns and "too few" in plan.attrs["note"]
 
 
@@ -225,7 +236,7 @@ def test_the_oracle_planted_judge_repeats_the_primary_label_and_saves_the_most(g
         J.run_judgments(judge, "correct", J.response_items(release), release, tmp_path / "o.jsonl", progress=False)
     j = J.read_judgments(tmp_path / "o.jsonl")
     assert J.correct_agreement(j, labels, judge="oracle")["cohens_kappa"] == pytest.approx(1.0)
-    plan = J.label_budget(j, labels, judge="oracle", models=paper.in_paper_order(labels.system), ks=(40,), n_draws=40)
+    plan = J.label_budget(j, labels, judge="oracle", systems=paper.in_paper_order(labels.system), ks=(40,), n_draws=40)
     assert plan[plan.method == "labels+judge"].equivalent_labels.iloc[0] > 150
 
 
@@ -238,7 +249,7 @@ def test_a_strong_judge_saves_many_labels(judged):
     verdict = np.where(flip, 1 - lab.binary_correct.astype(float), lab.binary_correct.astype(float))
     strong = _verdicts(dict(zip(zip(lab.instruction_id, lab.system), verdict)), judge="strong")
     plan = J.label_budget(
-        strong, labels, judge="strong", models=paper.in_paper_order(labels.system), ks=(40,), n_draws=60
+        strong, labels, judge="strong", systems=paper.in_paper_order(labels.system), ks=(40,), n_draws=60
     )
     ppi = plan[plan.method == "labels+judge"].iloc[0]
     assert ppi.equivalent_labels > 100 and 0.9 <= ppi.coverage <= 0.99
@@ -292,7 +303,7 @@ def test_ppi_win_rate_from_ranks_recovers_the_clinicians_win_share(judged):
     beaten = ranks.loc[ids, others].gt(ranks.loc[ids, system], axis=0).sum(axis=1)
     place = 1 + len(others) - beaten  # its place among the six: 1 when it beats all five
     new = pd.DataFrame({"instruction_id": ids[:40], "system": system, "model_rank": place[:40].to_numpy()})
-    out = J.ppi_win_rate(j, new, judge="planted", system=system, models=others)
+    out = J.ppi_win_rate(j, new, judge="planted", system=system, systems=others)
     assert out["n_rank_labels"] == 40 and out["labels_win_rate"] == pytest.approx((beaten[:40] / 5).mean())
     assert out["ppi_win_rate_ci_low"] <= out["ppi_win_rate"] <= out["ppi_win_rate_ci_high"]
     truth = (beaten / len(others)).mean()  # the clinicians' share over every judged instruction

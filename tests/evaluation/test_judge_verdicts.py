@@ -26,6 +26,7 @@ from medalign_utils.evaluation import judge as J
 from medalign_utils.evaluation.judge import PlantedJudge, planted_judge
 from medalign_utils.generation import Answer, Backend, DataGuard, GenerationSettings, LocalServer
 from medalign_utils.generation.backends import OpenAICompatibleBackend
+from medalign_utils.stats import Bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +278,7 @@ def test_the_planted_judges_expected_score_agrees_with_the_clinicians_better_tha
         J.run_judgments(judge, "rubric", items, release, tmp_path / "j.jsonl", progress=False)
     recs = J.read_judgments(tmp_path / "j.jsonl")
     scores = J.as_metric_scores(recs, "rubric")
-    t4 = correlation.table4(scores, labels, n_resamples=200, seed=0).set_index("metric")
+    t4 = correlation.table4(scores, labels, bootstrap=Bootstrap(n_resamples=200, seed=0)).set_index("metric")
     argmax, expected = t4.loc["judge:planted:rubric"], t4.loc["judge:planted:rubric-expected"]
     assert expected.mean_tau > argmax.mean_tau + 0.02, (expected.mean_tau, argmax.mean_tau)
     # The planted judge samples its verdict from the distribution it serves: never a value it gives p 0.
@@ -396,7 +397,7 @@ def test_the_planted_judge_answers_the_medhelm_prompt_and_its_row_reaches_table4
     assert stats["invalid"] == 0 and stats["with_distribution"] == len(items)
     scores, problems = correlation.judgment_scores([tmp_path / "m.jsonl"], release)
     assert {"judge:planted:medhelm", "judge:planted:medhelm-expected"} <= set(scores.metric) and not problems
-    t4 = correlation.table4(scores, labels, n_resamples=100, seed=0).set_index("metric")
+    t4 = correlation.table4(scores, labels, bootstrap=Bootstrap(n_resamples=100, seed=0)).set_index("metric")
     assert t4.loc["judge:planted:medhelm"].mean_tau > 0.2
 
 

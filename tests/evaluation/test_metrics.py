@@ -36,6 +36,7 @@ from medalign_utils.evaluation.metrics import (
     make_metric,
     simple_tokens,
 )
+from medalign_utils.stats import Bootstrap
 
 HYP = "The most recent hemoglobin A1c was 7.2 %, on 2021-03-04."
 REF = "The latest hemoglobin A1c was 7.2 % on 2021-03-04."
@@ -162,7 +163,7 @@ def test_tau_per_instruction_equals_scipy_on_tied_data():
     taus = per_instruction_tau(scores, labels).set_index("instruction_id").tau
     want = pd.Series(ref)
     assert np.allclose(taus.loc[want.index], want, equal_nan=True)
-    t4 = table4(scores, labels, n_resamples=200).iloc[0]
+    t4 = table4(scores, labels, bootstrap=Bootstrap(n_resamples=200)).iloc[0]
     assert t4.n_excluded == int(want.isna().sum()) and t4.n_instructions == int(want.notna().sum())
     assert t4.mean_tau == pytest.approx(want.mean())
 
@@ -181,7 +182,7 @@ def gold_scores(gold_cohort):
 @pytest.mark.slow(seconds=20)
 def test_every_metric_correlates_positively_and_below_the_human_ceiling(gold_scores, gold_cohort):
     release, scores, sigs, labels = gold_scores
-    t4 = table4(scores, labels, n_resamples=500)
+    t4 = table4(scores, labels, bootstrap=Bootstrap(n_resamples=500))
     ceiling = json.loads((gold_cohort / "planted_truth.json").read_text())["expected_inter_rater_tau"]
     print("\n" + t4.round(3).to_string())
     print("paper:\n" + paper.TABLE4.to_string())
@@ -195,9 +196,9 @@ def test_system_level_and_metric_induced_battles(gold_scores):
     sys_level = system_level(scores, labels)
     assert (sys_level.system_tau > 0.5).all()  # metrics order the six systems roughly as clinicians do
     induced = metric_induced_labels(scores, "chrf++")
-    share = clinicians.win_matrix(induced, models=paper.MODELS)
+    share = clinicians.win_matrix(induced, systems=paper.MODELS)
     assert share.loc["gpt4_32k_mr", "mpt7b_instruct_2k"] > 0.5
-    ranked = rank_systems(scores[scores.metric == "rougeL"], n_resamples=100)
+    ranked = rank_systems(scores[scores.metric == "rougeL"], bootstrap=Bootstrap(n_resamples=100))
     assert set(ranked.place) == set(range(1, 7)) and (ranked.ci_low <= ranked["mean"]).all()
 
 
@@ -267,8 +268,8 @@ def test_table4_counts_each_exclusion_reason_and_restricts_by_systems():
         [[q, "ABC"[i], r] for q, rs in ranks.items() for i, r in enumerate(rs)],
         columns=["instruction_id", "system", "model_rank"],
     )
-    t = table4(scores, labels, n_resamples=50).iloc[0]
+    t = table4(scores, labels, bootstrap=Bootstrap(n_resamples=50)).iloc[0]
     assert t.mean_tau == pytest.approx((1 + -1) / 2) and t.n_instructions == 2
     assert (t.n_too_few_systems, t.n_constant_metric, t.n_tied_clinicians, t.n_excluded) == (1, 1, 1, 3)
-    t3 = table4(scores, labels, n_resamples=50, min_systems=3).iloc[0]
+    t3 = table4(scores, labels, min_systems=3, bootstrap=Bootstrap(n_resamples=50)).iloc[0]
     assert t3.mean_tau == pytest.approx(1.0) and t3.n_instructions == 1 and t3.n_too_few_systems == 2

@@ -12,6 +12,7 @@ from medalign_utils.data import load_release
 from medalign_utils.evaluation import clinicians, correlation
 from medalign_utils.evaluation import judge as J
 from medalign_utils.evaluation.judge import planted_judge
+from medalign_utils.stats import Bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +27,14 @@ def test_raters_combined_once_give_the_tables_that_combining_inside_gave(gold):
     for how in ("primary", "majority", "mean"):
         labels = clinicians.combine_raters(responses, how)
         assert labels.attrs["combined_by"] == how and labels.person_id.notna().all()
-        once = clinicians.table3(labels, n_resamples=50, seed=1)
-        inside = clinicians.table3(responses, combine=how, n_resamples=50, seed=1)
+        once = clinicians.table3(labels, bootstrap=Bootstrap(n_resamples=50, seed=1))
+        inside = clinicians.table3(responses, combine=how, bootstrap=Bootstrap(n_resamples=50, seed=1))
         pd.testing.assert_frame_equal(once, inside)
         assert once.attrs["settings"]["combine"] == how
-        by_patient = clinicians.table3(labels, n_resamples=50, seed=1, bootstrap_unit="patient")
+        by_patient = clinicians.table3(labels, bootstrap=Bootstrap(n_resamples=50, seed=1, unit="patient"))
         pd.testing.assert_frame_equal(
-            by_patient, clinicians.table3(responses, combine=how, n_resamples=50, seed=1, bootstrap_unit="patient")
+            by_patient,
+            clinicians.table3(responses, combine=how, bootstrap=Bootstrap(n_resamples=50, seed=1, unit="patient")),
         )
         pd.testing.assert_frame_equal(clinicians.win_matrix(labels), clinicians.win_matrix(responses, combine=how))
 
@@ -54,8 +56,8 @@ def test_mcnemar_table_holds_one_row_per_present_pair_with_the_discordant_counts
 def test_agreement_summary_is_the_inter_rater_tau_and_kappas(gold):
     release, _, _ = gold
     responses = release.model_responses
-    summary = clinicians.agreement_summary(responses, n_resamples=100, seed=0, planted_tau=0.5)
-    tau = clinicians.inter_rater_tau(responses, n_resamples=100, seed=0)
+    summary = clinicians.agreement_summary(responses, planted_tau=0.5, bootstrap=Bootstrap(n_resamples=100, seed=0))
+    tau = clinicians.inter_rater_tau(responses, bootstrap=Bootstrap(n_resamples=100, seed=0))
     kappa = clinicians.correctness_agreement(responses)
     assert summary.value.iloc[0] == tau["mean_tau"] and summary.ci_low.iloc[0] == tau["ci_low"]
     assert summary.value.iloc[1] == kappa["fleiss_kappa"] and summary.value.iloc[2] == kappa["mean_cohens_kappa"]
@@ -64,7 +66,7 @@ def test_agreement_summary_is_the_inter_rater_tau_and_kappas(gold):
 
 def test_tables_beside_the_papers_and_systems_in_its_order(gold):
     release, _, labels = gold
-    t3 = clinicians.table3(labels, n_resamples=20)
+    t3 = clinicians.table3(labels, bootstrap=Bootstrap(n_resamples=20))
     beside = paper.beside_table3(t3)
     row = beside.set_index("system").loc["gpt4_32k"]
     assert row.paper_correct_pct == paper.TABLE3.set_index("system").correct_pct["gpt4_32k"]
@@ -127,9 +129,17 @@ def test_a_new_system_is_placed_by_one_call_and_the_oracle_wins(gold, tmp_path):
     models = paper.in_paper_order(labels.system)
     with planted_judge(release) as judge:
         table = J.place_new_system(
-            judge, items, answers, "oracle", release, tmp_path / "placement.jsonl", systems=models, limit=10,
-            n_resamples=50, progress=False,
-        )  # fmt: skip
+            judge,
+            items,
+            answers,
+            "oracle",
+            release,
+            tmp_path / "placement.jsonl",
+            systems=models,
+            limit=10,
+            progress=False,
+            bootstrap=Bootstrap(n_resamples=50),
+        )
     assert table.attrs["n_instructions"] == 10
     assert set(table.system) == {*models, "new:oracle"}
     graded = [i for i in ids[:10] if (planted["answers"][i].get("value") or {}).get("value")]

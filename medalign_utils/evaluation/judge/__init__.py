@@ -11,7 +11,8 @@ and per-system bias, pairwise agreement and position bias, win rates, cost); `tr
 to trust it (CIs on every agreement figure, its percentile among the clinicians, the alternative
 annotator test, MedHELM's statistics); `estimates` places a new system with the judge's transfer
 error inside the interval, PPI from a few labels, a label planner; `placement` judges a new system
-against the six.
+against the six; `displays` holds the result objects notebook 06 shows (Table 4 rows, trust,
+placement: computed once, then `.table`, `.findings()`, `.plot()`).
 """
 
 from .agreement import (
@@ -30,6 +31,7 @@ from .agreement import (
     position_bias,
     self_preference,
 )
+from .displays import JudgeTable4Display, JudgeTrustDisplay, PlacementDisplay, correct_agreement_table
 from .estimates import (
     label_budget,
     place_summary,
@@ -42,7 +44,7 @@ from .helm import helm_instance_ids, import_helm_run
 from .json_text import json_objects
 from .modes import RUBRIC_KEYS, JudgeMode, get_mode, mode_names, register_mode
 from .placement import place_new_system, system_to_place
-from .planted import PlantedJudge, planted_judge
+from .planted import PlantedJudge, oracle_label_plan, planted_judge
 from .running import (
     judge_all_modes,
     judge_prompts,
@@ -72,12 +74,16 @@ __all__ = [
     "RUBRIC_KEYS",
     "Judge",
     "JudgeMode",
+    "JudgeTable4Display",
+    "JudgeTrustDisplay",
+    "PlacementDisplay",
     "JudgeSettings",
     "PlantedJudge",
     "agreement_report",
     "alt_test",
     "as_metric_scores",
     "correct_agreement",
+    "correct_agreement_table",
     "correct_agreement_intervals",
     "cost_table",
     "distribution_counts",
@@ -107,6 +113,7 @@ __all__ = [
     "parse_verdict",
     "place_new_system",
     "place_summary",
+    "oracle_label_plan",
     "planted_judge",
     "position_bias",
     "ppi_mean_ci",

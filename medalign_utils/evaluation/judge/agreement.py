@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...stats import BOOTSTRAP, Bootstrap
 from .modes import get_mode
 
 # ------------------------------------------------------------------ scores and the jury
@@ -207,12 +208,12 @@ def position_bias(battles: pd.DataFrame) -> dict:
     }
 
 
-def battle_counts(battles: pd.DataFrame, models: list[str]) -> tuple[list, np.ndarray, np.ndarray]:
+def battle_counts(battles: pd.DataFrame, systems: list[str]) -> tuple[list, np.ndarray, np.ndarray]:
     """(instruction ids, W, L): W[i, a, b] = 1 where the judge gave a the win over b on instruction i."""
     ids = sorted(battles.instruction_id.unique())
-    pos = {m: k for k, m in enumerate(models)}
+    pos = {m: k for k, m in enumerate(systems)}
     row = {iid: k for k, iid in enumerate(ids)}
-    w = np.zeros((len(ids), len(models), len(models)))
+    w = np.zeros((len(ids), len(systems), len(systems)))
     for r in battles.itertuples(index=False):
         if r.system_a not in pos or r.system_b not in pos or r.outcome == "tie":
             continue
@@ -222,34 +223,30 @@ def battle_counts(battles: pd.DataFrame, models: list[str]) -> tuple[list, np.nd
     return ids, w, np.transpose(w, (0, 2, 1))
 
 
-def judge_win_matrix(battles: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+def judge_win_matrix(battles: pd.DataFrame, systems: list[str]) -> pd.DataFrame:
     """The judge's Figure 2: share of non-tied battles the row system won over the column system."""
     from ..clinicians import battle_shares
 
-    return pd.DataFrame(battle_shares(*battle_counts(battles, models)[1:]), index=models, columns=models)
+    return pd.DataFrame(battle_shares(*battle_counts(battles, systems)[1:]), index=systems, columns=systems)
 
 
 def judge_win_rates(
     battles: pd.DataFrame,
-    models: list[str],
+    systems: list[str],
     *,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    bootstrap_unit: str = "instruction",
+    bootstrap: Bootstrap = BOOTSTRAP,
     patients: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
     head-to-head shares), with a percentile bootstrap CI over instructions (or over patients, from
     `patients`: any table of instruction_id and person_id), and its place."""
-    from ...stats import bootstrap_counts
     from ..clinicians import battle_shares, bootstrap_clusters, win_rates
 
-    ids, w, l = battle_counts(battles, models)
+    ids, w, l = battle_counts(battles, systems)
     if not len(ids):  # no valid verdict to count: every win rate unknown, said so
         empty = pd.DataFrame(
             {
-                "system": models,
+                "system": systems,
                 "judge_win_rate": np.nan,
                 "ci_low": np.nan,
                 "ci_high": np.nan,
@@ -261,9 +258,9 @@ def judge_win_rates(
         return empty
     # The clinicians' head-to-head code on the judge's battles: one implementation of the paper's WR.
     point = win_rates(battle_shares(w, l))
-    clusters = bootstrap_clusters(battles if patients is None else patients, ids, bootstrap_unit)
-    boot = win_rates(battle_shares(w, l, bootstrap_counts(len(ids), n_resamples, seed, clusters)))
-    alpha = (1 - confidence) / 2
+    clusters = bootstrap_clusters(battles if patients is None else patients, ids, bootstrap.unit)
+    boot = win_rates(battle_shares(w, l, bootstrap.counts(len(ids), clusters)))
+    alpha = (1 - bootstrap.confidence) / 2
     import warnings
 
     with warnings.catch_warnings():
@@ -271,7 +268,7 @@ def judge_win_rates(
         lo, hi = np.nanquantile(boot, [alpha, 1 - alpha], axis=0)
     out = pd.DataFrame(
         {
-            "system": models,
+            "system": systems,
             "judge_win_rate": point,
             "ci_low": lo,
             "ci_high": hi,

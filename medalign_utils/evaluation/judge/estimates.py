@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...stats import bootstrap_counts
+from ...stats import BOOTSTRAP, Bootstrap
 from ..clinicians import bootstrap_clusters, head_to_head, label_matrices, win_rates
 from .agreement import judge_win_rates, pairwise_battles
 
@@ -27,26 +27,27 @@ def _judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
     return out.drop_duplicates(["instruction_id", "system"], keep="last").reset_index(drop=True)
 
 
-def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str, models: list[str]) -> pd.DataFrame:
+def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str, systems: list[str]) -> pd.DataFrame:
     """For each of the six systems taken as if it were new (its clinician labels unused by the
     judge): the judge's correct % and win rate beside the clinicians'. `attrs` holds their
     root-mean-square differences, the judge's transfer error (an empirical widening from six
     systems, not a guarantee)."""
     verdicts = _judge_correct_table(judgments, judge)
-    clin = labels[labels.system.isin(models)]
+    clin = labels[labels.system.isin(systems)]
     judge_pct = verdicts.groupby("system").verdict.mean() * 100
     clin_pct = pd.to_numeric(clin.binary_correct, errors="coerce").groupby(clin.system).mean() * 100
     battles = pairwise_battles(judgments, judge=judge)
-    battles = battles[battles.system_a.isin(models) & battles.system_b.isin(models)]
-    jwr = judge_win_rates(battles, models, n_resamples=10).set_index("system").judge_win_rate
-    _, _, rank, _ = label_matrices(clin, models)
-    cwr = pd.Series(win_rates(head_to_head(rank)), index=models)
+    battles = battles[battles.system_a.isin(systems) & battles.system_b.isin(systems)]
+    point_only = Bootstrap(n_resamples=10)  # the win rates' point estimates are what is compared
+    jwr = judge_win_rates(battles, systems, bootstrap=point_only).set_index("system").judge_win_rate
+    _, _, rank, _ = label_matrices(clin, systems)
+    cwr = pd.Series(win_rates(head_to_head(rank)), index=systems)
     out = pd.DataFrame(
         {
-            "system": models,
-            "judge_correct_pct": judge_pct.reindex(models).to_numpy(),
-            "clinician_correct_pct": clin_pct.reindex(models).to_numpy(),
-            "judge_win_rate": jwr.reindex(models).to_numpy(),
+            "system": systems,
+            "judge_correct_pct": judge_pct.reindex(systems).to_numpy(),
+            "clinician_correct_pct": clin_pct.reindex(systems).to_numpy(),
+            "judge_win_rate": jwr.reindex(systems).to_numpy(),
             "clinician_win_rate": cwr.to_numpy(),
         }
     )
@@ -70,11 +71,9 @@ def widened(estimate: float, low: float, high: float, transfer_error: float) -> 
 def judge_correct_pct(
     judgments: pd.DataFrame,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     judge: str,
     system: str,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    bootstrap_unit: str = "instruction",
     patients: pd.DataFrame | None = None,
 ) -> dict:
     """The judge's correct % for one system with a bootstrap CI over its responses (one per
@@ -84,10 +83,10 @@ def judge_correct_pct(
     x = mine.verdict.to_numpy(float)
     if not len(x):
         return {"correct_pct": np.nan, "correct_pct_ci_low": np.nan, "correct_pct_ci_high": np.nan, "n": 0}
-    clusters = bootstrap_clusters(mine if patients is None else patients, mine.instruction_id, bootstrap_unit)
-    weights = bootstrap_counts(len(x), n_resamples, seed, clusters)
+    clusters = bootstrap_clusters(mine if patients is None else patients, mine.instruction_id, bootstrap.unit)
+    weights = bootstrap.counts(len(x), clusters)
     boot = weights @ x / weights.sum(1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
+    lo, hi = np.quantile(boot, bootstrap.quantiles())
     return {"correct_pct": 100 * x.mean(), "correct_pct_ci_low": 100 * lo, "correct_pct_ci_high": 100 * hi, "n": len(x)}
 
 
@@ -199,7 +198,7 @@ def label_budget(
     labels: pd.DataFrame,
     *,
     judge: str,
-    models: list[str],
+    systems: list[str],
     ks=(10, 20, 40, 80),
     n_draws: int = 200,
     seed: int = 0,
@@ -213,7 +212,7 @@ def label_budget(
     v = _judge_correct_table(judgments, judge)
     v = v.assign(pred=v.p_correct.where(v.p_correct.notna(), v.verdict))
     rows = []
-    for system in models:
+    for system in systems:
         m = labels[labels.system == system][["instruction_id", "binary_correct"]].dropna()
         m = m.merge(v[v.system == system][["instruction_id", "pred"]], on="instruction_id").dropna()
         y, yhat = m.binary_correct.to_numpy(float), m.pred.to_numpy(float)
@@ -240,7 +239,7 @@ def label_budget(
     else:  # too few judged answers of any system for even the smallest k: an empty plan, said so
         out["equivalent_labels"] = pd.Series(dtype=float)
         out.attrs["note"] = "too few judged and labelled answers per system to plan with this judge"
-    out.attrs["settings"] = {"n_draws": n_draws, "seed": seed, "alpha": alpha, "systems": list(models)}
+    out.attrs["settings"] = {"n_draws": n_draws, "seed": seed, "alpha": alpha, "systems": list(systems)}
     return out
 
 
@@ -248,24 +247,21 @@ def place_summary(
     judgments: pd.DataFrame,
     labels: pd.DataFrame,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     judge: str,
     system: str,
-    models: list[str],
+    systems: list[str],
     new_labels: pd.DataFrame | None = None,
-    n_resamples: int = 1000,
-    seed: int = 0,
     min_instructions: int = 10,
-    bootstrap_unit: str = "instruction",
 ) -> dict:
     """A system placed by the judge: its correct %, win rate and place with bootstrap CIs, each
     widened by the judge's transfer error measured on the other systems (leave this one out), and,
     with clinician labels of some of its answers, the PPI estimate beside the labels alone. A system
     judged on fewer than `min_instructions` instructions gets no CI and no place, with the reason."""
-    others = [m for m in models if m != system]
-    transfer = transfer_table(judgments, labels, judge=judge, models=others)
+    others = [m for m in systems if m != system]
+    transfer = transfer_table(judgments, labels, judge=judge, systems=others)
     out: dict = {"system": system, "judge": judge}
-    boot = {"n_resamples": n_resamples, "seed": seed, "bootstrap_unit": bootstrap_unit}
-    out.update(judge_correct_pct(judgments, judge=judge, system=system, **boot, patients=labels))
+    out.update(judge_correct_pct(judgments, judge=judge, system=system, bootstrap=bootstrap, patients=labels))
     error = transfer.attrs["transfer_error_correct_pct"]
     lo, hi = widened(out["correct_pct"], out["correct_pct_ci_low"], out["correct_pct_ci_high"], error)
     out.update(correct_pct_transfer_low=lo, correct_pct_transfer_high=hi)
@@ -274,7 +270,7 @@ def place_summary(
     battles = battles[battles.system_a.isin(everyone) & battles.system_b.isin(everyone)]
     mine = battles[(battles.system_a == system) | (battles.system_b == system)]
     n_inst = mine.instruction_id.nunique()
-    wr = judge_win_rates(battles, everyone, **boot, patients=labels).set_index("system")
+    wr = judge_win_rates(battles, everyone, bootstrap=bootstrap, patients=labels).set_index("system")
     row = wr.loc[system] if system in wr.index else None
     out.update(n_instructions_judged=n_inst, transfer_error_correct_pct=transfer.attrs["transfer_error_correct_pct"])
     out["transfer_error_win_rate"] = transfer.attrs["transfer_error_win_rate"]
@@ -297,7 +293,7 @@ def place_summary(
     if new_labels is not None:
         out.update(ppi_correct_pct(judgments, new_labels, judge=judge, system=system))
         if "model_rank" in new_labels.columns and new_labels.model_rank.notna().any():
-            out.update(ppi_win_rate(judgments, new_labels, judge=judge, system=system, models=others))
+            out.update(ppi_win_rate(judgments, new_labels, judge=judge, system=system, systems=others))
     return out
 
 
@@ -307,25 +303,25 @@ def ppi_win_rate(
     *,
     judge: str,
     system: str,
-    models: list[str],
+    systems: list[str],
     alpha: float = 0.05,
 ) -> dict:
     """The new system's win rate against the six from clinician ranks of some of its answers plus
     the judge's battles on all of them (PPI++): per instruction the share of the six it beats (a
     tie half), whose mean over instructions is the win rate. `model_rank` in the labels is the
     answer's place among them and the new system (1: better than all of them), so the share of
-    `models` it beats is (len(models) + 1 - rank) / len(models)."""
+    `systems` it beats is (len(systems) + 1 - rank) / len(systems)."""
     if "model_rank" not in new_labels.columns:
         return {"reason": "the labels hold no model_rank"}
     battles = pairwise_battles(judgments, judge=judge)
     mine = battles[
-        ((battles.system_a == system) & battles.system_b.isin(models))
-        | ((battles.system_b == system) & battles.system_a.isin(models))
+        ((battles.system_a == system) & battles.system_b.isin(systems))
+        | ((battles.system_b == system) & battles.system_a.isin(systems))
     ]
     won = np.where(mine.outcome == "tie", 0.5, ((mine.outcome == "a") == (mine.system_a == system)).astype(float))
     share = pd.Series(won, index=mine.instruction_id).groupby(level=0).mean()
     ranks = new_labels[new_labels.system == system].dropna(subset=["model_rank"]).drop_duplicates("instruction_id")
-    y = ((len(models) + 1 - ranks.set_index("instruction_id").model_rank) / len(models)).clip(0, 1)
+    y = ((len(systems) + 1 - ranks.set_index("instruction_id").model_rank) / len(systems)).clip(0, 1)
     labelled = y.index.intersection(share.index)
     unlabelled = share.drop(labelled)
     if len(labelled) < 2 or not len(unlabelled):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...stats import BOOTSTRAP, Bootstrap
 from .agreement import judge_win_rates, pairwise_battles
 from .running import pairwise_items, read_judgments, run_judgments, with_new_system
 from .settings import Judge
@@ -30,13 +31,11 @@ def place_new_system(
     release,
     out_path: str | Path,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     systems: list[str],
     baseline_judgments=(),
     limit: int | None = None,
-    n_resamples: int = 1000,
-    seed: int = 0,
     progress: bool = True,
-    bootstrap_unit: str = "instruction",
 ) -> pd.DataFrame:
     """Judge `system`'s answers (the generation results) pairwise against each of `systems` on the
     reviewed instructions it answered (the first `limit` of them), then rank it among them by the
@@ -52,7 +51,6 @@ def place_new_system(
         judge, "pairwise", pairwise_items(new_items, [(name, m) for m in systems]), release, out_path, progress=progress
     )
     battles = pairwise_battles(read_judgments([out_path, *baseline_judgments]), judge=judge.name)
-    boot = {"n_resamples": n_resamples, "seed": seed, "bootstrap_unit": bootstrap_unit}
-    table = judge_win_rates(battles, [*systems, name], **boot, patients=release.instructions)
+    table = judge_win_rates(battles, [*systems, name], bootstrap=bootstrap, patients=release.instructions)
     table.attrs["n_instructions"] = len(scope)
     return table

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from ... import paper
 from ...generation.backends import Answer, Backend, GenerationSettings
 from ...synthetic.grading import planted_values, value_match
 from ...synthetic.labels import judge_rubric_level
@@ -296,3 +297,18 @@ def planted_judge(
         backend_options=options,
         **settings,
     )
+
+
+def oracle_label_plan(release, out_path, *, ks=(10, 20, 40, 80), n_draws: int = 100, seed: int = 0, progress=True):
+    """The most any judge could save in clinician labels: the label-budget planner for an oracle-like
+    planted judge that repeats the primary clinician's own correct label (its verdicts written to
+    `out_path`)."""
+    from ..clinicians import combine_raters
+    from .estimates import label_budget
+    from .running import read_judgments, response_items, run_judgments
+
+    with planted_judge(release, name="planted-oracle", source="clinician_ranks", seed=seed) as oracle:
+        run_judgments(oracle, "correct", response_items(release), release, out_path, progress=progress)
+    labels = combine_raters(release.model_responses, "primary")
+    plan = {"systems": paper.in_paper_order(labels.system), "ks": ks, "n_draws": n_draws, "seed": seed}
+    return label_budget(read_judgments(out_path), labels, judge="planted-oracle", **plan)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ...data.release import rater_column
-from ...stats import bootstrap_counts, kendall_tau_b_rows
+from ...stats import BOOTSTRAP, Bootstrap, kendall_tau_b_rows
 from ..clinicians import bootstrap_clusters
 from .agreement import judge_scores, pairwise_battles
 
@@ -44,11 +44,8 @@ def correct_agreement_intervals(
     judgments: pd.DataFrame,
     labels: pd.DataFrame,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     judge: str,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    unit: str = "instruction",
-    confidence: float = 0.95,
 ) -> pd.DataFrame:
     """The `correct` verdicts against the clinicians' `binary_correct`: accuracy, Cohen's kappa and
     each system's judge bias (judge correct % minus the clinicians'), each with a percentile
@@ -74,12 +71,12 @@ def correct_agreement_intervals(
         judged[i, col[r.system]] += j
         clin[i, col[r.system]] += c
         count[i, col[r.system]] += 1
-    weights = bootstrap_counts(len(ids), n_resamples, seed, bootstrap_clusters(labels, ids, unit))
+    weights = bootstrap.counts(len(ids), bootstrap_clusters(labels, ids, bootstrap.unit))
     boot_cells = weights @ cells
     out = []
 
     def add(name, value, boot, n):
-        lo, hi = _interval(boot, confidence)
+        lo, hi = _interval(boot, bootstrap.confidence)
         out.append({"statistic": name, "value": float(value), "ci_low": lo, "ci_high": hi, "n": int(n)})
 
     total = cells.sum(0)
@@ -102,11 +99,8 @@ def pairwise_agreement_intervals(
     judgments: pd.DataFrame,
     labels: pd.DataFrame,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     judge: str,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    unit: str = "instruction",
-    confidence: float = 0.95,
 ) -> pd.DataFrame:
     """The judge's battles against the clinicians' non-tied ones, three ways: its ties counted as
     disagreement, its ties left out, and each order alone (the verdict with the pair shown AB, and
@@ -130,10 +124,8 @@ def pairwise_agreement_intervals(
         clinicians = "a" if ra < rb else "b"
         c[i, :5] += (1, r.outcome == clinicians, r.outcome == "tie", to_ab[r.first_choice_ab] == clinicians,
                      to_ba[r.first_choice_ba] == clinicians)  # fmt: skip
-    weights = bootstrap_counts(
-        max(len(ids), 1), n_resamples, seed, bootstrap_clusters(labels, ids, unit) if ids else None
-    )
-    boot = weights[:, : len(ids)] @ c if ids else np.full((n_resamples, 7), np.nan)
+    weights = bootstrap.counts(max(len(ids), 1), bootstrap_clusters(labels, ids, bootstrap.unit) if ids else None)
+    boot = weights[:, : len(ids)] @ c if ids else np.full((bootstrap.n_resamples, 7), np.nan)
     total = c.sum(0)
 
     def ratio(x, num, den):
@@ -155,7 +147,7 @@ def pairwise_agreement_intervals(
     out = []
     for name, num, den, n in stats:
         value = ratio(total, num, den) if total.size else np.nan
-        lo, hi = _interval(ratio(boot, num, den), confidence)
+        lo, hi = _interval(ratio(boot, num, den), bootstrap.confidence)
         out.append({"statistic": name, "value": float(value), "ci_low": lo, "ci_high": hi, "n": int(n)})
     return pd.DataFrame(out)
 
@@ -404,40 +396,15 @@ def agreement_report(
     judgments: pd.DataFrame,
     labels: pd.DataFrame,
     *,
+    bootstrap: Bootstrap = BOOTSTRAP,
     judge: str,
-    models: list[str],
-    n_resamples: int = 1000,
-    seed: int = 0,
+    systems: list[str],
     epsilon: float = 0.2,
-    unit: str = "instruction",
 ) -> dict:
     """Every trust figure of one judge as flat `name: value` pairs (NaN where its verdicts cannot
-    give one): correctness and pairwise agreement with CIs, its percentile among the clinicians, the
-    alternative annotator test, MedHELM's statistics and the transfer error."""
-    from .estimates import transfer_table
+    give one): `JudgeTrustDisplay.summary`."""
+    from .displays import JudgeTrustDisplay
 
-    out: dict = {"judge": judge}
-    boot = {"judge": judge, "n_resamples": n_resamples, "seed": seed, "unit": unit}
-    for figures in (correct_agreement_intervals, pairwise_agreement_intervals):
-        table = figures(judgments, labels, **boot)
-        for r in table.itertuples(index=False):
-            out.update({r.statistic: r.value, f"{r.statistic}_ci_low": r.ci_low, f"{r.statistic}_ci_high": r.ci_high})
-    for key in ("accuracy", "cohens_kappa", "pairwise_agreement"):
-        for suffix in ("", "_ci_low", "_ci_high"):
-            out.setdefault(key + suffix, np.nan)
-    _, among = judge_among_clinicians(responses, judgments, judge=judge)
-    has_correct = ((judgments["mode"] == "correct") & (judgments.judge == judge)).any()
-    out["judge_percentile_among_clinicians"] = among["percentile_macro_f1" if has_correct else "percentile_tau"]
-    out["judge_percentile_tau"] = among["percentile_tau"]
-    _, alt = alt_test(responses, judgments, judge=judge, kind="correct" if has_correct else "rank", epsilon=epsilon)
-    out.update(alt_test_winning_rate=alt["winning_rate"], alt_test_passed=alt["passed"], alt_test_note=alt["reason"])
-    scored = next(
-        (m for m in ("rubric", "medhelm") if ((judgments["mode"] == m) & (judgments.judge == judge)).any()), None
-    )
-    helm = medhelm_agreement(judgments, labels, judge=judge, mode=scored) if scored else {}
-    for key in ("icc3k", "quadratic_kappa", "spearman", "spearman_ci_low", "spearman_ci_high"):
-        out[key] = helm.get(key, np.nan)
-    transfer = transfer_table(judgments, labels, judge=judge, models=models)
-    out["transfer_error_correct_pct"] = transfer.attrs["transfer_error_correct_pct"]
-    out["transfer_error_win_rate"] = transfer.attrs["transfer_error_win_rate"]
-    return out
+    return JudgeTrustDisplay.from_judgments(
+        responses, judgments, labels, judge=judge, systems=systems, bootstrap=bootstrap, epsilon=epsilon
+    ).summary
