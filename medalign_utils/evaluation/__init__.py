@@ -44,16 +44,15 @@ from .correlation import (
 )
 from .displays import ContextLossDisplay, Figure2Display, Table3Display
 from .judge import Judge
-from .metrics import DEFAULT_METRICS, PRESETS, SOURCE_METRICS, make_metric
+from .metrics import PRESETS, MetricSignature, make_metric, metric_info, metric_names, register_metric
 
 __all__ = [
-    "DEFAULT_METRICS",
     "PRESETS",
-    "SOURCE_METRICS",
     "Bootstrap",
     "ContextLossDisplay",
     "Figure2Display",
     "Judge",
+    "MetricSignature",
     "Table3Display",
     "agreement_summary",
     "bm25_sources",
@@ -73,11 +72,14 @@ __all__ = [
     "judge",
     "kendall_tau_b_rows",
     "make_metric",
+    "metric_info",
+    "metric_names",
     "mcnemar",
     "mcnemar_table",
     "metric_induced_labels",
     "per_instruction_tau",
     "preset_sensitivity",
+    "register_metric",
     "rank_systems",
     "require_responses",
     "score_responses",

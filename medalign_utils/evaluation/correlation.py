@@ -37,7 +37,7 @@ def score_responses(
     per instruction x model x metric, signatures: metric -> signature; unavailable metrics map to
     their reason and are left out of the scores).
     """
-    from .metrics import SOURCE_METRICS, make_metric
+    from .metrics import make_metric, metric_info
 
     refs = references
     if reference_annotators == "primary":  # the primary reviewer's reference (the paper's and public code's choice)
@@ -54,11 +54,10 @@ def score_responses(
         if not metric.available:
             signatures[name] = f"unavailable: {metric.reason}"
             continue
-        if name in SOURCE_METRICS:
-            values = metric.score(hyps, ref_for, sources=src)
-        else:
-            values = metric.score(hyps, ref_for)
-        signatures[name] = metric.signature_str()
+        info = metric_info(name)
+        values = metric.score(hyps, ref_for, sources=src) if info.needs_source else metric.score(hyps, ref_for)
+        values = values if info.higher_is_better else -np.asarray(values)  # Table 4 reads higher as better
+        signatures[name] = str(metric.signature())
         rows.append(items[["instruction_id", "system"]].assign(metric=name, score=values))
     scores = (
         pd.concat(rows, ignore_index=True)
@@ -298,14 +297,14 @@ def table4_for_release(
     `judgments` (from `medalign judge`) adds its judge as a row `judge:<name>:<mode>` (rubric and
     correct verdicts; pairwise ones have no per-response score)."""
     from ..data.release import load_release
-    from .metrics import DEFAULT_METRICS, SOURCE_METRICS
+    from .metrics import metric_names
 
     release = load_release(root)
     clinicians.require_responses(release.model_responses)
-    names = metrics or [m for m in DEFAULT_METRICS if m != "comet"]
+    names = metrics or metric_names(default=True)
     sources = (
         bm25_sources(release, release.instructions[release.instructions.has_model_responses])
-        if SOURCE_METRICS.intersection(names)
+        if set(metric_names(needs_source=True)).intersection(names)
         else None
     )
     scores, signatures = score_responses(

@@ -4,12 +4,16 @@ Every metric scores one response against its reference(s): ``metric.score(hyps, 
 list of responses and, for each, a list of references, and returns one score per response, higher
 is better. With several references a metric scores each and combines them by `multi_ref`
 ("max" or "mean"). ``metric.signature()`` gives the settings and library versions that made a
-score; ``metric.available`` / ``metric.reason`` say whether it can run here (METEOR without WordNet,
-COMET without a checkpoint) instead of silently returning zeros.
+score, as a value object (`MetricSignature`: equal signatures, comparable scores);
+``metric.available`` / ``metric.reason`` say whether it can run here (METEOR without WordNet, COMET
+without a checkpoint) instead of silently returning zeros.
 
-Registry names (`METRICS`): rougeL, bleu, chrf, chrf++, google_bleu, meteor, bertscore,
-src_embed (source-augmented, the paper's COMET-with-EHR-snippets idea with the offline encoder),
-and comet (optional extra).
+Each metric is registered once with what the rest of the suite needs to know of it
+(`register_metric`: whether it is in the default set, whether it needs the EHR source, its
+direction): rougeL, bleu, chrf, chrf++, google_bleu, meteor, bertscore, src_embed
+(source-augmented, the paper's COMET-with-EHR-snippets idea with the offline encoder), and comet
+(an optional extra, not in the default set). `metric_names()` lists them; nothing else keeps a
+list of metric names.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +82,30 @@ def _tokenizer(name: str):
     return TOKENIZERS[name] or simple_tokens
 
 
+@dataclass(frozen=True)
+class MetricSignature:
+    """What made a metric's scores (sacrebleu's `Signature`): its name, preset, settings and the
+    library version. Two scores are comparable when their signatures are equal; `str()` is the
+    one-line form reports print (``metric:chrf++|preset:paper|multi_ref:max|nc:6|...``)."""
+
+    metric: str
+    preset: str | None
+    settings: tuple[tuple[str, object], ...]
+    version: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"metric": self.metric, **({"preset": self.preset} if self.preset else {}), **dict(self.settings)}
+        return {**out, **({"version": self.version} if self.version else {})}
+
+    def __str__(self) -> str:
+        return "|".join(f"{k}:{v}" for k, v in self.to_dict().items())
+
+
 class Metric:
     """Base class: subclasses set `name`, `library`, and implement `_pair(hyp, ref) -> float` or
-    override `score`."""
+    override `score`. `_SIGNATURE_TYPE` is the value object its `signature()` returns."""
+
+    _SIGNATURE_TYPE = MetricSignature
 
     name = "metric"
     library = ""
@@ -95,14 +122,12 @@ class Metric:
 
     preset = None  # set by make_metric
 
-    def signature(self) -> dict:
-        sig = {"metric": self.name, **({"preset": self.preset} if self.preset else {}), **self.settings()}
-        if self.library:
-            sig["version"] = f"{self.library} {_version(self.library)}"
-        return sig
+    def signature(self) -> MetricSignature:
+        version = f"{self.library} {_version(self.library)}" if self.library else None
+        return self._SIGNATURE_TYPE(self.name, self.preset, tuple(self.settings().items()), version)
 
     def signature_str(self) -> str:
-        return "|".join(f"{k}:{v}" for k, v in self.signature().items())
+        return str(self.signature())
 
     def _pair(self, hyp: str, ref: str) -> float:
         raise NotImplementedError
@@ -506,19 +531,62 @@ class Comet(Metric):
         return np.array(model.predict(data, batch_size=self.batch_size, gpus=0, progress_bar=progress).scores)
 
 
-METRICS = {
-    "rougeL": RougeL,
-    "bleu": Bleu,
-    "chrf": lambda **kw: Chrf(word_order=0, **kw),
-    "chrf++": lambda **kw: Chrf(word_order=2, **kw),
-    "google_bleu": GoogleBleu,
-    "meteor": Meteor,
-    "bertscore": BertScore,
-    "src_embed": SourceEmbedding,
-    "comet": Comet,
-}
-DEFAULT_METRICS = ["rougeL", "bleu", "chrf", "chrf++", "google_bleu", "meteor", "bertscore", "src_embed", "comet"]
-SOURCE_METRICS = {"src_embed", "comet"}
+@dataclass(frozen=True)
+class MetricInfo:
+    """A registered metric: how to make it, and what the suite needs to know of it."""
+
+    name: str
+    factory: Callable[..., Metric]
+    default: bool = True  # in the default set (`medalign table4` without --metrics)
+    needs_source: bool = False  # scores against the EHR source (BM25 snippets) as well as the reference
+    higher_is_better: bool = True  # Table 4 turns a lower-is-better score around
+
+
+_REGISTRY: dict[str, MetricInfo] = {}
+
+
+def register_metric(
+    name: str,
+    factory: Callable[..., Metric],
+    *,
+    default: bool = True,
+    needs_source: bool = False,
+    higher_is_better: bool = True,
+) -> MetricInfo:
+    """Make a metric known by name (to `make_metric`, Table 4, notebook 05 and the CLI)."""
+    info = MetricInfo(name, factory, default, needs_source, higher_is_better)
+    _REGISTRY[name] = info
+    return info
+
+
+def metric_info(name: str) -> MetricInfo:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def metric_names(*, default: bool | None = None, needs_source: bool | None = None) -> list[str]:
+    """The registered metrics' names in registration order (only the default ones, or those that
+    need the source, when asked)."""
+    return [
+        n
+        for n, m in _REGISTRY.items()
+        if (default is None or m.default == default) and (needs_source is None or m.needs_source == needs_source)
+    ]
+
+
+for _name, _factory, _options in (
+    ("rougeL", RougeL, {}),
+    ("bleu", Bleu, {}),
+    ("chrf", lambda **kw: Chrf(word_order=0, **kw), {}),
+    ("chrf++", lambda **kw: Chrf(word_order=2, **kw), {}),
+    ("google_bleu", GoogleBleu, {}),
+    ("meteor", Meteor, {}),
+    ("bertscore", BertScore, {}),
+    ("src_embed", SourceEmbedding, {"needs_source": True}),
+    ("comet", Comet, {"needs_source": True, "default": False}),  # an optional extra: no checkpoint offline
+):
+    register_metric(_name, _factory, **_options)
 
 
 # Named settings. `paper`: the MedAlign authors' metric lineage (TIMER's scripts, through Hugging
@@ -539,11 +607,10 @@ DEFAULT_PRESET = "paper"
 def make_metric(name: str, preset: str = DEFAULT_PRESET, **kwargs) -> Metric:
     """A metric by registry name with a preset's settings (explicit `kwargs` win); its signature
     records the preset."""
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    info = metric_info(name)
     if preset not in PRESETS:
         raise ValueError(f"unknown metric preset {preset!r}; known: {', '.join(PRESETS)}")
-    metric = METRICS[name](**{**PRESETS[preset].get(name, {}), **kwargs})
+    metric = info.factory(**{**PRESETS[preset].get(name, {}), **kwargs})
     metric.preset = preset
     return metric
 

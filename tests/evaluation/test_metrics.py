@@ -273,3 +273,56 @@ def test_table4_counts_each_exclusion_reason_and_restricts_by_systems():
     assert (t.n_too_few_systems, t.n_constant_metric, t.n_tied_clinicians, t.n_excluded) == (1, 1, 1, 3)
     t3 = table4(scores, labels, min_systems=3, bootstrap=Bootstrap(n_resamples=50)).iloc[0]
     assert t3.mean_tau == pytest.approx(1.0) and t3.n_instructions == 1 and t3.n_too_few_systems == 2
+
+
+def test_a_metric_registered_once_carries_its_metadata_to_table4_and_the_cli(gold_cohort, capsys):
+    """A metric is one registration: its name, whether it is a default, whether it needs the source,
+    and its direction; score_responses and `medalign table4` read those, never the name."""
+    from medalign_utils import cli
+    from medalign_utils.data import load_release
+    from medalign_utils.evaluation import metrics as M
+    from medalign_utils.evaluation.correlation import score_responses
+
+    class LengthGap(M.Metric):
+        """|len(response) - len(reference)| in words: lower is better."""
+
+        name = "length_gap_test"
+
+        def _pair(self, hyp, ref):
+            return abs(len(hyp.split()) - len(ref.split()))
+
+    M.register_metric("length_gap_test", LengthGap, default=False, higher_is_better=False)
+    try:
+        assert "length_gap_test" in M.metric_names() and "length_gap_test" not in M.metric_names(default=True)
+        assert M.metric_names(needs_source=True) == ["src_embed", "comet"]
+        release = load_release(gold_cohort)
+        scores, signatures = score_responses(
+            release.model_responses, release.references, ["length_gap_test"], progress=False
+        )
+        raw = make_metric("length_gap_test")
+        first = scores.iloc[0]
+        response = release.model_responses.set_index(["instruction_id", "system"]).model_response[
+            (first.instruction_id, first.system)
+        ]
+        refs = release.references.set_index("instruction_id").clinician_response
+        reference = (
+            refs[first.instruction_id]
+            if isinstance(refs[first.instruction_id], str)
+            else refs[first.instruction_id].iloc[0]
+        )
+        assert first.score == -raw.score([response], [[reference]])[0]  # turned: Table 4 reads higher as better
+        assert signatures["length_gap_test"].startswith("metric:length_gap_test|preset:paper")
+        assert (
+            cli.main(["table4", str(gold_cohort), "--metrics", "length_gap_test", "--resamples", "50", "--quiet"]) == 0
+        )
+        assert "length_gap_test" in capsys.readouterr().out
+    finally:
+        M._REGISTRY.pop("length_gap_test", None)
+
+
+def test_a_signature_is_a_value_object():
+    a, b = make_metric("chrf++").signature(), make_metric("chrf++").signature()
+    assert hash(a) == hash(b)
+    assert a == b and a != make_metric("chrf").signature()
+    assert a.to_dict()["nw"] == 2 and str(a) == make_metric("chrf++").signature_str()
+    assert a.metric == "chrf++" and a.preset == "paper" and a.version.startswith("sacrebleu ")
