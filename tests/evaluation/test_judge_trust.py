@@ -308,3 +308,17 @@ def test_ppi_win_rate_from_ranks_recovers_the_clinicians_win_share(judged):
     assert out["ppi_win_rate_ci_low"] <= out["ppi_win_rate"] <= out["ppi_win_rate_ci_high"]
     truth = (beaten / len(others)).mean()  # the clinicians' share over every judged instruction
     assert out["ppi_win_rate_ci_low"] - 0.05 <= truth <= out["ppi_win_rate_ci_high"] + 0.05
+
+
+def test_a_judges_correct_pct_ci_does_not_depend_on_the_order_judgments_were_written(judged, tmp_path):
+    """Concurrent judging writes judgments as they finish: the same judgments in another order give
+    the same interval."""
+    from medalign_utils.evaluation.judge.estimates import judge_correct_pct
+
+    _, labels, j, _ = judged
+    system = sorted(j.system.dropna().unique())[-1]
+    shuffled = j.sample(frac=1, random_state=7).reset_index(drop=True)
+    boot = Bootstrap(n_resamples=300, seed=2)
+    one = judge_correct_pct(j, judge="planted", system=system, bootstrap=boot, patients=labels)
+    other = judge_correct_pct(shuffled, judge="planted", system=system, bootstrap=boot, patients=labels)
+    assert one == other and one["n"] > 20

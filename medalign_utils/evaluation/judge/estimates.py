@@ -24,7 +24,10 @@ def _judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
     out = j[["instruction_id", "system"]].assign(
         verdict=pd.to_numeric(j.score, errors="coerce"), p_correct=pd.to_numeric(expected, errors="coerce")
     )
-    return out.drop_duplicates(["instruction_id", "system"], keep="last").reset_index(drop=True)
+    out = out.drop_duplicates(["instruction_id", "system"], keep="last")
+    # In a fixed order: a bootstrap draw names items by position, and concurrent judging writes its
+    # judgments in whatever order they finish.
+    return out.sort_values(["instruction_id", "system"], kind="stable").reset_index(drop=True)
 
 
 def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str, systems: list[str]) -> pd.DataFrame:
