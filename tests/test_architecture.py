@@ -138,3 +138,15 @@ def test_the_analysis_notebooks_only_show(name):
     lines = [line for src in code for line in src.splitlines() if line.strip()]
     assert len(lines) <= 80, len(lines)
     assert not [line for line in lines if "fmt: skip" in line]
+
+
+def test_every_release_parameter_says_its_type():
+    untyped = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}"
+        for path, tree in _modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for arg in node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+        if arg.arg == "release" and arg.annotation is None
+    ]
+    assert not untyped, untyped

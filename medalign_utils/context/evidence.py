@@ -5,8 +5,13 @@ of it a fitted prompt keeps: the measure notebook 02 compares strategies by.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only
+    from ..data.release import Release
+
 
 # ------------------------------------------------------------------ evidence
 
@@ -65,7 +70,7 @@ def evidence_retained(
 # ------------------------------------------------------------------ the prompt grid
 
 
-def instruction_evidence(release) -> dict[str, str]:
+def instruction_evidence(release: Release) -> dict[str, str]:
     """Each instruction's `evidence` field: the primary reference's (`release.primary_reviewer_rows`),
     else the primary reviewer's of the reviewed responses."""
     from ..data.release import primary_reviewer_rows

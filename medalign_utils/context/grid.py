@@ -6,6 +6,7 @@ file notebooks 02 and 03 share (`PROMPT_COLUMNS`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from .strategies import (
 from .templates import BudgetError, PromptTemplate, ehr_budget, helm_sent_template, peer_budget, peer_template
 from .tokenizers import Tokenizer
 
+if TYPE_CHECKING:  # annotations only
+    from ..data.release import Release
+
 
 @dataclass
 class GridSettings:
@@ -40,7 +44,7 @@ class GridSettings:
 
 
 def build_prompt_grid(
-    release,
+    release: Release,
     tokenizer: Tokenizer,
     settings: GridSettings,
     *,
@@ -199,7 +203,7 @@ class _InstructionFit:
 
 def render_fitted(
     tokenizer: Tokenizer | None,
-    release,
+    release: Release,
     person_id,
     template: PromptTemplate,
     *,
@@ -255,7 +259,7 @@ def render_fitted(
 
 
 def refinement_items(
-    release,
+    release: Release,
     tokenizer: Tokenizer,
     instruction_ids,
     context_length: int,
@@ -300,7 +304,7 @@ class _HelmCells:
     def __init__(self):
         self.cl100k, self.ids = None, {}
 
-    def ehr(self, release, row, question: str) -> str:
+    def ehr(self, release: Release, row, question: str) -> str:
         from .strategies import helm_packed_ehr, helm_read_text
         from .tokenizers import load_tokenizer
 
@@ -314,7 +318,12 @@ class _HelmCells:
 
 
 def materialize_prompts(
-    grid, release, tokenizer: Tokenizer, *, template: PromptTemplate | None = None, use_chat_template: bool = True
+    grid,
+    release: Release,
+    tokenizer: Tokenizer,
+    *,
+    template: PromptTemplate | None = None,
+    use_chat_template: bool = True,
 ):
     """Add the full prompt text to grid rows (for generation), rebuilt from their spans."""
     template = template or PromptTemplate.from_file()
@@ -382,7 +391,7 @@ PROMPT_COLUMNS = [
 
 
 def export_prompts(
-    grid: pd.DataFrame, release, tokenizers: dict, *, contexts, strategies, template=None
+    grid: pd.DataFrame, release: Release, tokenizers: dict, *, contexts, strategies, template=None
 ) -> pd.DataFrame:
     """The prompt text of every kept cell of a grid (its `tokenizer` column naming a key of
     `tokenizers`) in the given contexts and strategies, with `PROMPT_COLUMNS`. A context or strategy

@@ -12,12 +12,18 @@ rule of CMS and most data use agreements) shows only that it is small.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
 import numpy as np
 import pandas as pd
 
 from .. import paper
+
+if TYPE_CHECKING:  # annotations only
+    from .release import Release
+
 
 TOP_AGE = 90
 MIN_CELL_ENV = "MEDALIGN_MIN_CELL"
@@ -259,7 +265,7 @@ AGE_BANDS = [0, 18, 40, 65, 80, 200]
 AGE_LABELS = ["<18", "18-39", "40-64", "65-79", "80+"]
 
 
-def instruction_demographics(release, progress: bool = False) -> pd.DataFrame:
+def instruction_demographics(release: Release, progress: bool = False) -> pd.DataFrame:
     """Each instruction's patient's sex, race, ethnicity and age band (as written in the record),
     for breakdowns of correctness; indexed by instruction_id."""
     patients = release.patients(progress=progress).set_index("person_id")
@@ -274,12 +280,12 @@ def instruction_demographics(release, progress: bool = False) -> pd.DataFrame:
     return out.fillna("unknown")
 
 
-def release_label(release) -> str:
+def release_label(release: Release) -> str:
     """What a page says the data is: 'synthetic cohort' or 'MedAlign release'."""
     return "synthetic cohort" if release.is_synthetic else "MedAlign release"
 
 
-def data_line(release) -> str:
+def data_line(release: Release) -> str:
     """The line every notebook prints first: which data, and its fingerprint."""
     return f"data: {release_label(release)}; fingerprint {release.fingerprint()}"
 

@@ -9,6 +9,8 @@ metric.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -16,6 +18,9 @@ from tqdm import tqdm
 from ..data.release import primary_reviewer_rows
 from ..stats import BOOTSTRAP, Bootstrap, bootstrap_ci, kendall_tau_b_rows
 from . import clinicians
+
+if TYPE_CHECKING:  # annotations only
+    from ..data.release import Release
 
 
 def score_responses(
@@ -240,7 +245,7 @@ def rank_systems(
     return out.sort_values(["metric", "place"]) if len(out) else out
 
 
-def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int = 2000) -> dict[str, str]:
+def bm25_sources(release: Release, instructions: pd.DataFrame, k: int = 3, max_chars: int = 2000) -> dict[str, str]:
     """The source text of source-augmented metrics: the k BM25 best snippets (encounters) of each
     instruction's EHR for its question, as the paper did for COMET."""
     from ..context.bm25 import SnippetIndex
@@ -255,7 +260,7 @@ def bm25_sources(release, instructions: pd.DataFrame, k: int = 3, max_chars: int
     return out
 
 
-def judgment_scores(judgments: list, release) -> tuple[pd.DataFrame, list[str]]:
+def judgment_scores(judgments: list, release: Release) -> tuple[pd.DataFrame, list[str]]:
     """The rubric, correct and medhelm judgments of `judgments` files as metric scores
     (`judge:<name>:<mode>`, and `...-expected` where verdicts carry probabilities) for the
     release's responses, and what was skipped, one line each. Judgments of no instruction

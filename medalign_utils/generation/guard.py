@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:  # annotations only
+    from ..data.release import Release
 
 
 class DataGuardError(PermissionError):
@@ -77,7 +81,7 @@ class DataGuard:
         _hosts(list(self.allowed_hosts) if isinstance(self.allowed_hosts, tuple) else self.allowed_hosts)
 
     @classmethod
-    def for_release(cls, release, allowed_hosts=()) -> DataGuard:
+    def for_release(cls, release: Release, allowed_hosts=()) -> DataGuard:
         return cls(bool(release.is_synthetic), tuple(sorted(_hosts(allowed_hosts))))
 
     @classmethod

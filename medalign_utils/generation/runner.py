@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm import tqdm
@@ -13,6 +14,9 @@ from tqdm import tqdm
 from ..provenance import package_versions
 from .backends import Answer, Backend
 from .store import ResultStore, prompt_hash
+
+if TYPE_CHECKING:  # annotations only
+    from ..data.release import Release
 
 
 def run_generation(
@@ -203,7 +207,12 @@ def _refinement_record(state: dict, backend: Backend, data_fingerprint: str) -> 
 
 
 def run_extractive(
-    release, instructions: pd.DataFrame, out_path: str | Path, *, baseline: Backend | None = None, progress: bool = True
+    release: Release,
+    instructions: pd.DataFrame,
+    out_path: str | Path,
+    *,
+    baseline: Backend | None = None,
+    progress: bool = True,
 ) -> dict:
     """The model-free BM25 extractive baseline over the whole record, run like any backend and
     recorded like a system (`bm25_extractive`, strategy `whole_record`, context 0). One record's

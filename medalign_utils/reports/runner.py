@@ -14,6 +14,8 @@ the run fails.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import json
 import os
@@ -29,6 +31,10 @@ from ..config import SuiteConfig, load_config, project_path, project_root
 from .findings import FINDINGS_ENV, TABLES_ENV, format_value, read_findings
 from ..provenance import environment_record
 from .scan import SensitiveIndex, ShareSafeWriter
+
+if TYPE_CHECKING:  # annotations only
+    from ..data.release import Release
+
 
 # A notebook runs only if the notebooks it depends on succeeded: 03 reads 02's prompts, 05 and 06
 # read 03's answers (a failed 03 would leave them reading an older run's).
@@ -248,7 +254,7 @@ def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[Path]:
 
 
 def _run_record(
-    cfg: SuiteConfig, release, run_id: str, results: dict, *, fingerprint: str, scanned: bool, relativize
+    cfg: SuiteConfig, release: Release, run_id: str, results: dict, *, fingerprint: str, scanned: bool, relativize
 ) -> dict:
     """What `run.json` holds: the data (no paths), the config, findings, environment, notebooks."""
     return {

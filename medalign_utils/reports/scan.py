@@ -24,6 +24,8 @@ cached copies, files a notebook leaves in its run folder, and console lines.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import base64
 import binascii
 import hashlib
@@ -39,6 +41,10 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only
+    from ..data.release import Release
+
 
 SHINGLE_WORDS = 6
 # A shingle found in the texts of at least this share of patients (and at least 3) is a template
@@ -410,7 +416,7 @@ class SensitiveIndex:
         return cls(shingles, short, list(person_ids), set(dates), n_texts, n_common)
 
     @classmethod
-    def from_release(cls, release, progress: bool = False) -> SensitiveIndex:
+    def from_release(cls, release: Release, progress: bool = False) -> SensitiveIndex:
         texts: dict[str, list[str]] = {}
         for df, cols in (
             (release.instructions, ["question"]),

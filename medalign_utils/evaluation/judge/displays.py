@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from .trust import (
     medhelm_agreement,
     pairwise_agreement_intervals,
 )
+
+if TYPE_CHECKING:  # annotations only
+    from ...data.release import Release
 
 
 def _kind(metric: str) -> str:
@@ -47,7 +51,7 @@ class JudgeTable4Display:
     @classmethod
     def from_judgments(
         cls,
-        release,
+        release: Release,
         judgments: pd.DataFrame,
         labels: pd.DataFrame,
         *,
@@ -257,7 +261,7 @@ class PlacementDisplay:
     def from_judge(
         cls,
         judge,
-        release,
+        release: Release,
         answers: pd.DataFrame,
         judgments_dir: str | Path,
         *,

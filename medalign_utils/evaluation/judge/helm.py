@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,11 +22,15 @@ from ...generation.store import ResultStore, prompt_hash
 from .modes import RUBRIC_KEYS, get_mode
 from .running import KEY_FIELDS
 
+if TYPE_CHECKING:  # annotations only
+    from ...data.release import Release
+
+
 REDACTED = "[redacted]"
 GENERATION_KEYS = ("instruction_id", "system", "strategy", "context", "prompt_hash")
 
 
-def helm_instance_ids(release) -> dict[str, str]:
+def helm_instance_ids(release: Release) -> dict[str, str]:
     """HELM's instance id (``id<N>``) -> MedAlign instruction_id, as HELM's MedAlign loader numbers
     its instances."""
     refs = release.references
@@ -78,7 +83,7 @@ def _load(path: Path):
         raise ValueError(f"{path}: not JSON ({err})") from None
 
 
-def map_helm_instances(run: pd.DataFrame, release) -> tuple[pd.DataFrame, list[str], int]:
+def map_helm_instances(run: pd.DataFrame, release: Release) -> tuple[pd.DataFrame, list[str], int]:
     """The run's instances with their instruction_id, the problems (one line per instance that maps
     to no instruction or whose prompt holds another question: left out), and how many were mapped
     by order alone (redacted or missing prompts)."""
@@ -118,7 +123,7 @@ def helm_verdict(annotation: dict) -> tuple[dict | None, str | None]:
 
 
 def import_helm_run(
-    run_dir: str | Path, release, system: str, *, generations_out: str | Path, judgments_out: str | Path
+    run_dir: str | Path, release: Release, system: str, *, generations_out: str | Path, judgments_out: str | Path
 ) -> dict:
     """Write a HELM run's completions (generations, under `system`) and its jurors' annotations
     (`medhelm` judgments by ``helm:<juror>``); returns what was imported and every problem."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -10,6 +11,9 @@ from ...stats import BOOTSTRAP, Bootstrap
 from .agreement import judge_win_rates, pairwise_battles
 from .running import pairwise_items, read_judgments, run_judgments, with_new_system
 from .settings import Judge
+
+if TYPE_CHECKING:  # annotations only
+    from ...data.release import Release
 
 
 def system_to_place(answers: pd.DataFrame, items: pd.DataFrame, system: str | None = None) -> str | None:
@@ -28,7 +32,7 @@ def place_new_system(
     items: pd.DataFrame,
     answers: pd.DataFrame,
     system: str,
-    release,
+    release: Release,
     out_path: str | Path,
     *,
     bootstrap: Bootstrap = BOOTSTRAP,

@@ -24,6 +24,7 @@ import json
 import math
 import re
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,10 @@ from ...synthetic.grading import planted_values, value_match
 from ...synthetic.labels import judge_rubric_level
 from .modes import RUBRIC_KEYS, mode_for_schema
 from .verdicts import verdict_token_logprobs
+
+if TYPE_CHECKING:  # annotations only
+    from ...data.release import Release
+
 
 _REFERENCE = re.compile(r'reference answer: """(.*?)"""|<gold_response>\n(.*?)\n</gold_response>', re.S)
 _ONE = re.compile(r'Answer to (?:rate|judge): """(.*)"""|<response>\n(.*)\n</response>', re.S)
@@ -56,7 +61,7 @@ class PlantedJudge(Backend):
 
     def __init__(
         self,
-        release,
+        release: Release,
         *,
         noise_sd: float = 0.5,
         scale: float = 1.0,
@@ -249,7 +254,9 @@ _OPTIONS = (
 )
 
 
-def planted_backend(spec, settings: GenerationSettings, *, release=None, model=None, batch_size=8, **options):
+def planted_backend(
+    spec, settings: GenerationSettings, *, release: Release | None = None, model=None, batch_size=8, **options
+):
     """The registered ``"planted"`` backend: a `PlantedJudge` on `release` served on loopback for as
     long as the backend is open (`close`, or the judge's ``with`` block, stops it). `options` are
     the planted judge's (``noise_sd``, ``service_time``, ``source``...) and the client's
@@ -267,7 +274,7 @@ def planted_backend(spec, settings: GenerationSettings, *, release=None, model=N
 
 
 def planted_judge(
-    release,
+    release: Release,
     *,
     name: str = "planted",
     noise_sd: float = 0.5,
@@ -299,7 +306,9 @@ def planted_judge(
     )
 
 
-def oracle_label_plan(release, out_path, *, ks=(10, 20, 40, 80), n_draws: int = 100, seed: int = 0, progress=True):
+def oracle_label_plan(
+    release: Release, out_path, *, ks=(10, 20, 40, 80), n_draws: int = 100, seed: int = 0, progress=True
+):
     """The most any judge could save in clinician labels: the label-budget planner for an oracle-like
     planted judge that repeats the primary clinician's own correct label (its verdicts written to
     `out_path`)."""

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,10 @@ from .modes import JudgeMode, get_mode
 from .settings import Judge
 from .verdicts import value_distributions
 
+if TYPE_CHECKING:  # annotations only
+    from ...data.release import Release
+
+
 # A verdict is on one system's response (`system`), or on a `pair` "a|b" of them (the other field empty).
 KEY_FIELDS = ("judge", "mode", "instruction_id", "system", "pair", "order", "prompt_hash")
 
@@ -39,7 +44,7 @@ KEY_FIELDS = ("judge", "mode", "instruction_id", "system", "pair", "order", "pro
 # ------------------------------------------------------------------ judges and what they judge
 
 
-def response_items(release, instructions=None, systems=None) -> pd.DataFrame:
+def response_items(release: Release, instructions=None, systems=None) -> pd.DataFrame:
     """One row per reviewed response (instruction x system): instruction_id, person_id, question,
     reference (the primary reviewer's), system, response."""
     resp = release.model_responses.drop_duplicates(["instruction_id", "system"])
@@ -50,7 +55,7 @@ def response_items(release, instructions=None, systems=None) -> pd.DataFrame:
     return _with_references(release, resp.rename(columns={"system": "system", "model_response": "response"}))
 
 
-def _with_references(release, items: pd.DataFrame) -> pd.DataFrame:
+def _with_references(release: Release, items: pd.DataFrame) -> pd.DataFrame:
     refs = primary_reviewer_rows(release.references, ("clinician_response",)).drop_duplicates("instruction_id")
     ref = refs.set_index("instruction_id").clinician_response if len(refs) else pd.Series(dtype=object)
     q = release.instructions.set_index("instruction_id").question
@@ -96,7 +101,7 @@ def pairwise_items(items: pd.DataFrame, pairs: list[tuple[str, str]] | None = No
 
 
 def judge_prompts(
-    judge: Judge, mode: str | JudgeMode, items: pd.DataFrame, release, *, context: int | None = None
+    judge: Judge, mode: str | JudgeMode, items: pd.DataFrame, release: Release, *, context: int | None = None
 ) -> list[str]:
     """The judge's prompt for each item, the EHR fitted into its context (or left out): `context`
     tokens (default the judge's), less its safety margin when its tokenizer is a stand-in. The
@@ -145,7 +150,13 @@ def _shared_prefixes(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_judgments(
-    judge: Judge, mode: str | JudgeMode, items: pd.DataFrame, release, out_path: str | Path, *, progress: bool = True
+    judge: Judge,
+    mode: str | JudgeMode,
+    items: pd.DataFrame,
+    release: Release,
+    out_path: str | Path,
+    *,
+    progress: bool = True,
 ) -> dict:
     """Judge every item not yet in `out_path`; returns counts (judgments, invalid, failed, tokens).
     Each judgment is written as soon as it is final (a kill loses only the requests in flight)."""
@@ -207,7 +218,7 @@ class _Attempt:
     reason: str | None = None
 
 
-def _judge_stream(judge: Judge, mode: JudgeMode, chunk: pd.DataFrame, release, *, identity: dict):
+def _judge_stream(judge: Judge, mode: JudgeMode, chunk: pd.DataFrame, release: Release, *, identity: dict):
     """Ask, parse, ask again (up to `judge.retries` times) the items whose verdict is invalid, and
     refit the prompts a server finds too long; yield each judgment as soon as it is final."""
     constraint = mode.constraint(free_tokens=judge.free_tokens) if judge.constrained else None
@@ -343,7 +354,7 @@ def with_new_system(items: pd.DataFrame, answers: pd.DataFrame, system: str) -> 
 
 
 def judge_all_modes(
-    judges: list[Judge], modes, items: pd.DataFrame, release, *, out_dir: str | Path, progress: bool = True
+    judges: list[Judge], modes, items: pd.DataFrame, release: Release, *, out_dir: str | Path, progress: bool = True
 ) -> pd.DataFrame:
     """Every judge in every mode over `items` (pairwise: both orders of every pair), each to its own
     JSONL under `out_dir`; returns one row of counts per judge and mode."""

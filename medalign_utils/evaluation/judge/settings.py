@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ...generation.backends import Backend, GenerationSettings, backend_kind, backend_name, load_backend
+
+if TYPE_CHECKING:  # annotations only
+    from ...data.release import Release
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class Judge:
     free_tokens: int = DEFAULTS.free_tokens
 
     @classmethod
-    def from_settings(cls, settings: JudgeSettings = DEFAULTS, *, guard=None, release=None) -> Judge:
+    def from_settings(cls, settings: JudgeSettings = DEFAULTS, *, guard=None, release: Release | None = None) -> Judge:
         """The judge `settings` describe. An endpoint passes the data `guard`; the planted test judge
         needs the `release`. Its tokenizer (for fitting the EHR) is the backend's own, else cl100k
         with a 25% safety margin. A local judge decodes `batch_size` prompts together; verdicts do
@@ -128,7 +132,7 @@ class Judge:
         )
 
     @classmethod
-    def from_spec(cls, spec, *, guard=None, release=None, **settings) -> Judge:
+    def from_spec(cls, spec, *, guard=None, release: Release | None = None, **settings) -> Judge:
         """A judge from one spec and any `JudgeSettings` by keyword: ``Judge.from_spec("smollm2")``,
         ``Judge.from_spec(url, model="m", guard=guard)``,
         ``Judge.from_spec("planted", release=release)``."""
