@@ -9,8 +9,8 @@ BM25 `retrieval` of encounters from `bm25`, multi-step-refinement chunks, peer v
 the instruction x context x strategy prompt grid with exact token counts.
 """
 
-from .bm25 import BM25Index, SnippetIndex, bm25_snippets, plain_text, record_sentences
-from .evidence import evidence_items, evidence_retained, instruction_evidence, locate_evidence, retention_table
+from .bm25 import BM25Index, SnippetIndex, bm25_snippets, record_sentences
+from .evidence import evidence_items, evidence_retained, retention_table
 from .grid import (
     PROMPT_COLUMNS,
     GridSettings,
@@ -33,10 +33,8 @@ from .strategies import (
     EncounterIndex,
     FitRequest,
     Record,
-    RecordResources,
     count_prompt,
     encounter_spans,
-    fit_oldest,
     fit_recent,
     fit_retrieval,
     mr_chunks,
@@ -46,14 +44,11 @@ from .strategies import (
 )
 from .templates import (
     DEFAULT_TEMPLATE,
-    HELM_TEMPLATE,
     REFINE_TEMPLATE,
     TEMPLATES,
     BudgetError,
     PromptTemplate,
     ehr_budget,
-    peer_budget,
-    peer_template,
 )
 from .tokenizers import (
     LineTokens,
@@ -66,13 +61,11 @@ from .tokenizers import (
     save_tokens,
     split_at_line_starts,
     tokenize_file,
-    tokenize_text,
 )
 
 __all__ = [
     "LineTokens",
     "DEFAULT_TEMPLATE",
-    "HELM_TEMPLATE",
     "PEER_STRATEGIES",
     "PROMPT_COLUMNS",
     "REFINE_TEMPLATE",
@@ -90,7 +83,6 @@ __all__ = [
     "GridSettings",
     "PromptTemplate",
     "Record",
-    "RecordResources",
     "TokenizedText",
     "Tokenizer",
     "bm25_snippets",
@@ -101,20 +93,14 @@ __all__ = [
     "evidence_items",
     "evidence_retained",
     "export_prompts",
-    "fit_oldest",
     "fit_recent",
     "fit_retrieval",
     "grid_summary",
-    "instruction_evidence",
     "load_tokenizer",
     "load_tokens",
-    "locate_evidence",
     "materialize_prompts",
     "mr_chunks",
     "peer_comparison",
-    "peer_budget",
-    "peer_template",
-    "plain_text",
     "pretokenize",
     "read_prompts",
     "record_sentences",
@@ -127,6 +113,5 @@ __all__ = [
     "select_prompts",
     "split_at_line_starts",
     "tokenize_file",
-    "tokenize_text",
     "write_prompts",
 ]

@@ -27,12 +27,8 @@ from .describe import (
     to_paper_category,
 )
 from .ehr import (
-    EVENT_COLUMNS,
-    EHRSummary,
     file_digest,
-    load_cached_events,
     parse_ehr,
-    parse_ehrs_to_cache,
     parse_timestamp,
     read_ehr_text,
     split_paper_code,
@@ -53,11 +49,9 @@ from .release import (
 )
 
 __all__ = [
-    "EVENT_COLUMNS",
     "FOLLOW_LINKS_ENV",
     "LENGTH_LABELS",
     "SYNTHETIC_MARKER",
-    "EHRSummary",
     "Problem",
     "Release",
     "UnusableReleaseError",
@@ -71,13 +65,11 @@ __all__ = [
     "fit_shares",
     "instruction_demographics",
     "instruction_length_bins",
-    "load_cached_events",
     "load_release",
     "near_duplicate_instructions",
     "notes_per_type",
     "open_release",
     "parse_ehr",
-    "parse_ehrs_to_cache",
     "parse_timestamp",
     "primary_reviewer_rows",
     "rater_column",

@@ -10,41 +10,32 @@ or record dates.
 """
 
 from .findings import (
-    FINDINGS_ENV,
     Finding,
     compare_findings,
     load_run_findings,
-    read_findings,
     record_finding,
     record_table,
 )
-from .pages import SYNTHETIC_BANNER, bundle_run, relative_paths, render_page
-from .runner import declared_parameters, index_html, list_runs, run_suite, write_indexes
+from .pages import SYNTHETIC_BANNER, render_page
+from .runner import declared_parameters, index_html, run_suite
 from .scan import SensitiveIndex, ShareSafeWriter, dates_in
-from .tables import readable, readable_table3, show, with_ci
+from .tables import readable, readable_table3, show
 
 __all__ = [
-    "FINDINGS_ENV",
     "Finding",
     "SYNTHETIC_BANNER",
     "SensitiveIndex",
     "ShareSafeWriter",
-    "bundle_run",
     "compare_findings",
     "dates_in",
     "declared_parameters",
     "index_html",
-    "list_runs",
     "load_run_findings",
-    "read_findings",
     "readable",
     "readable_table3",
     "record_finding",
     "record_table",
-    "relative_paths",
     "render_page",
     "run_suite",
     "show",
-    "with_ci",
-    "write_indexes",
 ]

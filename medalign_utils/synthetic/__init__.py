@@ -9,10 +9,9 @@ model (`labels`, with the statistics the analyses should recover), and `planted_
 planted truth (the planted test judge, `evaluation.judge.planted`, grades by it).
 """
 
-from .cohort import GENERATOR_VERSION, CohortSpec, make_cohort, record_lengths
+from .cohort import CohortSpec, make_cohort, record_lengths
 from .grading import GRADABLE_KINDS, accuracy_table, generation_order, grade_answers, planted_values, value_match
 from .labels import (
-    TIE_CONVENTION,
     LabelModel,
     expected_inter_rater_tau,
     expected_judge_tau,
@@ -23,9 +22,7 @@ from .labels import (
 )
 
 __all__ = [
-    "GENERATOR_VERSION",
     "GRADABLE_KINDS",
-    "TIE_CONVENTION",
     "CohortSpec",
     "LabelModel",
     "accuracy_table",

@@ -67,7 +67,7 @@ from .trust import (
     pairwise_agreement_intervals,
     quadratic_kappa,
 )
-from .verdicts import parse_verdict, value_distributions
+from .verdicts import parse_verdict
 
 __all__ = [
     "DEFAULTS",
@@ -127,6 +127,5 @@ __all__ = [
     "self_preference",
     "system_to_place",
     "transfer_table",
-    "value_distributions",
     "with_new_system",
 ]
