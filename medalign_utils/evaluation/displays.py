@@ -79,15 +79,13 @@ class Figure2Display:
     @classmethod
     def from_labels(cls, labels: pd.DataFrame, *, bootstrap: Bootstrap = BOOTSTRAP):
         share = win_matrix(labels, systems=paper.in_paper_order(labels.system))
-        rows = []
-        for (a, b), claim in paper.FIGURE2_CLAIMS.items():
-            if {a, b} <= set(share.index):
-                lo, hi = head_to_head_ci(labels, a, b, bootstrap=bootstrap)
-                rows.append({"row system": a, "column system": b, "ours": share.loc[a, b], "ci_low": lo,
-                             "ci_high": hi, "paper": claim})  # fmt: skip
-        return cls(
-            share, pd.DataFrame(rows, columns=["row system", "column system", "ours", "ci_low", "ci_high", "paper"])
-        )
+        columns = ["row system", "column system", "ours", "ci_low", "ci_high", "paper"]
+        rows = [
+            (a, b, share.loc[a, b], *head_to_head_ci(labels, a, b, bootstrap=bootstrap), claim)
+            for (a, b), claim in paper.FIGURE2_CLAIMS.items()
+            if {a, b} <= set(share.index)
+        ]
+        return cls(share, pd.DataFrame(rows, columns=columns))
 
     def plot(self):
         from .. import plots
