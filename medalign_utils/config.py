@@ -123,7 +123,7 @@ class SuiteConfig:
     def global_parameters(self) -> dict:
         """The keys every notebook may receive (those it declares)."""
         out = dataclasses.asdict(self)
-        for k in ("notebooks", "source", "synthetic", "follow_external_links"):
+        for k in ("notebooks", "source", "synthetic"):
             out.pop(k)
         return out
 

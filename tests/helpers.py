@@ -73,15 +73,16 @@ def make_tiny_lm(path: Path, chat_template: bool = False) -> Path:
     return path
 
 
-def write_notebook(path: Path, source: str) -> None:
-    """A two-cell notebook: a parameters cell declaring data_dir, then `source`."""
+def write_notebook(path: Path, source: str, *, parameters: str = "data_dir = 'x'", reads=(), writes=()) -> None:
+    """A two-cell notebook: a parameters cell (declaring data_dir, and naming the parameters that are
+    files it `reads` and `writes` in its metadata, as the suite's notebooks do), then `source`."""
     import nbformat
 
+    metadata = {"tags": ["parameters"]}
+    if reads or writes:
+        metadata["medalign"] = {"reads": list(reads), "writes": list(writes)}
     nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("data_dir = 'x'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(source),
-    ]
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata=metadata), nbformat.v4.new_code_cell(source)]
     nbformat.write(nb, path)
 
 

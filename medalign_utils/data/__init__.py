@@ -35,7 +35,6 @@ from .ehr import (
 )
 from .problems import Problem, UnusableReleaseError
 from .release import (
-    FOLLOW_LINKS_ENV,
     SYNTHETIC_MARKER,
     Release,
     find_layout,
@@ -49,7 +48,6 @@ from .release import (
 )
 
 __all__ = [
-    "FOLLOW_LINKS_ENV",
     "LENGTH_LABELS",
     "SYNTHETIC_MARKER",
     "Problem",

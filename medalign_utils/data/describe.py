@@ -4,17 +4,16 @@ Small pure functions over the tables `release.Release` gives (patients, events, 
 `context.tokenizers.record_token_counts` (tokens per record).
 
 Disclosure rules hold here, where the tables are made, for every table not marked synthetic
-(`Release` marks its tables in ``.attrs["synthetic"]``; a table without the mark counts as real):
-ages over 89 are shown only as "90+" (HIPAA's safe harbor), and a cell of fewer patients than
-`min_cell_patients()` (11 unless the config's ``min_cell_patients`` says otherwise: the small-cell
-rule of CMS and most data use agreements) shows only that it is small.
+(`Release` marks its tables' ``.attrs`` with `Release.disclosure`; a table without the mark counts
+as real): ages over 89 are shown only as "90+" (HIPAA's safe harbor), and a cell of fewer patients
+than the table's ``min_cell_patients`` (the release's: 11 unless the config says otherwise, the
+small-cell rule of CMS and most data use agreements) shows only that it is small. A table made
+from marked tables carries their marks on.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-import os
 
 import numpy as np
 import pandas as pd
@@ -26,13 +25,7 @@ if TYPE_CHECKING:  # annotations only
 
 
 TOP_AGE = 90
-MIN_CELL_ENV = "MEDALIGN_MIN_CELL"
 DEFAULT_MIN_CELL = 11
-
-
-def min_cell_patients() -> int:
-    """The smallest number of patients a shown cell may describe (the run's config sets it)."""
-    return int(os.environ.get(MIN_CELL_ENV, DEFAULT_MIN_CELL))
 
 
 def is_real(table: pd.DataFrame) -> bool:
@@ -40,8 +33,14 @@ def is_real(table: pd.DataFrame) -> bool:
     return not table.attrs.get("synthetic", False)
 
 
-def small_cell_label() -> str:
-    return f"<{min_cell_patients()}"
+def min_cell_patients(table: pd.DataFrame) -> int:
+    """The smallest number of patients a shown cell of `table` may describe (its release's setting)."""
+    return int(table.attrs.get("min_cell_patients", DEFAULT_MIN_CELL))
+
+
+def _disclosure(table: pd.DataFrame) -> dict:
+    """The marks a table made from `table` carries on."""
+    return {"synthetic": not is_real(table), "min_cell_patients": min_cell_patients(table)}
 
 
 def cohort_table(patients: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
@@ -61,7 +60,7 @@ def cohort_table(patients: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     out["notes"] = p["n_notes"]
     out["encounters"] = enc
     out = out.reset_index()
-    out.attrs["synthetic"] = not is_real(patients)
+    out.attrs.update(_disclosure(patients))
     if is_real(patients):  # top-coded: 90 stands for 90 or over
         out["age_at_last_event"] = out.age_at_last_event.clip(upper=TOP_AGE)
     return out
@@ -82,18 +81,20 @@ def cohort_summary(cohort: pd.DataFrame) -> pd.DataFrame:
 
 def patients_per(cohort: pd.DataFrame, column: str) -> pd.DataFrame:
     """Patients per value of a column of the cohort table (gender...); on real data a value held by
-    fewer than `min_cell_patients()` patients shows only that it is small."""
+    fewer than the cohort's `min_cell_patients` patients shows only that it is small."""
     counts = cohort[column].value_counts().rename("patients").to_frame()
-    return _suppress_small(counts, "patients", ["patients"], real=is_real(cohort))
+    return _suppress_small(counts, "patients", ["patients"], source=cohort)
 
 
-def _suppress_small(table: pd.DataFrame, patients_col: str, cols: list[str], *, real: bool) -> pd.DataFrame:
-    """`cols` of rows describing fewer than `min_cell_patients()` patients replaced by "<N"."""
-    if not real or table.empty:
+def _suppress_small(table: pd.DataFrame, patients_col: str, cols: list[str], *, source: pd.DataFrame) -> pd.DataFrame:
+    """`cols` of rows describing fewer than `source`'s `min_cell_patients` patients replaced by "<N",
+    when `source` is real data."""
+    if not is_real(source) or table.empty:
         return table
-    small = table[patients_col] < min_cell_patients()
+    threshold = min_cell_patients(source)
+    small = table[patients_col] < threshold
     out = table.astype({c: object for c in cols})
-    out.loc[small, cols] = small_cell_label()
+    out.loc[small, cols] = f"<{threshold}"
     return out
 
 
@@ -118,7 +119,7 @@ def notes_per_type(events: pd.DataFrame) -> pd.DataFrame:
         .agg(n=("text", "size"), patients=("person_id", "nunique"), median_chars=("chars", "median"))
         .sort_values("n", ascending=False)
     )
-    return _suppress_small(table, "patients", ["n", "patients", "median_chars"], real=is_real(events))
+    return _suppress_small(table, "patients", ["n", "patients", "median_chars"], source=events)
 
 
 def fit_shares(token_counts: pd.DataFrame, context_lengths=paper.CONTEXT_LENGTHS, reserve: int = 0) -> pd.DataFrame:

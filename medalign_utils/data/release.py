@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 
 from . import ehr as ehr_mod
 from ..config import cache_root, project_path, writable_dir
+from .describe import DEFAULT_MIN_CELL
 from .problems import Problem, UnusableReleaseError
 
 RESPONSES_STEM = "clinician-reviewed-model-responses"
@@ -56,6 +56,12 @@ class ReleaseLayout:
     tables: dict[str, Path] = field(default_factory=dict)  # stem -> file
     ehr_dir: Path | None = None
     ehr_files: dict[str, Path] = field(default_factory=dict)  # person_id -> file
+
+    @property
+    def disclosure(self) -> dict:
+        """What the disclosure rules of `describe` read from a table's ``attrs``: whether the data is
+        the synthetic cohort's, and the smallest number of patients a shown cell may describe."""
+        return {"synthetic": self.is_synthetic, "min_cell_patients": self.min_cell_patients}
 
     def fingerprint(self) -> str:
         """A short hash of every table and EHR file's bytes: identifies the data a result came from."""
@@ -114,16 +120,9 @@ def _find_release_root(root: Path) -> Path:
     return root
 
 
-FOLLOW_LINKS_ENV = "MEDALIGN_FOLLOW_EXTERNAL_LINKS"
 _LINK_SKIPPED = (
     "is a link to a file outside the release folder; skipped (set follow_external_links: true in the config to read it)"
 )
-
-
-def _follow_external_links(value: bool | None) -> bool:
-    if value is not None:
-        return value
-    return os.environ.get(FOLLOW_LINKS_ENV, "").lower() in ("1", "true", "yes")
 
 
 def _outside(path: Path, root: Path) -> bool:
@@ -131,12 +130,11 @@ def _outside(path: Path, root: Path) -> bool:
     return path.is_symlink() and not path.resolve().is_relative_to(root.resolve())
 
 
-def find_layout(root: str | Path, problems: list[Problem], follow_external_links: bool | None = None) -> ReleaseLayout:
+def find_layout(root: str | Path, problems: list[Problem], follow_external_links: bool = False) -> ReleaseLayout:
     """Locate the tables and the EHR folder; files in the EHR folder that are not EHRs are skipped
     and each is reported. A link that leads outside the release folder is reported and skipped,
-    unless `follow_external_links` (or the config's `follow_external_links`, which the runner passes
-    as $MEDALIGN_FOLLOW_EXTERNAL_LINKS) allows it."""
-    follow = _follow_external_links(follow_external_links)
+    unless `follow_external_links` (the config's setting, a parameter of every notebook) allows it."""
+    follow = bool(follow_external_links)
     root = Path(root)
     if not root.is_dir():
         raise UnusableReleaseError(Problem(str(root), "no such folder", fatal=True))
@@ -499,6 +497,9 @@ class Release:
     model_responses: pd.DataFrame
     rouge: pd.DataFrame | None
     problems: list[Problem]
+    # The small-cell rule every table describing patients follows on the real release (`describe`):
+    # the config's `min_cell_patients`, which reaches each notebook as a parameter of `open_release`.
+    min_cell_patients: int = DEFAULT_MIN_CELL
 
     @property
     def is_synthetic(self) -> bool:
@@ -554,7 +555,7 @@ class Release:
     ) -> pd.DataFrame:
         """Every patient's events in one DataFrame (see `ehr.EVENT_COLUMNS`)."""
         table = ehr_mod.load_cached_events(self.parse_ehrs(cache_dir, progress=progress), columns)
-        table.attrs["synthetic"] = self.is_synthetic  # the disclosure rules of `describe` read it
+        table.attrs.update(self.disclosure)  # the disclosure rules of `describe` read it
         return table
 
     def patients(self, cache_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
@@ -565,18 +566,27 @@ class Release:
                 {"person_id": pid, "schema": s.schema, "n_events": s.n_events, "n_notes": s.n_notes, **s.patient}
             )
         table = pd.DataFrame(rows)
-        table.attrs["synthetic"] = self.is_synthetic  # the disclosure rules of `describe` read it
+        table.attrs.update(self.disclosure)  # the disclosure rules of `describe` read it
         return table
+
+    @property
+    def disclosure(self) -> dict:
+        """What the disclosure rules of `describe` read from a table's ``attrs``: whether the data is
+        the synthetic cohort's, and the smallest number of patients a shown cell may describe."""
+        return {"synthetic": self.is_synthetic, "min_cell_patients": self.min_cell_patients}
 
     def fingerprint(self) -> str:
         """A short hash of every table and EHR file's bytes: identifies the data a result came from."""
         return self.layout.fingerprint()
 
 
-def open_release(data_dir: str | Path) -> Release:
+def open_release(
+    data_dir: str | Path, *, follow_external_links: bool = False, min_cell_patients: int = DEFAULT_MIN_CELL
+) -> Release:
     """The release at `data_dir` (relative to the repository root unless absolute), as notebooks
     open it. It only reads: a synthetic cohort is made by an explicit step (`make data`,
-    `medalign synth DIR`, or `medalign run` with `synthetic.generate_if_missing`)."""
+    `medalign synth DIR`, or `medalign run` with `synthetic.generate_if_missing`). The settings are
+    the config's, which `medalign run` passes to every notebook as parameters."""
     path = project_path(data_dir)
     if not path.exists():
         raise UnusableReleaseError(
@@ -588,10 +598,12 @@ def open_release(data_dir: str | Path) -> Release:
                 fatal=True,
             )
         )
-    return load_release(path)
+    return load_release(path, follow_external_links=follow_external_links, min_cell_patients=min_cell_patients)
 
 
-def load_release(root: str | Path, follow_external_links: bool | None = None) -> Release:
+def load_release(
+    root: str | Path, follow_external_links: bool = False, min_cell_patients: int = DEFAULT_MIN_CELL
+) -> Release:
     """Read a release folder (or the folder holding `medalign_instructions_v1_3/`).
 
     Raises `UnusableReleaseError` for a missing folder, a missing required file or column; every
@@ -639,7 +651,8 @@ def load_release(root: str | Path, follow_external_links: bool | None = None) ->
                     f"row {rows[i]}",
                 )
             )
-    return Release(layout.root, layout, instructions, references, responses, tables.get(ROUGE_STEM), problems)
+    rouge = tables.get(ROUGE_STEM)
+    return Release(layout.root, layout, instructions, references, responses, rouge, problems, min_cell_patients)
 
 
 def validate_release(

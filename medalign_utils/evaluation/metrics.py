@@ -103,16 +103,20 @@ class MetricSignature:
 
 class Metric:
     """Base class: subclasses set `name`, `library`, and implement `_pair(hyp, ref) -> float` or
-    override `score`. `_SIGNATURE_TYPE` is the value object its `signature()` returns."""
+    override `score`. `_SIGNATURE_TYPE` is the value object its `signature()` returns. As in
+    sacrebleu, each setting's default is a class attribute in capitals (`Metric.MULTI_REF`,
+    `RougeL.USE_STEMMER`, ...), which its constructor keyword takes: a reader sees a metric's
+    defaults without building it (BERTScore's loads an encoder)."""
 
     _SIGNATURE_TYPE = MetricSignature
+    MULTI_REF = "max"  # how a response's several references combine: "max" or "mean"
 
     name = "metric"
     library = ""
     available = True
     reason = ""
 
-    def __init__(self, multi_ref: str = "max"):
+    def __init__(self, multi_ref: str = MULTI_REF):
         if multi_ref not in ("max", "mean"):
             raise ValueError(f"multi_ref must be 'max' or 'mean', not {multi_ref!r}")
         self.multi_ref = multi_ref
@@ -159,8 +163,9 @@ class RougeL(Metric):
     kept, no stemmer."""
 
     name, library = "rougeL", "rouge-score"
+    USE_STEMMER, TOKENIZER = True, "default"
 
-    def __init__(self, multi_ref: str = "max", use_stemmer: bool = True, tokenizer: str = "default"):
+    def __init__(self, multi_ref: str = Metric.MULTI_REF, use_stemmer: bool = USE_STEMMER, tokenizer: str = TOKENIZER):
         super().__init__(multi_ref)
         from rouge_score import rouge_scorer
 
@@ -180,7 +185,7 @@ class Bleu(Metric):
 
     name, library = "bleu", "sacrebleu"
 
-    def __init__(self, multi_ref: str = "max"):
+    def __init__(self, multi_ref: str = Metric.MULTI_REF):
         super().__init__(multi_ref)
         from sacrebleu.metrics import BLEU
 
@@ -199,8 +204,9 @@ class Chrf(Metric):
     """chrF (word_order=0) or chrF++ (word_order=2: character n-grams plus word uni- and bigrams)."""
 
     library = "sacrebleu"
+    WORD_ORDER = 2  # chrF++; 0 is chrF
 
-    def __init__(self, word_order: int = 2, multi_ref: str = "max"):
+    def __init__(self, word_order: int = WORD_ORDER, multi_ref: str = Metric.MULTI_REF):
         super().__init__(multi_ref)
         from sacrebleu.metrics import CHRF
 
@@ -229,8 +235,9 @@ class GoogleBleu(Metric):
     sacrebleu's 13a tokens with case kept (the `paper` preset)."""
 
     name, library = "google_bleu", "nltk"
+    TOKENIZER = "simple"
 
-    def __init__(self, multi_ref: str = "max", tokenizer: str = "simple"):
+    def __init__(self, multi_ref: str = Metric.MULTI_REF, tokenizer: str = TOKENIZER):
         super().__init__(multi_ref)
         self.tokenizer, self._tok = tokenizer, _tokenizer(tokenizer)
 
@@ -248,8 +255,9 @@ class Meteor(Metric):
     the reason, where WordNet is absent: never silently zero."""
 
     name, library = "meteor", "nltk"
+    TOKENIZER = "simple"
 
-    def __init__(self, multi_ref: str = "max", tokenizer: str = "simple"):
+    def __init__(self, multi_ref: str = Metric.MULTI_REF, tokenizer: str = TOKENIZER):
         super().__init__(multi_ref)
         from ..assets import wordnet_status
 
@@ -413,15 +421,17 @@ class BertScore(Metric):
     """
 
     name, library = "bertscore", "transformers"
+    NUM_LAYERS = None  # None: the encoder's own default layer
+    RESCALE, PART = False, "F"
 
     def __init__(
         self,
         model_path: str | Path | None = None,
         *,
-        num_layers: int | None = None,
-        rescale: bool = False,
-        part: str = "F",
-        multi_ref: str = "max",
+        num_layers: int | None = NUM_LAYERS,
+        rescale: bool = RESCALE,
+        part: str = PART,
+        multi_ref: str = Metric.MULTI_REF,
     ):
         super().__init__(multi_ref)
         self.encoder = get_encoder(model_path, num_layers)
@@ -470,8 +480,9 @@ class SourceEmbedding(Metric):
     sources it reduces to cos(response, reference)."""
 
     name, library = "src_embed", "transformers"
+    SOURCE_WEIGHT = 0.5
 
-    def __init__(self, model_path=None, source_weight: float = 0.5, multi_ref: str = "max"):
+    def __init__(self, model_path=None, source_weight: float = SOURCE_WEIGHT, multi_ref: str = Metric.MULTI_REF):
         super().__init__(multi_ref)
         self.encoder = get_encoder(model_path, None)
         self.source_weight = source_weight
@@ -503,8 +514,11 @@ class Comet(Metric):
     """COMET (unbabel-comet) with a local checkpoint: an optional extra, unavailable otherwise."""
 
     name, library = "comet", "unbabel-comet"
+    BATCH_SIZE = 16
 
-    def __init__(self, checkpoint: str | Path | None = None, multi_ref: str = "max", batch_size: int = 16):
+    def __init__(
+        self, checkpoint: str | Path | None = None, multi_ref: str = Metric.MULTI_REF, batch_size: int = BATCH_SIZE
+    ):
         super().__init__(multi_ref)
         self.checkpoint, self.batch_size = checkpoint or os.environ.get("MEDALIGN_COMET_CHECKPOINT"), batch_size
         try:

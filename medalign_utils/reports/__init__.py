@@ -1,7 +1,8 @@
 """Turning executed notebooks into reports that are safe to share.
 
-`runner.run_suite` runs the notebooks with papermill in dependency order (reusing results whose
-inputs did not change) and writes the index and `run.json`; `pages` renders reader's pages (code
+`runner.run_suite` runs the notebooks with papermill in the order their declarations give
+(`notebooks`: what each reads and writes, in its parameters cell), reusing results whose inputs
+did not change, and writes the index and `run.json`; `pages` renders reader's pages (code
 collapsed, no stderr, no machine paths) and the bundle; `findings` is what a notebook records for
 the index (`record_finding`, `record_table` for the bundle's CSVs) and `medalign compare`; `tables`
 makes a DataFrame readable on a page (`show`); `scan` is the one place output passes on its
@@ -16,6 +17,7 @@ from .findings import (
     record_finding,
     record_table,
 )
+from .notebooks import NotebookSpec, plan_notebooks
 from .pages import SYNTHETIC_BANNER, render_page
 from .runner import declared_parameters, index_html, run_suite
 from .scan import SensitiveIndex, ShareSafeWriter, dates_in
@@ -23,6 +25,7 @@ from .tables import readable, readable_table3, show
 
 __all__ = [
     "Finding",
+    "NotebookSpec",
     "SYNTHETIC_BANNER",
     "SensitiveIndex",
     "ShareSafeWriter",
@@ -31,6 +34,7 @@ __all__ = [
     "declared_parameters",
     "index_html",
     "load_run_findings",
+    "plan_notebooks",
     "readable",
     "readable_table3",
     "record_finding",

@@ -1,21 +1,26 @@
 """Headline results as data: what each notebook found, for the index page, `run.json` and comparisons.
 
-A notebook records a finding with `record_finding(name, value, ci=..., unit=..., compare=...)`. Under
-`medalign run` each finding is appended to the JSONL file the runner names in $MEDALIGN_FINDINGS,
-with the cell that made it (its execution count, which the runner turns into a link to that cell);
-run by hand, a finding is only shown. `compare_findings` sets two runs' findings side by side.
+A notebook records a finding with `record_finding(name, value, ci=..., unit=..., compare=...)` and
+an aggregate table with `record_table(name, table)`. Each is shown in the notebook as an output that
+carries the record itself (`FINDING_MIME`, `TABLE_MIME`), so the executed notebook is the one place
+a run's findings and tables live: `medalign run` reads them back from it (`outputs_in`) after it has
+scanned it, with the cell that made each one. Run by hand, a finding is only shown. No environment
+variable or side file passes between the runner and a kernel. `compare_findings` sets two runs'
+findings side by side.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FINDINGS_ENV = "MEDALIGN_FINDINGS"
-TABLES_ENV = "MEDALIGN_TABLES"  # the folder `medalign run` collects a notebook's shareable tables in
+# The MIME types of a recorded finding and table. A front end that does not know them shows the
+# bundle's text/plain line instead; the runner reads them from the executed notebook.
+FINDING_MIME = "application/vnd.medalign.finding+json"
+TABLE_MIME = "application/vnd.medalign.table+json"
 
 
 @dataclass
@@ -30,7 +35,7 @@ class Finding:
     cell: int | None = None  # the execution count of the cell that recorded it
     planted: bool = False  # set by construction on the synthetic cohort, not measured
 
-    def __repr__(self) -> str:  # what a notebook shows when a cell ends with record_finding(...)
+    def __repr__(self) -> str:  # the line a page shows where a finding was recorded
         return f"finding: {self.name} = {self.text()}" + (f" ({self.compare})" if self.compare else "")
 
     def text(self) -> str:
@@ -55,51 +60,62 @@ def _number(x):
     return None if math.isnan(f) else f
 
 
-def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = "", planted: bool = False) -> Finding:
-    """Record one headline result of the running notebook; returns it (a notebook may display it).
-    `planted`: the value is set by construction (the synthetic cohort's planted truth or its planted
-    test judge), which the index says beside it."""
-    cell = None
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        cell = shell.execution_count if shell is not None else None
-    except ImportError:
-        pass
+def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = "", planted: bool = False) -> None:
+    """Record one headline result of the running notebook: shown as a line of the page, whose output
+    also carries the finding for `medalign run`. `planted`: the value is set by construction (the
+    synthetic cohort's planted truth or its planted test judge), which the index says beside it."""
     lo, hi = ci if ci is not None else (None, None)
     value = _number(value) if _number(value) is not None else str(value)
-    f = Finding(
-        name, value, _number(lo), _number(hi), unit, compare, os.environ.get("MEDALIGN_NOTEBOOK", ""), cell, planted
-    )
-    target = os.environ.get(FINDINGS_ENV)
-    if target:
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(f)) + "\n")
-    return f
+    finding = Finding(name, value, _number(lo), _number(hi), unit, compare, planted=planted)
+    _show({FINDING_MIME: asdict(finding), "text/plain": repr(finding)})
 
 
 def record_table(name: str, table) -> None:
-    """Save one aggregate table (Table 3, Table 4) as `<name>.csv` for the run's bundle, under
-    `medalign run` (the share-safe scan reads it like every other file); run by hand, nothing is
-    written. Returns nothing, so a cell that ends with it shows nothing."""
-    import re
-
-    folder = os.environ.get(TABLES_ENV)
-    if not folder:
-        return
+    """Record one aggregate table (Table 3, Table 4): `medalign run` saves it as `tables/<name>.csv`
+    for the run's bundle, from the executed notebook it has scanned. The page shows one line saying so."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"table name {name!r}: letters, digits, '_', '.' and '-' only")
-    target = Path(folder) / f"{name}.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(target, index=False, float_format="%.6g")
+    csv = table.to_csv(index=False, float_format="%.6g")
+    rows, cols = table.shape
+    line = f"table {name}: {rows} rows x {cols} columns (saved as tables/{name}.csv by `medalign run`)"
+    _show({TABLE_MIME: {"name": name, "csv": csv}, "text/plain": line})
 
 
-def read_findings(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _show(bundle: dict) -> None:
+    """A MIME bundle as the running cell's output; outside IPython, its text line on stdout."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython comes with the notebooks' dependencies
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print(bundle["text/plain"])
+        return
+    display(bundle, raw=True)
+
+
+def outputs_in(executed: str | Path, *, notebook: str = "", page: str = "") -> tuple[list[dict], dict[str, str]]:
+    """The findings and tables an executed notebook recorded, in the order its cells made them.
+    Each finding names its `notebook`, the execution count of its `cell`, and a link to that cell
+    on `page` (when given); tables map each name to its CSV text (a later table of a name wins)."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    findings, tables = [], {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if FINDING_MIME in data:
+                found = {**asdict(_finding(data[FINDING_MIME])), "notebook": notebook}
+                found["cell"] = cell.get("execution_count")
+                if page:
+                    found["link"] = f"{page}#cell-id={cell.get('id')}" if cell.get("id") else page
+                findings.append(found)
+            if TABLE_MIME in data:
+                tables[data[TABLE_MIME]["name"]] = data[TABLE_MIME]["csv"]
+    return findings, tables
 
 
 def load_run_findings(run: str | Path) -> list[dict]:

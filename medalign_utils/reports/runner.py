@@ -3,8 +3,12 @@
 `run_suite` executes every notebook in ``notebooks/`` in order, injecting the parameters each one
 declares from the config (`config.load_config`, with overrides given as data), renders each to
 HTML, and writes ``reports/index.html`` and ``reports/run.json``. A notebook that fails stops only
-the notebooks that depend on it (`NOTEBOOK_DEPENDENCIES`, the one place they are declared).
-Results are reused when the notebook, its parameters, the data and the code are unchanged.
+the notebooks that read what it writes. Each notebook declares its parameters and the files it
+reads and writes in its parameters cell (`notebooks.NotebookSpec`); the order, the dependencies and
+the reuse keys are derived from that. Results are reused when the notebook, its parameters, the
+files it reads, the data and the code are unchanged. Findings and tables come back from the executed
+notebook itself (`findings.outputs_in`), after it passed the scan: nothing but parameters goes from
+the runner to a kernel.
 
 Share-safe reports: when the data is the real release (no ``SYNTHETIC`` marker) and the config
 does not set ``share_safe: false``, every rendered page and executed notebook passes through
@@ -28,7 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import SuiteConfig, load_config, project_path, project_root
-from .findings import FINDINGS_ENV, TABLES_ENV, format_value, read_findings
+from .findings import format_value, outputs_in
+from .notebooks import NotebookSpec, dependencies, plan_notebooks
 from ..provenance import environment_record
 from .scan import SensitiveIndex, ShareSafeWriter
 
@@ -36,20 +41,6 @@ if TYPE_CHECKING:  # annotations only
     from ..data.release import Release
 
 
-# A notebook runs only if the notebooks it depends on succeeded: 03 reads 02's prompts, 05 and 06
-# read 03's answers (a failed 03 would leave them reading an older run's).
-NOTEBOOK_DEPENDENCIES = {
-    "03_model_generation": ["02_context_truncation"],
-    "05_metric_correlation": ["03_model_generation"],
-    "06_llm_judge": ["03_model_generation"],
-}
-# The parameters naming files a notebook reads besides the release: their contents are part of its
-# reuse key, so a changed or removed file reruns it (the release is keyed by its fingerprint).
-NOTEBOOK_INPUTS = {
-    "03_model_generation": ("prompts_path",),
-    "05_metric_correlation": ("generations_path",),
-    "06_llm_judge": ("generations_path",),
-}
 INDEX_TEMPLATE = "index.html.j2"
 # The one folder `medalign run` may fill with a synthetic cohort when it is missing.
 DEFAULT_SYNTHETIC_DIR = "data/synthetic"
@@ -72,33 +63,32 @@ class NotebookResult:
 def declared_parameters(notebook: Path) -> set[str]:
     """Names declared in a notebook's cell tagged `parameters`, as papermill's Python translator
     reads them (what `papermill.inspect_notebook` does, without needing a kernelspec)."""
-    import nbformat
-    from papermill.translators import PythonTranslator
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    return {p.name for p in PythonTranslator.inspect(cell)} if cell is not None else set()
+    return set(NotebookSpec.from_path(notebook).parameters)
 
 
 def input_fingerprint(path: str | Path) -> str:
-    """The contents of one input file (or "absent"), for a reuse key."""
+    """The contents of one input file, or of every file under an input folder (names and bytes),
+    or "absent", for a reuse key."""
     path = project_path(path)
-    if not path.is_file():
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    if not files:
         return "absent"
     h = hashlib.blake2b(digest_size=10)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
+    for file in files:
+        h.update(str(file.relative_to(path) if file != path else "").encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
-def _cache_key(notebook: Path, params: dict, fingerprint: str) -> str:
+def _cache_key(spec: NotebookSpec, params: dict, fingerprint: str) -> str:
     from .. import __version__
     from ..provenance import git_commit
 
     h = hashlib.blake2b(digest_size=10)
-    h.update(notebook.read_bytes())
-    for name in NOTEBOOK_INPUTS.get(notebook.stem, ()):
+    h.update(spec.path.read_bytes())
+    for name in spec.reads:
         if params.get(name):
             h.update(f"{name}={input_fingerprint(params[name])}".encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
@@ -205,7 +195,7 @@ def _make_default_cohort(cfg: SuiteConfig, data_path: Path, *, progress: bool) -
     make_cohort(data_path, CohortSpec.for_scale(cfg.synthetic.scale, seed=cfg.synthetic.seed), progress=progress)
 
 
-def _run_notebooks(notebooks: list[Path], run: _Run, out: Path, *, scan_needed: bool) -> dict:
+def _run_notebooks(notebooks: list[NotebookSpec], run: _Run, out: Path, *, scan_needed: bool) -> dict:
     """Run each notebook in order; after an interrupt nothing unscanned stays under `out`, and
     after the last notebook every file the run left there has passed the scan (or is removed)."""
     from tqdm import tqdm
@@ -213,18 +203,13 @@ def _run_notebooks(notebooks: list[Path], run: _Run, out: Path, *, scan_needed: 
     results: dict[str, NotebookResult] = {}
     bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not run.progress)
     started = time.time()
-    environment = _kernel_environment(
-        share_safe_figures=scan_needed,
-        follow_external_links=run.cfg.follow_external_links,
-        min_cell=run.cfg.min_cell_patients,
-    )
     try:
-        with environment:
-            for nb in bar:
-                bar.set_postfix_str(nb.stem)
-                results[nb.stem] = res = _run_one(nb, run, results)
+        with _kernel_environment(share_safe_figures=scan_needed):
+            for spec in bar:
+                bar.set_postfix_str(spec.name)
+                results[spec.name] = res = _run_one(spec, run, results, notebooks)
                 if run.progress and res.status != "ok":
-                    tqdm.write(run.writer.message(f"{nb.stem}: {res.status}: {res.error}"))
+                    tqdm.write(run.writer.message(f"{spec.name}: {res.status}: {res.error}"))
     except BaseException:
         _clean_interrupted(run, out, started)
         raise
@@ -236,21 +221,23 @@ def _run_notebooks(notebooks: list[Path], run: _Run, out: Path, *, scan_needed: 
     return results
 
 
-def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[Path]:
-    """The numbered notebooks to run (those `only` names, when given); a config section naming no
-    notebook is an error, since it would otherwise set nothing."""
+def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[NotebookSpec]:
+    """The numbered notebooks to run (those `only` names, when given), in the order their
+    declarations give (`notebooks.plan_notebooks`); a config section naming no notebook is an
+    error, since it would otherwise set nothing."""
     nb_dir = Path(notebooks_dir) if notebooks_dir else project_root() / "notebooks"
-    notebooks = sorted(p for p in nb_dir.glob("[0-9]*.ipynb"))
+    found = sorted(nb_dir.glob("[0-9]*.ipynb"))
+    notebooks = found
     if only:
-        notebooks = [p for p in notebooks if any(p.stem.startswith(o) or p.stem == o for o in only)]
+        notebooks = [p for p in found if any(p.stem.startswith(o) or p.stem == o for o in only)]
         if not notebooks:
             raise ValueError(f"--only {' '.join(only)} matches no notebook in {nb_dir}")
-    unknown = sorted(set(cfg.notebooks) - {p.stem for p in nb_dir.glob("[0-9]*.ipynb")})
+    unknown = sorted(set(cfg.notebooks) - {p.stem for p in found})
     if unknown and notebooks_dir is None:
         raise ValueError(
             f"{cfg.source}: notebooks section names {', '.join(unknown)}, which is not a notebook in {nb_dir}"
         )
-    return notebooks
+    return plan_notebooks(notebooks)
 
 
 def _run_record(
@@ -293,22 +280,15 @@ c.IPKernelApp.log_level = "CRITICAL"
 
 
 @contextmanager
-def _kernel_environment(share_safe_figures: bool, follow_external_links: bool = False, min_cell: int = 11):
-    """The environment kernels inherit while notebooks run. A headless MPLBACKEND (Agg) would keep
-    every figure out of the pages, so the inline backend is set; on the real release an IPython
-    profile makes every figure SVG with text as text. Old values are restored after."""
+def _kernel_environment(share_safe_figures: bool):
+    """The environment kernels inherit while notebooks run: how a kernel draws figures, nothing the
+    notebooks read (they get settings as parameters). A headless MPLBACKEND (Agg) would keep every
+    figure out of the pages, so the inline backend is set; on the real release an IPython profile
+    makes every figure SVG with text as text. Old values are restored after."""
     import tempfile
 
-    from ..data.describe import MIN_CELL_ENV
-    from ..data.release import FOLLOW_LINKS_ENV
-
-    saved = {
-        k: os.environ.get(k)
-        for k in ("MPLBACKEND", "IPYTHONDIR", FOLLOW_LINKS_ENV, FINDINGS_ENV, TABLES_ENV, "MEDALIGN_NOTEBOOK", MIN_CELL_ENV)
-    }
-    os.environ[MIN_CELL_ENV] = str(min_cell)
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR")}
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    os.environ[FOLLOW_LINKS_ENV] = "1" if follow_external_links else "0"
     with tempfile.TemporaryDirectory(prefix="medalign-ipython-") as ipython_dir:
         profile = Path(ipython_dir) / "profile_default"
         profile.mkdir(parents=True)
@@ -344,31 +324,36 @@ class _Run:
     stray: list = field(default_factory=list)  # files outside any notebook's output, removed by the scan
 
 
-def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
-    """Execute (or reuse), render and scan one notebook."""
-    params = run.cfg.notebook_parameters(nb.stem, declared_parameters(nb))
-    failed_deps = [d for d in NOTEBOOK_DEPENDENCIES.get(nb.stem, []) if d in results and results[d].status != "ok"]
+def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSpec]) -> NotebookResult:
+    """Execute (or reuse), render and scan one notebook; then take its findings and tables from
+    the executed notebook that passed the scan."""
+    nb = spec.path
+    params = run.cfg.notebook_parameters(spec.name, set(spec.parameters))
+    failed_deps = [d for d in dependencies(spec, plan) if d in results and results[d].status != "ok"]
     if failed_deps:
         return NotebookResult(
-            nb.stem, "skipped", error=f"depends on {', '.join(failed_deps)}, which failed", parameters=params
+            spec.name, "skipped", error=f"depends on {', '.join(failed_deps)}, which failed", parameters=params
         )
-    key = _cache_key(nb, params, run.fingerprint)
+    unset = [k for k in spec.missing_release_settings() if getattr(run.cfg, k) != getattr(SuiteConfig, k)]
+    if unset:
+        return NotebookResult(
+            spec.name,
+            "failed",
+            error=f"its parameters cell does not declare {', '.join(unset)}, so the config's value would not reach it",
+            parameters=params,
+        )
+    key = _cache_key(spec, params, run.fingerprint)
     target_nb, target_html = run.run_dir / nb.name, run.run_dir / f"{nb.stem}.html"
     cached_nb, cached_html = run.cache_dir / f"{nb.stem}-{key}.ipynb", run.cache_dir / f"{nb.stem}-{key}.html"
     t0, started = time.perf_counter(), time.time()
-    res = NotebookResult(nb.stem, "ok", parameters=params)
-    cached_findings = run.cache_dir / f"{nb.stem}-{key}.findings.json"
-    cached_tables, staged_tables = run.cache_dir / f"{nb.stem}-{key}.tables", run.run_dir / f".tables-{nb.stem}"
+    res = NotebookResult(spec.name, "ok", parameters=params)
     if cached_nb.exists() and cached_html.exists():
         shutil.copyfile(cached_nb, target_nb)
         shutil.copyfile(cached_html, target_html)
         res.reused = True
-        res.findings = json.loads(cached_findings.read_text()) if cached_findings.exists() else []
-        if cached_tables.is_dir():
-            shutil.copytree(cached_tables, staged_tables, dirs_exist_ok=True)
     else:
         run.current = target_nb
-        _execute(nb, target_nb, params=params, run=run, res=res, tables=staged_tables)
+        _execute(nb, target_nb, params=params, run=run, res=res)
         run.current = None
         if target_nb.exists():
             target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
@@ -388,39 +373,28 @@ def _run_one(nb: Path, run: _Run, results: dict) -> NotebookResult:
     elif res.status == "ok" and not res.reused:
         _copy_atomic(target_nb, cached_nb)
         _copy_atomic(target_html, cached_html)
-        run.writer.write_json(cached_findings, res.findings)
-        run.kept += [cached_nb, cached_html, cached_findings]
-        if staged_tables.is_dir():
-            shutil.rmtree(cached_tables, ignore_errors=True)
-            shutil.copytree(staged_tables, cached_tables)
-            run.kept += list(cached_tables.iterdir())
-    _collect_tables(staged_tables, run, keep=res.status == "ok")
-    if res.reused:  # a finding's link names this run's page
-        res.findings = [
-            {**f, "link": f"{run.run_id}/{target_html.name}#{f['link'].split('#', 1)[-1]}"} if f.get("link") else f
-            for f in res.findings
-        ]
+        run.kept += [cached_nb, cached_html]
+    if target_nb.exists():
+        res.findings, tables = outputs_in(target_nb, notebook=spec.name, page=f"{run.run_id}/{target_html.name}")
+        if res.status == "ok":
+            _save_tables(tables, run)
     res.html = target_html.name if target_html.exists() else None
     res.ipynb = target_nb.name if target_nb.exists() else None
     run.kept += [p for p in (target_html, target_nb) if p.exists()]
     return res
 
 
-def _collect_tables(staged: Path, run: _Run, *, keep: bool) -> None:
-    """A notebook's tables (`record_table`, already scanned with its run folder) join the run's
-    `tables/` folder when it succeeded; a failed or leaking notebook leaves none."""
-    if not staged.is_dir():
-        return
-    if keep:
-        folder = run.run_dir / "tables"
+def _save_tables(tables: dict[str, str], run: _Run) -> None:
+    """A notebook's recorded tables (`record_table`) as `tables/<name>.csv` of the run, each through
+    the share-safe writer (their text was scanned inside the notebook already)."""
+    folder = run.run_dir / "tables"
+    for name, csv in tables.items():
         folder.mkdir(exist_ok=True)
-        for path in staged.iterdir():
-            os.replace(path, folder / path.name)
-            run.kept.append(folder / path.name)
-    shutil.rmtree(staged, ignore_errors=True)
+        if not run.writer.write(folder / f"{name}.csv", csv):
+            run.kept.append(folder / f"{name}.csv")
 
 
-def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: NotebookResult, tables: Path) -> None:
+def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: NotebookResult) -> None:
     """Run a notebook with papermill into `target_nb`, recording a failure in `res`. The kernel's
     own stdout and stderr (a library's C code, `os.write(2, ...)`) go to a file outside `--out`
     and reach the console only through the share-safe writer."""
@@ -429,11 +403,6 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    findings_file = run.run_dir / f".{nb.stem}.findings.jsonl"
-    findings_file.unlink(missing_ok=True)
-    os.environ[FINDINGS_ENV], os.environ["MEDALIGN_NOTEBOOK"] = str(findings_file), nb.stem
-    shutil.rmtree(tables, ignore_errors=True)
-    os.environ[TABLES_ENV] = str(tables)
     with tempfile.TemporaryDirectory(prefix="medalign-kernel-") as tmp:
         console = Path(tmp) / "console.log"
         try:
@@ -456,9 +425,6 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
             res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
         finally:
             _relay_console(console, run)
-    if target_nb.exists():
-        res.findings = _link_findings(read_findings(findings_file), target_nb, f"{run.run_id}/{nb.stem}.html")
-    findings_file.unlink(missing_ok=True)
 
 
 class ProgressRelay:
@@ -536,8 +502,6 @@ def _clean_interrupted(run: _Run, out: Path, started: float) -> None:
     if run.current is not None:
         for path in (run.current, run.current.with_suffix(".html")):
             path.unlink(missing_ok=True)
-    for stray in run.run_dir.glob(".*.findings.jsonl"):
-        stray.unlink(missing_ok=True)
     if run.writer.index is not None:
         run.writer.sweep(out, since=started, keep=tuple(run.kept))
 
@@ -554,17 +518,6 @@ def _sweep_out(run: _Run, out: Path, started: float, results: dict) -> None:
             owner.status, owner.error = "leak", (owner.error + "; " if owner.error else "") + note
         else:
             run.stray.append(note)
-
-
-def _link_findings(findings: list[dict], executed: Path, page: str) -> list[dict]:
-    """Each finding with a link to the cell that recorded it (by its execution count)."""
-    import nbformat
-
-    nb = nbformat.read(str(executed), as_version=4)
-    cell_ids = {c.get("execution_count"): c.get("id") for c in nb.cells if c.cell_type == "code"}
-    return [
-        {**f, "link": f"{page}#cell-id={cell_ids[f['cell']]}" if f.get("cell") in cell_ids else page} for f in findings
-    ]
 
 
 HEADLINE_TAG = "headline"  # the notebook cell whose figure opens the index (04's Table 3)

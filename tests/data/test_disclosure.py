@@ -1,5 +1,5 @@
 """HIPAA's safe harbor and the small-cell rule on real data: ages over 89 only as "90+", no cell of
-fewer than `min_cell_patients()` patients; synthetic tables are shown as they are."""
+fewer than their release's `min_cell_patients` patients; synthetic tables are shown as they are."""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ def _cohort(ages, genders, synthetic):
     return patients, events
 
 
-def test_ages_over_89_read_90_plus_and_small_gender_cells_are_suppressed_on_real_data(monkeypatch):
-    monkeypatch.setenv(describe.MIN_CELL_ENV, "11")
+def test_ages_over_89_read_90_plus_and_small_gender_cells_are_suppressed_on_real_data():
     ages = [94.7, 91.0, *[50.0 + i for i in range(20)]]
     genders = ["female"] * 12 + ["male"] * 8 + ["unknown"] * 2
     patients, events = _cohort(ages, genders, synthetic=False)
@@ -39,13 +38,15 @@ def test_ages_over_89_read_90_plus_and_small_gender_cells_are_suppressed_on_real
     per = describe.patients_per(table, "gender")
     assert per.loc["female", "patients"] == 12 and per.loc["male", "patients"] == "<11"
     assert per.loc["unknown", "patients"] == "<11"
-    # The threshold comes from the config (through the run's environment).
-    monkeypatch.setenv(describe.MIN_CELL_ENV, "5")
+    # The threshold is the release's (the config's, passed to open_release), carried by its tables.
+    patients.attrs["min_cell_patients"] = 5
+    table = describe.cohort_table(patients, events)
+    assert table.attrs["min_cell_patients"] == 5
     assert describe.patients_per(table, "gender").loc["male", "patients"] == 8
+    assert describe.patients_per(table, "gender").loc["unknown", "patients"] == "<5"
 
 
-def test_synthetic_tables_are_shown_as_they_are_and_an_unmarked_table_counts_as_real(monkeypatch):
-    monkeypatch.setenv(describe.MIN_CELL_ENV, "11")
+def test_synthetic_tables_are_shown_as_they_are_and_an_unmarked_table_counts_as_real():
     patients, events = _cohort([94.7, 50.0], ["female", "male"], synthetic=True)
     table = describe.cohort_table(patients, events)
     assert describe.cohort_summary(table).loc["age_at_last_event", "max"] == 94.7
@@ -59,6 +60,17 @@ def test_note_types_of_few_patients_are_suppressed_on_the_unmarked_cohort(real_l
     assert len(real) and (real.patients == "<11").all() and (real.n == "<11").all()  # 4 patients in all
     synthetic = describe.notes_per_type(load_release(tiny_cohort).events(progress=False))
     assert pd.api.types.is_numeric_dtype(synthetic.n)
+
+
+def test_the_release_setting_reaches_every_table_it_makes(real_like):
+    release = load_release(real_like[0], min_cell_patients=3)
+    assert release.disclosure == {"synthetic": False, "min_cell_patients": 3}
+    events = release.events(progress=False)
+    assert events.attrs["min_cell_patients"] == 3
+    notes = describe.notes_per_type(events)  # 4 patients in all: cells of 3 or more show
+    assert (notes.patients.map(lambda v: v == "<3" or v >= 3)).all() and (notes.patients != "<11").all()
+    cohort = describe.cohort_table(release.patients(progress=False), events)
+    assert cohort.attrs == {"synthetic": False, "min_cell_patients": 3}
 
 
 def test_demographic_cells_count_patients_not_instructions(real_like):

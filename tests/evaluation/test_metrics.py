@@ -326,3 +326,20 @@ def test_a_signature_is_a_value_object():
     assert a == b and a != make_metric("chrf").signature()
     assert a.to_dict()["nw"] == 2 and str(a) == make_metric("chrf++").signature_str()
     assert a.metric == "chrf++" and a.preset == "paper" and a.version.startswith("sacrebleu ")
+
+
+def test_each_setting_default_is_a_class_attribute_its_constructor_and_signature_follow():
+    import inspect
+
+    from medalign_utils.evaluation import metrics as M
+
+    classes = [M.RougeL, M.Bleu, M.Chrf, M.GoogleBleu, M.Meteor, M.BertScore, M.SourceEmbedding, M.Comet]
+    for cls in classes:
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if param.default is inspect.Parameter.empty or name in ("model_path", "checkpoint"):
+                continue
+            assert hasattr(cls, name.upper()), (cls.__name__, name)  # every setting's default is declared
+            assert param.default == getattr(cls, name.upper()), (cls.__name__, name)
+
+    assert M.RougeL().settings()["stemmer"] is M.RougeL.USE_STEMMER is True
+    assert M.Chrf().signature().to_dict()["nw"] == M.Chrf.WORD_ORDER == 2

@@ -102,12 +102,17 @@ def test_rerun_with_same_inputs_reuses_results(suite_run, tiny_cohort, tmp_path)
 def test_failing_notebook_is_shown_and_stops_only_its_dependents(tmp_path, tiny_cohort):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    for name, src in (
-        ("02_context_truncation", "raise RuntimeError('planted failure')"),
-        ("03_model_generation", "print('should not run')"),
-        ("04_ok", "print('fine')"),
-    ):
-        write_notebook(nbs / f"{name}.ipynb", src)
+    files = "data_dir = 'x'\nprompts_path = 'p'"
+    write_notebook(
+        nbs / "02_context_truncation.ipynb",
+        "raise RuntimeError('planted failure')",
+        parameters=files,
+        writes=["prompts_path"],
+    )
+    write_notebook(
+        nbs / "03_model_generation.ipynb", "print('should not run')", parameters=files, reads=["prompts_path"]
+    )
+    write_notebook(nbs / "04_ok.ipynb", "print('fine')")
     out = tmp_path / "reports"
     ok = run_suite(config=custom_notebooks_config(tiny_cohort), out=out, progress=False, notebooks_dir=nbs)
     assert not ok
@@ -122,23 +127,20 @@ def test_failing_notebook_is_shown_and_stops_only_its_dependents(tmp_path, tiny_
     assert "planted failure" in (out / "index.html").read_text()
 
 
-def _reader_notebook(path: Path, source: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    params = "data_dir = 'x'\ngenerations_path = 'g'"
-    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(source)]
-    nbformat.write(nb, path)
-
-
 def test_what_03_writes_reruns_05_and_06_and_a_failed_03_skips_them(tmp_path, tiny_cohort):
-    from medalign_utils.reports.runner import NOTEBOOK_DEPENDENCIES, NOTEBOOK_INPUTS
-
-    assert {"03_model_generation"} <= set(NOTEBOOK_DEPENDENCIES["05_metric_correlation"])
-    assert {"03_model_generation"} <= set(NOTEBOOK_DEPENDENCIES["06_llm_judge"])
     nbs, generations = tmp_path / "nbs", tmp_path / "generations.jsonl"
     nbs.mkdir()
-    _reader_notebook(nbs / "03_model_generation.ipynb", "open(generations_path, 'w').write('a')")
+    files = "data_dir = 'x'\ngenerations_path = 'g'"
+    write_notebook(
+        nbs / "03_model_generation.ipynb",
+        "open(generations_path, 'w').write('a')",
+        parameters=files,
+        writes=["generations_path"],
+    )
     for name in ("05_metric_correlation", "06_llm_judge"):
-        _reader_notebook(nbs / f"{name}.ipynb", "print(open(generations_path).read())")
+        write_notebook(
+            nbs / f"{name}.ipynb", "print(open(generations_path).read())", parameters=files, reads=["generations_path"]
+        )
     cfg = SuiteConfig(data_dir=str(tiny_cohort), generations_path=str(generations))
     out = tmp_path / "reports"
 
@@ -150,11 +152,114 @@ def test_what_03_writes_reruns_05_and_06_and_a_failed_03_skips_them(tmp_path, ti
     assert reused(["05", "06"]) == {"05_metric_correlation": True, "06_llm_judge": True}
     generations.write_text("answers removed")  # what 03 wrote changed: nothing of 05/06 may be reused
     assert reused(["05", "06"]) == {"05_metric_correlation": False, "06_llm_judge": False}
-    assert set(NOTEBOOK_INPUTS["05_metric_correlation"]) == {"generations_path"}
-    _reader_notebook(nbs / "03_model_generation.ipynb", "raise RuntimeError('no answers')")
+    write_notebook(
+        nbs / "03_model_generation.ipynb",
+        "raise RuntimeError('no answers')",
+        parameters=files,
+        writes=["generations_path"],
+    )
     assert not run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs)
     statuses = {n["name"]: n["status"] for n in json.loads((out / "run.json").read_text())["notebooks"]}
     assert statuses == {"03_model_generation": "failed", "05_metric_correlation": "skipped", "06_llm_judge": "skipped"}
+
+
+def test_findings_and_tables_come_back_from_the_executed_notebook_also_when_reused(tmp_path, tiny_cohort):
+    import pandas as pd
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    table = pd.DataFrame({"system": ["a", "b"], "value": [1 / 3, 2.0]})
+    write_notebook(
+        nbs / "01_found.ipynb",
+        "import pandas as pd\n"
+        "from medalign_utils.reports import record_finding, record_table\n"
+        "for i in range(2):  # recorded mid-cell, in a loop\n"
+        "    record_finding(f'share {i}', 0.5 + i, ci=(0.25, 0.75), unit='%', compare='paper: 1')\n"
+        f"record_table('summary', pd.DataFrame({table.to_dict(orient='list')!r}))",
+    )
+    out = tmp_path / "reports"
+    for reused in (False, True):
+        assert run_suite(config=custom_notebooks_config(tiny_cohort), out=out, progress=False, notebooks_dir=nbs)
+        record = json.loads((out / "run.json").read_text())
+        run_dir = out / record["run_id"]
+        assert record["notebooks"][0]["reused"] is reused
+        executed = nbformat.read(run_dir / "01_found.ipynb", as_version=4)
+        cell = executed.cells[-1]
+        assert [f["name"] for f in record["findings"]] == ["share 0", "share 1"]
+        first = record["findings"][0]
+        assert (first["value"], first["ci_low"], first["ci_high"], first["unit"]) == (0.5, 0.25, 0.75, "%")
+        assert first["notebook"] == "01_found" and first["cell"] == cell.execution_count == 3
+        assert first["link"] == f"{record['run_id']}/01_found.html#cell-id={cell.id}"
+        assert (run_dir / "tables" / "summary.csv").read_text() == table.to_csv(index=False, float_format="%.6g")
+        assert record["tables"] == ["summary.csv"]
+        page = html.unescape((run_dir / "01_found.html").read_text())
+        assert "finding: share 1 = 1.5 % (95% CI 0.25–0.75) (paper: 1)" in page
+        assert "table summary: 2 rows x 2 columns" in page
+
+
+def test_the_suites_notebooks_declare_what_they_read_and_write_and_the_plan_follows():
+    from medalign_utils.reports import plan_notebooks
+    from medalign_utils.reports.notebooks import RELEASE_SETTINGS, dependencies
+
+    plan = plan_notebooks(sorted((REPO / "notebooks").glob("[0-9]*.ipynb")))
+    by_name = {s.name: s for s in plan}
+    assert [s.name for s in plan] == sorted(by_name)  # the numbers in the names agree with the declarations
+    assert by_name["02_context_truncation"].writes == ("prompts_path",)
+    assert dependencies(by_name["03_model_generation"], plan) == ["02_context_truncation"]
+    for name in ("05_metric_correlation", "06_llm_judge"):
+        assert dependencies(by_name[name], plan) == ["03_model_generation"]
+    assert dependencies(by_name["04_error_analysis"], plan) == []
+    for spec in plan:  # the config's release settings reach every notebook as parameters
+        assert set(RELEASE_SETTINGS) <= spec.parameters, spec.name
+
+
+def test_the_order_comes_from_the_declarations_not_the_names(tmp_path, tiny_cohort):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    files = "data_dir = 'x'\nprompts_path = 'p'"
+    # "01" reads what "02" writes: 02 runs first, and a failed 02 skips 01.
+    write_notebook(
+        nbs / "01_reader.ipynb", "print(open(prompts_path).read())", parameters=files, reads=["prompts_path"]
+    )
+    write_notebook(
+        nbs / "02_writer.ipynb", "open(prompts_path, 'w').write('hello')", parameters=files, writes=["prompts_path"]
+    )
+    cfg = SuiteConfig(data_dir=str(tiny_cohort), prompts_path=str(tmp_path / "prompts.txt"))
+    out = tmp_path / "reports"
+    assert run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs)
+    record = json.loads((out / "run.json").read_text())
+    assert [n["name"] for n in record["notebooks"]] == ["02_writer", "01_reader"]
+    write_notebook(
+        nbs / "02_writer.ipynb", "raise RuntimeError('no prompts')", parameters=files, writes=["prompts_path"]
+    )
+    assert not run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs)
+    statuses = {n["name"]: n["status"] for n in json.loads((out / "run.json").read_text())["notebooks"]}
+    assert statuses == {"02_writer": "failed", "01_reader": "skipped"}
+
+
+def test_declarations_that_cannot_be_planned_are_refused_with_the_notebook_named(tmp_path):
+    from medalign_utils.reports import plan_notebooks
+
+    write_notebook(tmp_path / "01_a.ipynb", "", parameters="x = 1\ny = 2", reads=["x"], writes=["y"])
+    write_notebook(tmp_path / "02_b.ipynb", "", parameters="x = 1\ny = 2", reads=["y"], writes=["x"])
+    with pytest.raises(ValueError, match="01_a, 02_b read each other's files in a cycle"):
+        plan_notebooks(sorted(tmp_path.glob("*.ipynb")))
+    write_notebook(tmp_path / "02_b.ipynb", "", parameters="x = 1", reads=["answers_path"])
+    with pytest.raises(ValueError, match=r"02_b.ipynb: metadata.medalign names answers_path, which its parameters"):
+        plan_notebooks(sorted(tmp_path.glob("*.ipynb")))
+
+
+def test_a_release_setting_a_notebook_does_not_declare_fails_that_notebook(tmp_path, tiny_cohort):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "01_old.ipynb", "print('a notebook from before the setting')")
+    out = tmp_path / "reports"
+    cfg = SuiteConfig(data_dir=str(tiny_cohort), min_cell_patients=20)
+    assert not run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs)
+    (result,) = json.loads((out / "run.json").read_text())["notebooks"]
+    assert result["status"] == "failed" and "does not declare min_cell_patients" in result["error"]
+    # At its default the setting changes nothing, so a notebook that omits it runs.
+    assert run_suite(config=custom_notebooks_config(tiny_cohort), out=out, progress=False, notebooks_dir=nbs)
 
 
 def test_share_safe_scan_fails_the_run_on_a_leak(tmp_path, tiny_cohort):

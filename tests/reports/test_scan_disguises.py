@@ -68,14 +68,15 @@ DISGUISES = {
     "bmp_output": "display({'image/bmp': 'Qk0eAAAAAAAAABoAAAAMAAAAAQABAAEAGAAAAP8A'}, raw=True)",
     "jpeg_output": "display({'image/jpeg': '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAP'}, raw=True)",
     "gif_output": "display({'image/gif': 'R0lGODlhAQABAAAAACw='}, raw=True)",
+    # RUN_DIR: the run's folder, the one folder under --out (the test writes its path in).
     "file_in_run_folder": (
         "from pathlib import Path\n"
-        "(Path(os.environ['MEDALIGN_FINDINGS']).parent / 'notes.csv').write_text(note)\n"
+        "(RUN_DIR / 'notes.csv').write_text(note)\n"
         "print('wrote a file')"
     ),
     "binary_in_run_folder": (
         "from pathlib import Path\n"
-        "(Path(os.environ['MEDALIGN_FINDINGS']).parent / 'figure.png').write_bytes(base64.b64decode(PNG))\n"
+        "(RUN_DIR / 'figure.png').write_bytes(base64.b64decode(PNG))\n"
         f"PNG = {PNG!r}"
     ),
 }
@@ -118,10 +119,11 @@ def test_every_disguise_fails_its_run_names_and_removes_the_page_and_leaves_no_t
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     names = {}
+    out = tmp_path / "reports"
+    run_dir = f"next(p for p in Path({str(out)!r}).iterdir() if p.is_dir() and not p.name.startswith('.'))"
     for i, (name, code) in enumerate(DISGUISES.items(), start=1):
         names[name] = f"{i:02d}_{name}"
-        write_notebook(nbs / f"{names[name]}.ipynb", PRELUDE + code)
-    out = tmp_path / "reports"
+        write_notebook(nbs / f"{names[name]}.ipynb", PRELUDE + code.replace("RUN_DIR", run_dir))
     proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), cwd=REPO)
     assert proc.returncode == 1, proc.stderr[-2000:]
     record = json.loads((out / "run.json").read_text())
