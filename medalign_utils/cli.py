@@ -295,9 +295,15 @@ def _cmd_place(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .reports.runner import run_suite
+    from .reports.runner import run_suite, suite_plan
 
     overrides = {"data_dir": str(args.data)} if args.data else None
+    if args.plan:
+        from .reports.notebooks import notebook_table
+
+        plan = suite_plan(args.config, overrides=overrides, notebooks_dir=args.notebooks, only=args.only)
+        print(notebook_table(plan).to_string(index=False))
+        return 0
     ok = run_suite(
         config=args.config,
         overrides=overrides,
@@ -561,6 +567,11 @@ def _add_run_commands(sub) -> None:
     r.add_argument("--notebooks", default=None, help="a folder of numbered notebooks to run instead of the suite's")
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--bundle", action="store_true", help="also write reports/<run>.zip (pages, run.json, PDFs)")
+    r.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the order notebooks would run in, what each reads and writes; run nothing",
+    )
     r.set_defaults(func=_cmd_run)
 
     c = sub.add_parser("compare", help="two runs' findings side by side with their differences")

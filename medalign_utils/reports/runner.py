@@ -179,6 +179,18 @@ def run_suite(
     return all(r.status == "ok" for r in results.values()) and not run.stray
 
 
+def suite_plan(
+    config: str | Path | SuiteConfig | None = None,
+    *,
+    overrides: dict | None = None,
+    notebooks_dir: str | Path | None = None,
+    only: list[str] | None = None,
+) -> list[NotebookSpec]:
+    """The notebooks `run_suite` would run, in its order, with their declarations (`medalign run --plan`)."""
+    cfg = config if isinstance(config, SuiteConfig) else load_config(config, overrides)
+    return _select_notebooks(cfg, notebooks_dir, only)
+
+
 def _make_default_cohort(cfg: SuiteConfig, data_path: Path, *, progress: bool) -> None:
     """Make the synthetic cohort at the default synthetic folder only: any other missing data path
     is a typo or an unmounted release, and a cohort generated there would report as if it were data."""

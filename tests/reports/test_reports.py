@@ -19,6 +19,7 @@ from medalign_utils.assets import model_cache_dir
 from medalign_utils.config import SuiteConfig
 from medalign_utils.data import load_release
 from medalign_utils.reports import index_html, run_suite
+from medalign_utils.reports.findings import FINDING_MIME
 from medalign_utils.reports.scan import SensitiveIndex
 
 
@@ -211,6 +212,17 @@ def test_the_suites_notebooks_declare_what_they_read_and_write_and_the_plan_foll
     assert dependencies(by_name["04_error_analysis"], plan) == []
     for spec in plan:  # the config's release settings reach every notebook as parameters
         assert set(RELEASE_SETTINGS) <= spec.parameters, spec.name
+
+
+def test_run_plan_prints_the_order_and_each_notebooks_files_and_runs_nothing(tmp_path, capsys):
+    assert cli.main(["run", "--plan", "--out", str(tmp_path / "reports")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["notebook", "reads", "writes", "after"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert list(rows) == sorted(p.stem for p in (REPO / "notebooks").glob("[0-9]*.ipynb"))
+    assert "prompts_path" in rows["03_model_generation"] and rows["03_model_generation"].count("_path") == 2
+    assert rows["06_llm_judge"].split()[1:4] == ["generations_path", "judgments_dir", "03_model_generation"]
+    assert not (tmp_path / "reports").exists()
 
 
 def test_the_order_comes_from_the_declarations_not_the_names(tmp_path, tiny_cohort):
@@ -415,6 +427,11 @@ def test_index_opens_with_findings_linked_to_their_cells(suite_run):
         assert "#cell-id=" in f["link"] and f'href="{f["link"]}"' in index
         page, anchor = f["link"].split("#", 1)
         assert f'id="{anchor}"' in (out / page).read_text()
+        # The link leads to the very cell that recorded the finding (not the one after it).
+        executed = nbformat.read(out / page.replace(".html", ".ipynb"), as_version=4)
+        (cell,) = [c for c in executed.cells if c.get("id") == anchor.removeprefix("cell-id=")]
+        recorded = [o["data"][FINDING_MIME]["name"] for o in cell.outputs if FINDING_MIME in o.get("data", {})]
+        assert f["name"] in recorded and cell.execution_count == f["cell"]
     assert sum(f["ci_low"] is not None for f in findings) >= 6
 
 
