@@ -10,6 +10,7 @@ relative, the data folder becomes its name (`relative_paths`).
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -39,6 +40,9 @@ body.medalign-hide-code .jp-CodeCell.jp-mod-noOutputs { display: none; }
   .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px !important; }
   .jp-Cell, .jp-Cell-outputWrapper, .jp-OutputArea-child { break-inside: auto !important; page-break-inside: auto !important; }
   .jp-RenderedImage, tr { break-inside: avoid; }
+  /* PDFs are printed with JavaScript off: the code stays collapsed without the page's script. */
+  .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
+  .jp-CodeCell.jp-mod-noOutputs { display: none; }
 }
 </style>
 """
@@ -191,13 +195,18 @@ CHROMIUM_OFFLINE_FLAGS = (
 )
 
 
+# A PDF holds what the page's HTML holds, which the scan read: no script runs to write anything else.
+CHROMIUM_NO_SCRIPT_FLAGS = ("--blink-settings=scriptEnabled=false", "--disable-javascript")
+
+
 def page_pdf(page: Path, target: Path, chromium: str) -> bool:
     """Print a page to PDF with headless Chromium (code collapsed, as a reader sees it), offline
-    (`CHROMIUM_OFFLINE_FLAGS`) and with a fresh profile that is removed after."""
+    (`CHROMIUM_OFFLINE_FLAGS`), with JavaScript off, and with a fresh profile that is removed after."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="medalign-chromium-") as profile:
         flags = ["--headless", "--disable-gpu", "--no-sandbox", "--no-pdf-header-footer", *CHROMIUM_OFFLINE_FLAGS]
+        flags += CHROMIUM_NO_SCRIPT_FLAGS
         flags += [f"--user-data-dir={profile}", f"--print-to-pdf={target}"]
         try:
             subprocess.run([chromium, *flags, page.resolve().as_uri()], capture_output=True, timeout=180, check=False)
@@ -233,43 +242,82 @@ def bundle_readme(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bundle_run(out: Path, run_id: str, writer, progress: bool = False) -> Path:
+def pdf_text(path: Path) -> str:
+    """A PDF's text as a reader's viewer extracts it, with its document metadata (Title, Author...)."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(str(path))
+    parts = [str(v) for v in (reader.metadata or {}).values()]
+    parts += [page.extract_text() or "" for page in reader.pages]
+    return "\n".join(parts)
+
+
+# What a bundle takes from a run folder: pages, notebooks, the record, tables, the headline figure.
+BUNDLED = {".html", ".ipynb", ".json", ".csv", ".svg", ".png"}
+_RASTER = {".png"}
+
+
+def bundle_run(out: Path, run_id: str, writer, progress: bool = False) -> Path | None:
     """One archive to send: the run's own index, pages and notebooks, its tables as CSV, its config
     and `run.json`, a README, and a PDF of each page (the index too) when Chromium is installed.
-    Every text file passes the share-safe scan on its way in; one that fails it is left out and
-    named in the archive's `LEFT_OUT.txt`."""
+
+    It takes only files the run admitted (the writer's manifest), each with the very bytes the scan
+    read; on the real release no raster image. Each PDF's text and metadata are extracted and
+    scanned after printing. Anything the scan withholds here leaves no archive (returns None)."""
     import json
 
     import yaml
+
+    from .manifest import file_digest
 
     run_dir = out / run_id
     target = out / f"{run_id}.zip"
     chromium = find_chromium()
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    left_out = []
+    real = writer.index is not None
     texts = {
         f"{run_id}/README.txt": bundle_readme(record),
         f"{run_id}/config.yaml": yaml.safe_dump(record.get("config", {}), sort_keys=True),
     }
-    files = [run_dir / "run.json", *sorted(run_dir.glob("*.html")), *sorted(run_dir.glob("*.ipynb"))]
-    files += [*sorted(run_dir.glob("headline.*")), *sorted((run_dir / "tables").glob("*.csv"))]
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    admitted = {p: h for p, h in writer.manifest.items() if p.parent in (run_dir.resolve(), (run_dir / "tables").resolve())}
+    files = sorted(p for p in admitted if p.suffix in BUNDLED and not (real and p.suffix in _RASTER))
+    withheld_before = len(writer.withheld)
+    tmp = target.with_name(f".{target.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, text in texts.items():
             if kinds := writer.leaks(text):
-                left_out.append(f"{name}: {', '.join(kinds)}")
+                writer.withheld.append(f"{name} that held {', '.join(kinds)}")
             else:
                 zf.writestr(name, text)
-        for path in [p for p in files if p.exists()]:
-            if path.suffix != ".png" and (kinds := writer.leaks(path.read_text(encoding="utf-8", errors="replace"))):
-                left_out.append(f"{path.name}: {', '.join(kinds)}")
+        for path in files:
+            if not path.is_file() or file_digest(path) != admitted[path]:
+                writer.withheld.append(f"{path.name}, changed after the scan read it")
                 continue
-            zf.write(path, path.relative_to(out).as_posix())
+            zf.write(path, path.relative_to(out.resolve()).as_posix())
             if chromium and path.suffix == ".html":
                 pdf = run_dir / f"{path.stem}.pdf"
-                if page_pdf(path, pdf, chromium):
+                if page_pdf(path, pdf, chromium) and not _withheld_pdf(pdf, writer):
+                    writer.admit(pdf)
                     zf.write(pdf, pdf.relative_to(out).as_posix())
-        if left_out:
-            zf.writestr("LEFT_OUT.txt", "Left out by the share-safe scan:\n" + "\n".join(left_out) + "\n")
         if not chromium:
             zf.writestr("NO_PDF.txt", "Chromium was not found, so the pages are HTML only.\n")
+    if len(writer.withheld) > withheld_before:
+        tmp.unlink(missing_ok=True)
+        return None
+    os.replace(tmp, target)
+    writer.admit(target)
     return target
+
+
+def _withheld_pdf(pdf: Path, writer) -> bool:
+    """Scan a printed PDF's text and metadata; remove it (and count it withheld) when it leaks."""
+    if writer.index is None:
+        return False
+    try:
+        kinds = writer.leaks(pdf_text(pdf))
+    except Exception as err:  # a PDF the reader cannot parse cannot be shown to pass
+        kinds = [f"content the scan cannot read ({type(err).__name__})"]
+    if kinds:
+        pdf.unlink(missing_ok=True)
+        writer.withheld.append(f"{pdf.name} that held {', '.join(kinds)}")
+    return bool(kinds)

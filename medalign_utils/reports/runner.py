@@ -29,12 +29,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from ..config import SuiteConfig, load_config, project_path, project_root
 from .findings import format_value, outputs_in
 from .notebooks import NotebookSpec, dependencies, plan_notebooks
 from ..provenance import environment_record
+from .manifest import OutLock, RunJournal, Snapshot, recover
+from .pages import SYNTHETIC_BANNER, relative_paths
 from .scan import SensitiveIndex, ShareSafeWriter
 
 if TYPE_CHECKING:  # annotations only
@@ -132,51 +135,75 @@ def run_suite(
     if not data_path.exists():
         _make_default_cohort(cfg, data_path, progress=progress)
     release = load_release(data_path, follow_external_links=cfg.follow_external_links)
-    fingerprint = release.fingerprint()
+    out = usable_out(project_path(out))
+    notebooks = _select_notebooks(cfg, notebooks_dir, only)
     scan_needed = cfg.share_safe and not release.is_synthetic
     index = SensitiveIndex.from_release(release, progress=progress) if scan_needed else None
-    writer = ShareSafeWriter(index)
+    say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
+    with OutLock(out, on_wait=say):
+        recovered = recover(out)  # what runs killed before their end left unscanned
+        for name in recovered:
+            say(f"removed {ShareSafeWriter(index).message(name)}: left by a run that did not finish")
+        snapshot = Snapshot.of(out)
+        run_dir = new_run_dir(out, "synthetic" if release.is_synthetic else "release")
+        journal = RunJournal(out, run_dir.name, scanned=scan_needed, snapshot=snapshot)
+        writer = ShareSafeWriter(index, journal)
+        try:
+            run = _Run(cfg, release.fingerprint(), run_dir, out / ".cache", writer, progress, kernel_name, None, run_dir.name)
+            run.relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
+            run.banner, run.snapshot, run.recovered = SYNTHETIC_BANNER if release.is_synthetic else None, snapshot, recovered
+            return _run_and_record(run, release, notebooks, out, only=only, bundle=bundle, scan_needed=scan_needed)
+        finally:
+            journal.close(writer.manifest, run_dir)
 
-    out = project_path(out)
-    notebooks = _select_notebooks(cfg, notebooks_dir, only)
-    run_dir = new_run_dir(out, "synthetic" if release.is_synthetic else "release")
-    run_id = run_dir.name
-    cache_dir = out / ".cache"
-    cache_dir.mkdir(parents=True, exist_ok=True)
 
-    from functools import partial
-
-    from .pages import relative_paths
-
-    relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
-    run = _Run(cfg, fingerprint, run_dir, cache_dir, writer, progress, kernel_name, relativize, run_id)
-    if release.is_synthetic:
-        from .pages import SYNTHETIC_BANNER
-
-        run.banner = SYNTHETIC_BANNER
+def _run_and_record(run: _Run, release: Release, notebooks, out: Path, *, only, bundle: bool, scan_needed: bool) -> bool:
+    """The notebooks, the run's record and indexes, the bundle, and the last sweep of `out`."""
+    run.cache_dir.mkdir(parents=True, exist_ok=True)
     results = _run_notebooks(notebooks, run, out, scan_needed=scan_needed)
-
+    writer, run_dir = run.writer, run.run_dir
     record = _run_record(
-        cfg, release, run_id, results, fingerprint=fingerprint, scanned=scan_needed, relativize=relativize
+        run.cfg, release, run.run_id, results, fingerprint=run.fingerprint, scanned=scan_needed, relativize=run.relativize
     )
     record["removed_by_scan"] = run.stray
+    record["removed_unwritten"] = run.removed
+    record["recovered"] = run.recovered
     record["selection"] = "all" if not only else list(only)
     record["headline"] = save_headline(run_dir, [r.ipynb and run_dir / r.ipynb for r in results.values()], writer)
     record["tables"] = sorted(p.name for p in (run_dir / "tables").glob("*.csv"))
-    record = writer.record(json.loads(relativize(json.dumps(record, default=str))))  # no machine paths; scanned
+    record = writer.record(json.loads(run.relativize(json.dumps(record, default=str))))  # no machine paths; scanned
+    record["withheld"] = len(writer.withheld)
     for target in (run_dir / "run.json", out / "run.json"):
         writer.write_json(target, record)
-    write_indexes(out, record, writer, relativize)
-    if progress:
+    write_indexes(out, record, writer, run.relativize)
+    if run.progress:
         ok = sum(r.status == "ok" for r in results.values())
         print(f"{ok}/{len(results)} notebooks ok; index: {out / 'index.html'}")
-    if bundle:
+    if bundle and writer.withheld:
+        print(f"bundle not written: the share-safe scan withheld {len(writer.withheld)} things from this run", file=sys.stderr)
+    elif bundle:
         from .pages import bundle_run
 
-        archive = bundle_run(out, run_id, writer)
-        if progress:
+        archive = bundle_run(out, run.run_id, writer)
+        if run.progress:
             print(f"bundle: {archive}")
-    return all(r.status == "ok" for r in results.values()) and not run.stray
+    _sweep_out(run, out, results)  # what anything wrote after the notebooks (the bundle's printer)
+    for note in writer.withheld if run.progress else []:
+        print(f"share-safe scan withheld {note}", file=sys.stderr)
+    return all(r.status == "ok" for r in results.values()) and not run.stray and not writer.withheld
+
+
+def usable_out(out: Path) -> Path:
+    """`--out` as a folder a run can fill: one line naming it otherwise."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot make the folder ({err.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: not writable")
+    return out
 
 
 def suite_plan(
@@ -214,7 +241,6 @@ def _run_notebooks(notebooks: list[NotebookSpec], run: _Run, out: Path, *, scan_
 
     results: dict[str, NotebookResult] = {}
     bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not run.progress)
-    started = time.time()
     try:
         with _kernel_environment(share_safe_figures=scan_needed):
             for spec in bar:
@@ -223,12 +249,12 @@ def _run_notebooks(notebooks: list[NotebookSpec], run: _Run, out: Path, *, scan_
                 if run.progress and res.status != "ok":
                     tqdm.write(run.writer.message(f"{spec.name}: {res.status}: {res.error}"))
     except BaseException:
-        _clean_interrupted(run, out, started)
+        _clean_interrupted(run, out)
         raise
     finally:
         bar.close()
-    _sweep_out(run, out, started, results)
-    for note in run.stray:
+    _sweep_out(run, out, results)
+    for note in run.stray + run.removed:
         print(note, file=sys.stderr)
     return results
 
@@ -331,9 +357,11 @@ class _Run:
     relativize: object
     run_id: str
     banner: str | None = None  # what opens every page (the synthetic cohort's banner)
+    snapshot: Snapshot | None = None  # --out as the run found it (what the sweeps compare with)
+    recovered: list = field(default_factory=list)  # what runs that did not finish left, removed first
     current: Path | None = None  # the executed notebook being written now
-    kept: list = field(default_factory=list)  # pages that passed the scan
-    stray: list = field(default_factory=list)  # files outside any notebook's output, removed by the scan
+    stray: list = field(default_factory=list)  # files outside any notebook's output that leaked, removed
+    removed: list = field(default_factory=list)  # files the run did not write, removed (nothing leaked)
 
 
 def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSpec]) -> NotebookResult:
@@ -357,10 +385,10 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
     key = _cache_key(spec, params, run.fingerprint)
     target_nb, target_html = run.run_dir / nb.name, run.run_dir / f"{nb.stem}.html"
     cached_nb, cached_html = run.cache_dir / f"{nb.stem}-{key}.ipynb", run.cache_dir / f"{nb.stem}-{key}.html"
-    t0, started = time.perf_counter(), time.time()
+    t0, before = time.perf_counter(), Snapshot.of(run.run_dir)
     res = NotebookResult(spec.name, "ok", parameters=params)
     if cached_nb.exists() and cached_html.exists():
-        shutil.copyfile(cached_nb, target_nb)
+        shutil.copyfile(cached_nb, target_nb)  # scanned below, like a page just made
         shutil.copyfile(cached_html, target_html)
         res.reused = True
     else:
@@ -373,8 +401,12 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
     res.seconds = time.perf_counter() - t0
     res.error = run.writer.message(res.error)
     leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
-    # Anything else the notebook left in its run folder passes the scan too, or is removed.
-    leaks |= run.writer.sweep(run.run_dir, since=started, keep=(target_html, target_nb, *run.kept))
+    # Anything else the notebook left in its run folder is removed: named as a leak when it held input.
+    for name, kinds in run.writer.sweep(run.run_dir, before).items():
+        if kinds:
+            leaks[name] = kinds
+        else:
+            res.error = (res.error + "; " if res.error else "") + f"removed {name}: not written by the run"
     if leaks:
         # A page that leaks takes every copy of its notebook's output with it.
         for path in (target_html, target_nb, *run.cache_dir.glob(f"{nb.stem}-*")):
@@ -383,16 +415,14 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
         found = "; ".join(f"{name} held {', '.join(kinds)}" for name, kinds in leaks.items())
         res.error = (res.error + "; " if res.error else "") + f"share-safe scan: {found}"
     elif res.status == "ok" and not res.reused:
-        _copy_atomic(target_nb, cached_nb)
-        _copy_atomic(target_html, cached_html)
-        run.kept += [cached_nb, cached_html]
+        run.writer.copy(target_nb, cached_nb)
+        run.writer.copy(target_html, cached_html)
     if target_nb.exists():
         res.findings, tables = outputs_in(target_nb, notebook=spec.name, page=f"{run.run_id}/{target_html.name}")
         if res.status == "ok":
             _save_tables(tables, run)
     res.html = target_html.name if target_html.exists() else None
     res.ipynb = target_nb.name if target_nb.exists() else None
-    run.kept += [p for p in (target_html, target_nb) if p.exists()]
     return res
 
 
@@ -402,8 +432,7 @@ def _save_tables(tables: dict[str, str], run: _Run) -> None:
     folder = run.run_dir / "tables"
     for name, csv in tables.items():
         folder.mkdir(exist_ok=True)
-        if not run.writer.write(folder / f"{name}.csv", csv):
-            run.kept.append(folder / f"{name}.csv")
+        run.writer.write(folder / f"{name}.csv", csv)
 
 
 def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: NotebookResult) -> None:
@@ -480,16 +509,10 @@ def _relay_console(console: Path, run: _Run) -> None:
     if not console.exists():
         return
     lines = [line for line in console.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    if run.progress:
-        for line in lines:
-            print(run.writer.message(run.relativize(line)), file=sys.stderr)
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    """Copy through a temporary name, so that a concurrent run never reads half a cached page."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    for line in lines:  # scanned even when quiet: a line that held input fails the run
+        shown = run.writer.message(run.relativize(line))
+        if run.progress:
+            print(shown, file=sys.stderr)
 
 
 def new_run_dir(out: Path, kind: str) -> Path:
@@ -507,24 +530,28 @@ def new_run_dir(out: Path, kind: str) -> Path:
     raise RuntimeError(f"{out}: no free run folder name for {stem}")
 
 
-def _clean_interrupted(run: _Run, out: Path, started: float) -> None:
+def _clean_interrupted(run: _Run, out: Path) -> None:
     """After an interrupt: the notebook that was running leaves nothing (a partly executed notebook
-    holds unscanned output and machine paths), and on the real release everything else this run
-    wrote under `out` is scanned, or removed."""
+    holds unscanned output and machine paths), and on the real release every other file under
+    `out` that the run did not admit is removed."""
     if run.current is not None:
         for path in (run.current, run.current.with_suffix(".html")):
             path.unlink(missing_ok=True)
-    if run.writer.index is not None:
-        run.writer.sweep(out, since=started, keep=tuple(run.kept))
+    if run.snapshot is not None:
+        run.writer.sweep(out, run.snapshot)
 
 
-def _sweep_out(run: _Run, out: Path, started: float, results: dict) -> None:
-    """Every file this run left under `out` passes the scan or is removed (real release only);
-    what was removed is named in its notebook's result (or the run's, for files outside a run folder)."""
-    if run.writer.index is None:
+def _sweep_out(run: _Run, out: Path, results: dict) -> None:
+    """Every file under `out` that is new or changed since the run began and that the run did not
+    admit is removed (real release only), whatever its time stamps; what held input is named in its
+    notebook's result (or the run's, for files outside a run folder), the rest is noted."""
+    if run.snapshot is None:
         return
-    for name, kinds in run.writer.sweep(out, since=started, keep=tuple(run.kept)).items():
+    for name, kinds in run.writer.sweep(out, run.snapshot).items():
         owner = next((r for r in results.values() if name.startswith(f"{run.run_id}/{r.name}")), None)
+        if not kinds:
+            run.removed.append(f"share-safe scan: removed {name}, which the run did not write")
+            continue
         note = f"share-safe scan: {name} held {', '.join(kinds)} and was removed"
         if owner is not None:
             owner.status, owner.error = "leak", (owner.error + "; " if owner.error else "") + note
@@ -550,8 +577,9 @@ def save_headline(run_dir: Path, executed: list, writer: ShareSafeWriter) -> str
                 data = output.get("data", {})
                 if "image/svg+xml" in data and not writer.write(run_dir / "headline.svg", data["image/svg+xml"]):
                     return "headline.svg"
-                if "image/png" in data and writer.index is None:
+                if "image/png" in data and writer.index is None:  # never on the real release
                     (run_dir / "headline.png").write_bytes(base64.b64decode(data["image/png"]))
+                    writer.admit(run_dir / "headline.png")
                     return "headline.png"
     return None
 

@@ -493,21 +493,33 @@ def _atomic_write(path: Path, text: str) -> None:
 
 class ShareSafeWriter:
     """Everything a run writes goes through here. With an index (the real release, share_safe on),
-    every text is scanned: a file that leaks is not written (and any earlier copy is removed), a
-    message that leaks is replaced by a note naming what kinds it held. Without one, it writes."""
+    every text and every file name is scanned: a file that leaks is not written (and any earlier
+    copy is removed), a message that leaks is replaced by a note naming what kinds it held. Without
+    one, it writes. Either way each file written or passed is admitted to the run's `manifest`
+    (path -> hash of its bytes; `manifest.RunJournal` keeps it on disk as the run goes), and
+    everything withheld is counted in `withheld`: a run that withheld anything fails."""
 
-    def __init__(self, index: SensitiveIndex | None):
-        self.index = index
+    def __init__(self, index: SensitiveIndex | None, journal=None):
+        self.index, self.journal = index, journal
+        self.manifest: dict[Path, str] = {}
+        self.withheld: list[str] = []
 
     def leaks(self, text: str) -> list[str]:
         return self.index.scan(text) if self.index is not None and text else []
+
+    def name_leaks(self, path: Path) -> list[str]:
+        """What a file's name holds (a person_id, a record date): names are read too."""
+        return [f"its name: {kind}" for kind in self.leaks(Path(path).name.replace("_", " "))]
 
     def message(self, text: str | None) -> str | None:
         """A console line or error message, or a note in its place when it held input text."""
         if text is None:
             return None
         kinds = self.leaks(text)
-        return f"[withheld by the share-safe scan: it held {', '.join(kinds)}]" if kinds else text
+        if kinds:
+            self.withheld.append(f"a message that held {', '.join(kinds)}")
+            return f"[withheld by the share-safe scan: it held {', '.join(kinds)}]"
+        return text
 
     def record(self, obj):
         """A JSON-like record with every string passed through `message`."""
@@ -517,37 +529,89 @@ class ShareSafeWriter:
             return [self.record(v) for v in obj]
         return self.message(obj) if isinstance(obj, str) else obj
 
+    def _withhold(self, path: Path, kinds: list[str]) -> list[str]:
+        shown = "a file" if any(k.startswith("its name") for k in kinds) else Path(path).name
+        self.withheld.append(f"{shown} that held {', '.join(kinds)}")
+        return kinds
+
+    def admit(self, path: Path) -> None:
+        """Record a file as scanned (or written on data that needs no scan), with its bytes' hash."""
+        from .manifest import file_digest
+
+        digest = file_digest(Path(path))
+        self.manifest[Path(path).resolve()] = digest
+        if self.journal is not None:
+            self.journal.admit(Path(path), digest)
+
     def write(self, path: Path, text: str) -> list[str]:
-        """Write `text` to `path` unless it leaks; returns the kinds of leak (empty when written)."""
-        kinds = self.leaks(text)
+        """Write `text` to `path` unless it (or the file's name) leaks; returns the kinds of leak
+        (empty when written)."""
+        kinds = self.name_leaks(path) + self.leaks(text)
         if kinds:
             Path(path).unlink(missing_ok=True)
-            return kinds
+            return self._withhold(path, kinds)
         _atomic_write(Path(path), text)
+        self.admit(path)
         return []
 
     def write_json(self, path: Path, record) -> list[str]:
         return self.write(path, json.dumps(self.record(record), indent=1, default=str))
 
-    def check_file(self, path: Path) -> list[str]:
+    def check_file(self, path: Path, *, text_only: bool = True) -> list[str]:
         """Scan a file already written by another program (papermill, nbconvert, a notebook's own
-        code); remove it if it leaks, or, on the real release, if it is not text the scan can read."""
+        code) and its name; remove it if it leaks, or, on the real release, if it is not text the
+        scan can read (`text_only`); admit it otherwise."""
         path = Path(path)
-        if self.index is None or not path.is_file():
+        if not path.is_file():
+            return []
+        if self.index is None:
+            self.admit(path)
             return []
         text = _scannable_text(path)
-        kinds = ["content the scan cannot read (not UTF-8 text)"] if text is None else self.leaks(text)
+        unreadable = text is None and text_only
+        kinds = self.name_leaks(path) + (
+            ["content the scan cannot read (not UTF-8 text)"] if unreadable else self.leaks(text or "")
+        )
         if kinds:
             path.unlink()
-        return kinds
+            return self._withhold(path, kinds)
+        self.admit(path)
+        return []
 
-    def sweep(self, folder: Path, *, since: float = 0.0, keep: tuple[Path, ...] = ()) -> dict[str, list[str]]:
-        """`check_file` on every file under `folder` written since `since` (a time stamp), except
-        `keep`; returns what was removed (its path under `folder`) and why."""
+    def copy(self, source: Path, target: Path) -> None:
+        """Copy an admitted file (through a temporary name, so a concurrent reader never sees half
+        of it); the copy is admitted with the same bytes. A source not admitted is scanned first."""
+        import shutil
+
+        source, target = Path(source), Path(target)
+        if source.resolve() not in self.manifest and self.check_file(source):
+            return
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        self.manifest[target.resolve()] = self.manifest[source.resolve()]
+        if self.journal is not None:
+            self.journal.admit(target, self.manifest[target.resolve()])
+
+    def sweep(self, folder: Path, before) -> dict[str, list[str]]:
+        """Remove every file under `folder` that is new or changed since the snapshot `before` and
+        not admitted with its present bytes, whatever its time stamps, and new folders left empty
+        of admitted files (real release only); returns what was removed (its path under `folder`)
+        and what it held (`[]`: nothing the scan found, but nothing the run wrote either)."""
+        from .manifest import debris, remove
+
+        if self.index is None:
+            return {}
+        files, folders = debris(Path(folder), before, self.manifest)
         removed = {}
-        kept = {Path(k).resolve() for k in keep}
-        for path in sorted(Path(folder).rglob("*")):
-            if path.is_file() and path.resolve() not in kept and path.stat().st_mtime >= since:
-                if kinds := self.check_file(path):
-                    removed[path.relative_to(folder).as_posix()] = kinds
+        for n, path in enumerate(files + folders, start=1):
+            kinds = self.name_leaks(path)
+            if path.is_file() and not path.is_symlink():
+                text = _scannable_text(path)
+                kinds += ["content the scan cannot read (not UTF-8 text)"] if text is None else self.leaks(text)
+            rel = path.relative_to(folder).as_posix() + ("/" if path in folders else "")
+            if kinds:
+                self._withhold(path, kinds)
+            removed[f"(a name withheld, {n})" if self.leaks(rel.replace("_", " ")) else rel] = kinds
+        remove(files, folders)
         return removed

@@ -154,8 +154,9 @@ def test_the_kernels_own_stderr_and_stdout_reach_the_console_only_through_the_sc
     out = tmp_path / "reports"
     proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), cwd=REPO)
     console = proc.stdout + proc.stderr
-    assert proc.returncode == 0, console[-2000:]
+    assert proc.returncode == 1, console[-2000:]  # a run whose scan withheld anything fails
     assert "withheld by the share-safe scan" in console
+    assert "share-safe scan withheld a message that held 1 person_ids" in console  # why it failed, at the end
     assert "an ordinary library warning" in console  # what holds no record text still reaches the user
     _assert_no_trace(out, console, *_traces(root))
 
