@@ -137,7 +137,8 @@ def find_layout(root: str | Path, problems: list[Problem], follow_external_links
     follow = bool(follow_external_links)
     root = Path(root)
     if not root.is_dir():
-        raise UnusableReleaseError(Problem(str(root), "no such folder", fatal=True))
+        why = "is a file, not a release folder (give the folder that holds it)" if root.is_file() else "no such folder"
+        raise UnusableReleaseError(Problem(str(root), why, fatal=True))
     root = _find_release_root(root)
     layout = ReleaseLayout(root=root)
     for stem in REQUIRED_COLUMNS:

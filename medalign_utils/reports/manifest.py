@@ -83,13 +83,16 @@ class Snapshot:
         return cls(dict(record.get("files", {})), set(record.get("folders", [])))
 
 
-def debris(folder: Path, before: Snapshot, admitted: dict[Path, str]) -> tuple[list[Path], list[Path]]:
+def debris(
+    folder: Path, before: Snapshot, admitted: dict[Path, str], own_folders=()
+) -> tuple[list[Path], list[Path]]:
     """Files under `folder` new or changed since `before` that were not admitted with their present
-    bytes, and new folders left empty of admitted files (deepest first): what a sweep removes."""
+    bytes, and new folders (not the run's `own_folders`) left empty of admitted files, deepest
+    first: what a sweep removes."""
     folder = Path(folder)
     admitted = {Path(p).resolve(): digest for p, digest in admitted.items()}
     files, folders = [], []
-    keep_dirs = {p.parent for p in admitted}
+    keep_dirs = {p.parent for p in admitted} | {Path(f).resolve() for f in own_folders}
     for rel, is_dir in _walk(folder):
         path = folder / rel
         if is_dir:
@@ -105,8 +108,8 @@ def debris(folder: Path, before: Snapshot, admitted: dict[Path, str]) -> tuple[l
         digest = admitted.get(path.resolve()) if not path.is_symlink() else None
         if digest is None or file_digest(path) != digest:
             files.append(path)
-    # a folder holding an admitted file deeper down stays
-    kept_parents = {parent for p in admitted for parent in p.parents}
+    # a folder holding an admitted file or one of the run's own folders deeper down stays
+    kept_parents = {parent for p in [*admitted, *keep_dirs] for parent in p.parents}
     folders = [f for f in folders if f.resolve() not in kept_parents]
     return files, sorted(folders, key=lambda p: len(p.parts), reverse=True)
 

@@ -9,6 +9,7 @@ relative, the data folder becomes its name (`relative_paths`).
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import re
@@ -195,21 +196,56 @@ CHROMIUM_OFFLINE_FLAGS = (
 )
 
 
-# A PDF holds what the page's HTML holds, which the scan read: no script runs to write anything else.
-CHROMIUM_NO_SCRIPT_FLAGS = ("--blink-settings=scriptEnabled=false", "--disable-javascript")
+# Chromium's own flags for the fallback where no network namespace can be made: WebRTC may send
+# nothing that bypasses the (dead) proxy.
+CHROMIUM_NO_UDP_FLAGS = (
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+)
+# A PDF holds what the page's HTML holds, which the scan read: the printed copy forbids every script
+# (a Content-Security-Policy Chromium obeys; its --disable-javascript switch no longer does) and
+# every request, so no script writes text and nothing is fetched.
+_NO_SCRIPT_POLICY = (
+    '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+    "style-src 'unsafe-inline'; img-src data:; font-src data:\">"
+)
+
+
+def without_scripts(page: str) -> str:
+    """A page that runs no script and loads nothing when printed."""
+    return re.sub(r"(<head\b[^>]*>)", lambda m: m.group(1) + _NO_SCRIPT_POLICY, page, count=1, flags=re.I)
+
+
+@functools.cache
+def network_isolation() -> tuple[str, ...]:
+    """The command prefix that runs a program in a network namespace of its own (no interface but
+    its own loopback), where the system allows one; () where it does not."""
+    unshare = shutil.which("unshare")
+    for prefix in ((unshare, "--net"), (unshare, "--map-root-user", "--net")) if unshare else ():
+        try:
+            if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0:
+                return prefix
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return ()
 
 
 def page_pdf(page: Path, target: Path, chromium: str) -> bool:
-    """Print a page to PDF with headless Chromium (code collapsed, as a reader sees it), offline
-    (`CHROMIUM_OFFLINE_FLAGS`), with JavaScript off, and with a fresh profile that is removed after."""
+    """Print a page to PDF with headless Chromium (code collapsed, as a reader sees it), with no
+    script running (`without_scripts`), offline (in its own network namespace where the system
+    allows, `CHROMIUM_OFFLINE_FLAGS` always) and with a fresh profile that is removed after."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="medalign-chromium-") as profile:
+        printed = Path(profile) / "page.html"
+        printed.write_text(without_scripts(page.read_text(encoding="utf-8")), encoding="utf-8")
+        isolation = network_isolation()
         flags = ["--headless", "--disable-gpu", "--no-sandbox", "--no-pdf-header-footer", *CHROMIUM_OFFLINE_FLAGS]
-        flags += CHROMIUM_NO_SCRIPT_FLAGS
-        flags += [f"--user-data-dir={profile}", f"--print-to-pdf={target}"]
+        flags += [*CHROMIUM_NO_UDP_FLAGS, f"--user-data-dir={profile}/profile", f"--print-to-pdf={target}"]
         try:
-            subprocess.run([chromium, *flags, page.resolve().as_uri()], capture_output=True, timeout=180, check=False)
+            subprocess.run(
+                [*isolation, chromium, *flags, printed.as_uri()], capture_output=True, timeout=180, check=False
+            )
         except (OSError, subprocess.TimeoutExpired):
             return False
     return target.exists() and target.stat().st_size > 0

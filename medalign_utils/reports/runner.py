@@ -160,6 +160,7 @@ def run_suite(
 def _run_and_record(run: _Run, release: Release, notebooks, out: Path, *, only, bundle: bool, scan_needed: bool) -> bool:
     """The notebooks, the run's record and indexes, the bundle, and the last sweep of `out`."""
     run.cache_dir.mkdir(parents=True, exist_ok=True)
+    run.writer.own_folders |= {run.run_dir, run.cache_dir, run.run_dir / "tables"}
     results = _run_notebooks(notebooks, run, out, scan_needed=scan_needed)
     writer, run_dir = run.writer, run.run_dir
     record = _run_record(

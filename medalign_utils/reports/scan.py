@@ -502,6 +502,7 @@ class ShareSafeWriter:
     def __init__(self, index: SensitiveIndex | None, journal=None):
         self.index, self.journal = index, journal
         self.manifest: dict[Path, str] = {}
+        self.own_folders: set[Path] = set()  # folders the run made for its output (kept when empty)
         self.withheld: list[str] = []
 
     def leaks(self, text: str) -> list[str]:
@@ -602,7 +603,7 @@ class ShareSafeWriter:
 
         if self.index is None:
             return {}
-        files, folders = debris(Path(folder), before, self.manifest)
+        files, folders = debris(Path(folder), before, self.manifest, self.own_folders)
         removed = {}
         for n, path in enumerate(files + folders, start=1):
             kinds = self.name_leaks(path)

@@ -93,3 +93,61 @@ def test_chromium_prints_offline_a_loopback_listener_sees_no_connection(tmp_path
     finally:
         listener.close()
     assert "--proxy-server=http://127.0.0.1:9" in CHROMIUM_OFFLINE_FLAGS
+
+
+class _UdpListener:
+    """A loopback UDP socket that counts the datagrams it receives (a STUN request is one)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.datagrams = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                self.sock.recvfrom(2048)
+                self.datagrams += 1
+            except OSError:
+                continue
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def test_a_pages_script_neither_writes_the_pdf_nor_reaches_a_tcp_or_udp_listener(tmp_path):
+    from medalign_utils.reports.pages import network_isolation, pdf_text, without_scripts
+
+    chromium = find_chromium()
+    if not chromium:
+        pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install chromium)")
+    tcp, udp = _Listener(), _UdpListener()
+    try:
+        page = tmp_path / "page.html"
+        script = (
+            "var t = 'computed' + ' by script'; document.title = t; document.getElementById('x').textContent = t;"
+            f"fetch('http://127.0.0.1:{tcp.port}/leak?' + t).catch(function () {{}});"
+            f"var pc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:127.0.0.1:{udp.port}'}}]}});"
+            "pc.createDataChannel('x'); pc.createOffer().then(function (o) { return pc.setLocalDescription(o); });"
+        )
+        page.write_text(f'<html><head><title>T</title></head><body><p id="x">as written</p><script>{script}</script></body></html>')
+        assert page_pdf(page, tmp_path / "page.pdf", chromium)
+        import time
+
+        time.sleep(1.0)
+        text = pdf_text(tmp_path / "page.pdf")
+        assert "as written" in text and "computed by script" not in text
+        assert tcp.connections == 0 and udp.datagrams == 0
+    finally:
+        tcp.close()
+        udp.close()
+    assert "Content-Security-Policy" in without_scripts("<html><head></head></html>")
+    # Where the system allows a network namespace (CI's machine does), Chromium runs in one.
+    assert network_isolation() == () or network_isolation()[-1] == "--net"
