@@ -137,6 +137,19 @@ _JS_STRING = re.compile(r""""((?:[^"\\\n]|\\.){1,100000})"|'((?:[^'\\\n]|\\.){1,
 _MAX_DEPTH = 4
 # A tag, comment or character reference: text that an HTML parser reads differently from its source.
 _MARKUP = re.compile(r"<[a-zA-Z!/?]|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);?")
+# Geometry: an SVG attribute whose value is only numbers, path commands and transform functions
+# (the page template's icons: "m9.64 7.64c.23-.5.36" reads as 1936-05-01). No reader sees it as text.
+_GEOMETRY_ATTR = re.compile(
+    r"""(\s(?:d|points|viewbox|transform|x|y|x1|x2|y1|y2|cx|cy|r|rx|ry|dx|dy|fx|fy|width|height|offset"""
+    r"""|stroke-width|stroke-dasharray|stroke-dashoffset|stroke-miterlimit|opacity|fill-opacity)\s*=\s*)"""
+    r"""(["'])((?:[\d.,eE+\-\s%()MmLlHhVvCcSsQqTtAaZz]|matrix|translate|scale|rotate|skew[XY])*)\2""",
+    re.I,
+)
+
+
+def without_geometry(text: str) -> str:
+    """`text` with the values of SVG geometry attributes emptied (`_GEOMETRY_ATTR`)."""
+    return _GEOMETRY_ATTR.sub(r"\1\2\2", text) if "=" in text else text
 
 
 class _Extractor(HTMLParser):
@@ -232,6 +245,8 @@ def _read(text: str, reading: _Reading, depth: int = 0, markup: bool = True) -> 
     if key is None or key in reading.seen:
         return
     reading.seen.add(key)
+    if markup and _MARKUP.search(text):
+        text = without_geometry(text)
     reading.texts.append(normalise(text))
     reading.rasters |= set(_RASTER_DATA.findall(text))
     if depth >= _MAX_DEPTH:
@@ -314,7 +329,9 @@ def _years(y: str) -> list[int]:
 
 def _full_dates(text: str) -> set[str]:
     found = {_iso(y, m, d) for y, _, m, d in _NUMERIC_YMD.findall(text)}
-    for a, _, b, y in _NUMERIC_XXY.findall(text):  # month-first and day-first both
+    for a, sep, b, y in _NUMERIC_XXY.findall(text):  # month-first and day-first both
+        if sep == "." and len(y) == 2 and (len(a) < 2 or len(b) < 2):
+            continue  # a version ("linux-6.18.44"), not a date: dotted dates pad day and month
         for year in _years(y):
             found |= {_iso(year, a, b), _iso(year, b, a)}
     found |= {_iso(y, m, d) for y, m, d in _COMPACT.findall(text)}

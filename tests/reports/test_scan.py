@@ -177,3 +177,36 @@ def test_shingle_hashes_are_the_same_in_every_process():
     other = subprocess.run([sys.executable, "-c", script, " ".join(words)], capture_output=True, text=True, check=True)
     ours = ",".join(map(str, scan._shingle_hashes(words).tolist()))
     assert ours and other.stdout.strip() == ours
+
+
+def test_no_false_alarm_from_the_page_templates_geometry_or_version_strings(tmp_path, monkeypatch):
+    """A cohort whose record dates are every date the page template's numbers could form (its icons'
+    path data, base64 SVGs in its stylesheet) and a kernel version's: its pages pass the scan."""
+    import nbformat
+
+    from medalign_utils.reports import scan
+    from medalign_utils.reports.pages import render_page
+    from medalign_utils.reports.scan import SensitiveIndex, _full_dates, _Reading, _read, without_geometry
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('hello')")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hello\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A page\n## One\n## Two\n## Three"), cell]
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    render_page(tmp_path / "page.ipynb", tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text() + "<p>python 3.11.7 on linux-6.18.44-fc-v1300-x86_64</p>"
+    with monkeypatch.context() as m:  # every date the page's numbers form when geometry is read as text
+        m.setattr(scan, "without_geometry", lambda text: text)
+        reading = _Reading()
+        _read(page, reading)
+    formable = set().union(*map(_full_dates, reading.texts)) | {"1944-06-18"}
+    assert len(formable) >= 4 and "2019-04-10" in formable  # one the issue saw
+    index = SensitiveIndex.from_texts({}, [], dates=formable)
+    assert index.scan(page) == []
+    # The same dates as text a reader sees are found, in the page and inside an SVG's text.
+    assert index.scan(page.replace("<p>python", "<p>seen 2019-04-10; python")) == ["1 full dates from the records"]
+    svg = '<svg><path d="m10.04.19 2 3"/><text x="10.04" y="19">on 10.04.2019</text></svg>'
+    assert without_geometry(svg).count('""') == 3 and "full dates from the records" in index.scan(svg)[0]
+    assert index.scan('<svg><path d="m10.04.19 2 3"/></svg>') == []
+    # Geometry that holds words is not geometry: it is read.
+    assert index.scan('<svg><path d="seen on 2019-04-10"/></svg>') == ["1 full dates from the records"]
