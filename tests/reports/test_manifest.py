@@ -253,3 +253,41 @@ def test_out_that_is_a_file_and_validate_given_a_file_say_so_in_one_line(tiny_co
     assert proc.returncode == 2 and len(lines) == 1 and "is a file, not a folder" in lines[0], proc.stderr
     proc = _medalign("validate", str(tiny_cohort / "clinician-instruction-responses.tsv"))
     assert proc.returncode == 2 and "is a file, not a release folder" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow(seconds=30)
+def test_ctrl_c_to_the_process_group_ends_the_run_within_10_s_with_no_kernel_and_nothing_unscanned(real_like, tmp_path):
+    root, _ = real_like
+    pid, note = _pid_and_note(root)
+    nbs, out = tmp_path / "nbs", tmp_path / "reports"
+    nbs.mkdir()
+    # The note reaches the executed notebook, then the kernel spins in C code (a regular expression
+    # that backtracks for minutes), where a signal is only seen when it returns.
+    kernel_pid = tmp_path / "kernel.pid"
+    first = TRACES + f"print(note)\nPath({str(kernel_pid)!r}).write_text(str(os.getpid()))"
+    _two_cell_notebook(nbs / "01_busy.ipynb", first, "import re\nre.match(r'(a+)+$', 'a' * 40 + 'b')")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "medalign_utils.cli", "run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*/01_busy.ipynb")):
+        time.sleep(0.2)
+    time.sleep(3)  # the second cell is running
+    sent = time.time()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        code = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the run did not end within 10 s of Ctrl-C") from None
+    assert code == 130 and time.time() - sent < 10
+    kernel = int(kernel_pid.read_text())
+    for _ in range(20):  # the kernel is gone (a zombie is reaped by its parent, which is gone too)
+        if not Path(f"/proc/{kernel}").exists() or "Z" in Path(f"/proc/{kernel}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(kernel, signal.SIGKILL)
+        raise AssertionError("Ctrl-C left the kernel running")
+    assert not list(out.glob("*/01_busy.*"))
+    _nothing_of(out, pid, note)
