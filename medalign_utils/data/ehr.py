@@ -31,7 +31,7 @@ from lxml import etree
 from ..parallel import process_map
 from .problems import Problem
 
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # 3: a line of undecodable bytes no longer ends the record (read with U+FFFD)
 
 # One row per event. `value` keeps the text as written; `value_num` is its number when it is one.
 # name:type, in column order (types: pyarrow's).
@@ -323,11 +323,55 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
     """
     path = Path(path)
     file = display_name or path.name
-    rows = _Rows(person_id or _person_id_from_name(path.name))
     problems = _encoding_problem(path, file)
+    source, bad_lines = path, []
+    for _attempt in range(2):
+        rows = _Rows(person_id or _person_id_from_name(path.name))
+        found: list[Problem] = []
+        schema, patient = _parse_into(source, rows, found, file, person_id)
+        if bad_lines or not any(p.message.startswith("XML is malformed") for p in found):
+            break
+        # Bytes that are not text in the file's encoding stop the XML parser where they stand: read
+        # the file with each such byte replaced (U+FFFD), keep every event, and count the lines.
+        source, bad_lines = _repaired(path)
+        if not bad_lines:
+            break
+    if bad_lines:
+        where = f"line {bad_lines[0]}" + (f" and {len(bad_lines) - 1} more" if len(bad_lines) > 1 else "")
+        problems.append(Problem(file, f"{len(bad_lines)} lines hold bytes that are not text; each read with U+FFFD", where))
+    problems += found
+    if schema == "unknown" and not problems:
+        problems.append(Problem(file, "holds no XML elements"))
+    table_out = rows.to_table(file, problems)
+    return ParsedEHR(rows.person_id, schema, table_out, patient, problems)
+
+
+def _repaired(path: Path):
+    """The file's bytes as UTF-8 with undecodable bytes replaced (and the declaration saying so), and
+    the lines (1-based) that held such bytes; (path, []) when every byte decodes."""
+    import io
+
+    raw = path.read_bytes()
+    encoding = xml_encoding(raw)
+    bad_lines = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError:
+            bad_lines.append(number)
+    if not bad_lines or encoding.startswith(("utf-16", "utf-32")):
+        return path, []
+    text = raw.decode(encoding, errors="replace").removeprefix("\ufeff")
+    text = _DECLARED_TEXT.sub(lambda m: m.group(0).replace(m.group(1), "utf-8"), text, count=1)
+    return io.BytesIO(text.encode("utf-8")), bad_lines
+
+
+def _parse_into(source, rows: _Rows, problems: list[Problem], file: str, person_id: str | None):
+    """Read every event of `source` into `rows`; a fault is one problem, and what came before stays."""
     schema, patient = "unknown", {}
     try:
-        events = etree.iterparse(str(path), events=("start", "end"), huge_tree=True)
+        where = str(source) if isinstance(source, Path) else source  # a path, or repaired bytes
+        events = etree.iterparse(where, events=("start", "end"), huge_tree=True)
         for _, root in events:
             if root.tag not in _SCHEMA_READERS:
                 msg = f"root element <{root.tag}> is neither <eventstream> nor <record>; no events read"
@@ -344,10 +388,7 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
         problems.append(Problem(file, msg, f"line {line}"))
     except OSError as err:
         problems.append(Problem(file, f"cannot be read: {err}"))
-    if schema == "unknown" and not problems:
-        problems.append(Problem(file, "holds no XML elements"))
-    table_out = rows.to_table(file, problems)
-    return ParsedEHR(rows.person_id, schema, table_out, patient, problems)
+    return schema, patient
 
 
 def _person_id_from_name(name: str) -> str:
@@ -377,6 +418,7 @@ _BOMS = (
     (b"\xfe\xff", "utf-16-be"),
 )
 _DECLARED = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_DECLARED_TEXT = re.compile(r"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
 def xml_encoding(raw: bytes) -> str:

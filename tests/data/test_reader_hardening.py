@@ -129,6 +129,25 @@ def test_utf16_records_are_decoded_and_reported(tiny_cohort, tmp_path):
     assert any("utf-16" in p.message for p in release.problems)
 
 
+def test_a_bad_byte_costs_one_line_not_the_patient(tiny_cohort, tmp_path):
+    root = tmp_path / "rel"
+    shutil.copytree(tiny_cohort, root)
+    path = sorted((root / "ehrs").glob("*.xml"))[0]
+    before = load_release(tiny_cohort).events(progress=False)
+    lines = path.read_bytes().split(b"\n")
+    lines[7] += b"\xff\xfe"  # line 8: bytes that are no UTF-8
+    lines[20] += b"\xc3"
+    path.write_bytes(b"\n".join(lines))
+    release = load_release(root)
+    events = release.events(progress=False)
+    kept, expected = (events.person_id == path.stem).sum(), (before.person_id == path.stem).sum()
+    assert kept == expected > 0  # every event stays
+    (problem,) = [p for p in release.problems if "not text" in p.message]
+    assert problem.file == f"ehrs/{path.name}" and problem.where == "line 8 and 1 more"
+    assert problem.message == "2 lines hold bytes that are not text; each read with U+FFFD"
+    assert "\ufffd" in release.ehr_text(path.stem)
+
+
 def test_links_outside_the_release_are_reported_and_followed_only_when_allowed(tiny_cohort, tmp_path):
     root = tmp_path / "rel"
     shutil.copytree(tiny_cohort, root)
