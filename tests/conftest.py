@@ -42,6 +42,15 @@ def public_sample() -> Path:
     return PUBLIC_SAMPLE
 
 
+@pytest.fixture(autouse=True)
+def _fresh_display_rule(monkeypatch):
+    # Opening the real release sets the small-cell rule for every table shown after it in the
+    # process (`describe.register_display_rule`): each test starts as a fresh kernel would.
+    from medalign_utils.data import describe
+
+    monkeypatch.setattr(describe, "_DISPLAY_RULE", {"min_cell_patients": None})
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     # Parsed-EHR and token caches go to a per-session temp folder, never to the user's home: set for

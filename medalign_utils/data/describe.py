@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -36,6 +38,48 @@ def is_real(table: pd.DataFrame) -> bool:
 def min_cell_patients(table: pd.DataFrame) -> int:
     """The smallest number of patients a shown cell of `table` may describe (its release's setting)."""
     return int(table.attrs.get("min_cell_patients", DEFAULT_MIN_CELL))
+
+
+# The small-cell rule where tables are shown. Opening the real release (`open_release`, what every
+# notebook does first) sets it for the process, so that every table `reports.show` displays
+# obeys it, whichever function made the table: a count of 1 to min_cell - 1 reads "<min_cell".
+_DISPLAY_RULE: dict = {"min_cell_patients": None}
+_COUNT_COLUMN = re.compile(
+    r"^(n|count|counts|patients|instructions|responses|records|notes|encounters)$|^n[_ ]|_count$|^labelled ", re.I
+)
+
+
+def register_display_rule(release: Release) -> None:
+    """After `release` was opened: on the real release, every shown table follows its small-cell
+    rule (the strictest of every real release this process opened)."""
+    if not release.is_synthetic:
+        current = _DISPLAY_RULE["min_cell_patients"] or 0
+        _DISPLAY_RULE["min_cell_patients"] = max(current, release.min_cell_patients)
+
+
+def display_min_cell() -> int | None:
+    """The small-cell threshold shown tables follow (None: no real data was opened here)."""
+    return _DISPLAY_RULE["min_cell_patients"]
+
+
+def is_count_column(name) -> bool:
+    label = " ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+    return bool(_COUNT_COLUMN.search(label.strip()))
+
+
+def suppress_small_counts(frame: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """`frame` with every count column's values from 1 to `min_cell` - 1 shown as "<min_cell"."""
+    out = frame
+    for name in frame.columns:
+        col = frame[name]
+        if not is_count_column(name) or pd.api.types.is_bool_dtype(col):
+            continue
+        values = pd.to_numeric(col, errors="coerce")  # a column of numbers and words ("90+") too
+        small = (values > 0) & (values < min_cell)
+        if small.any():
+            out = out.copy() if out is frame else out
+            out[name] = col.astype(object).where(~small, f"<{min_cell}")
+    return out
 
 
 def _disclosure(table: pd.DataFrame) -> dict:

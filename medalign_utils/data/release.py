@@ -599,7 +599,11 @@ def open_release(
                 fatal=True,
             )
         )
-    return load_release(path, follow_external_links=follow_external_links, min_cell_patients=min_cell_patients)
+    release = load_release(path, follow_external_links=follow_external_links, min_cell_patients=min_cell_patients)
+    from .describe import register_display_rule
+
+    register_display_rule(release)  # every table shown after this follows the release's small-cell rule
+    return release
 
 
 def load_release(

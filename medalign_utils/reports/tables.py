@@ -51,10 +51,15 @@ def plain(table: pd.DataFrame) -> pd.DataFrame:
 
 def readable(table: pd.DataFrame, *, caption: str | None = None, na: str = MISSING, digits: int = 3, columns=None):
     """A Styler of `table` for a page: rounded (`column_format`), no index column, `na` where a value
-    is missing, only `columns` (in that order) when given."""
+    is missing, only `columns` (in that order) when given. Once the real release was opened in this
+    process, every count column obeys its small-cell rule (`describe.suppress_small_counts`)."""
+    from ..data.describe import display_min_cell, suppress_small_counts
+
     frame = plain(table)
     if columns is not None:
         frame = frame[[c for c in columns if c in frame.columns]]
+    if (min_cell := display_min_cell()) is not None:
+        frame = suppress_small_counts(frame, min_cell)
     formats = {}
     for name in frame.columns:
         col = frame[name]

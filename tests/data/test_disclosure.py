@@ -81,3 +81,43 @@ def test_demographic_cells_count_patients_not_instructions(real_like):
     out = breakdown(release.model_responses, groups, min_cell=2, bootstrap=Bootstrap(n_resamples=20))
     assert (out.n_patients == 1).all() and (out.n_instructions > 1).any()
     assert out.correct_pct.isna().all()  # every cell describes one patient, however many instructions
+
+
+def test_every_shown_table_obeys_the_small_cell_rule_once_the_real_release_is_open(real_like, monkeypatch):
+    """Four patients, so every category is rare: no count column of a table `show` displays holds
+    a count from 1 to 10, whichever package function made it."""
+    from medalign_utils.data import open_release
+    from medalign_utils.evaluation import clinicians
+    from medalign_utils.reports.tables import readable
+
+    monkeypatch.setattr(describe, "_DISPLAY_RULE", {"min_cell_patients": None})
+    release = open_release(real_like[0])
+    assert describe.display_min_cell() == 11
+    events = release.events(progress=False)
+    cohort = describe.cohort_table(release.patients(progress=False), events)
+    labels = clinicians.combine_raters(release.model_responses, "primary")
+    demographics = describe.instruction_demographics(release)
+    by = clinicians.breakdown(labels, demographics["sex"], bootstrap=Bootstrap(n_resamples=20), min_cell=11)
+    as_in_04 = by.pivot(index="group", columns="system", values="correct_pct")
+    as_in_04["patients"] = by.groupby("group").n_patients.max()
+    tables = {
+        "cohort_summary": describe.cohort_summary(cohort),
+        "patients_per": describe.patients_per(cohort, "gender"),
+        "notes_per_type": describe.notes_per_type(events),
+        "category_table": describe.category_table(release.instructions),
+        "specialty_table": describe.specialty_table(release.instructions),
+        "breakdown": by,
+        "04 demographics": as_in_04,
+        "table3": clinicians.table3(labels, bootstrap=Bootstrap(n_resamples=20)),
+    }
+    counted = 0
+    for name, table in tables.items():
+        shown = readable(table).data
+        for column in [c for c in shown.columns if describe.is_count_column(c)]:
+            values = pd.to_numeric(shown[column], errors="coerce")
+            assert not ((values >= 1) & (values < 11)).any(), (name, column, shown[column].tolist())
+            counted += int(shown[column].astype(str).str.startswith("<").sum())
+    assert counted >= 5  # the rule had cells to act on
+    # A synthetic cohort opened in a fresh process shows its counts as they are.
+    monkeypatch.setattr(describe, "_DISPLAY_RULE", {"min_cell_patients": None})
+    assert readable(pd.DataFrame({"patients": [3]})).data.patients.tolist() == [3]
