@@ -83,8 +83,10 @@ def _fold_table() -> dict[int, str | None]:
 def normalise(text: str) -> str:
     """Text as the scan compares it: percent-encoding decoded, NFKC, format characters removed,
     look-alike letters, dashes and spaces folded, lower case."""
-    if "%" in text:
-        text = unquote(text, errors="replace")
+    for _ in range(3):  # "%2550" is "%50" is "P": encoded twice or three times reads the same
+        if "%" not in text or (decoded := unquote(text, errors="replace")) == text:
+            break
+        text = decoded
     text = unicodedata.normalize("NFKC", text).translate(_fold_table())
     return unicodedata.normalize("NFKC", text).casefold()
 
@@ -216,13 +218,15 @@ def _decoded_payloads(text: str) -> list[str]:
     """The text inside base64 and percent-encoded data URIs, and inside escaped string literals."""
     found = []
     for mime, _, b64, payload in _DATA_URI.findall(text):
-        if mime and not mime.lower().startswith(("text/", "image/svg", "application/json", "application/xml")):
-            continue
-        if b64:
+        if b64:  # any type: what decodes to text is read (an image's bytes do not)
             try:
-                found.append(base64.b64decode(payload + "=" * (-len(payload) % 4)).decode("utf-8", errors="replace"))
+                decoded = base64.b64decode(payload + "=" * (-len(payload) % 4)).decode("utf-8", errors="replace")
             except (binascii.Error, ValueError):
                 continue
+            if mime.lower().startswith(("text/", "image/svg", "application/json", "application/xml")) or _printable(
+                decoded
+            ):
+                found.append(decoded)
         else:
             found.append(unquote(payload, errors="replace"))
     if "\\" in text:
@@ -245,6 +249,7 @@ def _read(text: str, reading: _Reading, depth: int = 0, markup: bool = True) -> 
     if key is None or key in reading.seen:
         return
     reading.seen.add(key)
+    original = text  # what SVG text's positions are read from (`_alternative_readings`)
     if markup and _MARKUP.search(text):
         text = without_geometry(text)
     reading.texts.append(normalise(text))
@@ -269,8 +274,134 @@ def _read(text: str, reading: _Reading, depth: int = 0, markup: bool = True) -> 
         # he<b>ar</b>t reads "heart": the same text with tags joined tight
         reading.texts.append(normalise("".join(p for p in parser.parts if p.strip())))
     inner += _decoded_payloads(text)
+    inner += _alternative_readings(original)
     for t in inner:
         _read(t, reading, depth + 1)
+
+
+_RTL = re.compile(r"\u202e|\u2067|<bdo\b|dir\s*=\s*[\"']?rtl|bidi-override", re.I)
+_CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?")
+_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+_WORD_MARKS = re.compile(r"[\u0120\u0121\u2581\u010a\u010b]|(?:\s*##)")  # Ġ ġ ▁ Ċ ċ, WordPiece's ##
+
+
+def _printable(text: str) -> bool:
+    """Whether decoded bytes read as text (not an image, font or hash)."""
+    if not text or "\ufffd" in text:
+        return False
+    shown = sum(ch.isprintable() or ch in "\n\t\r" for ch in text)
+    return shown / len(text) > 0.95 and sum(ch.isalpha() for ch in text) / len(text) > 0.5
+
+
+def _base64_texts(text: str) -> list[str]:
+    """Every run of base64 (bare, in a script, in a data URI of any type) that decodes to text."""
+    found = []
+    for run in _BASE64_RUN.findall(text):
+        if len(run) > 2_000_000:
+            continue
+        body = run.replace("-", "+").replace("_", "/")
+        try:
+            decoded = base64.b64decode(body + "=" * (-len(body) % 4), validate=False).decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if _printable(decoded):
+            found.append(decoded)
+    return found
+
+
+class _Glyphs(HTMLParser):
+    """The runs of SVG text placed at absolute x positions (`<text x>`, `<tspan x>`), with their
+    line (y): text drawn a letter or a word at a time, which a reader sees as words."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.runs: list[tuple[float, float, str]] = []
+        self._at: list[tuple[float | None, float | None]] = []
+
+    @staticmethod
+    def _first(value) -> float | None:
+        m = re.match(r"\s*(-?[\d.]+(?:e-?\d+)?)", value or "")
+        try:
+            return float(m.group(1)) if m else None
+        except ValueError:
+            return None
+
+    def handle_starttag(self, tag, attrs):
+        if tag.lower() in ("text", "tspan"):
+            a = dict(attrs)
+            outer = self._at[-1] if self._at else (None, None)
+            x, y = self._first(a.get("x")), self._first(a.get("y"))
+            self._at.append((x, y if y is not None else outer[1]))
+
+    def handle_endtag(self, tag):
+        if tag.lower() in ("text", "tspan") and self._at:
+            self._at.pop()
+
+    def handle_data(self, data):
+        if self._at and self._at[-1][0] is not None and data.strip():
+            x, y = self._at[-1]
+            self.runs.append((y or 0.0, x, data.strip()))
+
+
+def _positioned_text(raw: str) -> str | None:
+    """SVG text put back together by position: runs on one line in x order, a space where the gap
+    between two runs is wider than their letters take (`_Glyphs`)."""
+    glyphs = _Glyphs()
+    try:
+        glyphs.feed(raw)
+        glyphs.close()
+    except (AssertionError, ValueError):
+        return None
+    if len(glyphs.runs) < 6:
+        return None
+    lines = []
+    for y in sorted({round(y, 1) for y, _, _ in glyphs.runs}):
+        row = sorted((x, t) for yy, x, t in glyphs.runs if round(yy, 1) == y)
+        steps = [(b[0] - a[0]) / len(a[1]) for a, b in zip(row, row[1:]) if b[0] > a[0]]
+        if not steps:
+            continue
+        advance = float(np.median(steps))
+        text = row[0][1]
+        for (x0, t0), (x1, t1) in zip(row, row[1:]):
+            text += (" " if x1 - x0 > 1.5 * advance * len(t0) else "") + t1
+        lines.append(text)
+    return "\n".join(lines) or None
+
+
+def _alternative_readings(raw: str) -> list[str]:
+    """What a reader sees where a text's bytes say it otherwise: text shown right to left (an RLO
+    character, `<bdo dir=rtl>`, CSS direction) read reversed, CSS escapes (`content: "\\50"`)
+    decoded, letters with combining marks read without them, and what base64 runs decode to."""
+    views = []
+    if _RTL.search(raw):
+        views.append(raw[::-1])
+    if "\\" in raw and _CSS_ESCAPE.search(raw):
+        views.append(_CSS_ESCAPE.sub(lambda m: _css_char(m.group(1)), raw))
+    if any(unicodedata.combining(ch) for ch in raw[:200_000]):
+        views.append("".join(ch for ch in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(ch)))
+    if "<svg" in raw.lower() and (placed := _positioned_text(raw)):
+        views.append(placed)
+    return views + _base64_texts(raw)
+
+
+def _css_char(code: str) -> str:
+    value = int(code, 16)
+    return chr(value) if 0 < value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF else " "
+
+
+def _word_views(text: str) -> list[str]:
+    """A normalised text read as words are split and joined to hide them: "_" as a space, a
+    tokenizer's word marks (Ġword, ▁word, ##piece) undone, and without the bare numbers between
+    words (a one-word-per-row table shown with its index)."""
+    views = []
+    if "_" in text:
+        views.append(text.replace("_", " "))
+    if _WORD_MARKS.search(text):
+        views.append(_WORD_MARKS.sub(lambda m: "" if "#" in m.group() else " ", text))
+    words = _WORD.findall(text)
+    if sum(w.isdigit() for w in words) * 4 >= len(words) > 8:  # numbers between most words
+        views.append(" ".join(w for w in words if not w.isdigit()))
+    return views
 
 
 def page_text(raw: str) -> str:
@@ -305,10 +436,12 @@ _MONTHS = {
 _MON = "(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _SEP = r"[\s\-/.,]+"
 _DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
-_NUMERIC_YMD = re.compile(r"(?<!\d)(\d{4})([-/.])(\d{1,2})\2(\d{1,2})(?!\d)")
+_NUMERIC_YMD = re.compile(r"(?<!\d)(\d{4})([-/. ])(\d{1,2})\2(\d{1,2})(?!\d)")
 _NUMERIC_XXY = re.compile(r"(?<![\d.])(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?![\d])")
 _COMPACT = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?:t\d|(?!\d))")
-_DAY_MON_YEAR = re.compile(rf"(?<![\w]){_DAY}{_SEP}{_MON}{_SEP}(\d{{4}}|\d{{2}})(?!\d)")
+_DAY_MON_YEAR = re.compile(rf"(?<![\w]){_DAY}{_SEP}(?:of{_SEP})?{_MON}{_SEP}(\d{{4}}|\d{{2}})(?!\d)")
+# Seconds, milliseconds or nanoseconds since 1970 standing alone (a table's timestamp column).
+_EPOCH = re.compile(r"(?<![\d.])-?(\d{9,10}|\d{12,13}|\d{18,19})(?:\.\d+)?(?![\d.])")
 _MON_DAY_YEAR = re.compile(rf"(?<![a-z]){_MON}{_SEP}{_DAY}{_SEP}(\d{{4}})(?!\d)")
 _YEAR_MON_DAY = re.compile(rf"(?<!\d)(\d{{4}}){_SEP}{_MON}{_SEP}{_DAY}(?!\d)")
 # matplotlib's yearless date tick labels ("Aug-03", "03-Aug"): compared with the records' month-days.
@@ -334,12 +467,27 @@ def _full_dates(text: str) -> set[str]:
             continue  # a version ("linux-6.18.44"), not a date: dotted dates pad day and month
         for year in _years(y):
             found |= {_iso(year, a, b), _iso(year, b, a)}
+        if len(a) == 2 and len(y) == 2:  # year first: "%y-%m-%d"
+            found |= {_iso(year, b, y) for year in _years(a)}
     found |= {_iso(y, m, d) for y, m, d in _COMPACT.findall(text)}
     for d, mon, y in _DAY_MON_YEAR.findall(text):
         found |= {_iso(year, _MONTHS[mon], d) for year in _years(y)}
     found |= {_iso(y, _MONTHS[mon], d) for mon, d, y in _MON_DAY_YEAR.findall(text)}
     found |= {_iso(y, _MONTHS[mon], d) for y, mon, d in _YEAR_MON_DAY.findall(text)}
+    found |= {_epoch_date(m.group()) for m in _EPOCH.finditer(text)}
     return found - {None}
+
+
+def _epoch_date(number: str) -> str | None:
+    """The UTC date of a count of seconds, milliseconds or nanoseconds since 1970 (years 1900-2100)."""
+    digits = len(number.lstrip("-").split(".")[0])
+    scale = 1 if digits <= 10 else 1_000 if digits <= 13 else 1_000_000_000
+    seconds = float(number) / scale
+    if not -2_208_988_800 <= seconds <= 4_102_444_800:
+        return None
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%d")
 
 
 def _month_days(text: str) -> set[str]:
@@ -373,9 +521,13 @@ def _ids_in(text: str, compact_ids: set[str], prefixes: set[str]) -> set[str]:
         s = token
         if s in compact_ids:
             found.add(s)
+        elif token.isdigit() and token.startswith("0") and token.lstrip("0") in compact_ids:
+            found.add(token.lstrip("0"))  # zero-padded: "0010004134"
         j = i + 1
         while s in prefixes and j < len(runs) and runs[j][0] - end <= 3:
-            s += runs[j][2]
+            nxt = runs[j][2]
+            unpadded = nxt.lstrip("0") if nxt.isdigit() else nxt
+            s += unpadded if unpadded and (s + unpadded in prefixes or s + unpadded in compact_ids) else nxt
             end = runs[j][1]
             if s in compact_ids:
                 found.add(s)
@@ -463,6 +615,7 @@ class SensitiveIndex:
         """Kinds of leak found in a text or page (never the leaked text itself)."""
         reading = _Reading()
         _read(raw, reading)
+        reading.texts += [view for t in reading.texts for view in _word_views(t)]
         found = []
         words = [_WORD.findall(t) for t in reading.texts]
         if len(self.shingles):

@@ -210,3 +210,14 @@ def test_no_false_alarm_from_the_page_templates_geometry_or_version_strings(tmp_
     assert index.scan('<svg><path d="m10.04.19 2 3"/></svg>') == []
     # Geometry that holds words is not geometry: it is read.
     assert index.scan('<svg><path d="seen on 2019-04-10"/></svg>') == ["1 full dates from the records"]
+
+
+def test_numeric_ids_zero_padded_and_rows_a_table_widget_embeds_are_caught():
+    note = "the patient was admitted overnight with chest pain radiating to the left arm and jaw"
+    index = SensitiveIndex.from_texts({"124835": [note]}, ["124835"])
+    assert index.scan("record 000124835 was read") == ["1 person_ids"]
+    assert index.scan("a count of 124835000 and 1248350") == []  # digits around it are another number
+    # A table widget (itables, DataTables) embeds its rows as data in the page's script.
+    rows = json.dumps({"data": [[i, w] for i, w in enumerate(note.split())], "columns": ["i", "w"]})
+    page = f'<table id="t"></table><script type="module">new DataTable(document.getElementById("t"), {rows});</script>'
+    assert index.scan(page)[0].endswith("passages of record, instruction or response text")

@@ -68,6 +68,53 @@ DISGUISES = {
     "bmp_output": "display({'image/bmp': 'Qk0eAAAAAAAAABoAAAAMAAAAAQABAAEAGAAAAP8A'}, raw=True)",
     "jpeg_output": "display({'image/jpeg': '/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAP'}, raw=True)",
     "gif_output": "display({'image/gif': 'R0lGODlhAQABAAAAACw='}, raw=True)",
+    # Issue 32's accidental disguises: SVG text by position, direction, encodings, split words, dates, ids.
+    "svg_tspan_words": (
+        "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">' + ''.join("
+        "f'<tspan dx=\"4\">{html.escape(w)}</tspan>' for w in note.split()[:40]) + '</text></svg>'))"
+    ),
+    "svg_tspan_letters": (
+        "xs, parts = 0, []\n"
+        "for ch in note[:300]:\n"
+        "    if ch != ' ':\n"
+        "        parts.append(f'<tspan x=\"{xs}\">{html.escape(ch)}</tspan>')\n"
+        "    xs += 7\n"
+        "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">' + ''.join(parts) + '</text></svg>'))"
+    ),
+    "svg_text_per_letter": (
+        "xs, parts = 0, []\n"
+        "for ch in note[:300]:\n"
+        "    if ch != ' ':\n"
+        "        parts.append(f'<text x=\"{xs}\" y=\"20\">{html.escape(ch)}</text>')\n"
+        "    xs += 7\n"
+        "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\">' + ''.join(parts) + '</svg>'))"
+    ),
+    "right_to_left_override": "print('\\u202e' + note[::-1])",
+    "bdo_rtl": "display(HTML('<bdo dir=\"rtl\">' + html.escape(note[::-1]) + '</bdo>'))",
+    "css_content_escapes": (
+        "display(HTML('<style>.x::after { content: \"' + ''.join(f'\\\\{ord(c):x} ' for c in note[:300])"
+        " + '\"; }</style><div class=\"x\"></div>'))"
+    ),
+    "data_uri_any_type": (
+        "display(HTML('<a href=\"data:application/octet-stream;base64,' + base64.b64encode(note.encode()).decode()"
+        " + '\">file</a>'))"
+    ),
+    "base64_in_script": (
+        "display(HTML('<script>var s = atob(\"' + base64.b64encode(note.encode()).decode() + '\");</script>'))"
+    ),
+    "bare_base64": "print(base64.b64encode(note.encode()).decode())",
+    "double_percent_encoding": "print(urllib.parse.quote(urllib.parse.quote(note)))",
+    "underscore_joined": "print('_'.join(note.split()))",
+    "combining_marks": "print(''.join(c + '\\u0301' if c.isalpha() else c for c in note))",
+    "tokenizer_word_marks": "print(''.join('\\u0120' + w for w in note.split()))",
+    "one_word_per_row": "import pandas as pd\ndisplay(pd.DataFrame({'w': note.split()[:60]}))",
+    "date_nth_of_month": "print(f\"{day.day}th of {day.strftime('%B %Y')}\")",
+    "date_spaced_ymd": "print(day.strftime('%Y %m %d'))",
+    "date_two_digit_year_first": "print(day.strftime('%y-%m-%d'))",
+    "epoch_seconds": "import pandas as pd\ndisplay(pd.DataFrame({'t': [int(day.timestamp())]}))",
+    "epoch_milliseconds": "import pandas as pd\ndisplay(pd.DataFrame({'t': [int(day.timestamp() * 1000)]}))",
+    "epoch_nanoseconds": "import pandas as pd\ndisplay(pd.DataFrame({'t': [pd.Timestamp(day).value]}))",
+    "zero_padded_id": "head, digits = pid.split('-')\nprint(head + '-' + digits.zfill(14))",
     # RUN_DIR: the run's folder, the one folder under --out (the test writes its path in).
     "file_in_run_folder": (
         "from pathlib import Path\n"
