@@ -104,3 +104,36 @@ def unmark(src: Path, dst: Path, prefix: str = "PT-") -> tuple[Path, dict[str, s
 
 def responses_path(root: Path) -> Path:
     return root / "clinician-reviewed-model-responses.tsv"
+
+
+def template_dates(folder: Path) -> set[str]:
+    """Every record date the page template's numbers could form if its SVG geometry (icon path data)
+    were read as text, and a kernel version string's: a cohort holding them is a false-alarm cohort."""
+    from unittest import mock
+
+    import nbformat
+
+    from medalign_utils.reports import scan
+    from medalign_utils.reports.pages import render_page
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('hello')")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hello\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A page\n## One\n## Two\n## Three"), cell]
+    nbformat.write(nb, folder / "template.ipynb")
+    render_page(folder / "template.ipynb", folder / "template.html")
+    page = (folder / "template.html").read_text() + "<p>linux-6.18.44-fc-v1300-x86_64</p>"
+    reading = scan._Reading()
+    with mock.patch.object(scan, "without_geometry", lambda text: text):
+        scan._read(page, reading)
+    found = set().union(*map(scan._full_dates, reading.texts)) | {"1944-06-18"}
+    return {d for d in found if 1900 <= int(d[:4]) <= 2099}  # dates a record can hold
+
+
+def set_record_dates(ehr: Path, dates) -> None:
+    """Give the first entries of a record the `dates` (their times kept)."""
+    text = ehr.read_text()
+    for day in sorted(dates):
+        text = re.sub(r'<entry timestamp="\d{4}-\d{2}-\d{2}', f'<entry timestamp="{day}', text, count=1)
+        text = text.replace(f'<entry timestamp="{day}', f'<entry timestamp="@{day}', 1)  # the next one next
+    ehr.write_text(text.replace('<entry timestamp="@', '<entry timestamp="'))

@@ -328,7 +328,7 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
     for _attempt in range(2):
         rows = _Rows(person_id or _person_id_from_name(path.name))
         found: list[Problem] = []
-        schema, patient = _parse_into(source, rows, found, file, person_id)
+        schema, patient = _parse_into(source, rows, found, file=file, person_id=person_id)
         if bad_lines or not any(p.message.startswith("XML is malformed") for p in found):
             break
         # Bytes that are not text in the file's encoding stop the XML parser where they stand: read
@@ -366,7 +366,7 @@ def _repaired(path: Path):
     return io.BytesIO(text.encode("utf-8")), bad_lines
 
 
-def _parse_into(source, rows: _Rows, problems: list[Problem], file: str, person_id: str | None):
+def _parse_into(source, rows: _Rows, problems: list[Problem], *, file: str, person_id: str | None):
     """Read every event of `source` into `rows`; a fault is one problem, and what came before stays."""
     schema, patient = "unknown", {}
     try:

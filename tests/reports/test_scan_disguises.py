@@ -171,8 +171,9 @@ def test_every_disguise_fails_its_run_names_and_removes_the_page_and_leaves_no_t
     for i, (name, code) in enumerate(DISGUISES.items(), start=1):
         names[name] = f"{i:02d}_{name}"
         write_notebook(nbs / f"{names[name]}.ipynb", PRELUDE + code.replace("RUN_DIR", run_dir))
-    proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), cwd=REPO)
+    proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), "--bundle", cwd=REPO)
     assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "bundle not written" in proc.stderr and not list(out.glob("*.zip"))  # nothing in a zip or PDF
     record = json.loads((out / "run.json").read_text())
     results = {n["name"]: n for n in record["notebooks"]}
     run_dir = out / record["run_id"]
