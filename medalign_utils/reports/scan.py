@@ -280,8 +280,11 @@ def _read(text: str, reading: _Reading, depth: int = 0, markup: bool = True) -> 
 
 
 _RTL = re.compile(r"\u202e|\u2067|<bdo\b|dir\s*=\s*[\"']?rtl|bidi-override", re.I)
+_CSS_CONTENT = re.compile(r"""content\s*:\s*(["'])((?:\\.|(?!\1).){1,100000}?)\1""", re.I | re.S)
 _CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?")
 _BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_UNDERSCORE_JOINED = re.compile(r"(?:[^\W\d_]+_){3,}[^\W\d_]+(?:_\w+)*")
 _WORD_MARKS = re.compile(r"[\u0120\u0121\u2581\u010a\u010b]|(?:\s*##)")  # Ġ ġ ▁ Ċ ċ, WordPiece's ##
 
 
@@ -375,9 +378,10 @@ def _alternative_readings(raw: str) -> list[str]:
     views = []
     if _RTL.search(raw):
         views.append(raw[::-1])
-    if "\\" in raw and _CSS_ESCAPE.search(raw):
-        views.append(_CSS_ESCAPE.sub(lambda m: _css_char(m.group(1)), raw))
-    if any(unicodedata.combining(ch) for ch in raw[:200_000]):
+    if "\\" in raw and "content" in raw:  # the text CSS puts on the page, escapes decoded
+        shown = [_CSS_ESCAPE.sub(lambda m: _css_char(m.group(1)), v) for _, v in _CSS_CONTENT.findall(raw)]
+        views += [v for v in shown if len(v) > 1]
+    if _COMBINING.search(raw):
         views.append("".join(ch for ch in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(ch)))
     if "<svg" in raw.lower() and (placed := _positioned_text(raw)):
         views.append(placed)
@@ -394,8 +398,8 @@ def _word_views(text: str) -> list[str]:
     tokenizer's word marks (Ġword, ▁word, ##piece) undone, and without the bare numbers between
     words (a one-word-per-row table shown with its index)."""
     views = []
-    if "_" in text:
-        views.append(text.replace("_", " "))
+    if "_" in text and (joined := _UNDERSCORE_JOINED.findall(text)):  # not every CSS class or JSON key
+        views.append(" | ".join(run.replace("_", " ") for run in joined))
     if _WORD_MARKS.search(text):
         views.append(_WORD_MARKS.sub(lambda m: "" if "#" in m.group() else " ", text))
     words = _WORD.findall(text)
@@ -478,6 +482,7 @@ def _full_dates(text: str) -> set[str]:
     return found - {None}
 
 
+@cache
 def _epoch_date(number: str) -> str | None:
     """The UTC date of a count of seconds, milliseconds or nanoseconds since 1970 (years 1900-2100)."""
     digits = len(number.lstrip("-").split(".")[0])
@@ -615,9 +620,9 @@ class SensitiveIndex:
         """Kinds of leak found in a text or page (never the leaked text itself)."""
         reading = _Reading()
         _read(raw, reading)
-        reading.texts += [view for t in reading.texts for view in _word_views(t)]
         found = []
-        words = [_WORD.findall(t) for t in reading.texts]
+        # Words are also read as they are split and joined to hide them; ids and dates as written.
+        words = [_WORD.findall(t) for t in reading.texts + [v for t in reading.texts for v in _word_views(t)]]
         if len(self.shingles):
             hashes = np.unique(np.concatenate([_shingle_hashes(w) for w in words] or [np.zeros(0, np.uint64)]))
             hits = int(np.isin(hashes, self.shingles).sum())
