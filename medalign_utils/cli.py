@@ -580,7 +580,9 @@ def _add_run_commands(sub) -> None:
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_compare)
 
-    b = sub.add_parser("bench", help="run a benchmark in benchmarks/ (parse, context, generate, metrics, synth, suite)")
+    b = sub.add_parser(
+        "bench", help="run a benchmark in benchmarks/ (parse, context, generate, metrics, synth, suite, judge, scan)"
+    )
     b.add_argument("name")
     b.add_argument(
         "--quiet", action="store_true", help="accepted for symmetry; benchmarks print only name: value lines"
