@@ -135,13 +135,91 @@ def test_alt_test_a_judge_copying_a_clinician_passes_and_an_always_correct_judge
     assert copied["passed"] is True and copied["winning_rate"] >= 2 / 3
     always = {k: 1.0 for k in copy.index}
     table, lazy = J.alt_test(resp, _verdicts(always), judge="j", min_items=30)
-    assert lazy["passed"] is False and lazy["winning_rate"] == 0.0 and (table.judge_minus_clinician < -0.2).all()
+    assert lazy["passed"] is False and lazy["winning_rate"] == 0.0 and (table.rho_clinician > table.rho_judge).all()
     # By hand for the copying judge held against A: it is A, so the difference is 0 on every item.
     assert J.alt_test(resp, _verdicts(copy.to_dict()), judge="j")[0].set_index("clinician").loc["A"].p_value == 0.0
     _, few = J.alt_test(resp[resp.annotator_num != "C"], _verdicts(always), judge="j")
     assert few["passed"] is None and "at least 3" in few["reason"]
     _, short = J.alt_test(resp, _verdicts(always), judge="j", min_items=50)
     assert short["passed"] is None and "at least 50" in short["reason"]
+
+
+def _reference_alt_test(rows, judge_scores, kind, epsilon):
+    """The alternative annotator test written from Calderon et al.'s definition, independently of
+    the package: rows are (item, system, rater, correct, rank); judge_scores map (item, system) to
+    the judge's label ("correct") or score ("rank"). Returns {rater: (rho_f, rho_h, p)}."""
+    from scipy.stats import kendalltau, ttest_1samp
+
+    by_rater = {}
+    for item, system, rater, correct, rank in rows:
+        by_rater.setdefault(rater, {})[(item, system)] = (correct, rank)
+    out = {}
+    for h in sorted(by_rater):
+        others = [r for r in by_rater if r != h]
+        s_h, s_f = [], []
+        items = sorted({k for k in by_rater[h]}) if kind == "correct" else sorted({k[0] for k in by_rater[h]})
+        for item in items:
+            if kind == "correct":
+                theirs = [by_rater[o][item][0] for o in others if item in by_rater[o]]
+                if not theirs:
+                    continue
+                s_h.append(np.mean([by_rater[h][item][0] == t for t in theirs]))
+                s_f.append(np.mean([judge_scores[item] == t for t in theirs]))
+                continue
+            systems = sorted(k[1] for k in by_rater[h] if k[0] == item)
+            mine = [-by_rater[h][(item, s)][1] for s in systems]
+            th, tf = [], []
+            for o in others:
+                if all((item, s) in by_rater[o] for s in systems):
+                    theirs = [-by_rater[o][(item, s)][1] for s in systems]
+                    th.append(kendalltau(mine, theirs).statistic)
+                    tf.append(kendalltau([judge_scores[(item, s)] for s in systems], theirs).statistic)
+            if th:
+                s_h.append(np.nanmean(th))
+                s_f.append(np.nanmean(tf))
+        w_h = np.array([a >= b or np.isclose(a, b) for a, b in zip(s_h, s_f)], float)
+        w_f = np.array([b >= a or np.isclose(a, b) for a, b in zip(s_h, s_f)], float)
+        p = ttest_1samp(w_h - w_f, epsilon, alternative="less").pvalue
+        out[h] = (w_f.mean(), w_h.mean(), p)
+    return out
+
+
+def test_alt_test_equals_the_papers_definition_with_three_or_more_other_raters():
+    rng = np.random.default_rng(7)
+    raters = {"A": 0.1, "B": 0.2, "C": 0.25, "D": 0.3, "E": 0.15}  # five: four others for each
+    rows, judge_label, judge_score = [], {}, {}
+    for k in range(60):
+        truth = int(rng.integers(0, 2))
+        quality = rng.normal(size=4)
+        ranks = {rater: (-(quality + rng.normal(0, 0.7, 4))).argsort().argsort() + 1 for rater in raters}
+        for j, system in enumerate("wxyz"):
+            judge_label[(str(k), system)] = int(truth if rng.random() > 0.22 else 1 - truth)
+            judge_score[(str(k), system)] = float(np.round(quality[j] + rng.normal(0, 0.8), 1))
+            for rater, flip in raters.items():
+                label = int(truth if rng.random() > flip else 1 - truth)
+                rows.append((str(k), system, rater, label, int(ranks[rater][j])))
+    responses = _labels(rows)
+    for kind, scores, mode in (("correct", judge_label, "correct"), ("rank", judge_score, "rubric")):
+        table, result = J.alt_test(responses, _verdicts(scores, mode=mode), judge="j", kind=kind, epsilon=0.2)
+        reference = _reference_alt_test(rows, scores, kind, 0.2)
+        got = table.set_index("clinician")
+        for rater, (rho_f, rho_h, p) in reference.items():
+            assert got.loc[rater, "rho_judge"] == pytest.approx(rho_f, abs=1e-12), (kind, rater)
+            assert got.loc[rater, "rho_clinician"] == pytest.approx(rho_h, abs=1e-12), (kind, rater)
+            assert got.loc[rater, "p_value"] == pytest.approx(p, rel=1e-9, abs=1e-15), (kind, rater)
+        assert result["n_clinicians"] == 5 and 0 <= result["winning_rate"] <= 1
+    # Not the raw differences' t-test: with four other raters the two disagree.
+    from scipy.stats import ttest_1samp
+
+    human = [np.mean([r[3] == o[3] for o in rows if o[:2] == r[:2] and o[2] != "A"]) for r in rows if r[2] == "A"]
+    llm = [
+        np.mean([judge_label[r[:2]] == o[3] for o in rows if o[:2] == r[:2] and o[2] != "A"])
+        for r in rows
+        if r[2] == "A"
+    ]
+    raw = ttest_1samp(np.array(llm) - np.array(human), -0.2, alternative="greater").pvalue
+    table, _ = J.alt_test(responses, _verdicts(judge_label), judge="j", kind="correct", epsilon=0.2)
+    assert abs(table.set_index("clinician").loc["A", "p_value"] - raw) > 1e-3
 
 
 def test_alt_test_on_the_planted_judge_says_what_it_can_tell(judged):

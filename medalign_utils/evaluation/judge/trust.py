@@ -296,12 +296,16 @@ def alt_test(
     min_items: int = 30,
     min_clinicians: int = 3,
 ) -> tuple[pd.DataFrame, dict]:
-    """The alternative annotator test: for each clinician held out, the judge's and that clinician's
-    agreement with the remaining clinicians item by item (`kind` "correct": responses, agreement of
-    labels; "rank": instructions, Kendall tau of ranks against the judge's rubric score), a one-sided
-    paired t-test that the judge is no worse by more than `epsilon`, Benjamini-Yekutieli over
-    clinicians at `q`; the winning rate is the share of clinicians the judge beats, passed at >= 0.5.
-    With too few clinicians or items the verdict is None and `reason` says why."""
+    """The alternative annotator test (Calderon et al., ACL 2025), as their paper and notebook define
+    it. For each clinician h held out, on each item both h and the judge can be compared with the
+    remaining clinicians (`kind` "correct": responses, the share of their labels each agrees with;
+    "rank": instructions, the mean Kendall tau of each's ranking with theirs, the judge ranking by
+    its rubric score): S_h(i) and S_f(i). The win indicators W_h(i) = 1[S_h >= S_f] and W_f(i) =
+    1[S_f >= S_h] have means rho_h and rho_f (the advantage probabilities); a one-sided one-sample
+    t-test of d(i) = W_h(i) - W_f(i) against `epsilon` tests H0: rho_h - rho_f >= epsilon. The
+    p-values are corrected by Benjamini-Yekutieli over clinicians at `q`; the winning rate is the share
+    of clinicians rejected, passed at >= 0.5. With too few clinicians or items the verdict is None and
+    `reason` says why."""
     from scipy import stats
     from statsmodels.stats.multitest import multipletests
 
@@ -310,16 +314,18 @@ def alt_test(
     rows = []
     for r in sorted(d.rater.unique()):
         human, llm = _item_scores(d, r, judge_of, kind)
-        diff = llm - human
+        # A tie counts for both; scores equal but for rounding (two taus of one ranking) are a tie.
+        w_h, w_f = (human >= llm - 1e-9).astype(float), (llm >= human - 1e-9).astype(float)
+        diff = w_h - w_f
         if len(diff) < 2:
             p = np.nan
         elif np.std(diff) == 0:
-            p = 0.0 if diff.mean() > -epsilon else 1.0  # no variance: the mean decides
+            p = 0.0 if diff.mean() < epsilon else 1.0  # no variance: the mean decides
         else:
-            p = float(stats.ttest_1samp(diff, -epsilon, alternative="greater").pvalue)
-        mean = float(diff.mean()) if len(diff) else np.nan
-        rows.append({"clinician": r, "n_items": len(diff), "judge_minus_clinician": mean, "p_value": p})
-    table = pd.DataFrame(rows, columns=["clinician", "n_items", "judge_minus_clinician", "p_value"])
+            p = float(stats.ttest_1samp(diff, epsilon, alternative="less").pvalue)
+        rho = (float(w_f.mean()), float(w_h.mean())) if len(diff) else (np.nan, np.nan)
+        rows.append({"clinician": r, "n_items": len(diff), "rho_judge": rho[0], "rho_clinician": rho[1], "p_value": p})
+    table = pd.DataFrame(rows, columns=["clinician", "n_items", "rho_judge", "rho_clinician", "p_value"])
     reason = None
     if len(table) < min_clinicians:
         reason = f"{len(table)} clinicians reviewed the same items; the test needs at least {min_clinicians}"
