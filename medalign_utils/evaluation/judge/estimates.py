@@ -13,7 +13,6 @@ from ...stats import BOOTSTRAP, Bootstrap
 from ..clinicians import bootstrap_clusters, head_to_head, label_matrices, win_rates
 from .agreement import judge_win_rates, pairwise_battles
 
-Z95 = 1.959963984540054
 
 
 def _judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
@@ -33,8 +32,8 @@ def _judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
 def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str, systems: list[str]) -> pd.DataFrame:
     """For each of the six systems taken as if it were new (its clinician labels unused by the
     judge): the judge's correct % and win rate beside the clinicians'. `attrs` holds their
-    root-mean-square differences, the judge's transfer error (an empirical widening from six
-    systems, not a guarantee)."""
+    root-mean-square differences, the judge's transfer error, and how many systems each was measured
+    on (`widened` multiplies it by Student's t for that many; see `TRANSFER_ASSUMPTION`)."""
     verdicts = _judge_correct_table(judgments, judge)
     clin = labels[labels.system.isin(systems)]
     judge_pct = verdicts.groupby("system").verdict.mean() * 100
@@ -59,16 +58,44 @@ def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str,
     for name in ("correct_pct", "win_rate"):
         err = out[f"{name}_error"].dropna()
         out.attrs[f"transfer_error_{name}"] = float(np.sqrt((err**2).mean())) if len(err) else np.nan
+        out.attrs[f"transfer_systems_{name}"] = len(err)
     return out
 
 
-def widened(estimate: float, low: float, high: float, transfer_error: float) -> tuple[float, float]:
-    """The sampling interval widened by the judge's transfer error (in quadrature, at 95%)."""
-    if not np.isfinite(transfer_error) or not np.isfinite(low):
+# What the transfer widening assumes, said on every page that shows it.
+TRANSFER_ASSUMPTION = (
+    "The widening assumes the new system is exchangeable with the systems the judge's error was "
+    "measured on (its error drawn from the same spread); a system unlike them can fall outside."
+)
+
+
+def transfer_quantile(n_systems: int, confidence: float = 0.95) -> float:
+    """The multiplier of a transfer error (an RMS over `n_systems` errors about zero): Student's t
+    with `n_systems` degrees of freedom, since a new system's error over that RMS is t-distributed
+    when the systems are exchangeable and their errors normal (1.96 holds only for many systems)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, n_systems)) if n_systems >= 1 else np.nan
+
+
+def widened(
+    estimate: float,
+    low: float,
+    high: float,
+    transfer_error: float,
+    *,
+    n_systems: int,
+    scale: tuple[float, float] = (0.0, 100.0),
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """The sampling interval widened by the judge's transfer error over `n_systems` systems (in
+    quadrature, `transfer_quantile` times the error), clipped to the `scale` (0-100 for a correct %,
+    0-1 for a win rate)."""
+    if not np.isfinite(transfer_error) or not np.isfinite(low) or n_systems < 1:
         return np.nan, np.nan
     half = max(estimate - low, high - estimate)
-    extra = np.sqrt(half**2 + (Z95 * transfer_error) ** 2)
-    return float(estimate - extra), float(estimate + extra)
+    extra = np.sqrt(half**2 + (transfer_quantile(n_systems, confidence) * transfer_error) ** 2)
+    return float(max(scale[0], estimate - extra)), float(min(scale[1], estimate + extra))
 
 
 def judge_correct_pct(
@@ -265,9 +292,9 @@ def place_summary(
     transfer = transfer_table(judgments, labels, judge=judge, systems=others)
     out: dict = {"system": system, "judge": judge}
     out.update(judge_correct_pct(judgments, judge=judge, system=system, bootstrap=bootstrap, patients=labels))
-    error = transfer.attrs["transfer_error_correct_pct"]
-    lo, hi = widened(out["correct_pct"], out["correct_pct_ci_low"], out["correct_pct_ci_high"], error)
-    out.update(correct_pct_transfer_low=lo, correct_pct_transfer_high=hi)
+    error, n_err = transfer.attrs["transfer_error_correct_pct"], transfer.attrs["transfer_systems_correct_pct"]
+    lo, hi = widened(out["correct_pct"], out["correct_pct_ci_low"], out["correct_pct_ci_high"], error, n_systems=n_err)
+    out.update(correct_pct_transfer_low=lo, correct_pct_transfer_high=hi, transfer_assumption=TRANSFER_ASSUMPTION)
     battles = pairwise_battles(judgments, judge=judge)
     everyone = [*others, system]
     battles = battles[battles.system_a.isin(everyone) & battles.system_b.isin(everyone)]
@@ -287,12 +314,21 @@ def place_summary(
         out["note"] = f"no place: {why}"
     else:
         out.update(win_rate=row.judge_win_rate, win_rate_ci_low=row.ci_low, win_rate_ci_high=row.ci_high)
-        # The place's interval: where the win rate's interval ends falls among the others' win rates.
-        rates = wr.drop(system).judge_win_rate.to_numpy()
-        out.update(place=float(row.place), place_ci_low=float(1 + (rates > row.ci_high).sum()))
-        out["place_ci_high"] = float(1 + (rates > row.ci_low).sum())
-        lo, hi = widened(row.judge_win_rate, row.ci_low, row.ci_high, transfer.attrs["transfer_error_win_rate"])
+        lo, hi = widened(
+            row.judge_win_rate,
+            row.ci_low,
+            row.ci_high,
+            transfer.attrs["transfer_error_win_rate"],
+            n_systems=transfer.attrs["transfer_systems_win_rate"],
+            scale=(0.0, 1.0),
+        )
         out.update(win_rate_transfer_low=lo, win_rate_transfer_high=hi)
+        # The place's interval: where the widened win-rate interval's ends fall among the others' win
+        # rates (the judge's error moves the place as it moves the rate).
+        rates = wr.drop(system).judge_win_rate.to_numpy()
+        low_end, high_end = (lo, hi) if np.isfinite(lo) else (row.ci_low, row.ci_high)
+        out.update(place=float(row.place), place_ci_low=float(1 + (rates > high_end).sum()))
+        out["place_ci_high"] = float(1 + (rates > low_end).sum())
     if new_labels is not None:
         out.update(ppi_correct_pct(judgments, new_labels, judge=judge, system=system))
         if "model_rank" in new_labels.columns and new_labels.model_rank.notna().any():
