@@ -77,3 +77,91 @@ def test_the_place_interval_follows_the_widened_rate():
             best, worst = 1 + (judge[1:] > b).sum(), 1 + (judge[1:] > a).sum()
             hits[name] += best <= true_place <= worst
     assert hits["widened"] / worlds >= 0.9 and hits["widened"] > hits["raw"] + 0.1 * worlds
+
+
+# ------------------------------------------------------------------ small-sample intervals for k labels
+
+
+def test_no_zero_width_interval_when_every_label_agrees():
+    from medalign_utils.evaluation.judge.estimates import labels_only_ci, ppi_mean_ci
+
+    y, yhat, yu = np.ones(10), np.full(10, 0.9), np.linspace(0.6, 1.0, 290)
+    plain = ppi_mean_ci(y, yhat, yu, alpha=0.05)
+    assert plain["lam"] == 0.0 and plain["ci_high"] - plain["ci_low"] == pytest.approx(0)  # the defect
+    small = ppi_mean_ci(y, yhat, yu, alpha=0.05, small_sample=True)
+    assert small["ci_high"] - small["ci_low"] > 0.1 and small["ci_low"] <= small["estimate"] <= small["ci_high"] <= 1
+    wilson = labels_only_ci(y, alpha=0.05, small_sample=True)
+    assert wilson["ci_low"] == pytest.approx(10 / (10 + 1.959964**2)) and wilson["ci_high"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.8, 0.92])
+@pytest.mark.parametrize("k", [10, 20, 40])
+def test_small_sample_intervals_cover_the_estimand_at_small_k(p, k):
+    """k labels of N = 300 answers whose correct rate is p, a judge whose probability separates them;
+    the estimand is p. Coverage of PPI++ (small-sample) and of Wilson's interval, over 1500 draws."""
+    from medalign_utils.evaluation.judge.estimates import labels_only_ci, ppi_mean_ci
+
+    rng = np.random.default_rng(int(p * 100) + k)
+    hits = {"labels": 0, "labels+judge": 0}
+    draws = 1500
+    for _ in range(draws):
+        y_all = rng.random(300) < p
+        q = np.where(y_all, rng.beta(6, 2, 300), rng.beta(2, 6, 300))
+        pick = rng.choice(300, k, replace=False)
+        rest = np.setdiff1d(np.arange(300), pick)
+        for name, ci in (
+            ("labels", labels_only_ci(y_all[pick].astype(float), alpha=0.05, small_sample=True)),
+            ("labels+judge", ppi_mean_ci(y_all[pick].astype(float), q[pick], q[rest], alpha=0.05, small_sample=True)),
+        ):
+            hits[name] += ci["ci_low"] <= p <= ci["ci_high"]
+    assert hits["labels+judge"] / draws >= 0.93, hits
+    assert hits["labels"] / draws >= 0.92, hits  # Wilson's coverage oscillates a little around 95%
+
+
+def test_ties_count_half_in_the_labels_as_in_the_judges_battles(tmp_path):
+    """The new system beats five of the six and ties the sixth on every instruction. Its judge share
+    is 5.5/6; clinicians who saw the same (a tie for first: rank 1.5) give the same 5.5/6."""
+    import pandas as pd
+
+    from medalign_utils.evaluation.judge.estimates import ppi_win_rate, read_new_labels
+
+    six = [f"s{i}" for i in range(6)]
+    rows = []
+    for i in range(20):
+        for s in six:
+            winner = ("tie", "tie") if s == "s5" else ("A", "B")  # AB: new is A; BA: new is B
+            for order, w in zip(("AB", "BA"), winner):
+                verdict = {"winner": w}
+                rows.append(
+                    {"judge": "j", "mode": "pairwise", "instruction_id": str(i), "pair": f"new|{s}",
+                     "order": order, "valid": True, "error": None, "verdict": verdict}
+                )  # fmt: skip
+    judgments = pd.DataFrame(rows)
+    path = tmp_path / "labels.tsv"
+    lines = ["instruction_id\tmodel_name\tbinary_correct\tmodel_rank"] + [f"{i}\tnew\t1\t1.5" for i in range(5)]
+    path.write_text("\n".join(lines) + "\n")
+    labels = read_new_labels(path)
+    out = ppi_win_rate(judgments, labels, judge="j", system="new", systems=six)
+    assert out["labels_win_rate"] == pytest.approx(5.5 / 6) == out["ppi_win_rate"]
+    path.write_text(lines[0] + "\n0\tnew\t1\t1.3\n")
+    with pytest.raises(ValueError, match=r"labels.tsv line 2: model_rank '1.3' is not a place from 1"):
+        read_new_labels(path)
+
+
+def test_no_interval_from_three_instructions():
+    """A bootstrap over three instructions where the system won every battle says (1.000, 1.000):
+    judge_win_rates withholds it, as place_summary does, and names the system."""
+    import pandas as pd
+
+    from medalign_utils.evaluation.judge.agreement import judge_win_rates, pairwise_battles
+
+    rows = [
+        {"judge": "j", "mode": "pairwise", "instruction_id": str(i), "pair": f"a|{b}", "order": order,
+         "valid": True, "error": None, "verdict": {"winner": "A" if order == "AB" else "B"}}
+        for i in range(3) for b in ("b", "c") for order in ("AB", "BA")
+    ]  # fmt: skip
+    battles = pairwise_battles(pd.DataFrame(rows), judge="j")
+    table = judge_win_rates(battles, ["a", "b", "c"]).set_index("system")
+    assert table.loc["a", "judge_win_rate"] == 1.0 and np.isnan(table.loc["a", "ci_low"])
+    assert "a, b, c" in table.attrs["note"] and "fewer than 10 instructions" in table.attrs["note"]
+    assert judge_win_rates(battles, ["a", "b", "c"], min_instructions=3).ci_low.notna().all()

@@ -315,7 +315,9 @@ def test_the_oracle_planted_judge_repeats_the_primary_label_and_saves_the_most(g
     j = J.read_judgments(tmp_path / "o.jsonl")
     assert J.correct_agreement(j, labels, judge="oracle")["cohens_kappa"] == pytest.approx(1.0)
     plan = J.label_budget(j, labels, judge="oracle", systems=paper.in_paper_order(labels.system), ks=(40,), n_draws=40)
-    assert plan[plan.method == "labels+judge"].equivalent_labels.iloc[0] > 150
+    # Worth over three times its 40 labels; the small-sample interval's pseudo-labels cost an oracle a
+    # little (it was 150+ with the plain interval, which had zero width whenever 40 labels agreed).
+    assert plan[plan.method == "labels+judge"].equivalent_labels.iloc[0] > 120
 
 
 def test_a_strong_judge_saves_many_labels(judged):
@@ -330,7 +332,9 @@ def test_a_strong_judge_saves_many_labels(judged):
         strong, labels, judge="strong", systems=paper.in_paper_order(labels.system), ks=(40,), n_draws=60
     )
     ppi = plan[plan.method == "labels+judge"].iloc[0]
-    assert ppi.equivalent_labels > 100 and 0.9 <= ppi.coverage <= 0.99
+    # More than twice its 40 labels, at a coverage of the estimand that holds (the plain interval
+    # claimed 100+ labels while it covered the estimand less often than 95%).
+    assert ppi.equivalent_labels > 85 and 0.93 <= ppi.coverage <= 0.99
 
 
 # ------------------------------------------------------------------ the CLI

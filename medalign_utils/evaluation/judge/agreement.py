@@ -236,10 +236,13 @@ def judge_win_rates(
     *,
     bootstrap: Bootstrap = BOOTSTRAP,
     patients: pd.DataFrame | None = None,
+    min_instructions: int = 10,
 ) -> pd.DataFrame:
     """Each system's win rate from the judge's battles (the paper's WR: the unweighted mean of its
     head-to-head shares), with a percentile bootstrap CI over instructions (or over patients, from
-    `patients`: any table of instruction_id and person_id), and its place."""
+    `patients`: any table of instruction_id and person_id), and its place. A system in battles on
+    fewer than `min_instructions` instructions gets no CI (a bootstrap of three instructions can say
+    (1.000, 1.000)); `attrs["note"]` names them."""
     from ..clinicians import battle_shares, bootstrap_clusters, win_rates
 
     ids, w, l = battle_counts(battles, systems)
@@ -266,16 +269,22 @@ def judge_win_rates(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanquantile(boot, [alpha, 1 - alpha], axis=0)
+    n_instructions = ((w + l).sum(2) > 0).sum(0)
+    thin = n_instructions < min_instructions
     out = pd.DataFrame(
         {
             "system": systems,
             "judge_win_rate": point,
-            "ci_low": lo,
-            "ci_high": hi,
+            "ci_low": np.where(thin, np.nan, lo),
+            "ci_high": np.where(thin, np.nan, hi),
             "battles": (w.sum(0) + l.sum(0)).sum(1),
+            "n_instructions": n_instructions,
         }
     )
     out["place"] = out.judge_win_rate.rank(ascending=False, method="min")
+    if thin.any():
+        names = ", ".join(np.asarray(systems)[thin])
+        out.attrs["note"] = f"no CI for {names}: judged on fewer than {min_instructions} instructions"
     return out.sort_values("judge_win_rate", ascending=False).reset_index(drop=True)
 
 

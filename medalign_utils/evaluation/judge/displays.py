@@ -300,6 +300,7 @@ class PlacementDisplay:
             baseline_judgments=baseline,
             limit=limit,
             bootstrap=bootstrap,
+            min_instructions=min_instructions,
             progress=progress,
         )
         t3 = table3(release.model_responses, bootstrap=bootstrap)

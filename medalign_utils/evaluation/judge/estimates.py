@@ -14,7 +14,6 @@ from ..clinicians import bootstrap_clusters, head_to_head, label_matrices, win_r
 from .agreement import judge_win_rates, pairwise_battles
 
 
-
 def _judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
     """The judge's correct verdict per response, and its probability where it has one."""
     j = judgments[(judgments["mode"] == "correct") & (judgments.judge == judge)]
@@ -41,7 +40,7 @@ def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str,
     battles = pairwise_battles(judgments, judge=judge)
     battles = battles[battles.system_a.isin(systems) & battles.system_b.isin(systems)]
     point_only = Bootstrap(n_resamples=10)  # the win rates' point estimates are what is compared
-    jwr = judge_win_rates(battles, systems, bootstrap=point_only).set_index("system").judge_win_rate
+    jwr = judge_win_rates(battles, systems, bootstrap=point_only, min_instructions=0).set_index("system").judge_win_rate
     _, _, rank, _ = label_matrices(clin, systems)
     cwr = pd.Series(win_rates(head_to_head(rank)), index=systems)
     out = pd.DataFrame(
@@ -123,14 +122,32 @@ def judge_correct_pct(
 # ------------------------------------------------------------------ prediction-powered inference
 
 
-def ppi_mean_ci(y, yhat, yhat_unlabeled, *, alpha: float, lam: float | None = None) -> dict:
+def ppi_mean_ci(y, yhat, yhat_unlabeled, *, alpha: float, lam: float | None = None, small_sample: bool = False) -> dict:
     """PPI++ for a mean (Angelopoulos, Duchi and Zrnic 2023): `y` the gold labels of n items,
     `yhat` the judge on the same items, `yhat_unlabeled` the judge on the other N; `lam` tuned to
     the variance-optimal value clipped to [0, 1] unless given (1: plain PPI; 0: labels alone).
-    Returns the estimate, a normal interval at level 1 - `alpha`, and lam."""
+    Returns the estimate, a normal interval at level 1 - `alpha`, and lam (as `ppi_py`).
+
+    `small_sample` (what the suite reports): the interval comes from the labels with two pseudo
+    pairs at 1 and two at 0 (the judge at its labelled mean; Agresti and Coull's "add two successes
+    and two failures") and Student's t, contains the estimate and is clipped to [0, 1]: when k labels
+    all agree, PPI++ tunes lam to 0 and its plain interval has zero width (44% of draws at p = 0.92,
+    k = 10). Coverage is shown by simulation (tests/evaluation/test_interval_coverage.py)."""
     from scipy import stats
 
     y, yhat, yu = (np.asarray(a, float) for a in (y, yhat, yhat_unlabeled))
+    plain = _ppi(y, yhat, yu, alpha=alpha, lam=lam, quantile=stats.norm.ppf(1 - alpha / 2))
+    if not small_sample:
+        return plain
+    pseudo = np.array([1.0, 1.0, 0.0, 0.0])
+    y2, h2 = np.concatenate([y, pseudo]), np.concatenate([yhat, np.full(4, yhat.mean())])
+    wide = _ppi(y2, h2, yu, alpha=alpha, lam=lam, quantile=stats.t.ppf(1 - alpha / 2, len(y2) - 1))
+    low = float(np.clip(min(wide["ci_low"], plain["estimate"]), 0, 1))
+    high = float(np.clip(max(wide["ci_high"], plain["estimate"]), 0, 1))
+    return {**plain, "ci_low": low, "ci_high": high}
+
+
+def _ppi(y, yhat, yu, *, alpha: float, lam: float | None, quantile: float) -> dict:
     n, big_n = len(y), len(yu)
     if lam is None:
         theta = yu.mean() + (y - yhat).mean()
@@ -140,23 +157,31 @@ def ppi_mean_ci(y, yhat, yhat_unlabeled, *, alpha: float, lam: float | None = No
         lam = float(np.clip(cov / (2 * (1 + n / big_n) * var), 0, 1)) if var > 0 else 0.0
     estimate = lam * yu.mean() + (y - lam * yhat).mean()
     se = np.sqrt(np.std(lam * yu) ** 2 / big_n + np.std(y - lam * yhat) ** 2 / n)
-    z = stats.norm.ppf(1 - alpha / 2)
     return {
         "estimate": float(estimate),
-        "ci_low": float(estimate - z * se),
-        "ci_high": float(estimate + z * se),
+        "ci_low": float(estimate - quantile * se),
+        "ci_high": float(estimate + quantile * se),
         "lam": lam,
     }
 
 
-def labels_only_ci(y, *, alpha: float) -> dict:
-    """The classical interval from the labels alone (normal approximation, as PPI's lam = 0)."""
+def labels_only_ci(y, *, alpha: float, small_sample: bool = False) -> dict:
+    """The classical interval from the labels alone (normal approximation, as PPI's lam = 0), or,
+    `small_sample`, Wilson's score interval for 0/1 labels and Student's t for others: never zero
+    width when every label agrees."""
     from scipy import stats
 
     y = np.asarray(y, float)
-    se = np.std(y) / np.sqrt(len(y))
+    n, mean = len(y), float(y.mean())
     z = stats.norm.ppf(1 - alpha / 2)
-    return {"estimate": float(y.mean()), "ci_low": float(y.mean() - z * se), "ci_high": float(y.mean() + z * se)}
+    if small_sample and np.isin(y, (0.0, 1.0)).all():
+        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return {"estimate": mean, "ci_low": float(max(0.0, centre - half)), "ci_high": float(min(1.0, centre + half))}
+    if small_sample:
+        z = stats.t.ppf(1 - alpha / 2, max(n - 1, 1))
+    se = np.std(y, ddof=1 if small_sample and n > 1 else 0) / np.sqrt(n)
+    return {"estimate": mean, "ci_low": float(mean - z * se), "ci_high": float(mean + z * se)}
 
 
 def read_new_labels(path) -> pd.DataFrame:
@@ -186,8 +211,16 @@ def read_new_labels(path) -> pd.DataFrame:
             "binary_correct": correct,
         }
     )
-    if "model_rank" in df.columns:
-        out["model_rank"] = pd.to_numeric(df.model_rank, errors="coerce")
+    if "model_rank" in df.columns:  # a tie shares the average of the places it spans (1.5, 2.5, ...)
+        rank = pd.to_numeric(df.model_rank.str.strip().replace("", np.nan), errors="coerce")
+        bad = (df.model_rank.str.strip() != "") & (rank.isna() | (rank < 1) | ((rank * 2) % 1 != 0))
+        if bad.any():
+            line = int(np.flatnonzero(bad)[0]) + 2
+            raise ValueError(
+                f"{path} line {line}: model_rank {df.model_rank[bad].iloc[0]!r} is not a place from 1 "
+                "(a tie: the average of the places it spans, e.g. 1.5)"
+            )
+        out["model_rank"] = rank
     return out
 
 
@@ -208,8 +241,8 @@ def ppi_correct_pct(
             "n_unlabelled": len(unlabelled),
             "reason": "too few labels or unlabelled answers",
         }
-    ppi = ppi_mean_ci(labelled.binary_correct, labelled.pred, unlabelled, alpha=alpha)
-    alone = labels_only_ci(labelled.binary_correct, alpha=alpha)
+    ppi = ppi_mean_ci(labelled.binary_correct, labelled.pred, unlabelled, alpha=alpha, small_sample=True)
+    alone = labels_only_ci(labelled.binary_correct, alpha=alpha, small_sample=True)
     return {
         "n_labels": len(labelled),
         "n_unlabelled": len(unlabelled),
@@ -235,9 +268,13 @@ def label_budget(
     alpha: float = 0.05,
 ) -> pd.DataFrame:
     """On the six systems, whose labels are all known: for k clinician labels drawn at random, the
-    CI width and coverage (of the system's correct % over all its labels) for the labels alone and
-    for labels + this judge (PPI++), averaged over systems and draws. `equivalent_labels` is how
-    many labels alone would give the PPI interval's width (width scales as 1/sqrt(n))."""
+    CI width and coverage for the labels alone and for labels + this judge (PPI++), averaged over
+    systems and draws, with the suite's small-sample intervals. Coverage is of the estimand, the
+    system's correct rate on instructions like these, not of the mean of its N answers (which the
+    N - k unlabelled answers nearly pin down, so it looks covered): each draw resamples the N
+    answers with replacement into a new population and labels k of them, whose estimand is the N
+    answers' mean. `coverage_note` says where coverage stays under 0.93. `equivalent_labels` is
+    how many labels alone would give the PPI interval's width (width scales as 1/sqrt(n))."""
     rng = np.random.default_rng(seed)
     v = _judge_correct_table(judgments, judge)
     v = v.assign(pred=v.p_correct.where(v.p_correct.notna(), v.verdict))
@@ -251,17 +288,19 @@ def label_budget(
             if k >= len(y) - 1:
                 continue
             for _ in range(n_draws):
-                pick = rng.choice(len(y), k, replace=False)
-                rest = np.setdiff1d(np.arange(len(y)), pick)
+                world = rng.integers(0, len(y), len(y))  # a population like the N answers
+                order = rng.permutation(len(y))
+                pick, rest = world[order[:k]], world[order[k:]]
                 for method, ci in (
-                    ("labels", labels_only_ci(y[pick], alpha=alpha)),
-                    ("labels+judge", ppi_mean_ci(y[pick], yhat[pick], yhat[rest], alpha=alpha)),
+                    ("labels", labels_only_ci(y[pick], alpha=alpha, small_sample=True)),
+                    ("labels+judge", ppi_mean_ci(y[pick], yhat[pick], yhat[rest], alpha=alpha, small_sample=True)),
                 ):
                     width = 100 * (ci["ci_high"] - ci["ci_low"])
                     covered = ci["ci_low"] <= truth <= ci["ci_high"]
                     rows.append({"system": system, "k": k, "method": method, "width": width, "covered": covered})
     d = pd.DataFrame(rows, columns=["system", "k", "method", "width", "covered"])
     out = d.groupby(["k", "method"]).agg(mean_width=("width", "mean"), coverage=("covered", "mean")).reset_index()
+    out["coverage_note"] = np.where(out.coverage < 0.93, "coverage under 0.93: too few labels to trust", "")
     wide = out.pivot(index="k", columns="method", values="mean_width")
     if {"labels", "labels+judge"} <= set(wide.columns):
         equiv = (wide.index.to_numpy() * (wide["labels"] / wide["labels+judge"]) ** 2).round()
@@ -300,7 +339,9 @@ def place_summary(
     battles = battles[battles.system_a.isin(everyone) & battles.system_b.isin(everyone)]
     mine = battles[(battles.system_a == system) | (battles.system_b == system)]
     n_inst = mine.instruction_id.nunique()
-    wr = judge_win_rates(battles, everyone, bootstrap=bootstrap, patients=labels).set_index("system")
+    wr = judge_win_rates(
+        battles, everyone, bootstrap=bootstrap, patients=labels, min_instructions=min_instructions
+    ).set_index("system")
     row = wr.loc[system] if system in wr.index else None
     out.update(n_instructions_judged=n_inst, transfer_error_correct_pct=transfer.attrs["transfer_error_correct_pct"])
     out["transfer_error_win_rate"] = transfer.attrs["transfer_error_win_rate"]
@@ -346,10 +387,12 @@ def ppi_win_rate(
     alpha: float = 0.05,
 ) -> dict:
     """The new system's win rate against the six from clinician ranks of some of its answers plus
-    the judge's battles on all of them (PPI++): per instruction the share of the six it beats (a
-    tie half), whose mean over instructions is the win rate. `model_rank` in the labels is the
-    answer's place among them and the new system (1: better than all of them), so the share of
-    `systems` it beats is (len(systems) + 1 - rank) / len(systems)."""
+    the judge's battles on all of them (PPI++): per instruction the share of the six it beats, a tie
+    counting half on both sides, whose mean over instructions is the win rate. `model_rank` in the
+    labels is the answer's place among them and the new system (1: better than all of them), a tie
+    sharing the average of the places it spans (tied for first with one other: 1.5), so that the
+    share of `systems` it beats is (len(systems) + 1 - rank) / len(systems) with a tie as half a win,
+    the judge's convention."""
     if "model_rank" not in new_labels.columns:
         return {"reason": "the labels hold no model_rank"}
     battles = pairwise_battles(judgments, judge=judge)
@@ -365,8 +408,8 @@ def ppi_win_rate(
     unlabelled = share.drop(labelled)
     if len(labelled) < 2 or not len(unlabelled):
         return {"n_rank_labels": len(labelled), "reason": "too few ranked answers or judged instructions"}
-    ppi = ppi_mean_ci(y[labelled], share[labelled], unlabelled, alpha=alpha)
-    alone = labels_only_ci(y[labelled], alpha=alpha)
+    ppi = ppi_mean_ci(y[labelled], share[labelled], unlabelled, alpha=alpha, small_sample=True)
+    alone = labels_only_ci(y[labelled], alpha=alpha, small_sample=True)
     return {
         "n_rank_labels": len(labelled),
         "ppi_win_rate": ppi["estimate"],

@@ -39,13 +39,14 @@ def place_new_system(
     systems: list[str],
     baseline_judgments=(),
     limit: int | None = None,
+    min_instructions: int = 10,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Judge `system`'s answers (the generation results) pairwise against each of `systems` on the
     reviewed instructions it answered (the first `limit` of them), then rank it among them by the
     judge's win rates over these battles and the six's own (`baseline_judgments`: the judge's
     pairwise files). The new system is named ``new:<system>``; `attrs["n_instructions"]` says how
-    many instructions it was judged on."""
+    many instructions it was judged on; a system judged on fewer than `min_instructions` gets no CI."""
     mine = answers[answers.instruction_id.isin(items.instruction_id) & answers.error.isna()]
     mine = mine[mine.system == system]
     scope = mine.instruction_id.unique()[:limit]
@@ -55,6 +56,8 @@ def place_new_system(
         judge, "pairwise", pairwise_items(new_items, [(name, m) for m in systems]), release, out_path, progress=progress
     )
     battles = pairwise_battles(read_judgments([out_path, *baseline_judgments]), judge=judge.name)
-    table = judge_win_rates(battles, [*systems, name], bootstrap=bootstrap, patients=release.instructions)
+    table = judge_win_rates(
+        battles, [*systems, name], bootstrap=bootstrap, patients=release.instructions, min_instructions=min_instructions
+    )
     table.attrs["n_instructions"] = len(scope)
     return table
