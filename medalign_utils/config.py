@@ -223,10 +223,21 @@ def _build(cls, raw: dict, where: str):
     return cls(**kwargs)
 
 
+def _config_path(config: str | Path | None) -> Path:
+    """A config named on the command line: relative to the current folder, as a shell user means
+    it (else to the repository root, where the suite's own configs live); the default, the root's."""
+    if config is None:
+        return project_path(DEFAULT_CONFIG).resolve()
+    given = Path(config).expanduser()
+    if given.is_absolute() or given.exists() or not project_path(given).exists():
+        return given.resolve()
+    return project_path(given).resolve()
+
+
 def load_config(config: str | Path | None = None, overrides: dict | None = None) -> SuiteConfig:
     """Read a config (default `configs/synthetic.yaml`), its `extends` chain and `overrides`, and
     check every key against the schema."""
-    path = project_path(config or DEFAULT_CONFIG).resolve()
+    path = _config_path(config)
     raw = deep_merge(_read_layers(path), overrides or {})
     cfg = _build(SuiteConfig, raw, str(path))
     for name, section in cfg.notebooks.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from helpers import REPO
@@ -69,3 +71,15 @@ def test_a_config_that_extends_itself_is_refused(tmp_path):
     loop.write_text("extends: loop.yaml\n")
     with pytest.raises(ConfigError, match="extends itself"):
         load_config(loop)
+
+
+def test_a_relative_config_path_is_read_from_the_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "synthetic.yaml").write_text("data_dir: data/mine\nseed: 7\n")  # shadows the suite's
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("configs/synthetic.yaml")
+    assert cfg.seed == 7 and cfg.source == str(tmp_path / "configs" / "synthetic.yaml")
+    # A path that is only the suite's own (run from another folder) still finds it.
+    assert Path(load_config("configs/medalign.yaml").source) == REPO / "configs" / "medalign.yaml"
+    with pytest.raises(ConfigError, match=f"config {tmp_path / 'nowhere.yaml'} does not exist"):
+        load_config("nowhere.yaml")  # named where the user looked: the current folder

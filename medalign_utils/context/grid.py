@@ -387,6 +387,7 @@ PROMPT_COLUMNS = [
     "target_tokens",
     "evidence_retained",
     "prompt",
+    "user_message",  # the prompt without the chat template: what a chat endpoint is sent (notebook 03)
 ]
 
 
@@ -424,6 +425,13 @@ def write_prompts(prompts: pd.DataFrame, path) -> None:
 
 
 def read_prompts(path) -> pd.DataFrame:
+    """The prompts file notebook 02 wrote; one it wrote before it kept a column is an error naming
+    the file and what to rerun."""
+    import pyarrow.parquet as pq
+
+    missing = [c for c in PROMPT_COLUMNS if c not in pq.read_schema(path).names]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(missing)} column (written by an older notebook 02: rerun 02)")
     return pd.read_parquet(path, columns=PROMPT_COLUMNS)
 
 

@@ -276,7 +276,28 @@ def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[NotebookSpe
         raise ValueError(
             f"{cfg.source}: notebooks section names {', '.join(unknown)}, which is not a notebook in {nb_dir}"
         )
+    if only:
+        notebooks = _with_missing_writers(cfg, notebooks, plan_notebooks(found))
     return plan_notebooks(notebooks)
+
+
+def _with_missing_writers(cfg: SuiteConfig, chosen: list[Path], everyone: list[NotebookSpec]) -> list[Path]:
+    """`chosen` plus, for each file a chosen notebook reads that does not exist yet, the notebook
+    that writes it (and so on for what that one reads): `--only 03` on a fresh clone runs 02 too."""
+    chosen, added = list(chosen), True
+    while added:
+        added = False
+        for spec in [s for s in everyone if s.path in chosen]:
+            params = cfg.notebook_parameters(spec.name, set(spec.parameters))
+            for name in spec.reads:
+                if not params.get(name) or project_path(params[name]).exists():
+                    continue
+                writer = next((w for w in everyone if name in w.writes and w.path not in chosen), None)
+                if writer is not None:
+                    print(f"also running {writer.name}: {spec.name} reads {name}, which does not exist yet", file=sys.stderr)
+                    chosen.append(writer.path)
+                    added = True
+    return chosen
 
 
 def _run_record(

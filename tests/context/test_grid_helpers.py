@@ -62,6 +62,8 @@ def test_exported_prompts_round_trip_with_the_shared_columns(grid_and_release, t
     prompts = export_prompts(grid, release, {"cl100k": tok}, contexts=[2048], strategies=["recent"])
     assert list(prompts.columns) == PROMPT_COLUMNS and (prompts.context == 2048).all()
     assert all(tok.count(p) == n for p, n in zip(prompts.prompt, prompts.prompt_tokens))
+    # What a chat endpoint is sent (notebook 03's chat path): the same prompt, no chat template.
+    assert prompts.user_message.notna().all() and all(m in p for m, p in zip(prompts.user_message, prompts.prompt))
     write_prompts(prompts.assign(extra=1), tmp_path / "p" / "prompts.parquet")
     back = read_prompts(tmp_path / "p" / "prompts.parquet")
     pd.testing.assert_frame_equal(back, prompts.reset_index(drop=True))
@@ -69,6 +71,9 @@ def test_exported_prompts_round_trip_with_the_shared_columns(grid_and_release, t
     items, chosen = select_prompts(back, order, tokenizer="cl100k", contexts=[2048], strategies=["recent"], max_items=3)
     assert chosen == order[:3] and set(items.instruction_id) == set(chosen)
     # A cell 02 did not export is an error naming what the file holds and how to make the rest
+    prompts.drop(columns="user_message").to_parquet(tmp_path / "old.parquet")
+    with pytest.raises(ValueError, match=r"old.parquet: no user_message column .*rerun 02"):
+        read_prompts(tmp_path / "old.parquet")
     for tokenizer, contexts in (("other", [2048]), ("cl100k", [8192])):
         with pytest.raises(ValueError, match=r"holds cl100k/recent@2048\..*export_contexts") as err:
             select_prompts(back, order, tokenizer=tokenizer, contexts=contexts, strategies=["recent"], max_items=3)

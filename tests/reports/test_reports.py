@@ -249,6 +249,22 @@ def test_the_order_comes_from_the_declarations_not_the_names(tmp_path, tiny_coho
     assert statuses == {"02_writer": "failed", "01_reader": "skipped"}
 
 
+def test_only_a_reader_of_a_missing_file_runs_its_writer_first(tmp_path, tiny_cohort, capsys):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    files = "data_dir = 'x'\nprompts_path = 'p'"
+    write_notebook(nbs / "02_writer.ipynb", "open(prompts_path, 'w').write('hi')", parameters=files, writes=["prompts_path"])
+    write_notebook(nbs / "03_reader.ipynb", "print(open(prompts_path).read())", parameters=files, reads=["prompts_path"])
+    cfg = SuiteConfig(data_dir=str(tiny_cohort), prompts_path=str(tmp_path / "prompts.txt"))
+    out = tmp_path / "reports"
+    assert run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs, only=["03"])
+    assert [n["name"] for n in json.loads((out / "run.json").read_text())["notebooks"]] == ["02_writer", "03_reader"]
+    assert "also running 02_writer: 03_reader reads prompts_path, which does not exist yet" in capsys.readouterr().err
+    # Once the file exists, --only means only.
+    assert run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs, only=["03"])
+    assert [n["name"] for n in json.loads((out / "run.json").read_text())["notebooks"]] == ["03_reader"]
+
+
 def test_declarations_that_cannot_be_planned_are_refused_with_the_notebook_named(tmp_path):
     from medalign_utils.reports import plan_notebooks
 
