@@ -106,14 +106,11 @@ def responses_path(root: Path) -> Path:
     return root / "clinician-reviewed-model-responses.tsv"
 
 
-def template_dates(folder: Path) -> set[str]:
-    """Every record date the page template's numbers could form if its SVG geometry (icon path data)
-    were read as text, and a kernel version string's: a cohort holding them is a false-alarm cohort."""
-    from unittest import mock
-
+def template_page(folder: Path) -> str:
+    """A rendered page as every page of the suite is framed (the template's stylesheet, icons and
+    scripts), ending in the index page's platform line with a kernel version."""
     import nbformat
 
-    from medalign_utils.reports import scan
     from medalign_utils.reports.pages import render_page
 
     nb = nbformat.v4.new_notebook()
@@ -122,10 +119,19 @@ def template_dates(folder: Path) -> set[str]:
     nb.cells = [nbformat.v4.new_markdown_cell("# A page\n## One\n## Two\n## Three"), cell]
     nbformat.write(nb, folder / "template.ipynb")
     render_page(folder / "template.ipynb", folder / "template.html")
-    page = (folder / "template.html").read_text() + "<p>linux-6.18.44-fc-v1300-x86_64</p>"
+    return (folder / "template.html").read_text() + "<p>python 3.11.7 on linux-6.18.44-fc-v1300-x86_64</p>"
+
+
+def template_dates(folder: Path) -> set[str]:
+    """Every record date the page template's numbers could form if its SVG geometry (icon path data)
+    were read as text, and a kernel version string's: a cohort holding them is a false-alarm cohort."""
+    from unittest import mock
+
+    from medalign_utils.reports import scan
+
     reading = scan._Reading()
     with mock.patch.object(scan, "without_geometry", lambda text: text):
-        scan._read(page, reading)
+        scan._read(template_page(folder), reading)
     found = set().union(*map(scan._full_dates, reading.texts)) | {"1944-06-18"}
     return {d for d in found if 1900 <= int(d[:4]) <= 2099}  # dates a record can hold
 

@@ -41,12 +41,15 @@ def test_rendered_pages_reference_no_external_url_and_no_template_raster(tmp_pat
 
 
 class _Listener:
-    """A loopback TCP listener that counts the connections it accepts."""
+    """A loopback listener that counts what reaches it: TCP connections, or UDP datagrams (a STUN
+    request is one)."""
 
-    def __init__(self):
-        self.sock = socket.socket()
+    def __init__(self, udp: bool = False):
+        self.udp = udp
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        if not udp:
+            self.sock.listen(16)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
@@ -57,11 +60,13 @@ class _Listener:
     def _serve(self):
         while not self._stop.is_set():
             try:
-                conn, _ = self.sock.accept()
+                if self.udp:
+                    self.sock.recvfrom(2048)
+                else:
+                    self.sock.accept()[0].close()
             except OSError:
                 continue
             self.connections += 1
-            conn.close()
 
     def close(self):
         self._stop.set()
@@ -95,40 +100,13 @@ def test_chromium_prints_offline_a_loopback_listener_sees_no_connection(tmp_path
     assert "--proxy-server=http://127.0.0.1:9" in CHROMIUM_OFFLINE_FLAGS
 
 
-class _UdpListener:
-    """A loopback UDP socket that counts the datagrams it receives (a STUN request is one)."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.datagrams = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                self.sock.recvfrom(2048)
-                self.datagrams += 1
-            except OSError:
-                continue
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
-
-
 def test_a_pages_script_neither_writes_the_pdf_nor_reaches_a_tcp_or_udp_listener(tmp_path):
     from medalign_utils.reports.pages import network_isolation, pdf_text, without_scripts
 
     chromium = find_chromium()
     if not chromium:
         pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install chromium)")
-    tcp, udp = _Listener(), _UdpListener()
+    tcp, udp = _Listener(), _Listener(udp=True)
     try:
         page = tmp_path / "page.html"
         script = (
@@ -144,7 +122,7 @@ def test_a_pages_script_neither_writes_the_pdf_nor_reaches_a_tcp_or_udp_listener
         time.sleep(1.0)
         text = pdf_text(tmp_path / "page.pdf")
         assert "as written" in text and "computed by script" not in text
-        assert tcp.connections == 0 and udp.datagrams == 0
+        assert tcp.connections == 0 and udp.connections == 0
     finally:
         tcp.close()
         udp.close()

@@ -179,27 +179,14 @@ def test_shingle_hashes_are_the_same_in_every_process():
     assert ours and other.stdout.strip() == ours
 
 
-def test_no_false_alarm_from_the_page_templates_geometry_or_version_strings(tmp_path, monkeypatch):
+def test_no_false_alarm_from_the_page_templates_geometry_or_version_strings(tmp_path):
     """A cohort whose record dates are every date the page template's numbers could form (its icons'
     path data, base64 SVGs in its stylesheet) and a kernel version's: its pages pass the scan."""
-    import nbformat
+    from helpers import template_dates, template_page
 
-    from medalign_utils.reports import scan
-    from medalign_utils.reports.pages import render_page
-    from medalign_utils.reports.scan import SensitiveIndex, _full_dates, _Reading, _read, without_geometry
+    from medalign_utils.reports.scan import without_geometry
 
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("print('hello')")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hello\n")]
-    nb.cells = [nbformat.v4.new_markdown_cell("# A page\n## One\n## Two\n## Three"), cell]
-    nbformat.write(nb, tmp_path / "page.ipynb")
-    render_page(tmp_path / "page.ipynb", tmp_path / "page.html")
-    page = (tmp_path / "page.html").read_text() + "<p>python 3.11.7 on linux-6.18.44-fc-v1300-x86_64</p>"
-    with monkeypatch.context() as m:  # every date the page's numbers form when geometry is read as text
-        m.setattr(scan, "without_geometry", lambda text: text)
-        reading = _Reading()
-        _read(page, reading)
-    formable = set().union(*map(_full_dates, reading.texts)) | {"1944-06-18"}
+    page, formable = template_page(tmp_path), template_dates(tmp_path)
     assert len(formable) >= 4 and "2019-04-10" in formable  # one the issue saw
     index = SensitiveIndex.from_texts({}, [], dates=formable)
     assert index.scan(page) == []
