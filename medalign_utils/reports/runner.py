@@ -141,9 +141,11 @@ def run_suite(
     index = SensitiveIndex.from_release(release, progress=progress) if scan_needed else None
     say = (lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None)
     with OutLock(out, on_wait=say):
-        recovered = recover(out)  # what runs killed before their end left unscanned
+        # What runs killed before their end left unscanned, named through a scan of its own: a name
+        # withheld here is that run's leak, not this run's.
+        recovered = [ShareSafeWriter(index).message(name) for name in recover(out)]
         for name in recovered:
-            say(f"removed {ShareSafeWriter(index).message(name)}: left by a run that did not finish")
+            say(f"removed {name}: left by a run that did not finish")
         snapshot = Snapshot.of(out)
         run_dir = new_run_dir(out, "synthetic" if release.is_synthetic else "release")
         journal = RunJournal(out, run_dir.name, scanned=scan_needed, snapshot=snapshot)
