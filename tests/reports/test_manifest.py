@@ -193,7 +193,7 @@ def test_a_killed_runs_debris_is_removed_by_the_next_run_before_anything_else(re
     # cell kills `medalign run` (and the kernel with it): no scan ever reads that notebook.
     _two_cell_notebook(
         nbs / "01_killed.ipynb",
-        TRACES + f"print(note)\n(Path({str(out)!r}) / 'stray.txt').write_text(pid)",
+        TRACES + f"print(note)\n(Path({str(out)!r}) / 'stray.txt').write_text(pid)\n(Path({str(out)!r}) / pid).write_text('x')",
         "import time\ntime.sleep(2)\nos.kill(os.getppid(), 9)\nos._exit(0)",
     )
     proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out))
@@ -208,6 +208,8 @@ def test_a_killed_runs_debris_is_removed_by_the_next_run_before_anything_else(re
     _nothing_of(out, pid, note)
     record = json.loads((out / "run.json").read_text())
     assert any("01_killed.ipynb" in r for r in record["recovered"]) and "stray.txt" in record["recovered"]
+    # The file named by a person_id is gone and its name withheld, without failing this run.
+    assert any("withheld by the share-safe scan" in r for r in record["recovered"]) and record["withheld"] == 0
 
 
 def test_recover_leaves_what_the_killed_run_admitted(tmp_path):
