@@ -206,20 +206,36 @@ def _cmd_import_helm(args) -> int:
         if args.judgments_out
         else judgments_file(project_path("data/judgments"), f"helm-{safe}", "medhelm")
     )
-    summary = import_helm_run(args.run_dir, release, args.system, generations_out=generations, judgments_out=judgments)
+    summary = import_helm_run(
+        args.run_dir,
+        release,
+        args.system,
+        generations_out=generations,
+        judgments_out=judgments,
+        allow_partial=args.allow_partial,
+    )
+    for line in summary["problems"]:
+        print(f"problem: {line}", file=sys.stderr)
+    if not summary["written"]:
+        print(
+            f"error: {len(summary['problems'])} of {summary['instances']} instances did not map to their instruction; "
+            "nothing written (--allow-partial imports the rest)",
+            file=sys.stderr,
+        )
+        return 1
     print(f"generations: {generations}")
     print(f"judgments: {judgments}")
-    for key in ("instances", "imported", "left_out", "mapped_by_order", "judgments", "invalid_verdicts"):
+    for key in ("instances", "imported", "left_out", "replaced", "mapped_by_order", "judgments", "invalid_verdicts"):
         print(f"{key}: {summary[key]}")
+    if summary["problems"]:
+        print(f"partial import (--allow-partial): {summary['left_out']} instances left out", file=sys.stderr)
     print(f"jurors: {', '.join(summary['jurors']) or 'none'}")
     if summary["mapped_by_order"]:
         print(
             f"note: {summary['mapped_by_order']} instances have redacted prompts: mapped by HELM's order, unchecked",
             file=sys.stderr,
         )
-    for line in summary["problems"]:
-        print(f"problem: {line}", file=sys.stderr)
-    return 0 if summary["imported"] else 1
+    return 0 if summary["imported"] and not summary["problems"] else 1
 
 
 def _judged(args):
@@ -527,6 +543,11 @@ def _add_judge_analysis_commands(sub) -> None:
     h.add_argument("--system", required=True, help="the name its completions are recorded under")
     h.add_argument("--out", default=None, help="generations JSONL (default data/generations/helm-<system>.jsonl)")
     h.add_argument("--judgments-out", default=None, help="default data/judgments/helm-<system>-medhelm.jsonl")
+    h.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="import the instances that map even when others do not (the exit status is still 1)",
+    )
     h.set_defaults(func=_cmd_import_helm)
 
     a = sub.add_parser(

@@ -453,10 +453,16 @@ def test_import_helm_maps_checks_and_writes_generations_and_medhelm_judgments(go
     (run_dir / "scenario_state.json").write_text(json.dumps(_helm_state(release)))
     gens, judg = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
     argv = ["import-helm", str(run_dir), "--data", str(gold_cohort), "--system", "x", "--out", str(gens)]
-    assert cli.main([*argv, "--judgments-out", str(judg)]) == 0
+    argv += ["--judgments-out", str(judg)]
+    # One instance maps to the wrong instruction: nothing is written, and the exit says so.
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err
     ids = list(J.helm_instance_ids(release).items())
     assert f"instance {ids[1][0]}: its prompt does not hold the question of instruction {ids[1][1]}" in err
+    assert "nothing written (--allow-partial imports the rest)" in err and not gens.exists() and not judg.exists()
+    # Asked for, the rest is imported; the import is still partial, and exits 1.
+    assert cli.main([*argv, "--allow-partial"]) == 1
+    assert "partial import (--allow-partial): 1 instances left out" in capsys.readouterr().err
     g = [json.loads(line) for line in gens.read_text().splitlines()]
     assert [r["instruction_id"] for r in g] == [ids[0][1], ids[2][1], ids[3][1]]
     assert [r["answer"] for r in g] == ["answer 0", "answer 2", "answer 3"] and {r["system"] for r in g} == {"x"}
@@ -465,6 +471,28 @@ def test_import_helm_maps_checks_and_writes_generations_and_medhelm_judgments(go
     assert j[j.judge == "helm:claude"].valid.sum() == 0 and j[j.judge != "helm:claude"].valid.all()
     jury = J.jury_scores(j, "medhelm")
     assert jury.score.tolist() == pytest.approx([(4 * 3 + 2 + 2 + 3) / 6] * 3) and (jury.n_invalid == 1).all()
+    # Importing again with new answers replaces the old ones; nothing is written twice.
+    state = _helm_state(release)
+    for n, st in enumerate(state["request_states"]):
+        st["result"]["completions"][0]["text"] = f"new answer {n}"
+    (run_dir / "scenario_state.json").write_text(json.dumps(state))
+    again = J.import_helm_run(run_dir, release, "x", generations_out=gens, judgments_out=judg, allow_partial=True)
+    g = [json.loads(line) for line in gens.read_text().splitlines()]
+    assert again["replaced"] == 3 + 9 and [r["answer"] for r in g] == ["new answer 0", "new answer 2", "new answer 3"]
+    assert len(J.read_judgments(judg)) == 9
+    # The same run from its display files, into the same files: replaced, not duplicated.
+    display = tmp_path / "display"
+    display.mkdir()
+    predictions = [
+        {"instance_id": st["instance"]["id"], "predicted_text": st["result"]["completions"][0]["text"],
+         "annotations": st["annotations"]}
+        for st in state["request_states"]
+    ]  # fmt: skip
+    (display / "display_predictions.json").write_text(json.dumps(predictions))
+    J.import_helm_run(display, release, "x", generations_out=gens, judgments_out=judg)
+    g = pd.DataFrame([json.loads(line) for line in gens.read_text().splitlines()])
+    assert len(g) == 4 and not g.duplicated(["instruction_id", "system"]).any()
+    assert not J.read_judgments(judg).duplicated(["judge", "instruction_id", "system"]).any()
     # Redacted prompts (published runs) are mapped by order alone, and said so.
     (run_dir / "scenario_state.json").write_text(json.dumps(_helm_state(release, redact=True)))
     summary = J.import_helm_run(run_dir, release, "y", generations_out=tmp_path / "g2", judgments_out=tmp_path / "j2")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from ...generation.store import ResultStore, prompt_hash
+from ...generation.store import prompt_hash
 from .modes import RUBRIC_KEYS, get_mode
 from .running import KEY_FIELDS
 
@@ -123,12 +123,36 @@ def helm_verdict(annotation: dict) -> tuple[dict | None, str | None]:
 
 
 def import_helm_run(
-    run_dir: str | Path, release: Release, system: str, *, generations_out: str | Path, judgments_out: str | Path
+    run_dir: str | Path,
+    release: Release,
+    system: str,
+    *,
+    generations_out: str | Path,
+    judgments_out: str | Path,
+    allow_partial: bool = False,
 ) -> dict:
     """Write a HELM run's completions (generations, under `system`) and its jurors' annotations
-    (`medhelm` judgments by ``helm:<juror>``); returns what was imported and every problem."""
+    (`medhelm` judgments by ``helm:<juror>``); returns what was imported and every problem.
+
+    An instance that maps to no instruction, or to the wrong one, makes the import write nothing
+    (`written` False) unless `allow_partial`. Importing again replaces what an earlier import of
+    the same instructions wrote for `system` (from the run's state or its display files alike):
+    new answers replace old ones, nothing is written twice."""
     run = read_helm_run(run_dir)
     mapped, problems, by_order = map_helm_instances(run, release)
+    if problems and not allow_partial:
+        return {
+            "instances": len(run),
+            "imported": 0,
+            "left_out": len(run),
+            "mapped_by_order": by_order,
+            "jurors": [],
+            "judgments": 0,
+            "invalid_verdicts": 0,
+            "replaced": 0,
+            "problems": problems,
+            "written": False,
+        }
     now = datetime.now(UTC).isoformat(timespec="seconds")
     source = {"source": "helm", "run_dir": Path(run_dir).name}
     generations, judgments, invalid = [], [], 0
@@ -159,9 +183,8 @@ def import_helm_run(
             rec.update(output=json.dumps(annotation, default=str), error=None, helm_instance_id=row.instance_id)
             rec.update(prompt_tokens=None, completion_tokens=None, cost=None, seconds=None, finished=now, **source)
             judgments.append(rec)
-    for path, keys, recs in ((generations_out, GENERATION_KEYS, generations), (judgments_out, KEY_FIELDS, judgments)):
-        with ResultStore(path, keys) as store:
-            store.append([r for r in recs if store.key(r) not in store.done])
+    replaced = _replace(generations_out, generations, ("instruction_id", "system"))
+    replaced += _replace(judgments_out, judgments, ("judge", "mode", "instruction_id", "system"))
     return {
         "instances": len(run),
         "imported": len(mapped),
@@ -170,5 +193,34 @@ def import_helm_run(
         "jurors": sorted({j["judge"] for j in judgments}),
         "judgments": len(judgments),
         "invalid_verdicts": invalid,
+        "replaced": replaced,
         "problems": problems,
+        "written": True,
     }
+
+
+def _replace(path: str | Path, records: list[dict], key: tuple[str, ...]) -> int:
+    """Write `records` into the JSONL file at `path`, in place of any record there with the same
+    `key` (an earlier import); returns how many were replaced. Written through a temporary file."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_keys = {tuple(str(r.get(k)) for k in key) for r in records}
+    kept, replaced = [], 0
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                old = json.loads(line)
+            except ValueError:
+                kept.append(line)  # not ours to judge: kept as it is
+                continue
+            if tuple(str(old.get(k)) for k in key) in new_keys:
+                replaced += 1
+            else:
+                kept.append(line)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    lines = kept + [json.dumps(r, default=str) for r in records]
+    tmp.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+    return replaced
