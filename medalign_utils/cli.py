@@ -198,7 +198,7 @@ def _cmd_import_helm(args) -> int:
     from .data.release import load_release
     from .evaluation.judge import import_helm_run, judgments_file
 
-    release = load_release(args.data)
+    release = load_release(args.data, follow_external_links=args.follow_external_links)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.system)
     generations = Path(args.out) if args.out else project_path(f"data/generations/helm-{safe}.jsonl")
     judgments = (
@@ -540,6 +540,11 @@ def _add_judge_analysis_commands(sub) -> None:
     )
     h.add_argument("run_dir", help="benchmark_output/runs/<suite>/medalign:.../ (scenario_state.json)")
     h.add_argument("--data", required=True, help="the release the run was made from")
+    h.add_argument(
+        "--follow-external-links",
+        action="store_true",
+        help="read release files that are links to outside the folder (HELM's data folder holds such links)",
+    )
     h.add_argument("--system", required=True, help="the name its completions are recorded under")
     h.add_argument("--out", default=None, help="generations JSONL (default data/generations/helm-<system>.jsonl)")
     h.add_argument("--judgments-out", default=None, help="default data/judgments/helm-<system>-medhelm.jsonl")

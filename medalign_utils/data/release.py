@@ -150,13 +150,14 @@ def find_layout(root: str | Path, problems: list[Problem], follow_external_links
                 layout.tables[stem] = root / f"{stem}{ext}"
                 break
     if RESPONSES_STEM not in layout.tables and REFERENCES_STEM not in layout.tables:
-        raise UnusableReleaseError(
-            Problem(
-                str(root),
-                f"required file {RESPONSES_STEM}.tsv (or {REFERENCES_STEM}.tsv, or .csv) is missing",
-                fatal=True,
-            )
+        links = [p.file for p in problems if p.message == _LINK_SKIPPED]
+        why = (
+            f"required file {links[0]} is a link to {(root / links[0]).resolve()}, outside the release folder, "
+            "so it was skipped (pass --follow-external-links, or set follow_external_links: true, to read it)"
+            if links
+            else f"required file {RESPONSES_STEM}.tsv (or {REFERENCES_STEM}.tsv, or .csv) is missing"
         )
+        raise UnusableReleaseError(Problem(str(root), why, fatal=True))
     for name in EHR_DIR_NAMES:
         if (root / name).is_dir():
             layout.ehr_dir = root / name

@@ -531,3 +531,28 @@ def test_the_prompts_of_one_instruction_share_their_prefix_and_the_cost_table_co
     assert cost.repeated_prefix_tokens == expected_repeated and 0.5 < cost.repeated_prefix_share < 1
     saved = expected_repeated / 1000 * (0.01 - 0.001)
     assert cost.cost_with_prefix_cache == pytest.approx(cost.cost - saved)
+
+
+def test_a_release_folder_of_links_as_helm_keeps_it_is_named_and_read_with_the_flag(
+    gold, gold_cohort, tmp_path, capsys
+):
+    """HELM's data folder holds links to the release's files: the refusal names the link and the flag,
+    and with the flag the import reads through them."""
+    release = gold[0]
+    work = tmp_path / "WORK" / "release"
+    (work / "ehrs").mkdir(parents=True)
+    for f in gold_cohort.glob("*.tsv"):
+        (work / f.name).symlink_to(f)
+    for f in (gold_cohort / "ehrs").glob("*.xml"):
+        (work / "ehrs" / f.name).symlink_to(f)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    state = _helm_state(release, mismatch_at=99)
+    (run_dir / "scenario_state.json").write_text(json.dumps(state))
+    argv = ["import-helm", str(run_dir), "--data", str(work), "--system", "x", "--out", str(tmp_path / "g.jsonl")]
+    argv += ["--judgments-out", str(tmp_path / "j.jsonl")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a link to" in err[0] and "--follow-external-links" in err[0]
+    assert cli.main([*argv, "--follow-external-links"]) == 0
+    assert "imported: 4" in capsys.readouterr().out
