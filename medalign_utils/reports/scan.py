@@ -733,10 +733,10 @@ class ShareSafeWriter:
     def write_json(self, path: Path, record) -> list[str]:
         return self.write(path, json.dumps(self.record(record), indent=1, default=str))
 
-    def check_file(self, path: Path, *, text_only: bool = True) -> list[str]:
+    def check_file(self, path: Path) -> list[str]:
         """Scan a file already written by another program (papermill, nbconvert, a notebook's own
         code) and its name; remove it if it leaks, or, on the real release, if it is not text the
-        scan can read (`text_only`); admit it otherwise."""
+        scan can read; admit it otherwise."""
         path = Path(path)
         if not path.is_file():
             return []
@@ -744,9 +744,8 @@ class ShareSafeWriter:
             self.admit(path)
             return []
         text = _scannable_text(path)
-        unreadable = text is None and text_only
         kinds = self.name_leaks(path) + (
-            ["content the scan cannot read (not UTF-8 text)"] if unreadable else self.leaks(text or "")
+            ["content the scan cannot read (not UTF-8 text)"] if text is None else self.leaks(text)
         )
         if kinds:
             path.unlink()
