@@ -67,7 +67,8 @@ def test_a_leaking_name_or_an_old_copied_file_fails_the_run_and_nothing_of_it_st
     out = tmp_path / "reports"
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    run_dir = f"next(p for p in Path({str(out)!r}).iterdir() if p.is_dir() and not p.name.startswith('.'))"
+    # The run folder, not the folder 02 makes under --out (named by a person_id).
+    run_dir = f"next(p for p in Path({str(out)!r}).iterdir() if p.is_dir() and p.name.endswith('-release'))"
     old = tmp_path / "old.txt"
     old.write_text(note)
     os.utime(old, (0, 0))  # a file from 1970: no time stamp says this run made it
