@@ -130,6 +130,7 @@ def _cmd_judge(args) -> int:
     from .evaluation.judge import (
         Judge,
         JudgeSettings,
+        generation_items,
         get_mode,
         judgments_file,
         pairwise_items,
@@ -137,6 +138,7 @@ def _cmd_judge(args) -> int:
         run_judgments,
     )
     from .generation.guard import DataGuard
+    from .generation.store import read_answers
 
     if bool(args.endpoint) == bool(args.model):
         print("error: give --endpoint URL (one or more) with --judge-model NAME, or --model PATH", file=sys.stderr)
@@ -165,13 +167,29 @@ def _cmd_judge(args) -> int:
         price_cached_prompt_per_1k=args.price_cached_prompt,
     )
     judge = Judge.from_settings(settings, guard=DataGuard.for_release(release, args.allowed_host or []))
-    items = response_items(release)
+    pairwise, stored = get_mode(args.mode).judges == "pair", None
+    if args.generations:
+        answers = read_answers(args.generations, system=args.system)
+        for line in answers.attrs["skipped"]:
+            print(f"problem: {line}", file=sys.stderr)
+        stored = args.system or _one_system(answers, args.generations)
+        items = generation_items(release, answers, stored, pairwise=pairwise)
+        if items.attrs["not_reviewed"]:
+            print(
+                f"note: {items.attrs['not_reviewed']} answers are to instructions no clinician reviewed: not judged",
+                file=sys.stderr,
+            )
+    else:
+        items = response_items(release)
+        items = pairwise_items(items) if pairwise else items
     if args.limit:
         keep = sorted(items.instruction_id.unique())[: args.limit]
         items = items[items.instruction_id.isin(keep)]
-    if get_mode(args.mode).judges == "pair":
-        items = pairwise_items(items)
-    out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), judge.name, args.mode)
+    if not len(items):
+        print(f"error: {args.generations}: no answer of {stored} to a reviewed instruction to judge", file=sys.stderr)
+        return 1
+    name = judge.name if stored is None else f"{judge.name}-{stored}"
+    out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), name, args.mode)
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
     print(f"out: {out}")
     for key in ("judgments", "invalid", "failed", "with_distribution", "shrunk", "without_ehr", "prompt_tokens"):
@@ -193,13 +211,23 @@ def _cmd_judge(args) -> int:
     return 0 if not stats["failed"] else 1
 
 
+def _one_system(answers, path) -> str:
+    systems = sorted(answers.system.unique())
+    if len(systems) != 1:
+        raise ValueError(
+            f"{path}: holds {len(systems)} systems ({', '.join(systems) or 'none'}): say which with --system"
+        )
+    return systems[0]
+
+
 def _cmd_import_helm(args) -> int:
     from .config import project_path
     from .data.release import load_release
-    from .evaluation.judge import import_helm_run, judgments_file
+    from .evaluation.judge import default_system_name, import_helm_run, judgments_file, read_run_spec
 
     release = load_release(args.data, follow_external_links=args.follow_external_links)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.system)
+    system = args.system or default_system_name(read_run_spec(args.run_dir))
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in system)
     generations = Path(args.out) if args.out else project_path(f"data/generations/helm-{safe}.jsonl")
     judgments = (
         Path(args.judgments_out)
@@ -209,7 +237,7 @@ def _cmd_import_helm(args) -> int:
     summary = import_helm_run(
         args.run_dir,
         release,
-        args.system,
+        system,
         generations_out=generations,
         judgments_out=judgments,
         allow_partial=args.allow_partial,
@@ -218,21 +246,24 @@ def _cmd_import_helm(args) -> int:
         print(f"problem: {line}", file=sys.stderr)
     if not summary["written"]:
         print(
-            f"error: {len(summary['problems'])} of {summary['instances']} instances did not map to their instruction; "
-            "nothing written (--allow-partial imports the rest)",
+            f"error: {len(summary['problems'])} problems in {summary['instances']} instances; "
+            "nothing written (--allow-partial imports the instances that check out)",
             file=sys.stderr,
         )
         return 1
     print(f"generations: {generations}")
     print(f"judgments: {judgments}")
-    for key in ("instances", "imported", "left_out", "replaced", "mapped_by_order", "judgments", "invalid_verdicts"):
+    for key in ("run", "system", "model", "context", "instances", "imported", "left_out", "replaced"):
+        print(f"{key}: {summary[key]}")
+    for key in ("checked_by_reference_only", "judgments", "invalid_verdicts"):
         print(f"{key}: {summary[key]}")
     if summary["problems"]:
         print(f"partial import (--allow-partial): {summary['left_out']} instances left out", file=sys.stderr)
     print(f"jurors: {', '.join(summary['jurors']) or 'none'}")
-    if summary["mapped_by_order"]:
+    if summary["checked_by_reference_only"]:
         print(
-            f"note: {summary['mapped_by_order']} instances have redacted prompts: mapped by HELM's order, unchecked",
+            f"note: {summary['checked_by_reference_only']} instances have redacted prompts:"
+            " checked by their reference answer alone",
             file=sys.stderr,
         )
     return 0 if summary["imported"] and not summary["problems"] else 1
@@ -489,6 +520,13 @@ def _add_judge_command(sub) -> None:
     j.add_argument("--judge-model", default=None, help="the model name the endpoint serves (and the judge's name)")
     j.add_argument("--model", default=None, help="a local Hugging Face model folder (or 'smollm2') instead")
     j.add_argument("--mode", choices=mode_names(), required=True, help="a registered judge mode")
+    j.add_argument(
+        "--generations",
+        default=None,
+        help="judge stored answers instead of the six: a generations JSONL (notebook 03's, import-helm's)"
+        " or a TSV of instruction_id and answer; pairwise mode judges them against each of the six",
+    )
+    j.add_argument("--system", default=None, help="which system of --generations (default: its only one)")
     j.add_argument("--out", default=None, help="JSONL (default data/judgments/<judge>-<mode>.jsonl)")
     j.add_argument("--completions", action="store_true", help="use /v1/completions instead of chat completions")
     j.add_argument("--allowed-host", action="append", default=None, help="a HIPAA-compliant host the DUA allows")
@@ -545,7 +583,9 @@ def _add_judge_analysis_commands(sub) -> None:
         action="store_true",
         help="read release files that are links to outside the folder (HELM's data folder holds such links)",
     )
-    h.add_argument("--system", required=True, help="the name its completions are recorded under")
+    h.add_argument(
+        "--system", default=None, help="the name its completions are recorded under (default: the run's model)"
+    )
     h.add_argument("--out", default=None, help="generations JSONL (default data/generations/helm-<system>.jsonl)")
     h.add_argument("--judgments-out", default=None, help="default data/judgments/helm-<system>-medhelm.jsonl")
     h.add_argument(

@@ -323,8 +323,17 @@ def table4_for_release(
         signatures.update({m: "LLM judge (see the judgments file)" for m in judged.metric.unique()})
     table = table4(scores, labels, bootstrap=bootstrap, min_systems=min_systems)
     missing = [m for m in names if str(signatures.get(m, "")).startswith("unavailable")]
+    reviewed = set(labels.system.astype(str))
     for m in sorted(set(scores.metric) - set(table.metric) - set(missing)):
-        problems.append(f"{m}: no instruction with two or more systems it scored differently, so no tau")
+        judged_systems = sorted(set(scores[scores.metric == m].system.astype(str)))
+        if not reviewed & set(judged_systems):
+            # One HELM run (or one generations file) is one system: Table 4 ranks the reviewed six.
+            problems.append(
+                f"{m}: scores only {', '.join(judged_systems)}, none of the reviewed systems, so no tau"
+                " (Table 4 ranks the six the clinicians ranked: judge those, e.g. `medalign judge DIR --mode medhelm`)"
+            )
+        else:
+            problems.append(f"{m}: no instruction with two or more systems it scored differently, so no tau")
         missing.append(m)
     for m in missing:
         table = pd.concat(

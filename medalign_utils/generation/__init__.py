@@ -22,7 +22,7 @@ from .backends import (
 from .guard import DataGuard, DataGuardError, check_endpoint, is_loopback
 from .local_server import LocalServer
 from .runner import run_extractive, run_generation, run_refinement, throughput_table
-from .store import KEY_FIELDS, ResultStore, StoreBusyError, prompt_hash, read_results
+from .store import KEY_FIELDS, ResultStore, StoreBusyError, prompt_hash, read_answers, read_results
 
 __all__ = [
     "KEY_FIELDS",
@@ -42,6 +42,7 @@ __all__ = [
     "is_loopback",
     "load_backend",
     "prompt_hash",
+    "read_answers",
     "read_results",
     "run_extractive",
     "run_generation",

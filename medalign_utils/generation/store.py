@@ -206,3 +206,42 @@ def read_results(
     df["_order"] = range(len(df))
     df = df.sort_values(["_ok", "_order"]).drop_duplicates([*key_fields], keep="last")
     return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
+
+
+def read_answers(path: str | Path, *, system: str | None = None) -> pd.DataFrame:
+    """Stored answers from any generations file: notebook 03's or an imported run's JSONL, or a
+    TSV/CSV with `instruction_id` and `answer` (its system: `system`, else the file's stem).
+    Returns instruction_id, system, answer, error (one row per instruction and system, the latest);
+    with `system`, only that system's. `attrs["skipped"]` names each unreadable line or row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such generations file")
+    skipped: list[str] = []
+    if path.suffix in (".tsv", ".csv", ".txt"):
+        table = pd.read_csv(path, sep="\t" if path.suffix != ".csv" else ",", dtype=str, keep_default_na=False)
+        missing = {"instruction_id", "answer"} - set(table.columns)
+        if missing:
+            raise ValueError(
+                f"{path}: needs the columns instruction_id and answer (missing {', '.join(sorted(missing))})"
+            )
+        if "system" not in table.columns:
+            table["system"] = system or path.stem
+        blank = table.instruction_id.str.strip() == ""
+        skipped += [f"{path} row {k + 2}: no instruction_id, skipped" for k in table.index[blank]]
+        out = table[~blank].assign(error=None)
+    else:
+        out = read_results(path, skipped=skipped)
+        if "answer" not in out.columns:
+            out["answer"] = None
+    out = out.assign(instruction_id=out.instruction_id.astype(str), system=out.system.astype(str))
+    if system is not None:
+        out = out[out.system == system]
+    answered = out[out.error.isna()] if out.error.notna().any() else out
+    out = pd.concat([answered, out[~out.instruction_id.isin(answered.instruction_id)]])
+    earlier = int(out.duplicated(["instruction_id", "system"], keep="last").sum())
+    if earlier:  # several strategies or contexts answered the same instruction: the latest is kept
+        skipped.append(f"{path}: {earlier} earlier answers to the same instruction and system left out (latest kept)")
+    out = out.drop_duplicates(["instruction_id", "system"], keep="last")
+    out = out[["instruction_id", "system", "answer", "error"]].reset_index(drop=True)
+    out.attrs["skipped"] = skipped
+    return out

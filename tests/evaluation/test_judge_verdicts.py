@@ -1,7 +1,7 @@
 """Judge verdicts that always parse and carry their probabilities: the schema on every endpoint
 request and the fallback when a server refuses it, constrained local decoding, expected scores
 from token probabilities, the budget and refit against a server's context, per-judgment writes,
-MedHELM's jury, and HELM runs brought in."""
+and MedHELM's jury (HELM runs brought in: test_helm_import.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medalign_utils import cli
 from medalign_utils.context import load_tokenizer
 from medalign_utils.data import load_release
 from medalign_utils.evaluation import clinicians, correlation
@@ -401,110 +400,6 @@ def test_the_planted_judge_answers_the_medhelm_prompt_and_its_row_reaches_table4
     assert t4.loc["judge:planted:medhelm"].mean_tau > 0.2
 
 
-# ------------------------------------------------------------------ HELM runs brought in
-
-
-def _helm_state(release, *, redact=False, mismatch_at=1):
-    ids = J.helm_instance_ids(release)
-    question = release.instructions.set_index("instruction_id").question
-    states = []
-    for n, (hid, iid) in enumerate(list(ids.items())[:4]):
-        q = "What is the capital of France?" if n == mismatch_at else question[iid]
-        text = (
-            "[redacted]"
-            if redact
-            else f"Instruction: Answer the following question based on the EHR:\n\nEHR: <x/>\n\nQuestion: {q}\nAnswer:"
-        )
-        annotations = {
-            "gpt": {k: {"score": 4, "explanation": "[redacted]"} for k in J.RUBRIC_KEYS},
-            "llama": {k: {"score": 2 + (k == "clarity"), "explanation": "ok"} for k in J.RUBRIC_KEYS},
-            "claude": {"accuracy": {"score": 9, "explanation": "?"}},  # invalid
-        }
-        states.append(
-            {
-                "instance": {"id": hid, "input": {"text": text}, "references": [{"output": {"text": "ref"}}]},
-                "request": {"prompt": text},
-                "result": {"completions": [{"text": f"answer {n}"}]},
-                "annotations": {"medalign": annotations},
-            }
-        )
-    return {"request_states": states}
-
-
-def test_helm_ids_count_annotator_1_rows_of_reviewed_instructions_in_file_order(gold_cohort, gold):
-    import csv
-
-    release = gold[0]
-    with open(gold_cohort / "clinician-reviewed-model-responses.tsv", newline="") as f:
-        reviewed = {r["instruction_id"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)}
-    with open(gold_cohort / "clinician-instruction-responses.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    expected = [
-        r["instruction_id"] for r in rows if r["annotator_num"] == "Annotator_1" and r["instruction_id"] in reviewed
-    ]
-    assert list(J.helm_instance_ids(release).values()) == expected
-    assert list(J.helm_instance_ids(release)) == [f"id{n}" for n in range(len(expected))]
-
-
-def test_import_helm_maps_checks_and_writes_generations_and_medhelm_judgments(gold, gold_cohort, tmp_path, capsys):
-    release = gold[0]
-    run_dir = tmp_path / "medalign:model=x"
-    run_dir.mkdir()
-    (run_dir / "scenario_state.json").write_text(json.dumps(_helm_state(release)))
-    gens, judg = tmp_path / "g.jsonl", tmp_path / "j.jsonl"
-    argv = ["import-helm", str(run_dir), "--data", str(gold_cohort), "--system", "x", "--out", str(gens)]
-    argv += ["--judgments-out", str(judg)]
-    # One instance maps to the wrong instruction: nothing is written, and the exit says so.
-    assert cli.main(argv) == 1
-    err = capsys.readouterr().err
-    ids = list(J.helm_instance_ids(release).items())
-    assert f"instance {ids[1][0]}: its prompt does not hold the question of instruction {ids[1][1]}" in err
-    assert "nothing written (--allow-partial imports the rest)" in err and not gens.exists() and not judg.exists()
-    # Asked for, the rest is imported; the import is still partial, and exits 1.
-    assert cli.main([*argv, "--allow-partial"]) == 1
-    assert "partial import (--allow-partial): 1 instances left out" in capsys.readouterr().err
-    g = [json.loads(line) for line in gens.read_text().splitlines()]
-    assert [r["instruction_id"] for r in g] == [ids[0][1], ids[2][1], ids[3][1]]
-    assert [r["answer"] for r in g] == ["answer 0", "answer 2", "answer 3"] and {r["system"] for r in g} == {"x"}
-    j = J.read_judgments(judg)
-    assert len(j) == 9 and set(j.judge) == {"helm:gpt", "helm:llama", "helm:claude"}
-    assert j[j.judge == "helm:claude"].valid.sum() == 0 and j[j.judge != "helm:claude"].valid.all()
-    jury = J.jury_scores(j, "medhelm")
-    assert jury.score.tolist() == pytest.approx([(4 * 3 + 2 + 2 + 3) / 6] * 3) and (jury.n_invalid == 1).all()
-    # Importing again with new answers replaces the old ones; nothing is written twice.
-    state = _helm_state(release)
-    for n, st in enumerate(state["request_states"]):
-        st["result"]["completions"][0]["text"] = f"new answer {n}"
-    (run_dir / "scenario_state.json").write_text(json.dumps(state))
-    again = J.import_helm_run(run_dir, release, "x", generations_out=gens, judgments_out=judg, allow_partial=True)
-    g = [json.loads(line) for line in gens.read_text().splitlines()]
-    assert again["replaced"] == 3 + 9 and [r["answer"] for r in g] == ["new answer 0", "new answer 2", "new answer 3"]
-    assert len(J.read_judgments(judg)) == 9
-    # The same run from its display files, into the same files: replaced, not duplicated.
-    display = tmp_path / "display"
-    display.mkdir()
-    predictions = [
-        {"instance_id": st["instance"]["id"], "predicted_text": st["result"]["completions"][0]["text"],
-         "annotations": st["annotations"]}
-        for st in state["request_states"]
-    ]  # fmt: skip
-    (display / "display_predictions.json").write_text(json.dumps(predictions))
-    J.import_helm_run(display, release, "x", generations_out=gens, judgments_out=judg)
-    g = pd.DataFrame([json.loads(line) for line in gens.read_text().splitlines()])
-    assert len(g) == 4 and not g.duplicated(["instruction_id", "system"]).any()
-    assert not J.read_judgments(judg).duplicated(["judge", "instruction_id", "system"]).any()
-    # Redacted prompts (published runs) are mapped by order alone, and said so.
-    (run_dir / "scenario_state.json").write_text(json.dumps(_helm_state(release, redact=True)))
-    summary = J.import_helm_run(run_dir, release, "y", generations_out=tmp_path / "g2", judgments_out=tmp_path / "j2")
-    assert summary["imported"] == 4 and summary["mapped_by_order"] == 4 and not summary["problems"]
-
-
-def test_import_helm_of_a_folder_that_is_not_a_helm_run_is_one_line(gold_cohort, tmp_path, capsys):
-    code = cli.main(["import-helm", str(tmp_path), "--data", str(gold_cohort), "--system", "x"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code != 0 and len(err) == 1 and "not a HELM run folder" in err[0]
-
-
 # ------------------------------------------------------------------ judging at scale
 
 
@@ -531,28 +426,3 @@ def test_the_prompts_of_one_instruction_share_their_prefix_and_the_cost_table_co
     assert cost.repeated_prefix_tokens == expected_repeated and 0.5 < cost.repeated_prefix_share < 1
     saved = expected_repeated / 1000 * (0.01 - 0.001)
     assert cost.cost_with_prefix_cache == pytest.approx(cost.cost - saved)
-
-
-def test_a_release_folder_of_links_as_helm_keeps_it_is_named_and_read_with_the_flag(
-    gold, gold_cohort, tmp_path, capsys
-):
-    """HELM's data folder holds links to the release's files: the refusal names the link and the flag,
-    and with the flag the import reads through them."""
-    release = gold[0]
-    work = tmp_path / "WORK" / "release"
-    (work / "ehrs").mkdir(parents=True)
-    for f in gold_cohort.glob("*.tsv"):
-        (work / f.name).symlink_to(f)
-    for f in (gold_cohort / "ehrs").glob("*.xml"):
-        (work / "ehrs" / f.name).symlink_to(f)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    state = _helm_state(release, mismatch_at=99)
-    (run_dir / "scenario_state.json").write_text(json.dumps(state))
-    argv = ["import-helm", str(run_dir), "--data", str(work), "--system", "x", "--out", str(tmp_path / "g.jsonl")]
-    argv += ["--judgments-out", str(tmp_path / "j.jsonl")]
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is a link to" in err[0] and "--follow-external-links" in err[0]
-    assert cli.main([*argv, "--follow-external-links"]) == 0
-    assert "imported: 4" in capsys.readouterr().out

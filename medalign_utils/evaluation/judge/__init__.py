@@ -40,12 +40,22 @@ from .estimates import (
     read_new_labels,
     transfer_table,
 )
-from .helm import helm_instance_ids, import_helm_run
+from .helm import (
+    HelmRunError,
+    default_system_name,
+    helm_instance_ids,
+    helm_instances,
+    helm_jury_score,
+    import_helm_run,
+    read_helm_run,
+    read_run_spec,
+)
 from .json_text import json_objects
 from .modes import RUBRIC_KEYS, JudgeMode, get_mode, mode_names, register_mode
 from .placement import place_new_system, system_to_place
 from .planted import PlantedJudge, oracle_label_plan, planted_judge
 from .running import (
+    generation_items,
     judge_all_modes,
     judge_prompts,
     judgments_file,
@@ -87,8 +97,15 @@ __all__ = [
     "correct_agreement_intervals",
     "cost_table",
     "distribution_counts",
+    "generation_items",
     "get_mode",
+    "HelmRunError",
+    "default_system_name",
     "helm_instance_ids",
+    "helm_instances",
+    "helm_jury_score",
+    "read_helm_run",
+    "read_run_spec",
     "icc3k",
     "import_helm_run",
     "invalid_counts",

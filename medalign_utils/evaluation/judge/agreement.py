@@ -29,16 +29,40 @@ def judge_scores(judgments: pd.DataFrame, mode: str, *, expected: bool = False) 
 def jury_scores(judgments: pd.DataFrame, mode: str, *, expected: bool = False) -> pd.DataFrame:
     """The jury's score per response: the mean over its valid judges, with how many there were.
     Every juror's own score stays in `judge_scores`. In `medhelm` mode this is MedHELM's jury
-    score (each juror's score is the mean of its three criteria, so this is the mean of every
-    criterion of every valid juror); unlike MedHELM, a response no juror scored validly gets no
-    score (it is not defaulted to 1) and the invalid verdicts are counted in `n_invalid`."""
+    score, the mean of every criterion of every valid juror: judgments that say how many criteria
+    they pooled (`n_criteria`, HELM's imported jurors) weigh by it, so a juror's extra `overall`
+    counts as HELM counts it. A response no juror scored validly gets no score and is counted
+    (`attrs["n_unscored"]`), unless its judgments carry a `jury_default` (HELM's 1.0, imported
+    with HELM's jurors), which it then takes, as HELM does."""
     s = judge_scores(judgments, mode, expected=expected)
-    out = s.groupby(["instruction_id", "system"]).score.agg(score="mean", n_judges="size").reset_index()
     j = judgments[(judgments["mode"] == mode) & judgments.error.isna()]
-    invalid = j[~j.valid.astype(bool)].groupby(["instruction_id", "system"]).size().rename("n_invalid")
-    out = out.merge(invalid.reset_index(), on=["instruction_id", "system"], how="left")
+    keys = ["instruction_id", "system"]
+    if "n_criteria" in j.columns and len(s):
+        valid = j[j.valid.astype(bool)]
+        weight = pd.to_numeric(valid.n_criteria, errors="coerce").fillna(1).clip(lower=1).to_numpy()
+        s = s.assign(_w=weight, _ws=s.score.to_numpy() * weight)
+        out = s.groupby(keys).agg(_ws=("_ws", "sum"), _w=("_w", "sum"), n_judges=("score", "size")).reset_index()
+        out = out.assign(score=out._ws / out._w)[[*keys, "score", "n_judges"]]
+    else:
+        out = s.groupby(keys).score.agg(score="mean", n_judges="size").reset_index()
+    invalid = j[~j.valid.astype(bool)].groupby(keys).size().rename("n_invalid")
+    out = out.merge(invalid.reset_index(), on=keys, how="left")
     out["n_invalid"] = out.n_invalid.fillna(0).astype(int)
-    unscored = invalid.index.difference(out.set_index(["instruction_id", "system"]).index)
+    unscored = invalid.index.difference(out.set_index(keys).index)
+    if "jury_default" in j.columns and len(unscored) and not expected:
+        default = j.set_index(keys).jury_default.groupby(level=[0, 1]).first()
+        default = pd.to_numeric(default.reindex(unscored), errors="coerce").dropna()
+        filled = pd.DataFrame(
+            {
+                "instruction_id": default.index.get_level_values(0),
+                "system": default.index.get_level_values(1),
+                "score": default.to_numpy(),
+                "n_judges": 0,
+                "n_invalid": invalid.reindex(default.index).to_numpy(),
+            }
+        )
+        out = pd.concat([out, filled], ignore_index=True) if len(out) else filled
+        unscored = unscored.difference(default.index)
     out.attrs["n_unscored"] = len(unscored)  # responses every juror failed on: no score, counted
     return out
 

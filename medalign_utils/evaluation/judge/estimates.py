@@ -347,6 +347,11 @@ def place_summary(
     out["transfer_error_win_rate"] = transfer.attrs["transfer_error_win_rate"]
     if row is None or n_inst < min_instructions or not (mine.outcome != "tie").any():
         why = "no battles" if row is None or not n_inst else f"judged on {n_inst} instructions (< {min_instructions})"
+        if not n_inst:
+            why = (
+                f"no pairwise verdicts on {system} by {judge} (a place comes from battles: "
+                "`medalign judge DIR --mode pairwise --generations FILE` judges stored answers against the six)"
+            )
         why = why if not n_inst or (mine.outcome != "tie").any() else "every verdict a tie"
         out.update(win_rate=np.nan, win_rate_ci_low=np.nan, win_rate_ci_high=np.nan, place=np.nan)
         out.update(

@@ -353,6 +353,26 @@ def with_new_system(items: pd.DataFrame, answers: pd.DataFrame, system: str) -> 
     return pd.concat([items, new[items.columns.intersection(new.columns)]], ignore_index=True)
 
 
+def generation_items(release: Release, answers: pd.DataFrame, system: str, *, pairwise: bool = False) -> pd.DataFrame:
+    """Items that judge `system`'s stored answers (`generation.read_answers`) on the reviewed
+    instructions: its own responses for a pointwise mode, or, with `pairwise`, both orders of each
+    battle against every reviewed system. `attrs["not_reviewed"]` counts answers to instructions
+    no clinician reviewed (not judged: nothing to compare them with)."""
+    items = response_items(release)
+    if system in set(items.system):
+        raise ValueError(f"{system!r} is one of the reviewed systems: name the stored answers' system apart (--system)")
+    mine = answers[answers.system == system]
+    placed = with_new_system(items, mine, system)
+    if pairwise:
+        six = sorted(items.system.unique())
+        placed = placed[placed.instruction_id.isin(placed[placed.system == system].instruction_id)]
+        out = pairwise_items(placed, [(system, other) for other in six])
+    else:
+        out = placed[placed.system == system].reset_index(drop=True)
+    out.attrs["not_reviewed"] = int((~mine.instruction_id.isin(items.instruction_id)).sum())
+    return out
+
+
 def judge_all_modes(
     judges: list[Judge], modes, items: pd.DataFrame, release: Release, *, out_dir: str | Path, progress: bool = True
 ) -> pd.DataFrame:
