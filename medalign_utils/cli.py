@@ -307,7 +307,87 @@ def _cmd_agreement(args) -> int:
             bootstrap=_bootstrap(n_resamples=args.resamples, seed=args.seed),
         )
         _print_values(report)
+    from .evaluation.judge import jury_effective_size
+
+    jury = jury_effective_size(judgments, labels)
+    if jury.get("jury_judges", 0) > 1:  # what the jurors' correlated errors leave of their number
+        _print_values(jury)
     return 0
+
+
+def _cmd_label_plan(args) -> int:
+    from .config import project_path
+    from .data.release import load_release
+    from .evaluation.judge import expected_width, plan_labels, read_judgments
+
+    release = load_release(args.dir)
+    judgments = read_judgments(args.judgments)
+    for line in judgments.attrs["skipped"]:
+        print(f"problem: {line}", file=sys.stderr)
+    mine = judgments[(judgments["mode"] == "correct") & (judgments.system == args.system)]
+    judges = sorted(mine.judge.unique())
+    judge = args.judge or (judges[0] if len(judges) == 1 else None)
+    if judge is None:
+        found = ", ".join(judges) or "none"
+        print(
+            f"error: correct-mode judges of {args.system} in the files: {found}; say which with --judge",
+            file=sys.stderr,
+        )
+        return 2
+    out = (
+        Path(args.out) if args.out else project_path(f"data/label-plans/{args.system}-{args.design}-k{args.budget}.tsv")
+    )
+    if not release.is_synthetic and "reports" in out.resolve().parts:
+        print(
+            f"error: {out}: a label plan names instructions and answers; on the real release it is written under"
+            " data/, never under reports/",
+            file=sys.stderr,
+        )
+        return 2
+    plan = plan_labels(
+        judgments,
+        system=args.system,
+        judge=judge,
+        budget=args.budget,
+        design=args.design,
+        strata=_strata(release, args.strata, progress=not args.quiet) if args.strata else None,
+        strata_name=args.strata,
+        seed=args.seed,
+        answers=_answer_texts(release, args.system, args.generations),
+    )
+    plan.to_tsv(out)
+    print(f"out: {out}")
+    for key, value in plan.header.items():
+        print(f"{key}: {value}")
+    print(f"labels: {len(plan.rows)}")
+    print(f"expected_ci_width_points: {expected_width(plan):.1f}")
+    print("note: the expected width holds if the judge's p(correct) is calibrated", file=sys.stderr)
+    return 0
+
+
+def _strata(release, name: str, *, progress: bool):
+    """instruction_id -> stratum: the instruction's category, or its EHR's length band (cl100k)."""
+    if name == "category":
+        return release.instructions.set_index("instruction_id").category.fillna("(none)")
+    from .context import load_tokenizer, record_token_counts
+    from .data import describe
+
+    counts = record_token_counts(release.ehr_files, [load_tokenizer("cl100k")], progress=progress)
+    return describe.instruction_length_bins(release.instructions, counts)
+
+
+def _answer_texts(release, system: str, generations):
+    """What clinicians read for each planned answer: the question and the system's answer (from the
+    release for the six, else from a generations file)."""
+    from .generation.store import read_answers
+
+    if generations:
+        answers = read_answers(generations, system=system)
+    else:
+        resp = release.model_responses
+        answers = resp[resp.system == system].rename(columns={"model_response": "answer"})
+    question = release.instructions.set_index("instruction_id").question
+    return answers.assign(question=answers.instruction_id.map(question))[["instruction_id", "question", "answer"]]
 
 
 def _cmd_place(args) -> int:
@@ -322,6 +402,17 @@ def _cmd_place(args) -> int:
         )
         return 2
     new_labels = read_new_labels(args.labels) if args.labels else None
+    plan = None
+    if args.plan:
+        from .evaluation.judge import LabelPlan
+
+        if new_labels is None:
+            print("error: --plan needs --labels (the clinicians' labels of the planned answers)", file=sys.stderr)
+            return 2
+        plan = LabelPlan.read(args.plan)
+        if plan.system != args.system:
+            print(f"error: {args.plan} plans labels of {plan.system}, not {args.system}", file=sys.stderr)
+            return 2
     summary = place_summary(
         judgments,
         labels,
@@ -333,6 +424,14 @@ def _cmd_place(args) -> int:
         bootstrap=_bootstrap(n_resamples=args.resamples, seed=args.seed),
     )
     _print_values(summary)
+    if plan is not None:
+        try:
+            estimate = plan.estimate(new_labels)
+        except ValueError as err:
+            raise ValueError(f"{args.labels}: {err}") from None
+        _print_values(estimate)
+        if estimate["n_missing"]:
+            print(f"note: {estimate['n_missing']} planned answers have no label yet", file=sys.stderr)
     print(
         "note: the transfer interval widens the sampling CI by the judge's error on the other systems"
         " (an empirical widening from a handful of systems, not a guarantee)",
@@ -434,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_table_commands,
         _add_judge_command,
         _add_judge_analysis_commands,
+        _add_label_plan_command,
         _add_run_commands,
     ):
         add(sub)
@@ -509,6 +609,13 @@ def _add_table_commands(sub) -> None:
 
 def _batch_size(text: str) -> int | str:
     return text if text == "auto" else int(text)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
 
 
 def _add_judge_command(sub) -> None:
@@ -618,10 +725,34 @@ def _add_judge_analysis_commands(sub) -> None:
         help="TSV of clinician labels of some of its answers: instruction_id, model_name, binary_correct,"
         " optionally model_rank (its place among the six and itself, 1 best) for a PPI win rate",
     )
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="the label plan the labels follow (medalign label-plan): the estimate for its design beside the labels"
+        " alone under it",
+    )
     p.add_argument("--min-instructions", type=int, default=10, help="fewer judged instructions: no CI and no place")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_place)
+
+
+def _add_label_plan_command(sub) -> None:
+    from .evaluation.judge import DESIGNS
+
+    lp = sub.add_parser("label-plan", help="which of a system's answers clinicians should label, and with what π")
+    lp.add_argument("dir", help="the release")
+    lp.add_argument("--judgments", nargs="+", required=True, help="JSONL with the judge's correct-mode verdicts")
+    lp.add_argument("--system", required=True, help="the system whose answers get labelled")
+    lp.add_argument("--judge", default=None, help="which judge, when the files hold several")
+    lp.add_argument("--budget", type=_positive_int, required=True, help="how many answers clinicians can label")
+    lp.add_argument("--design", choices=DESIGNS, default="active", help="uniform, stratified (Neyman) or active")
+    lp.add_argument("--strata", choices=["category", "ehr_length"], default=None, help="the strata (stratified)")
+    lp.add_argument("--generations", default=None, help="the answers' text, for a system not in the release")
+    lp.add_argument("--seed", type=int, default=0)
+    lp.add_argument("--out", default=None, help="PLAN.tsv (default data/label-plans/<system>-<design>-k<K>.tsv)")
+    lp.add_argument("--quiet", action="store_true")
+    lp.set_defaults(func=_cmd_label_plan)
 
 
 def _add_run_commands(sub) -> None:

@@ -51,6 +51,19 @@ from .helm import (
     read_run_spec,
 )
 from .json_text import json_objects
+from .labelplans import (
+    DESIGNS,
+    LabelPlan,
+    expected_width,
+    inclusion_probabilities,
+    ipw_ppi_ci,
+    jury_effective_size,
+    label_saving_ceiling,
+    plan_labels,
+    planted_predictions,
+    simulate_designs,
+    stratified_ppi_ci,
+)
 from .modes import RUBRIC_KEYS, JudgeMode, get_mode, mode_names, register_mode
 from .placement import place_new_system, system_to_place
 from .planted import PlantedJudge, oracle_label_plan, planted_judge
@@ -80,6 +93,17 @@ from .trust import (
 from .verdicts import parse_verdict
 
 __all__ = [
+    "DESIGNS",
+    "LabelPlan",
+    "expected_width",
+    "inclusion_probabilities",
+    "ipw_ppi_ci",
+    "jury_effective_size",
+    "label_saving_ceiling",
+    "plan_labels",
+    "planted_predictions",
+    "simulate_designs",
+    "stratified_ppi_ci",
     "DEFAULTS",
     "RUBRIC_KEYS",
     "Judge",

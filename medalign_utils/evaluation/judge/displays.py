@@ -16,6 +16,7 @@ from ... import paper
 from ...stats import BOOTSTRAP, Bootstrap
 from .agreement import as_metric_scores, correct_agreement
 from .estimates import label_budget, place_summary, transfer_table
+from .labelplans import label_saving_ceiling
 from .modes import mode_names
 from .running import read_judgments
 from .trust import (
@@ -169,6 +170,8 @@ class JudgeTrustDisplay:
         summary = cls._summary(
             judge, table, percentile=percentile, has_correct=has_correct, alt=alt, helm=helm, transfer=transfer
         )
+        # The most this judge can save: its labels are worth at most 1 / (1 - rho^2) labels alone.
+        summary.update(label_saving_ceiling(judgments, labels, judge=judge))
         settings = {"bootstrap": bootstrap.to_dict(), "epsilon": epsilon, "alt_test_kind": kind, "systems": systems}
         return cls(judge, table, among, alt_table, alt, transfer, summary, None, settings, judgments, labels)
 
