@@ -51,7 +51,9 @@ def main() -> None:
         emit(f"coverage_{design}_k{k}", min(t.loc[(design, k), "coverage"] for t in both.values()))
     for quality in ("informative", "uninformative"):
         t = both[quality]
-        emit(f"active_width_ratio_{quality}", t.loc[("active", 40), "mean_width"] / t.loc[("uniform", 40), "mean_width"])
+        emit(
+            f"active_width_ratio_{quality}", t.loc[("active", 40), "mean_width"] / t.loc[("uniform", 40), "mean_width"]
+        )
 
 
 if __name__ == "__main__":

@@ -316,3 +316,27 @@ def label_budget_curves(plan: pd.DataFrame):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def design_widths(table: pd.DataFrame):
+    """Each label plan design's 95% CI width against the number of clinician labels (labels + judge,
+    solid; the uniform design's labels alone, dashed), with its simulated coverage in the legend."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if not len(table):
+        ax.text(
+            0.5, 0.5, table.attrs.get("note", "nothing to compare"), ha="center", va="center", transform=ax.transAxes
+        )
+        ax.set_axis_off()
+        return fig
+    both = table[table.method == "labels+judge"]
+    for design, part in both.groupby("design", sort=False):
+        ax.plot(part.k, part.mean_width, marker="o", label=f"{design} + judge (coverage {part.coverage.min():.2f}+)")
+    alone = table[(table.method == "labels") & (table.design == "uniform")]
+    ax.plot(alone.k, alone.mean_width, ls="--", color="grey", label="uniform, labels alone")
+    ks = sorted(table.k.unique())
+    ax.set(xlabel="clinician labels of the system (k)", ylabel="95% CI width, correct % (points)", xscale="log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.legend(loc="upper right", frameon=False)
+    fig.tight_layout()
+    return fig

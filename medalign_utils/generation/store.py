@@ -208,15 +208,19 @@ def read_results(
     return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 
-def read_answers(path: str | Path, *, system: str | None = None) -> pd.DataFrame:
+def read_answers(path: str | Path, *, system: str | None = None, missing_ok: bool = False) -> pd.DataFrame:
     """Stored answers from any generations file: notebook 03's or an imported run's JSONL, or a
     TSV/CSV with `instruction_id` and `answer` (its system: `system`, else the file's stem).
     Returns instruction_id, system, answer, error (one row per instruction and system, the latest);
-    with `system`, only that system's. `attrs["skipped"]` names each unreadable line or row."""
+    with `system`, only that system's; with `missing_ok`, no rows when the file does not exist. `attrs["skipped"]` names each unreadable line or row."""
     path = Path(path)
+    skipped: list[str] = []
+    if not path.is_file() and missing_ok:  # no answers yet (notebook 03 not run): nothing to judge
+        out = pd.DataFrame(columns=["instruction_id", "system", "answer", "error"])
+        out.attrs["skipped"] = skipped
+        return out
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such generations file")
-    skipped: list[str] = []
     if path.suffix in (".tsv", ".csv", ".txt"):
         table = pd.read_csv(path, sep="\t" if path.suffix != ".csv" else ",", dtype=str, keep_default_na=False)
         missing = {"instruction_id", "answer"} - set(table.columns)

@@ -224,3 +224,45 @@ def test_a_jurys_effective_size_and_a_judges_saving_ceiling_are_their_formulas(c
     assert ceiling["labels_worth_factor"] == pytest.approx(1 / (1 - r**2))
     one = J.jury_effective_size(judgments[judgments.judge == "j0"], labels)
     assert one["jury_judges"] == 1 and "two judges" in one["jury_note"]
+
+
+def test_notebook_06s_label_plan_section_compares_designs_writes_the_plan_under_data_and_counts_labels_saved(
+    cohort, tmp_path
+):
+    release, labels, _ = cohort
+    items = J.response_items(release)
+    planted = release.planted_truth["answers"]
+    iids = sorted(items.instruction_id.unique())[:60]
+    answers = pd.DataFrame(
+        {
+            "instruction_id": iids,
+            "system": "mine",
+            "answer": [f"The answer is {(planted[i].get('value') or {}).get('value')}." for i in iids],
+            "error": None,
+        }
+    )
+    parameters = {
+        "label_ks": [20, 40],
+        "label_draws": 40,
+        "label_budget_k": 20,
+        "label_plan_design": "active",
+        "label_plans_dir": str(tmp_path / "data" / "label-plans"),
+        "judgments_dir": str(tmp_path / "judgments"),
+        "judge_instructions": 2,
+        "seed": 0,
+        "progress": False,
+    }
+    with J.planted_judge(release) as judge:
+        J.run_judgments(judge, "correct", items, release, tmp_path / "six.jsonl", progress=False)
+        judgments = J.read_judgments(tmp_path / "six.jsonl")
+        plans = J.LabelPlanDisplay.from_parameters(parameters, judge, release, answers, judgments, system="mine")
+    assert set(plans.table.design) == set(J.DESIGNS) and set(plans.table.k) == {20, 40}
+    assert plans.plan_path.parent == tmp_path / "data" / "label-plans" and plans.plan_path.is_file()
+    assert len(plans.plan.rows) == 20 and plans.plan.system == "mine"
+    # Labels saved: labels alone needed for the design's width, less the budget, from the table itself.
+    t = plans.table.set_index(["design", "k", "method"]).mean_width
+    expected = 20 * (t[("uniform", 20, "labels")] / t[("active", 20, "labels+judge")]) ** 2 - 20
+    assert plans.labels_saved() == pytest.approx(expected)
+    assert plans.findings()[0]["value"] == pytest.approx(expected) and plans.findings()[0]["unit"] == "labels"
+    assert "labels worth at most" in plans.note and "under data/" in plans.note
+    assert plans.plot() is not None

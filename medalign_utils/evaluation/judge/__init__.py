@@ -31,7 +31,14 @@ from .agreement import (
     position_bias,
     self_preference,
 )
-from .displays import JudgeTable4Display, JudgeTrustDisplay, PlacementDisplay, correct_agreement_table
+from .displays import (
+    JudgeTable4Display,
+    JudgeTrustDisplay,
+    LabelPlanDisplay,
+    PlacementDisplay,
+    correct_agreement_table,
+    design_widths,
+)
 from .estimates import (
     label_budget,
     place_summary,
@@ -110,6 +117,7 @@ __all__ = [
     "JudgeMode",
     "JudgeTable4Display",
     "JudgeTrustDisplay",
+    "LabelPlanDisplay",
     "PlacementDisplay",
     "JudgeSettings",
     "PlantedJudge",
@@ -125,6 +133,7 @@ __all__ = [
     "get_mode",
     "HelmRunError",
     "default_system_name",
+    "design_widths",
     "helm_instance_ids",
     "helm_instances",
     "helm_jury_score",

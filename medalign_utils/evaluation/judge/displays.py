@@ -16,7 +16,7 @@ from ... import paper
 from ...stats import BOOTSTRAP, Bootstrap
 from .agreement import as_metric_scores, correct_agreement
 from .estimates import label_budget, place_summary, transfer_table
-from .labelplans import label_saving_ceiling
+from .labelplans import LabelPlan, label_saving_ceiling
 from .modes import mode_names
 from .running import read_judgments
 from .trust import (
@@ -353,3 +353,126 @@ class PlacementDisplay:
                 "planted": self.planted,
             }
         ]
+
+
+@dataclass
+class LabelPlanDisplay:
+    """Which answers clinicians should label: the 95% interval width and coverage each design gives
+    against k (`table`, simulated on the six systems, whose labels are all known, with this judge's
+    p(correct)), the plan for the new system (written under `plans_dir`, never on a page: it names
+    instructions and answers), and what the judge can save (`note`)."""
+
+    judge: str
+    table: pd.DataFrame
+    plan: LabelPlan | None
+    plan_path: Path | None
+    budget: int
+    design: str
+    saving: dict
+    planted: bool = False
+
+    @classmethod
+    def from_parameters(cls, parameters: dict, judge, release: Release, answers: pd.DataFrame, judgments, *, system):
+        """From notebook 06's parameters (`label_ks`, `label_draws`, `label_budget_k`,
+        `label_plan_design`, `label_plans_dir`, `judgments_dir`, `judge_instructions`, `seed`):
+        the designs simulated with `judge`'s verdicts on the six, and `system`'s answers judged
+        in correct mode (into `judgments_dir`) and planned."""
+        from ...config import project_path
+        from ..clinicians import combine_raters
+        from .labelplans import jury_effective_size, plan_labels
+        from .running import generation_items, judgments_file, run_judgments
+
+        ks, draws, seed = list(parameters["label_ks"]), int(parameters["label_draws"]), int(parameters["seed"])
+        design, budget = parameters.get("label_plan_design", "active"), int(parameters["label_budget_k"])
+        labels = combine_raters(release.model_responses, "primary")
+        category = release.instructions.set_index("instruction_id").category
+        table = design_widths(judgments, labels, judge=judge.name, ks=ks, n_draws=draws, seed=seed, strata=category)
+        saving = {**label_saving_ceiling(judgments, labels, judge=judge.name), **jury_effective_size(judgments, labels)}
+        plan = path = None
+        if system is not None:
+            items = generation_items(release, answers, system)
+            if judge.name != "planted":  # a real judge on a CPU: the sample the other judgments cover
+                items = items[
+                    items.instruction_id.isin(sorted(items.instruction_id)[: parameters["judge_instructions"]])
+                ]
+            out = judgments_file(project_path(parameters["judgments_dir"]), f"{judge.name}-{system}", "correct")
+            run_judgments(judge, "correct", items, release, out, progress=bool(parameters.get("progress", True)))
+            new = read_judgments(out)
+            n = int(((new.system == system) & new.valid.astype(bool)).sum())
+            if n > 2:
+                plan = plan_labels(
+                    new, system=system, judge=judge.name, budget=min(budget, n - 1), design=design,
+                    strata=category, strata_name="category", seed=seed, answers=None,
+                )  # fmt: skip
+                path = project_path(parameters["label_plans_dir"]) / f"{system}-{design}-k{plan.budget}.tsv"
+                if not release.is_synthetic and "reports" in path.resolve().parts:
+                    raise ValueError(f"{path}: a label plan names instructions and answers: keep it under data/")
+                plan.to_tsv(path)
+        return cls(judge.name, table, plan, path, budget, design, saving, judge.name == "planted")
+
+    def labels_saved(self, k: int | None = None) -> float:
+        """Labels alone that k labels in this design with the judge are worth, minus k (the
+        uniform design's labels-alone width against this design's labels + judge width)."""
+        k = k or self.budget
+        t = self.table
+        alone = t[(t.design == "uniform") & (t.k == k) & (t.method == "labels")].mean_width
+        mine = t[(t.design == self.design) & (t.k == k) & (t.method == "labels+judge")].mean_width
+        if not len(alone) or not len(mine):
+            return np.nan
+        return float(k * (alone.iloc[0] / mine.iloc[0]) ** 2 - k)
+
+    @property
+    def note(self) -> str:
+        s = self.saving
+        parts = [
+            f"judge {_who(self.judge)}: labels worth at most {s.get('labels_worth_factor', np.nan):.2f}x labels alone"
+        ]
+        if "jury_effective_size" in s:
+            parts.append(
+                f"a jury of {s['jury_judges']} judges counts as {s['jury_effective_size']:.2f}"
+                f" (error correlation {s['jury_mean_error_correlation']:.2f})"
+            )
+        if self.plan is not None:
+            parts.append(f"plan: {len(self.plan.rows)} answers of {self.plan.system} ({self.design}), under data/")
+        return "; ".join(parts)
+
+    def findings(self) -> list[dict]:
+        saved = self.labels_saved()
+        if pd.isna(saved):
+            return []
+        return [
+            {
+                "name": f"{_who(self.judge)}: labels saved by the {self.design} label plan of {self.budget} labels",
+                "value": saved,
+                "unit": "labels",
+                "planted": self.planted,
+            }
+        ]
+
+    def plot(self):
+        from ... import plots
+
+        return plots.design_widths(self.table)
+
+
+def design_widths(judgments, labels, *, judge: str, ks, n_draws: int, seed: int, strata=None) -> pd.DataFrame:
+    """Each design's interval width and coverage against k, averaged over the systems whose every
+    answer is labelled and judged (`simulate_designs` per system, the judge's p(correct))."""
+    from .labelplans import judge_predictions, simulate_designs
+
+    frames = []
+    for system in sorted(labels.system.unique()):
+        y = labels[labels.system == system][["instruction_id", "binary_correct"]].dropna()
+        m = y.merge(judge_predictions(judgments, judge=judge, system=system), on="instruction_id")
+        fitting = [k for k in ks if k < len(m) - 1]
+        if not fitting:
+            continue
+        s = m.instruction_id.map(strata).fillna("(none)") if strata is not None else None
+        frames.append(simulate_designs(m.binary_correct, m.judge_p, strata=s, ks=fitting, n_draws=n_draws, seed=seed))
+    if not frames:
+        out = pd.DataFrame(columns=["design", "k", "method", "coverage", "mean_width"])
+        out.attrs["note"] = "too few judged and labelled answers per system to compare designs"
+        return out
+    out = pd.concat(frames).groupby(["design", "k", "method"], sort=False).mean(numeric_only=True).reset_index()
+    out["coverage_note"] = np.where(out.coverage < 0.93, "coverage under 0.93", "")
+    return out

@@ -39,6 +39,7 @@ DESIGNS = ("uniform", "stratified", "active")
 # overconfident judge (p near 0 or 1 where it is wrong) at a small cost in width for a good one.
 ACTIVE_FLOOR = 0.5
 MIN_PER_STRATUM = 2  # a stratum's variance needs two labels
+PSEUDO = 8  # units' worth of the pooled spread in each stratum's (stratified PPI++)
 PLAN_COLUMNS = ["instruction_id", "system", "pi", "stratum", "judge_p", "question", "answer"]
 
 
@@ -180,9 +181,9 @@ def _clipped(estimate: float, half: float, **extra) -> dict:
 def stratified_ppi_ci(y, f_labelled, strata_labelled, f_all, strata_all, *, alpha: float = 0.05, lam=None) -> dict:
     """Stratified PPI++ (Fisch et al. 2024): in each stratum h, θ_h = λ_h mean(f over its N_h) +
     mean over its labels of (y − λ_h f), λ_h tuned where the stratum has 10 labels or more (else
-    the pooled λ); θ = Σ (N_h/N) θ_h, its variance Σ (N_h/N)² (1 − n_h/N_h) s_h²/n_h with two
-    pseudo-labels at 1 and two at 0 per stratum in s_h², Student's t with Satterthwaite's degrees of
-    freedom. `lam` 0 gives the stratified labels-only estimate."""
+    the pooled λ); θ = Σ (N_h/N) θ_h, its variance Σ (N_h/N)² (1 − n_h/N_h) s_h²/n_h, each s_h²
+    shrunk toward the pooled spread (all labels with two pseudo-labels at 1 and two at 0) by four
+    units' worth, Student's t with Satterthwaite's degrees of freedom. `lam` 0 gives the stratified labels-only estimate."""
     y, f = np.asarray(y, float), np.asarray(f_labelled, float)
     sl, f_all, sa = (
         np.asarray(strata_labelled, dtype=object),
@@ -195,6 +196,10 @@ def stratified_ppi_ci(y, f_labelled, strata_labelled, f_all, strata_all, *, alph
         cov = np.cov(y, f)[0, 1] if len(y) > 1 else 0.0
         pooled = float(np.clip(cov / np.var(f, ddof=1), 0, 1)) if len(y) > 1 and np.var(f, ddof=1) > 0 else 0.0
     estimate, var, dof_num, dof_den, lams = 0.0, 0.0, 0.0, 0.0, {}
+    residuals = y - pooled * f
+    pooled_spread = np.var(
+        np.concatenate([residuals, 1 - pooled * f.mean() + np.zeros(2), -pooled * f.mean() + np.zeros(2)]), ddof=1
+    )
     for h in pd.unique(sa):
         fh_all, mask = f_all[sa == h], sl == h
         yh, fh = y[mask], f[mask]
@@ -207,11 +212,14 @@ def stratified_ppi_ci(y, f_labelled, strata_labelled, f_all, strata_all, *, alph
             lam_h = float(np.clip(np.cov(yh, fh)[0, 1] / np.var(fh, ddof=1), 0, 1))
         lams[h] = lam_h
         estimate += w * (lam_h * fh_all.mean() + (yh - lam_h * fh).mean())
-        r = np.concatenate([yh - lam_h * fh, [1 - lam_h * fh.mean()] * 2, [-lam_h * fh.mean()] * 2])
-        v_h = w**2 * max(1 - n_h / big_nh, 0.0) * np.var(r, ddof=1) / n_h
+        r = yh - lam_h * fh
+        # The stratum's spread shrunk toward the pooled one with its pseudo-labels (4 units' worth):
+        # two labels give one degree of freedom, and all-agreeing labels no spread at all.
+        s2 = ((n_h - 1) * (np.var(r, ddof=1) if n_h > 1 else 0.0) + PSEUDO * pooled_spread) / (n_h - 1 + PSEUDO)
+        v_h = w**2 * max(1 - n_h / big_nh, 0.0) * s2 / n_h
         var += v_h
         dof_num += v_h
-        dof_den += v_h**2 / max(n_h + 3, 1)
+        dof_den += v_h**2 / (n_h - 1 + PSEUDO)
     dof = dof_num**2 / dof_den if dof_den > 0 else max(len(y) - 1, 1)
     return _clipped(estimate, _t(alpha, dof) * np.sqrt(var), lam=lams)
 
