@@ -212,7 +212,8 @@ def read_answers(path: str | Path, *, system: str | None = None, missing_ok: boo
     """Stored answers from any generations file: notebook 03's or an imported run's JSONL, or a
     TSV/CSV with `instruction_id` and `answer` (its system: `system`, else the file's stem).
     Returns instruction_id, system, answer, error (one row per instruction and system, the latest);
-    with `system`, only that system's; with `missing_ok`, no rows when the file does not exist. `attrs["skipped"]` names each unreadable line or row."""
+    with `system`, only that system's; with `missing_ok`, no rows when the file does not exist.
+    `attrs["skipped"]` names each unreadable line or row."""
     path = Path(path)
     skipped: list[str] = []
     if not path.is_file() and missing_ok:  # no answers yet (notebook 03 not run): nothing to judge

@@ -182,8 +182,9 @@ def stratified_ppi_ci(y, f_labelled, strata_labelled, f_all, strata_all, *, alph
     """Stratified PPI++ (Fisch et al. 2024): in each stratum h, θ_h = λ_h mean(f over its N_h) +
     mean over its labels of (y − λ_h f), λ_h tuned where the stratum has 10 labels or more (else
     the pooled λ); θ = Σ (N_h/N) θ_h, its variance Σ (N_h/N)² (1 − n_h/N_h) s_h²/n_h, each s_h²
-    shrunk toward the pooled spread (all labels with two pseudo-labels at 1 and two at 0) by four
-    units' worth, Student's t with Satterthwaite's degrees of freedom. `lam` 0 gives the stratified labels-only estimate."""
+    shrunk toward the pooled spread (all labels with two pseudo-labels at 1 and two at 0) by
+    `PSEUDO` units' worth, Student's t with Satterthwaite's degrees of
+    freedom. `lam` 0 gives the stratified labels-only estimate."""
     y, f = np.asarray(y, float), np.asarray(f_labelled, float)
     sl, f_all, sa = (
         np.asarray(strata_labelled, dtype=object),
