@@ -11,6 +11,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the CLI imports the package's stages on first use
+    from .data.release import Release
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -130,15 +134,11 @@ def _cmd_judge(args) -> int:
     from .evaluation.judge import (
         Judge,
         JudgeSettings,
-        generation_items,
         get_mode,
         judgments_file,
-        pairwise_items,
-        response_items,
         run_judgments,
     )
     from .generation.guard import DataGuard
-    from .generation.store import read_answers
 
     if bool(args.endpoint) == bool(args.model):
         print("error: give --endpoint URL (one or more) with --judge-model NAME, or --model PATH", file=sys.stderr)
@@ -167,21 +167,7 @@ def _cmd_judge(args) -> int:
         price_cached_prompt_per_1k=args.price_cached_prompt,
     )
     judge = Judge.from_settings(settings, guard=DataGuard.for_release(release, args.allowed_host or []))
-    pairwise, stored = get_mode(args.mode).judges == "pair", None
-    if args.generations:
-        answers = read_answers(args.generations, system=args.system)
-        for line in answers.attrs["skipped"]:
-            print(f"problem: {line}", file=sys.stderr)
-        stored = args.system or _one_system(answers, args.generations)
-        items = generation_items(release, answers, stored, pairwise=pairwise)
-        if items.attrs["not_reviewed"]:
-            print(
-                f"note: {items.attrs['not_reviewed']} answers are to instructions no clinician reviewed: not judged",
-                file=sys.stderr,
-            )
-    else:
-        items = response_items(release)
-        items = pairwise_items(items) if pairwise else items
+    items, stored = _judge_items(args, release, pairwise=get_mode(args.mode).judges == "pair")
     if args.limit:
         keep = sorted(items.instruction_id.unique())[: args.limit]
         items = items[items.instruction_id.isin(keep)]
@@ -209,6 +195,28 @@ def _cmd_judge(args) -> int:
             file=sys.stderr,
         )
     return 0 if not stats["failed"] else 1
+
+
+def _judge_items(args, release: Release, *, pairwise: bool):
+    """What `judge` judges: the six's reviewed responses, or with --generations a stored system's
+    answers (pairwise: against each of the six); and the stored system's name (None for the six)."""
+    from .evaluation.judge import generation_items, pairwise_items, response_items
+    from .generation.store import read_answers
+
+    if not args.generations:
+        items = response_items(release)
+        return (pairwise_items(items) if pairwise else items), None
+    answers = read_answers(args.generations, system=args.system)
+    for line in answers.attrs["skipped"]:
+        print(f"problem: {line}", file=sys.stderr)
+    stored = args.system or _one_system(answers, args.generations)
+    items = generation_items(release, answers, stored, pairwise=pairwise)
+    if items.attrs["not_reviewed"]:
+        print(
+            f"note: {items.attrs['not_reviewed']} answers are to instructions no clinician reviewed: not judged",
+            file=sys.stderr,
+        )
+    return items, stored
 
 
 def _one_system(answers, path) -> str:
@@ -365,7 +373,7 @@ def _cmd_label_plan(args) -> int:
     return 0
 
 
-def _strata(release, name: str, *, progress: bool):
+def _strata(release: Release, name: str, *, progress: bool):
     """instruction_id -> stratum: the instruction's category, or its EHR's length band (cl100k)."""
     if name == "category":
         return release.instructions.set_index("instruction_id").category.fillna("(none)")
@@ -376,7 +384,7 @@ def _strata(release, name: str, *, progress: bool):
     return describe.instruction_length_bins(release.instructions, counts)
 
 
-def _answer_texts(release, system: str, generations):
+def _answer_texts(release: Release, system: str, generations):
     """What clinicians read for each planned answer: the question and the system's answer (from the
     release for the six, else from a generations file)."""
     from .generation.store import read_answers

@@ -221,7 +221,7 @@ def test_run_plan_prints_the_order_and_each_notebooks_files_and_runs_nothing(tmp
     rows = {line.split()[0]: line for line in lines[1:]}
     assert list(rows) == sorted(p.stem for p in (REPO / "notebooks").glob("[0-9]*.ipynb"))
     assert "prompts_path" in rows["03_model_generation"] and rows["03_model_generation"].count("_path") == 2
-    assert rows["06_llm_judge"].split()[1:4] == ["generations_path", "judgments_dir", "03_model_generation"]
+    assert rows["06_llm_judge"].split()[1:5] == ["generations_path", "judgments_dir,", "label_plans_dir", "03_model_generation"]
     assert not (tmp_path / "reports").exists()
 
 

@@ -14,7 +14,7 @@ from ..clinicians import bootstrap_clusters, head_to_head, label_matrices, win_r
 from .agreement import judge_win_rates, pairwise_battles
 
 
-def _judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
+def judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
     """The judge's correct verdict per response, and its probability where it has one."""
     j = judgments[(judgments["mode"] == "correct") & (judgments.judge == judge)]
     j = j[j.error.isna() & j.valid.astype(bool)]
@@ -33,7 +33,7 @@ def transfer_table(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge: str,
     judge): the judge's correct % and win rate beside the clinicians'. `attrs` holds their
     root-mean-square differences, the judge's transfer error, and how many systems each was measured
     on (`widened` multiplies it by Student's t for that many; see `TRANSFER_ASSUMPTION`)."""
-    verdicts = _judge_correct_table(judgments, judge)
+    verdicts = judge_correct_table(judgments, judge)
     clin = labels[labels.system.isin(systems)]
     judge_pct = verdicts.groupby("system").verdict.mean() * 100
     clin_pct = pd.to_numeric(clin.binary_correct, errors="coerce").groupby(clin.system).mean() * 100
@@ -107,7 +107,7 @@ def judge_correct_pct(
 ) -> dict:
     """The judge's correct % for one system with a bootstrap CI over its responses (one per
     instruction), or over patients (from `patients`: a table of instruction_id and person_id)."""
-    v = _judge_correct_table(judgments, judge)
+    v = judge_correct_table(judgments, judge)
     mine = v[(v.system == system) & v.verdict.notna()]
     x = mine.verdict.to_numpy(float)
     if not len(x):
@@ -229,7 +229,7 @@ def ppi_correct_pct(
 ) -> dict:
     """The new system's correct %: from its k clinician labels plus the judge on all its answers
     (PPI++, the judge's p(correct) where it has one, else its verdict), beside the labels alone."""
-    v = _judge_correct_table(judgments, judge)
+    v = judge_correct_table(judgments, judge)
     v = v[v.system == system]
     pred = v.p_correct.where(v.p_correct.notna(), v.verdict)
     mine = new_labels[new_labels.system == system].dropna(subset=["binary_correct"])
@@ -276,7 +276,7 @@ def label_budget(
     answers' mean. `coverage_note` says where coverage stays under 0.93. `equivalent_labels` is
     how many labels alone would give the PPI interval's width (width scales as 1/sqrt(n))."""
     rng = np.random.default_rng(seed)
-    v = _judge_correct_table(judgments, judge)
+    v = judge_correct_table(judgments, judge)
     v = v.assign(pred=v.p_correct.where(v.p_correct.notna(), v.verdict))
     rows = []
     for system in systems:

@@ -333,6 +333,35 @@ def import_helm_run(
     run = read_helm_run(run_dir)
     mapped, problems, by_reference = map_helm_instances(run, release)
     jurors = _jurors_of(run, spec)
+    generations, judgments, invalid = _helm_records(
+        mapped, spec, system=system, jurors=jurors, run_dir=run_dir, problems=problems
+    )
+    summary = {
+        "run": spec["name"],
+        "system": system,
+        "model": spec.get("model"),
+        "context": spec.get("max_length"),
+        "instances": len(run),
+        "imported": len(mapped),
+        "left_out": len(run) - len(mapped),
+        "checked_by_reference_only": by_reference,
+        "jurors": sorted({j["judge"] for j in judgments}),
+        "judgments": len(judgments),
+        "invalid_verdicts": invalid,
+        "replaced": 0,
+        "problems": problems,
+        "written": False,
+    }
+    if problems and not allow_partial:
+        return {**summary, "imported": 0, "left_out": len(run), "judgments": 0, "jurors": []}
+    summary["replaced"] = _replace(generations_out, generations, ("instruction_id", "system"))
+    summary["replaced"] += _replace(judgments_out, judgments, ("judge", "mode", "instruction_id", "system"))
+    return {**summary, "written": True}
+
+
+def _helm_records(mapped: pd.DataFrame, spec: dict, *, system: str, jurors: list[str], run_dir, problems: list):
+    """The generation records and the jurors' judgment records of the mapped instances, and how
+    many verdicts HELM could not score; a HELM score that disagrees is added to `problems`."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     source = {"source": "helm", "run_dir": Path(run_dir).name, "helm_run": spec["name"]}
     generations, judgments, invalid = [], [], 0
@@ -382,27 +411,7 @@ def import_helm_run(
             rec.update(output=json.dumps(annotation, default=str), error=None, helm_instance_id=row.instance_id)
             rec.update(prompt_tokens=None, completion_tokens=None, cost=None, seconds=None, finished=now, **source)
             judgments.append(rec)
-    summary = {
-        "run": spec["name"],
-        "system": system,
-        "model": spec.get("model"),
-        "context": spec.get("max_length"),
-        "instances": len(run),
-        "imported": len(mapped),
-        "left_out": len(run) - len(mapped),
-        "checked_by_reference_only": by_reference,
-        "jurors": sorted({j["judge"] for j in judgments}),
-        "judgments": len(judgments),
-        "invalid_verdicts": invalid,
-        "replaced": 0,
-        "problems": problems,
-        "written": False,
-    }
-    if problems and not allow_partial:
-        return {**summary, "imported": 0, "left_out": len(run), "judgments": 0, "jurors": []}
-    summary["replaced"] = _replace(generations_out, generations, ("instruction_id", "system"))
-    summary["replaced"] += _replace(judgments_out, judgments, ("judge", "mode", "instruction_id", "system"))
-    return {**summary, "written": True}
+    return generations, judgments, invalid
 
 
 def _replace(path: str | Path, records: list[dict], key: tuple[str, ...]) -> int:

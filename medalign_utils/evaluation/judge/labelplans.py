@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .estimates import _judge_correct_table, labels_only_ci, ppi_mean_ci
+from .estimates import judge_correct_table, labels_only_ci, ppi_mean_ci
 
 DESIGNS = ("uniform", "stratified", "active")
 # The share of an active plan's budget spread uniformly: 0.5 keeps coverage near nominal even for an
@@ -321,7 +321,7 @@ def population_path(plan_path: Path) -> Path:
 def judge_predictions(judgments: pd.DataFrame, *, judge: str, system: str) -> pd.DataFrame:
     """The judge's p(correct) of each of `system`'s answers (its probability-weighted verdict where
     it has one, else its verdict): instruction_id, judge_p."""
-    v = _judge_correct_table(judgments, judge)
+    v = judge_correct_table(judgments, judge)
     v = v[v.system == system]
     p = v.p_correct.where(v.p_correct.notna(), v.verdict)
     return pd.DataFrame({"instruction_id": v.instruction_id.astype(str), "judge_p": p}).dropna().reset_index(drop=True)
@@ -527,7 +527,7 @@ def label_saving_ceiling(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge
     """The most a judge whose p(correct) correlates ρ with the clinicians' labels can save in PPI:
     n labels with it are worth at most n / (1 − ρ²) labels alone (the factor 1 / (1 − ρ²)). A judge
     no better than the judged model saves at most 2× (Dorner et al., ICLR 2025)."""
-    v = _judge_correct_table(judgments, judge)
+    v = judge_correct_table(judgments, judge)
     v = v.assign(pred=v.p_correct.where(v.p_correct.notna(), v.verdict))
     m = (
         labels[["instruction_id", "system", "binary_correct"]]
