@@ -112,6 +112,17 @@ def _cmd_table4(args) -> int:
     from .evaluation.correlation import table4_for_release
 
     metrics = args.metrics.split(",") if args.metrics else None
+    if metrics:  # checked before any release is read or any bar drawn
+        from .evaluation.metrics import metric_names
+
+        known = metric_names()
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"unknown metric {unknown[0]!r}{hint}; known: {', '.join(known)}")
     table = table4_for_release(
         args.dir,
         metrics=metrics,
@@ -268,7 +279,7 @@ def _cmd_import_helm(args) -> int:
     if summary["problems"]:
         print(f"partial import (--allow-partial): {summary['left_out']} instances left out", file=sys.stderr)
     print(f"jurors: {', '.join(summary['jurors']) or 'none'}")
-    if summary["checked_by_reference_only"]:
+    if summary["checked_by_reference_only"] and not args.quiet:
         print(
             f"note: {summary['checked_by_reference_only']} instances have redacted prompts:"
             " checked by their reference answer alone",
@@ -440,11 +451,12 @@ def _cmd_place(args) -> int:
         _print_values(estimate)
         if estimate["n_missing"]:
             print(f"note: {estimate['n_missing']} planned answers have no label yet", file=sys.stderr)
-    print(
-        "note: the transfer interval widens the sampling CI by the judge's error on the other systems"
-        " (an empirical widening from a handful of systems, not a guarantee)",
-        file=sys.stderr,
-    )
+    if not args.quiet:
+        print(
+            "note: the transfer interval widens the sampling CI by the judge's error on the other systems"
+            " (an empirical widening from a handful of systems, not a guarantee)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -471,14 +483,17 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .reports.findings import compare_findings, load_run_findings
+    from .reports.findings import compare_findings, load_run_record, settings_differences
 
-    a, b = load_run_findings(args.run_a), load_run_findings(args.run_b)
+    ra, rb = load_run_record(args.run_a), load_run_record(args.run_b)
+    a, b = ra.get("findings", []), rb.get("findings", [])
     if not a and not b:
         print("error: neither run recorded any finding", file=sys.stderr)
         return 2
     print(f"A: {args.run_a}")
     print(f"B: {args.run_b}")
+    for line in settings_differences(ra, rb):  # said first: findings under other settings differ for that too
+        print(f"settings differ: {line}")
     for line in compare_findings(a, b):
         print(line)
     return 0
@@ -530,10 +545,26 @@ SHARED_HELP = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with "did you mean" for a mistyped command or choice."""
+
+    def error(self, message: str):
+        import difflib
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            if close:
+                message = f"{message}; did you mean '{close[0]}'?"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="medalign", description="MedAlign reproduction suite")
+    p = _Parser(prog="medalign", description="MedAlign reproduction suite")
     p.add_argument("--version", action="version", version=f"medalign {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (
@@ -578,7 +609,7 @@ def _add_table_commands(sub) -> None:
     t3 = sub.add_parser("table3", help="print Table 3 (clinician labels) of a release as CSV")
     t3.add_argument("dir")
     t3.add_argument("--combine", choices=["primary", "majority", "mean"], default="primary")
-    t3.add_argument("--resamples", type=int, default=2000)
+    t3.add_argument("--resamples", type=_positive_int, default=2000)
     t3.add_argument("--seed", type=int, default=0)
     t3.add_argument(
         "--bootstrap-unit",
@@ -592,7 +623,7 @@ def _add_table_commands(sub) -> None:
     t4 = sub.add_parser("table4", help="print Table 4 (metric-clinician correlation) of a release as CSV")
     t4.add_argument("dir")
     t4.add_argument("--metrics", default=None, help="comma-separated, e.g. rougeL,bleu,chrf++")
-    t4.add_argument("--resamples", type=int, default=2000)
+    t4.add_argument("--resamples", type=_positive_int, default=2000)
     t4.add_argument("--seed", type=int, default=0)
     t4.add_argument("--combine", choices=["primary", "majority", "mean"], default="primary")
     t4.add_argument(
@@ -708,6 +739,7 @@ def _add_judge_analysis_commands(sub) -> None:
         action="store_true",
         help="import the instances that map even when others do not (the exit status is still 1)",
     )
+    h.add_argument("--quiet", action="store_true", help="no notes on stderr (problems and errors are always said)")
     h.set_defaults(func=_cmd_import_helm)
 
     a = sub.add_parser(
@@ -715,9 +747,10 @@ def _add_judge_analysis_commands(sub) -> None:
     )
     a.add_argument("dir", help="the release the judgments were made on")
     a.add_argument("--judgments", nargs="+", required=True, help="JSONL files of `medalign judge`")
-    a.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for every CI")
+    a.add_argument("--resamples", type=_positive_int, default=1000, help="bootstrap resamples for every CI")
     a.add_argument("--epsilon", type=float, default=0.2, help="the alternative annotator test's margin")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--quiet", action="store_true", help="no notes on stderr (problems and errors are always said)")
     a.set_defaults(func=_cmd_agreement)
 
     p = sub.add_parser(
@@ -740,8 +773,9 @@ def _add_judge_analysis_commands(sub) -> None:
         " alone under it",
     )
     p.add_argument("--min-instructions", type=int, default=10, help="fewer judged instructions: no CI and no place")
-    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--resamples", type=_positive_int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no notes on stderr (problems and errors are always said)")
     p.set_defaults(func=_cmd_place)
 
 
@@ -806,7 +840,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # the CLI's promise: one line, never a bare traceback
         if os.environ.get("MEDALIGN_DEBUG"):
             raise
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        from .data.problems import UnusableReleaseError
+
+        expected = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, UnusableReleaseError)
+        # A bad input speaks for itself; anything else is named, as it may be a bug to report.
+        what = "" if isinstance(err, expected) else f"{type(err).__name__}: "
+        print(f"error: {what}{err}", file=sys.stderr)
         return 2
 
 

@@ -104,3 +104,66 @@ def test_run_on_a_missing_data_folder_is_an_error_never_a_new_cohort(tmp_path, c
     assert code == 2 and "does not exist" in line and str(missing) in line
     assert not missing.exists() and not (tmp_path / "nope").exists()
     assert not (out / "index.html").exists() and not (out / "run.json").exists()
+
+
+# ------------------------------------------------------------------ the CLI's rough edges (issue 36, item 11)
+
+
+def test_a_mistyped_command_gets_did_you_mean(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["tabel3", "x"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "did you mean 'table3'?" in err and "Traceback" not in err
+
+
+def test_resamples_must_be_positive_said_by_the_cli_not_numpy(tiny_cohort, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["table3", str(tiny_cohort), "--resamples", "-5"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse prints the usage first
+    assert last == "medalign table3: error: argument --resamples: -5 is not a positive whole number"
+
+
+def test_an_unknown_metric_is_refused_before_any_bar_with_a_suggestion(tiny_cohort, capsys):
+    code, _, err = _run(capsys, "table4", str(tiny_cohort), "--metrics", "rouge")
+    line = _one_line(err)
+    assert code == 2 and "unknown metric 'rouge' (did you mean rougeL?)" in line and "%|" not in err
+
+
+def test_errors_from_bad_input_do_not_name_exception_classes(tmp_path, capsys):
+    code, _, err = _run(capsys, "table3", str(tmp_path / "nowhere"))
+    line = _one_line(err)
+    assert code == 2 and "no such folder" in line and "Error:" not in line
+
+
+def test_only_with_no_such_notebook_lists_the_notebooks(capsys):
+    code, _, err = _run(capsys, "run", "--only", "07", "--plan")
+    line = _one_line(err)
+    assert code == 2 and "matches no notebook" in line and "01_ehr_exploration" in line and "06_llm_judge" in line
+
+
+@pytest.mark.parametrize("command", ["agreement", "place", "import-helm"])
+def test_quiet_is_taken_where_the_readme_promises_it(command):
+    parser = cli.build_parser()
+    assert "--quiet" in parser._subparsers._group_actions[0].choices[command]._option_string_actions
+
+
+def test_compare_says_the_same_and_where_the_runs_settings_differ(tmp_path, capsys):
+    def run(name, resamples, unit, value):
+        folder = tmp_path / name
+        folder.mkdir()
+        record = {
+            "config": {"n_resamples": resamples, "bootstrap_unit": unit, "seed": 0},
+            "data": {"fingerprint": "abc"},
+            "findings": [{"name": "x", "value": value, "unit": "%"}, {"name": "y", "value": 1.0, "unit": "%"}],
+        }
+        (folder / "run.json").write_text(json.dumps(record))
+        return folder
+
+    a, b = run("a", 1000, "instruction", 1.0), run("b", 2000, "patient", 2.5)
+    code, out, _ = _run(capsys, "compare", str(a), str(b))
+    lines = out.splitlines()
+    assert code == 0
+    assert "settings differ: n_resamples: A 1000 | B 2000" in lines
+    assert "settings differ: bootstrap_unit: A 'instruction' | B 'patient'" in lines
+    assert any(line.startswith("x:") and "(B − A: +1.5)" in line for line in lines)
+    assert any(line.startswith("y:") and "(the same)" in line for line in lines)

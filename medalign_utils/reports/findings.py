@@ -120,6 +120,26 @@ def outputs_in(executed: str | Path, *, notebook: str = "", page: str = "") -> t
 
 def load_run_findings(run: str | Path) -> list[dict]:
     """The findings of a run: a run folder (`reports/<run>/`), a reports folder, or a `run.json`."""
+    return load_run_record(run).get("findings", [])
+
+
+# What makes two runs' numbers comparable: a difference here is said before any finding's.
+COMPARED_SETTINGS = ("n_resamples", "bootstrap_unit", "seed", "combine_raters", "data_dir")
+
+
+def settings_differences(a: dict, b: dict) -> list[str]:
+    """One line per setting two run records differ in (`COMPARED_SETTINGS` of their configs, and
+    the data's fingerprint): their findings' CIs and values are then not like for like."""
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    lines = [f"{key}: A {ca.get(key)!r} | B {cb.get(key)!r}" for key in COMPARED_SETTINGS if ca.get(key) != cb.get(key)]
+    fa, fb = ((r.get("data") or {}).get("fingerprint") for r in (a, b))
+    if fa != fb:
+        lines.append(f"data fingerprint: A {fa} | B {fb}")
+    return lines
+
+
+def load_run_record(run: str | Path) -> dict:
+    """A run's record (`run.json`): a run folder, a reports folder, or the file itself."""
     run = Path(run)
     path = run if run.suffix == ".json" else run / "run.json"
     if not path.exists():
@@ -131,7 +151,7 @@ def load_run_findings(run: str | Path) -> list[dict]:
         raise ValueError(f"{path}{where}: not JSON, so not a run record of `medalign run`") from None
     if not isinstance(record, dict) or not isinstance(record.get("findings", []), list):
         raise ValueError(f"{path}: not a run record of `medalign run` (a JSON object with findings)")
-    return record.get("findings", [])
+    return record
 
 
 def _finding(record: dict) -> Finding:
@@ -152,6 +172,7 @@ def compare_findings(a: list[dict], b: list[dict]) -> list[str]:
         vb = _finding(fb).text() if fb else "—"
         diff = ""
         if fa and fb and isinstance(fa["value"], (int, float)) and isinstance(fb["value"], (int, float)):
-            diff = f"  (B − A: {fb['value'] - fa['value']:+.4g})"
+            delta = fb["value"] - fa["value"]
+            diff = "  (the same)" if delta == 0 else f"  (B − A: {delta:+.4g})"
         lines.append(f"{name}: A {va} | B {vb}{diff}")
     return lines

@@ -272,7 +272,8 @@ def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[NotebookSpe
     if only:
         notebooks = [p for p in found if any(p.stem.startswith(o) or p.stem == o for o in only)]
         if not notebooks:
-            raise ValueError(f"--only {' '.join(only)} matches no notebook in {nb_dir}")
+            names = ", ".join(p.stem for p in found)
+            raise ValueError(f"--only {' '.join(only)} matches no notebook in {nb_dir} (the notebooks: {names})")
     unknown = sorted(set(cfg.notebooks) - {p.stem for p in found})
     if unknown and notebooks_dir is None:
         raise ValueError(

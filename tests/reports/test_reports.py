@@ -530,9 +530,11 @@ def test_compare_prints_each_finding_and_its_difference(suite_run, tiny_cohort, 
     assert cli.main(["compare", str(out), str(other / "run.json")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     findings = json.loads((out / "run.json").read_text())["findings"]
-    body = lines[2:]
+    assert "settings differ: seed: A 0 | B 1" in lines  # said before the findings it moves
+    body = [line for line in lines[2:] if not line.startswith("settings differ")]
     assert len(body) == len({f["name"] for f in findings})
-    assert any("Table 3 win rate" in line and "(B − A:" in line for line in body)
+    # A point estimate the seed does not move reads "the same" (it read "B − A: +0").
+    assert any("Table 3 win rate" in line and "(the same)" in line for line in body)
     assert any("| B —" in line for line in body)  # in A only: notebooks B did not run
 
 
