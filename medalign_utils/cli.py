@@ -485,18 +485,52 @@ def _cmd_run(args) -> int:
 def _cmd_compare(args) -> int:
     from .reports.findings import compare_findings, load_run_record, settings_differences
 
-    ra, rb = load_run_record(args.run_a), load_run_record(args.run_b)
-    a, b = ra.get("findings", []), rb.get("findings", [])
-    if not a and not b:
-        print("error: neither run recorded any finding", file=sys.stderr)
+    records = [load_run_record(run) for run in args.runs]
+    if len(records) < 2:
+        print("error: compare needs two runs or more", file=sys.stderr)
         return 2
-    print(f"A: {args.run_a}")
-    print(f"B: {args.run_b}")
-    for line in settings_differences(ra, rb):  # said first: findings under other settings differ for that too
-        print(f"settings differ: {line}")
-    for line in compare_findings(a, b):
+    findings = [r.get("findings", []) for r in records]
+    if not any(findings):
+        print("error: no run recorded any finding", file=sys.stderr)
+        return 2
+    letters = [chr(ord("A") + k) for k in range(len(records))]
+    for letter, run in zip(letters, args.runs):
+        print(f"{letter}: {run}")
+    for letter, record in zip(letters[1:], records[1:]):  # said first: findings under other settings differ for that
+        for line in settings_differences(records[0], record):
+            print(f"settings differ: {line}" if len(records) == 2 else f"settings differ (A, {letter}): {line}")
+    for line in compare_findings(*findings):
         print(line)
     return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .reports.sweep import run_sweep, sweep_plan
+
+    if args.dry_run:
+        plan = sweep_plan(
+            args.sweep, out=args.out, force=args.force, notebooks_dir=args.notebooks, data_root=args.data_root
+        )
+        print(plan.drop(columns=["overrides", "key"]).to_string(index=False))
+        print(f"to run: {(plan.status == 'to run').sum()} of {len(plan)} cells")
+        return 0
+    plan = run_sweep(
+        args.sweep,
+        out=args.out,
+        force=args.force,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        progress=not args.quiet,
+        notebooks_dir=args.notebooks,
+        data_root=args.data_root,
+    )
+    print(plan.drop(columns=["overrides", "key"]).to_string(index=False))
+    out = plan.attrs["out"]
+    print(f"sweep: {out / 'index.html'}")
+    failed = plan[plan.status == "failed"]
+    for row in failed.itertuples(index=False):
+        print(f"problem: cell {row.cell} failed: {row.reason}", file=sys.stderr)
+    return 1 if len(failed) else 0
 
 
 def _cmd_bench(args) -> int:
@@ -813,11 +847,26 @@ def _add_run_commands(sub) -> None:
     )
     r.set_defaults(func=_cmd_run)
 
-    c = sub.add_parser("compare", help="two runs' findings side by side with their differences")
-    c.add_argument("run_a", help="a run folder (reports/<run>/), a reports folder, or a run.json")
-    c.add_argument("run_b")
+    c = sub.add_parser("compare", help="runs' findings side by side with their differences from the first")
+    c.add_argument(
+        "runs", nargs="+", help="two or more: a run folder (reports/<run>/), a reports folder, or a run.json"
+    )
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_compare)
+
+    sw = sub.add_parser("sweep", help="the suite over a matrix of settings, each cell a run, on Dask")
+    sw.add_argument("sweep", help="SWEEP.yaml: a config (extends: ...) plus matrix, and optionally only and plot")
+    sw.add_argument("--out", default=None, help="the sweep's folder (default reports/sweeps/<sweep>)")
+    sw.add_argument("--dry-run", action="store_true", help="list every cell and whether it would run; run nothing")
+    sw.add_argument("--force", action="store_true", help="run every cell again, done or not")
+    sw.add_argument("--scheduler", default=None, help="a running Dask scheduler (tcp://HOST:8786); default a local one")
+    sw.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: one a core)")
+    sw.add_argument("--notebooks", default=None, help="a folder of numbered notebooks to run instead of the suite's")
+    sw.add_argument(
+        "--data-root", default=None, help="where each cell's notebooks write their files (default data/sweeps/<sweep>)"
+    )
+    sw.add_argument("--quiet", action="store_true")
+    sw.set_defaults(func=_cmd_sweep)
 
     b = sub.add_parser(
         "bench", help="run a benchmark in benchmarks/ (parse, context, generate, metrics, synth, suite, judge, scan)"

@@ -340,3 +340,29 @@ def design_widths(table: pd.DataFrame):
     ax.legend(loc="upper right", frameon=False)
     fig.tight_layout()
     return fig
+
+
+def sweep_axes(findings: pd.DataFrame, axes: list[str], *, title: str):
+    """One finding along each axis of a sweep: one panel per axis (its values in the sweep's
+    order), one line per combination of the other axes' values, the CIs as error bars."""
+    fig, panels = plt.subplots(1, len(axes), figsize=(5.2 * len(axes), 3.6), squeeze=False)
+    for ax, axis in zip(panels[0], axes):
+        order = list(dict.fromkeys(findings[axis]))
+        others = [a for a in axes if a != axis]
+        groups = findings.groupby(others, sort=False) if others else [((), findings)]
+        for key, part in groups:
+            part = part.set_index(part[axis].map(order.index)).sort_index()
+            value = pd.to_numeric(part.value, errors="coerce")
+            low, high = pd.to_numeric(part.ci_low, errors="coerce"), pd.to_numeric(part.ci_high, errors="coerce")
+            err = [(value - low).fillna(0).clip(lower=0), (high - value).fillna(0).clip(lower=0)]
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{o.rsplit('.', 1)[-1]}={v}" for o, v in zip(others, key)) or None
+            ax.errorbar(part.index, value, yerr=err, marker="o", capsize=3, label=label)
+        ax.set_xticks(range(len(order)), [str(v) for v in order])
+        unit = findings.unit.dropna().iloc[0] if findings.unit.notna().any() else ""
+        ax.set(xlabel=axis.rsplit(".", 1)[-1], ylabel=unit or "value")
+        if others:
+            ax.legend(frameon=False, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -167,3 +167,19 @@ def test_compare_says_the_same_and_where_the_runs_settings_differ(tmp_path, caps
     assert "settings differ: bootstrap_unit: A 'instruction' | B 'patient'" in lines
     assert any(line.startswith("x:") and "(B − A: +1.5)" in line for line in lines)
     assert any(line.startswith("y:") and "(the same)" in line for line in lines)
+
+
+def test_compare_takes_any_number_of_runs(tmp_path, capsys):
+    runs = []
+    for k, value in enumerate((1.0, 1.0, 4.0)):
+        folder = tmp_path / f"r{k}"
+        folder.mkdir()
+        record = {"config": {"n_resamples": 1000}, "findings": [{"name": "x", "value": value, "unit": "%"}]}
+        (folder / "run.json").write_text(json.dumps(record))
+        runs.append(str(folder))
+    code, out, _ = _run(capsys, "compare", *runs)
+    lines = out.splitlines()
+    assert code == 0 and lines[:3] == [f"A: {runs[0]}", f"B: {runs[1]}", f"C: {runs[2]}"]
+    assert lines[3] == "x: A 1 % | B 1 %  (the same) | C 4 %  (C − A: +3)"
+    code, _, err = _run(capsys, "compare", runs[0])
+    assert code == 2 and "two runs or more" in _one_line(err)

@@ -160,19 +160,23 @@ def _finding(record: dict) -> Finding:
     return Finding(**{f.name: record[f.name] for f in fields(Finding) if f.name in record})
 
 
-def compare_findings(a: list[dict], b: list[dict]) -> list[str]:
-    """One line per finding: its value in run A and in run B and the difference where both are numbers."""
-    by_b = {f["name"]: f for f in b}
-    names = [f["name"] for f in a] + [f["name"] for f in b if f["name"] not in {x["name"] for x in a}]
-    by_a = {f["name"]: f for f in a}
+def compare_findings(*runs: list[dict]) -> list[str]:
+    """One line per finding: its value in each run (A, B, ...) and each one's difference from A
+    where both are numbers ("the same" where equal)."""
+    letters = [chr(ord("A") + k) for k in range(len(runs))]
+    by_run = [{f["name"]: f for f in run} for run in runs]
+    names = list(dict.fromkeys(f["name"] for run in runs for f in run))
     lines = []
     for name in names:
-        fa, fb = by_a.get(name), by_b.get(name)
-        va = _finding(fa).text() if fa else "—"
-        vb = _finding(fb).text() if fb else "—"
-        diff = ""
-        if fa and fb and isinstance(fa["value"], (int, float)) and isinstance(fb["value"], (int, float)):
-            delta = fb["value"] - fa["value"]
-            diff = "  (the same)" if delta == 0 else f"  (B − A: {delta:+.4g})"
-        lines.append(f"{name}: A {va} | B {vb}{diff}")
+        first = by_run[0].get(name)
+        parts = []
+        for letter, found in zip(letters, by_run):
+            f = found.get(name)
+            text = f"{letter} {_finding(f).text() if f else '—'}"
+            numbers = first and f and all(isinstance(x["value"], (int, float)) for x in (first, f))
+            if letter != "A" and numbers:
+                delta = f["value"] - first["value"]
+                text += "  (the same)" if delta == 0 else f"  ({letter} − A: {delta:+.4g})"
+            parts.append(text)
+        lines.append(f"{name}: " + " | ".join(parts))
     return lines

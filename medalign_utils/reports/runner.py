@@ -86,9 +86,6 @@ def input_fingerprint(path: str | Path) -> str:
 
 
 def _cache_key(spec: NotebookSpec, params: dict, fingerprint: str) -> str:
-    from .. import __version__
-    from ..provenance import git_commit
-
     h = hashlib.blake2b(digest_size=10)
     h.update(spec.path.read_bytes())
     for name in spec.reads:
@@ -96,9 +93,20 @@ def _cache_key(spec: NotebookSpec, params: dict, fingerprint: str) -> str:
             h.update(f"{name}={input_fingerprint(params[name])}".encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(fingerprint.encode())
+    h.update(code_version().encode())
+    return h.hexdigest()
+
+
+def code_version() -> str:
+    """The package's version, every one of its source files and the git commit, hashed: any change
+    to the code invalidates what was made with it."""
+    from .. import __version__
+    from ..provenance import git_commit
+
+    h = hashlib.blake2b(digest_size=10)
     h.update(__version__.encode())
     code = Path(__file__).resolve().parent.parent
-    for f in sorted(code.rglob("*.py")):  # any change to the package invalidates reuse
+    for f in sorted(code.rglob("*.py")):
         h.update(f.read_bytes())
     h.update(git_commit().encode())
     return h.hexdigest()
@@ -121,12 +129,15 @@ def run_suite(
     notebooks_dir: str | Path | None = None,
     kernel_name: str = "python3",
     bundle: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> bool:
     """Run the suite; returns True when every notebook ran and every page passed the scan.
 
     `config` is a config file (default `configs/synthetic.yaml`) or a loaded `SuiteConfig`;
     `overrides` merge over it as data (``{"data_dir": ..., "notebooks": {"03_model_generation": {...}}}``).
-    `bundle` also writes `reports/<run>.zip` (`pages.bundle_run`).
+    `bundle` also writes `reports/<run>.zip` (`pages.bundle_run`). `cache_dir` (default
+    `<out>/.cache`) is where executed notebooks are kept for reuse; a sweep's cells share one, each
+    notebook's execution under a lock, so two cells that need the same notebook run it once.
     """
     from ..data.release import load_release
 
@@ -151,7 +162,9 @@ def run_suite(
         journal = RunJournal(out, run_dir.name, scanned=scan_needed, snapshot=snapshot)
         writer = ShareSafeWriter(index, journal)
         try:
-            run = _Run(cfg, release.fingerprint(), run_dir, out / ".cache", writer, progress, kernel_name, None, run_dir.name)
+            cache = Path(cache_dir) if cache_dir else out / ".cache"
+            run = _Run(cfg, release.fingerprint(), run_dir, cache, writer, progress, kernel_name, None, run_dir.name)
+            run.shared_cache = cache_dir is not None
             run.relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
             run.banner, run.snapshot, run.recovered = SYNTHETIC_BANNER if release.is_synthetic else None, snapshot, recovered
             return _run_and_record(run, release, notebooks, out, only=only, bundle=bundle, scan_needed=scan_needed)
@@ -387,6 +400,7 @@ class _Run:
     current: Path | None = None  # the executed notebook being written now
     stray: list = field(default_factory=list)  # files outside any notebook's output that leaked, removed
     removed: list = field(default_factory=list)  # files the run did not write, removed (nothing leaked)
+    shared_cache: bool = False  # a sweep's: other runs use it at the same time
 
 
 def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSpec]) -> NotebookResult:
@@ -412,18 +426,18 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
     cached_nb, cached_html = run.cache_dir / f"{nb.stem}-{key}.ipynb", run.cache_dir / f"{nb.stem}-{key}.html"
     t0, before = time.perf_counter(), Snapshot.of(run.run_dir)
     res = NotebookResult(spec.name, "ok", parameters=params)
-    if cached_nb.exists() and cached_html.exists():
-        shutil.copyfile(cached_nb, target_nb)  # scanned below, like a page just made
-        shutil.copyfile(cached_html, target_html)
-        res.reused = True
-    else:
-        run.current = target_nb
-        _execute(nb, target_nb, params=params, run=run, res=res)
-        run.current = None
-        if target_nb.exists():
-            target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
-            render_html(target_nb, target_html, run.relativize, banner=run.banner)
-    res.seconds = time.perf_counter() - t0
+    with _cache_lock(run, f"{nb.stem}-{key}"):  # a sweep's other cell waits, then reuses what this one stores
+        _execute_or_reuse(nb, target_nb, target_html, (cached_nb, cached_html), params=params, run=run, res=res)
+        res.seconds = time.perf_counter() - t0
+        _scan_and_store(spec, run, res, targets=(target_nb, target_html), cached=(cached_nb, cached_html), before=before)
+    return _outputs(spec, run, res, target_nb=target_nb, target_html=target_html)
+
+
+def _scan_and_store(spec: NotebookSpec, run: _Run, res, *, targets, cached, before) -> None:
+    """The scan of a notebook's page and executed copy (a leak takes every copy with it), then the
+    clean result into the cache."""
+    nb = spec.path
+    (target_nb, target_html), (cached_nb, cached_html) = targets, cached
     res.error = run.writer.message(res.error)
     leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
     # Anything else the notebook left in its run folder is removed: named as a leak when it held input.
@@ -442,6 +456,10 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
     elif res.status == "ok" and not res.reused:
         run.writer.copy(target_nb, cached_nb)
         run.writer.copy(target_html, cached_html)
+
+
+def _outputs(spec: NotebookSpec, run: _Run, res, *, target_nb: Path, target_html: Path):
+    """The findings and tables of the executed notebook that passed the scan."""
     if target_nb.exists():
         res.findings, tables = outputs_in(target_nb, notebook=spec.name, page=f"{run.run_id}/{target_html.name}")
         if res.status == "ok":
@@ -449,6 +467,39 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
     res.html = target_html.name if target_html.exists() else None
     res.ipynb = target_nb.name if target_nb.exists() else None
     return res
+
+
+def _execute_or_reuse(nb: Path, target_nb: Path, target_html: Path, cached, *, params: dict, run: _Run, res) -> None:
+    cached_nb, cached_html = cached
+    if cached_nb.exists() and cached_html.exists():
+        shutil.copyfile(cached_nb, target_nb)  # scanned by the caller, like a page just made
+        shutil.copyfile(cached_html, target_html)
+        res.reused = True
+        return
+    run.current = target_nb
+    _execute(nb, target_nb, params=params, run=run, res=res)
+    run.current = None
+    if target_nb.exists():
+        target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
+        render_html(target_nb, target_html, run.relativize, banner=run.banner)
+
+
+@contextmanager
+def _cache_lock(run: _Run, name: str):
+    """An exclusive lock on one cache entry while it is looked up, made and stored, where other
+    runs share the cache (a sweep's cells); no lock file otherwise (it would be debris in --out)."""
+    if not run.shared_cache:
+        yield
+        return
+    import fcntl
+
+    run.cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(run.cache_dir / f".{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _save_tables(tables: dict[str, str], run: _Run) -> None:
