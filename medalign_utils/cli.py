@@ -139,6 +139,35 @@ def _cmd_table4(args) -> int:
     return 0
 
 
+def _cmd_score(args) -> int:
+    from .data.release import load_release
+    from .evaluation.correlation import score_answers
+    from .evaluation.metrics import metric_names
+    from .generation.store import read_answers
+
+    release = load_release(args.dir)
+    answers = read_answers(args.generations, system=args.system)
+    for line in answers.attrs["skipped"]:
+        print(f"problem: {line}", file=sys.stderr)
+    names = args.metrics.split(",") if args.metrics else metric_names(default=True)
+    scores, summary = score_answers(
+        release,
+        answers,
+        names,
+        bootstrap=_bootstrap(n_resamples=args.resamples, seed=args.seed),
+        preset=args.preset,
+        progress=not args.quiet,
+    )
+    for metric, why in summary.attrs["unavailable"].items():
+        print(f"problem: {metric}: {why}", file=sys.stderr)
+    if summary.attrs["no_reference"]:
+        print(f"note: {summary.attrs['no_reference']} answers have no reference answer: not scored", file=sys.stderr)
+    if args.per_answer:
+        write_csv(scores, args.per_answer)
+    write_csv(summary)
+    return 0
+
+
 def _cmd_judge(args) -> int:
     from .config import project_path
     from .data.release import load_release
@@ -176,6 +205,7 @@ def _cmd_judge(args) -> int:
         price_prompt_per_1k=args.price_prompt,
         price_completion_per_1k=args.price_completion,
         price_cached_prompt_per_1k=args.price_cached_prompt,
+        cache_dir=args.cache_dir,
     )
     judge = Judge.from_settings(settings, guard=DataGuard.for_release(release, args.allowed_host or []))
     items, stored = _judge_items(args, release, pairwise=get_mode(args.mode).judges == "pair")
@@ -189,7 +219,16 @@ def _cmd_judge(args) -> int:
     out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), name, args.mode)
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
     print(f"out: {out}")
-    for key in ("judgments", "invalid", "failed", "with_distribution", "shrunk", "without_ehr", "prompt_tokens"):
+    for key in (
+        "judgments",
+        "cached",
+        "invalid",
+        "failed",
+        "with_distribution",
+        "shrunk",
+        "without_ehr",
+        "prompt_tokens",
+    ):
         print(f"{key}: {stats[key]}")
     print(f"completion_tokens: {stats['completion_tokens']}")
     for refusal in getattr(judge.backend, "refusals", []):
@@ -605,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_data_commands,
         _add_table_commands,
         _add_judge_command,
+        _add_score_command,
         _add_judge_analysis_commands,
         _add_label_plan_command,
         _add_run_commands,
@@ -691,6 +731,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_score_command(sub) -> None:
+    sc = sub.add_parser("score", help="the metrics on stored answers (any generations file), with bootstrap CIs")
+    sc.add_argument("dir", help="the release whose references the answers are scored against")
+    sc.add_argument("--generations", required=True, help="notebook 03's or import-helm's JSONL, or a TSV")
+    sc.add_argument("--system", default=None, help="only this system's answers")
+    sc.add_argument("--metrics", default=None, help="comma-separated (default: the default set, as Table 4)")
+    sc.add_argument("--preset", default="paper", help="metric settings (metrics.PRESETS)")
+    sc.add_argument("--per-answer", default=None, help="also write every answer's scores to this CSV")
+    sc.add_argument("--resamples", type=_positive_int, default=1000)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--quiet", action="store_true")
+    sc.set_defaults(func=_cmd_score)
+
+
 def _add_judge_command(sub) -> None:
     from .evaluation.judge import DEFAULTS, mode_names
 
@@ -747,6 +801,12 @@ def _add_judge_command(sub) -> None:
         type=float,
         default=DEFAULTS.price_cached_prompt_per_1k,
         help="price per 1,000 cached prompt tokens",
+    )
+    j.add_argument(
+        "--cache-dir",
+        default=None,
+        help="keep answers by request (model, prompt, decoding, shape) in this folder, e.g. data/judge-cache:"
+        " a rerun asks nothing twice (keep it under data/: answers hold patient-derived text)",
     )
     j.add_argument("--quiet", action="store_true")
     j.set_defaults(func=_cmd_judge)

@@ -54,6 +54,8 @@ def test_whole_suite_on_an_unmarked_cohort_leaks_nothing_anywhere(real_like, tmp
             "05_metric_correlation": {"metrics": ["rougeL", "chrf++"]},
             "06_llm_judge": {
                 "judgments_dir": str(work / "data" / "judgments"),
+                "judge_cache_dir": str(work / "data" / "judge-cache"),
+                "label_plans_dir": str(work / "data" / "label-plans"),
                 "judge_instructions": 1,
                 "judge_modes": ["rubric"],
             },

@@ -365,3 +365,46 @@ def generated_systems(results: pd.DataFrame, references: pd.DataFrame) -> pd.Dat
     strategy x context (Figure 4 compares them), only instructions with a reference answer."""
     ok = results[results.error.isna() & results.instruction_id.isin(references.instruction_id)]
     return ok.assign(system=ok.system + " · " + ok.strategy + " @" + ok.context.astype(str), model_response=ok.answer)
+
+
+def score_answers(
+    release: Release,
+    answers: pd.DataFrame,
+    metric_names: list[str],
+    *,
+    bootstrap: Bootstrap = BOOTSTRAP,
+    preset: str = "paper",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The metrics on stored answers (`generation.read_answers`: any generations file) against
+    each instruction's reference, as Table 4 scores the six: every answer's scores, and per system
+    and metric the mean with a bootstrap CI over instructions (`bootstrap`). Answers to
+    instructions with no reference are counted (`attrs["no_reference"]`), not scored."""
+    ok = answers[answers.error.isna()] if "error" in answers.columns else answers
+    has_ref = ok.instruction_id.isin(set(release.references.instruction_id.astype(str)))
+    responses = ok[has_ref].rename(columns={"answer": "model_response"})[["instruction_id", "system", "model_response"]]
+    scores, signatures = score_responses(
+        responses.assign(model_response=responses.model_response.fillna("").astype(str)),
+        release.references,
+        metric_names,
+        progress=progress,
+        preset=preset,
+    )
+    rows = []
+    for (system, metric), part in scores.groupby(["system", "metric"], sort=False):
+        low, high = bootstrap_ci(part.score.to_numpy(float), bootstrap=bootstrap)
+        rows.append(
+            {
+                "system": system,
+                "metric": metric,
+                "mean": part.score.mean(),
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(part),
+            }
+        )
+    summary = pd.DataFrame(rows, columns=["system", "metric", "mean", "ci_low", "ci_high", "n"])
+    summary["signature"] = summary.metric.map(signatures)
+    summary.attrs["no_reference"] = int((~has_ref).sum())
+    summary.attrs["unavailable"] = {m: s for m, s in signatures.items() if str(s).startswith("unavailable")}
+    return scores, summary

@@ -21,6 +21,7 @@ from .backends import (
 )
 from .guard import DataGuard, DataGuardError, check_endpoint, is_loopback
 from .local_server import LocalServer
+from .request_cache import RequestCache
 from .runner import run_extractive, run_generation, run_refinement, throughput_table
 from .store import KEY_FIELDS, ResultStore, StoreBusyError, prompt_hash, read_answers, read_results
 
@@ -34,6 +35,7 @@ __all__ = [
     "GenerationSettings",
     "LocalServer",
     "OpenAICompatibleBackend",
+    "RequestCache",
     "ResultStore",
     "StoreBusyError",
     "TransformersBackend",

@@ -48,6 +48,7 @@ class Answer:
     token_logprobs: list | None = None  # a server's logprobs.content (token, logprob, top_logprobs)
     structured_output: str | None = None  # the response_format form the server accepted
     context_exceeded: bool = False  # the server said the prompt is longer than its context
+    cached: bool = False  # served from a request cache (`request_cache`): no request was sent
 
 
 class Backend:

@@ -42,7 +42,12 @@ def suite_overrides(tmp: Path, data: Path, model: Path | None = None) -> dict:
                 "generation_strategies": ["recent"],
             },
             "05_metric_correlation": {"metrics": ["rougeL", "chrf++", "bertscore", "comet"]},
-            "06_llm_judge": {"judgments_dir": str(tmp / "data" / "judgments"), "judge_instructions": 1},
+            "06_llm_judge": {
+                "judgments_dir": str(tmp / "data" / "judgments"),
+                "judge_instructions": 1,
+                "judge_cache_dir": str(tmp / "data" / "judge-cache"),
+                "label_plans_dir": str(tmp / "data" / "label-plans"),
+            },
         },
     }
     if model is not None:

@@ -17,6 +17,7 @@ judge, mode, instruction, system(s), order and prompt hash.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,7 +172,7 @@ def run_judgments(
     items["judge"], items["mode"] = judge.name, mode.name
     items["prefix_share"], items["prefix_repeated"] = _shared_prefixes(items)
     stats = {"judgments": 0, "invalid": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
-    stats.update(shrunk=0, with_distribution=0)
+    stats.update(shrunk=0, with_distribution=0, cached=0)
     # Responses whose patient has no EHR file are judged without the record: counted, and said.
     has_ehr = items.person_id.astype(str).isin({str(p) for p in release.ehr_files})
     stats["without_ehr"] = int((~has_ehr).sum()) if judge.tokenizer is not None else 0
@@ -186,6 +187,7 @@ def run_judgments(
             stats["completion_tokens"] += r["completion_tokens"] or 0
             stats["shrunk"] += bool(r.get("shrinks"))
             stats["with_distribution"] += r.get("distribution") is not None
+            stats["cached"] += bool(r.get("cached"))
 
     concurrent = judge.backend.kind == "openai-compatible"
     # Judgments are written one by one, so a long chunk loses nothing; it only keeps every request slot busy.
@@ -225,10 +227,17 @@ def _judge_stream(judge: Judge, mode: JudgeMode, chunk: pd.DataFrame, release: R
     rows = list(chunk.itertuples(index=False))
     state = [_Attempt(p, judge.context_length, tokens=np.zeros(2)) for p in chunk.prompt]
     pending = list(range(len(rows)))
+    cache, first = judge.cache, True
     while pending:
-        again = []
-        for k, ans in judge.backend.iter_generate([state[i].prompt for i in pending], constraint=constraint):
-            i = pending[k]
+        again, answered = [], []
+        if cache is not None and first:  # first asks only: a retry is a new request
+            keys = {i: cache.key(judge.backend, state[i].prompt, constraint) for i in pending}
+            answered = [(i, hit) for i in pending if (hit := cache.get(keys[i])) is not None]
+            pending = [i for i in pending if i not in dict(answered)]
+        asked = judge.backend.iter_generate([state[i].prompt for i in pending], constraint=constraint)
+        for i, ans in itertools.chain(answered, ((pending[k], a) for k, a in asked)):
+            if cache is not None and first and not ans.cached:
+                cache.put(keys[i], ans)
             st = state[i]
             st.attempts += 1
             st.tokens += (ans.prompt_tokens or 0, ans.new_tokens or 0)
@@ -246,7 +255,7 @@ def _judge_stream(judge: Judge, mode: JudgeMode, chunk: pd.DataFrame, release: R
                     again.append(i)
                     continue
             yield _judgment(judge, mode, rows[i], st, identity=identity)
-        pending = again
+        pending, first = again, False
 
 
 def _distribution(mode: JudgeMode, ans) -> tuple[dict | None, str]:
@@ -283,6 +292,7 @@ def _judgment(judge: Judge, mode: JudgeMode, row, st: _Attempt, *, identity: dic
         else None,
         output=ans.text,
         error=error,
+        cached=ans.cached,  # served from the judge's request cache: no request sent
         attempts=st.attempts,
         shrinks=st.shrinks,
         context_used=st.context,

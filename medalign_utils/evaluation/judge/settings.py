@@ -43,6 +43,9 @@ class JudgeSettings:
     price_cached_prompt_per_1k: float | None = None  # a repeated prefix served from the server's cache
     family: str | None = None  # the judged systems it is related to (the self-preference check)
     backend_options: dict = field(default_factory=dict)  # the backend's own (timeout, device, noise_sd...)
+    # Where answers are kept by request (model, prompt, decoding, shape), so a rerun asks nothing
+    # twice; under data/ (answers hold patient-derived text on the real release). None: no cache.
+    cache_dir: str | None = None
 
     @classmethod
     def from_parameters(cls, parameters: dict, prefix: str = "judge_") -> JudgeSettings:
@@ -85,6 +88,7 @@ class Judge:
     shrink_retries: int = 3  # times a prompt the server finds too long is refitted into 3/4 of it
     constrained: bool = True
     free_tokens: int = DEFAULTS.free_tokens
+    cache: object = None  # a generation.RequestCache: first asks are answered from it where it can
 
     @classmethod
     def from_settings(cls, settings: JudgeSettings = DEFAULTS, *, guard=None, release: Release | None = None) -> Judge:
@@ -92,7 +96,9 @@ class Judge:
         needs the `release`. Its tokenizer (for fitting the EHR) is the backend's own, else cl100k
         with a 25% safety margin. A local judge decodes `batch_size` prompts together; verdicts do
         not depend on it, their probabilities only by float rounding."""
+        from ...config import project_path
         from ...context import load_tokenizer
+        from ...generation.request_cache import RequestCache
 
         s = settings
         endpoint = backend_kind(s.spec) == "endpoint"
@@ -129,6 +135,7 @@ class Judge:
             budget_margin=0.25 if endpoint and stand_in else 0.0,
             constrained=s.constrained,
             free_tokens=s.free_tokens,
+            cache=RequestCache.for_model(project_path(s.cache_dir), name) if s.cache_dir else None,
         )
 
     @classmethod
