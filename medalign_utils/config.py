@@ -155,20 +155,26 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    if path in seen:
-        raise ConfigError(f"config {path} extends itself (through {' -> '.join(map(str, seen))})")
-    if not path.exists():
-        raise ConfigError(f"config {path} does not exist")
+def read_yaml_mapping(path: Path, *, what: str = "config") -> dict:
+    """A YAML file that must be a mapping; bad YAML is one line naming the file, line and column."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or type(err).__name__
-        raise ConfigError(f"config {path}{where}: not valid YAML ({problem})") from err
+        raise ConfigError(f"{what} {path}{where}: not valid YAML ({problem})") from err
     if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must be a mapping of keys to values")
+        raise ConfigError(f"{what} {path} must be a mapping of keys to values")
+    return raw
+
+
+def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"config {path} extends itself (through {' -> '.join(map(str, seen))})")
+    if not path.exists():
+        raise ConfigError(f"config {path} does not exist")
+    raw = read_yaml_mapping(path, what="config")
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

@@ -28,9 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from ..config import ConfigError, SuiteConfig, deep_merge, load_config, project_path, project_root
+from ..config import ConfigError, SuiteConfig, deep_merge, load_config, project_path, project_root, read_yaml_mapping
 
 SWEEP_KEYS = ("matrix", "only", "plot")
 CELL_RECORD = "cell.json"
@@ -81,14 +80,7 @@ class SweepSpec:
         path = Path(path).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such sweep file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{where}: not valid YAML") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a sweep file is a mapping (a config plus matrix, only, plot)")
+        raw = read_yaml_mapping(path, what="sweep file")
         matrix = raw.pop("matrix", None)
         if not isinstance(matrix, dict) or not matrix:
             raise ConfigError(f"{path}: needs a `matrix` of config keys, each with a list of values to try")
