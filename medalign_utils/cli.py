@@ -168,26 +168,11 @@ def _cmd_score(args) -> int:
     return 0
 
 
-def _cmd_judge(args) -> int:
-    from .config import project_path
-    from .data.release import load_release
-    from .evaluation.judge import (
-        Judge,
-        JudgeSettings,
-        get_mode,
-        judgments_file,
-        run_judgments,
-    )
-    from .generation.guard import DataGuard
+def _judge_settings(args):
+    """`medalign judge`'s flags as `JudgeSettings` (the same defaults as notebook 06's)."""
+    from .evaluation.judge import JudgeSettings
 
-    if bool(args.endpoint) == bool(args.model):
-        print("error: give --endpoint URL (one or more) with --judge-model NAME, or --model PATH", file=sys.stderr)
-        return 2
-    if args.endpoint and not args.judge_model:
-        print("error: --endpoint needs --judge-model NAME (the model the endpoint serves)", file=sys.stderr)
-        return 2
-    release = load_release(args.dir)
-    settings = JudgeSettings(
+    return JudgeSettings(
         spec=args.endpoint or args.model,
         model=args.judge_model,
         name=args.judge_model,
@@ -207,7 +192,29 @@ def _cmd_judge(args) -> int:
         price_cached_prompt_per_1k=args.price_cached_prompt,
         cache_dir=args.cache_dir,
     )
-    judge = Judge.from_settings(settings, guard=DataGuard.for_release(release, args.allowed_host or []))
+
+
+def _cmd_judge(args) -> int:
+    from .config import project_path
+    from .data.release import load_release
+    from .evaluation.judge import (
+        Judge,
+        get_mode,
+        judgments_file,
+        run_judgments,
+    )
+    from .generation.guard import DataGuard
+
+    if bool(args.endpoint) == bool(args.model):
+        print("error: give --endpoint URL (one or more) with --judge-model NAME, or --model PATH", file=sys.stderr)
+        return 2
+    if args.endpoint and not args.judge_model:
+        print("error: --endpoint needs --judge-model NAME (the model the endpoint serves)", file=sys.stderr)
+        return 2
+    release = load_release(args.dir)
+    settings = _judge_settings(args)
+    hosts = [{"host": h, "zero_retention": args.zero_retention} for h in args.allowed_host or []]
+    judge = Judge.from_settings(settings, guard=DataGuard.for_release(release, hosts))
     items, stored = _judge_items(args, release, pairwise=get_mode(args.mode).judges == "pair")
     if args.limit:
         keep = sorted(items.instruction_id.unique())[: args.limit]
@@ -215,6 +222,12 @@ def _cmd_judge(args) -> int:
     if not len(items):
         print(f"error: {args.generations}: no answer of {stored} to a reviewed instruction to judge", file=sys.stderr)
         return 1
+    if args.estimate:  # what it would spend; nothing is sent
+        from .evaluation.judge import estimate_judgments
+
+        for key, value in estimate_judgments(judge, args.mode, items, release).items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        return 0
     name = judge.name if stored is None else f"{judge.name}-{stored}"
     out = Path(args.out) if args.out else judgments_file(project_path("data/judgments"), name, args.mode)
     stats = run_judgments(judge, args.mode, items, release, out, progress=not args.quiet)
@@ -765,6 +778,12 @@ def _add_judge_command(sub) -> None:
     j.add_argument("--completions", action="store_true", help="use /v1/completions instead of chat completions")
     j.add_argument("--allowed-host", action="append", default=None, help="a HIPAA-compliant host the DUA allows")
     j.add_argument(
+        "--zero-retention",
+        action="store_true",
+        help="the --allowed-host deployments keep nothing they are sent and have no human review (required on"
+        " the real release, after PhysioNet's 2025 policy)",
+    )
+    j.add_argument(
         "--tokenizer",
         default=None,
         help="the judge's own tokenizer for the EHR budget"
@@ -807,6 +826,9 @@ def _add_judge_command(sub) -> None:
         default=None,
         help="keep answers by request (model, prompt, decoding, shape) in this folder, e.g. data/judge-cache:"
         " a rerun asks nothing twice (keep it under data/: answers hold patient-derived text)",
+    )
+    j.add_argument(
+        "--estimate", action="store_true", help="print the requests, tokens and cost it would spend; send nothing"
     )
     j.add_argument("--quiet", action="store_true")
     j.set_defaults(func=_cmd_judge)

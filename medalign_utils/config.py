@@ -104,7 +104,9 @@ class SuiteConfig:
     data_dir: str = "data/synthetic"
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     share_safe: bool = True  # real release only: the scan of every page; false marks the index in red
-    allowed_hosts: list[str] = field(default_factory=list)  # endpoints besides loopback the DUA allows
+    # Endpoints besides loopback the DUA allows: on the real release each must be listed as
+    # {host: NAME, zero_retention: true} (an API that keeps nothing it is sent), or nothing is sent.
+    allowed_hosts: list[str | dict] = field(default_factory=list)
     follow_external_links: bool = False  # read release files that are links to outside its folder
     min_cell_patients: int = 11  # real release only: a table cell of fewer patients is suppressed
     seed: int = 0

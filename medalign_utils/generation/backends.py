@@ -200,6 +200,13 @@ class TransformersBackend(Backend):
                     self.batch_size = max(1, min(self.batch_size, half))
                 else:
                     out[batch[0]] = Answer("", len(ids[batch[0]]), 0, error=f"out of memory even alone: {err}"[:500])
+        from .ledger import LEDGER, LOCAL
+
+        for ans in out:  # a local model's prompts: in the ledger as host `local`, nothing left the machine
+            usage = {"prompt_tokens": ans.prompt_tokens, "completion_tokens": ans.new_tokens}
+            LEDGER.record(
+                backend=self.kind, model=Path(self.model_path).name, host=LOCAL, usage=usage, seconds=ans.seconds
+            )
         return out  # type: ignore[return-value]
 
     def _plan(self, ids: list[list[int]], constraint) -> list[list[int]]:
@@ -419,12 +426,15 @@ class OpenAICompatibleBackend(Backend):
         if not prefix.endswith("/v1"):
             prefix += "/v1"
         payload = json.dumps(body)
+        t0 = time.perf_counter()
         while True:
             conn, reused = self._checkout(replica)
             try:
                 conn.request("POST", f"{prefix}{path}", body=payload, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                # Recorded where the text left: the host it went to and what the server says it used.
+                self._record(parsed.hostname, resp.status, data, time.perf_counter() - t0)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 conn.close()
                 if reused:  # closed while idle in the pool: not this request's failure
@@ -441,6 +451,15 @@ class OpenAICompatibleBackend(Backend):
                 return resp.status, json.loads(data or b"{}")
             except json.JSONDecodeError:
                 return resp.status, {"error": data[:200].decode(errors="replace")}
+
+    def _record(self, host: str, status: int, data: bytes, seconds: float) -> None:
+        from .ledger import LEDGER
+
+        try:
+            usage = json.loads(data or b"{}").get("usage")
+        except (ValueError, AttributeError):
+            usage = None
+        LEDGER.record(backend=self.kind, model=self.model, host=host, usage=usage, seconds=seconds, ok=status < 400)
 
     def _checkout(self, replica: int):
         """An idle kept-alive connection to the replica and True, or a new one and False."""

@@ -153,7 +153,11 @@ def render_page(ipynb: Path, target: Path, relativize=lambda t: t, *, banner: st
     import nbformat
     from nbconvert import HTMLExporter
 
+    from ..generation.ledger import LEDGER_CELL_TAG
+
     nb = nbformat.read(str(ipynb), as_version=4)
+    # The runner's ledger cell is the run's bookkeeping (run.json, the index), not the reader's.
+    nb.cells = [c for c in nb.cells if LEDGER_CELL_TAG not in c.get("metadata", {}).get("tags", [])]
     strip_stderr(nb)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     bar = (

@@ -61,6 +61,7 @@ class NotebookResult:
     reused: bool = False
     parameters: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
+    ledger: list = field(default_factory=list)  # the kernel's usage: backend, model, host, tokens, cost
 
 
 def declared_parameters(notebook: Path) -> set[str]:
@@ -335,9 +336,22 @@ def _run_record(
         "config_file": relativize(cfg.source),
         "findings": [f for r in results.values() for f in r.findings],
         "environment": environment_record(),
-        "notebooks": [{k: v for k, v in r.__dict__.items() if k != "findings"} for r in results.values()],
+        "notebooks": [{k: v for k, v in r.__dict__.items() if k not in ("findings", "ledger")} for r in results.values()],
+        "ledger": run_ledger(results),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def run_ledger(results: dict) -> dict:
+    """What the run's backends were asked and where text went: each notebook's usage (a reused
+    notebook's is its first run's, and said so), the totals, and every host that received text."""
+    usage = [{"notebook": r.name, "reused": r.reused, **e} for r in results.values() for e in r.ledger]
+    hosts = sorted({e["host"] for e in usage if e["host"] != "local" and not e["reused"]})
+    totals = {
+        k: sum(e[k] for e in usage if not e["reused"])
+        for k in ("requests", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "seconds", "cost")
+    }
+    return {"usage": usage, "totals": totals, "hosts_that_received_text": hosts}
 
 
 # The IPython kernel configuration on the real release: figures become SVG with their text kept as
@@ -461,6 +475,9 @@ def _scan_and_store(spec: NotebookSpec, run: _Run, res, *, targets, cached, befo
 def _outputs(spec: NotebookSpec, run: _Run, res, *, target_nb: Path, target_html: Path):
     """The findings and tables of the executed notebook that passed the scan."""
     if target_nb.exists():
+        from ..generation.ledger import ledger_in
+
+        res.ledger = ledger_in(target_nb)
         res.findings, tables = outputs_in(target_nb, notebook=spec.name, page=f"{run.run_id}/{target_html.name}")
         if res.status == "ok":
             _save_tables(tables, run)
@@ -520,11 +537,16 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from ..generation.ledger import with_ledger_cell
+
     with tempfile.TemporaryDirectory(prefix="medalign-kernel-") as tmp:
         console = Path(tmp) / "console.log"
+        # The notebook as written plus a last cell that shows the kernel's usage ledger (pages drop it).
+        source = Path(tmp) / nb.name
+        source.write_text(json.dumps(with_ledger_cell(json.loads(nb.read_text(encoding="utf-8")))), encoding="utf-8")
         try:
             papermill.execute_notebook(
-                str(nb),
+                str(source),
                 str(target_nb),
                 parameters=params,
                 kernel_name=run.kernel_name,
@@ -542,6 +564,18 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
             res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
         finally:
             _relay_console(console, run)
+            _restore_input_path(target_nb, nb)
+
+
+def _restore_input_path(executed: Path, nb: Path) -> None:
+    """Papermill records the notebook it ran: the suite's, not the temporary copy with the ledger cell."""
+    if not executed.exists():
+        return
+    data = json.loads(executed.read_text(encoding="utf-8"))
+    meta = data.get("metadata", {}).get("papermill")
+    if isinstance(meta, dict) and meta.get("input_path"):
+        meta["input_path"] = str(nb)
+        executed.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 class ProgressRelay:

@@ -96,3 +96,20 @@ def test_score_generations_computes_the_metrics_on_stored_answers(release, gold_
     assert row["mean"] == pytest.approx(scores.mean()) and row.ci_low < row["mean"] < row.ci_high
     assert np.isclose(row["mean"], (6 + scores[iids[6:]].sum()) / 12)
     json.dumps(summary.to_dict())  # plain values
+
+
+def test_judge_estimate_counts_what_it_would_send_and_sends_nothing(release, gold_cohort, capsys):
+    with LocalServer(PlantedJudge(release)) as srv:
+        argv = ["judge", str(gold_cohort), "--endpoint", srv.url + "/v1", "--judge-model", "planted", "--mode"]
+        argv += ["rubric", "--limit", "5", "--price-prompt", "2.0", "--estimate", "--quiet"]
+        assert cli.main(argv) == 0
+        assert srv.requests == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    items = J.response_items(release)
+    items = items[items.instruction_id.isin(sorted(items.instruction_id.unique())[:5])]
+    assert int(lines["requests"]) == len(items)
+    assert (
+        int(lines["prompt_tokens"]) > 0
+        and int(lines["completion_tokens_at_most"]) == len(items) * J.DEFAULTS.max_new_tokens
+    )
+    assert float(lines["cost_at_most"]) >= int(lines["prompt_tokens"]) / 1000 * 2.0

@@ -227,7 +227,10 @@ def test_data_guard_refuses_other_hosts_on_real_data_and_allows_loopback():
     assert check_endpoint("http://127.0.0.1:8000/v1", synthetic=False) == "127.0.0.1"
     assert check_endpoint("http://localhost:8000", synthetic=False) == "localhost"
     assert check_endpoint("http://[::1]:8000", synthetic=False) == "::1"
-    assert check_endpoint("https://phi-llm.hospital.org/v1", synthetic=False, allowed_hosts=["phi-llm.hospital.org"])
+    zero = [{"host": "phi-llm.hospital.org", "zero_retention": True}]
+    assert check_endpoint("https://phi-llm.hospital.org/v1", synthetic=False, allowed_hosts=zero)
+    with pytest.raises(DataGuardError, match="zero_retention"):
+        check_endpoint("https://phi-llm.hospital.org/v1", synthetic=False, allowed_hosts=["phi-llm.hospital.org"])
     assert check_endpoint("https://api.openai.com/v1", synthetic=True)  # synthetic data may go anywhere
     assert is_loopback("127.8.9.10") and not is_loopback("10.0.0.1")
     with pytest.raises(DataGuardError, match="not an http"):

@@ -75,6 +75,7 @@ from .modes import RUBRIC_KEYS, JudgeMode, get_mode, mode_names, register_mode
 from .placement import place_new_system, system_to_place
 from .planted import PlantedJudge, oracle_label_plan, planted_judge
 from .running import (
+    estimate_judgments,
     generation_items,
     judge_all_modes,
     judge_prompts,
@@ -112,6 +113,7 @@ __all__ = [
     "simulate_designs",
     "stratified_ppi_ci",
     "DEFAULTS",
+    "estimate_judgments",
     "RUBRIC_KEYS",
     "Judge",
     "JudgeMode",

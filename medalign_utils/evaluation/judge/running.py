@@ -383,6 +383,27 @@ def generation_items(release: Release, answers: pd.DataFrame, system: str, *, pa
     return out
 
 
+def estimate_judgments(judge: Judge, mode: str | JudgeMode, items: pd.DataFrame, release: Release) -> dict:
+    """What judging `items` would spend, sending nothing: requests (one per item; retries not
+    counted), prompt tokens of the fitted prompts (the judge's tokenizer, else cl100k), completion
+    tokens at most (the verdict's room per request), and the cost at the judge's prices (the
+    prompts' shared prefix priced as cached where a cached price is set)."""
+    from ...context import load_tokenizer
+
+    mode = get_mode(mode)
+    prompts = judge_prompts(judge, mode, items, release)
+    tokenizer = judge.tokenizer or load_tokenizer("cl100k")
+    prompt_tokens = sum(tokenizer.count(p) for p in prompts)
+    completion = judge.reserve * len(prompts)
+    cost = prompt_tokens / 1000 * judge.price_prompt_per_1k + completion / 1000 * judge.price_completion_per_1k
+    return {
+        "requests": len(prompts),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens_at_most": completion,
+        "cost_at_most": cost,
+    }
+
+
 def judge_all_modes(
     judges: list[Judge], modes, items: pd.DataFrame, release: Release, *, out_dir: str | Path, progress: bool = True
 ) -> pd.DataFrame:

@@ -119,6 +119,15 @@ class Judge:
         stand_in = s.tokenizer is None and backend.tokenizer_spec is None
         tokenizer = None if s.strategy == "none" else load_tokenizer(s.tokenizer or backend.tokenizer_spec or "cl100k")
         name = s.name or (s.model if endpoint else backend_name(s.spec))
+        if endpoint:  # the run's usage ledger prices this model's requests as the judge does
+            from ...generation.ledger import LEDGER
+
+            LEDGER.set_prices(
+                s.model,
+                prompt=s.price_prompt_per_1k,
+                completion=s.price_completion_per_1k,
+                cached=s.price_cached_prompt_per_1k,
+            )
         return cls(
             name,
             backend,
