@@ -190,7 +190,9 @@ def test_findings_and_tables_come_back_from_the_executed_notebook_also_when_reus
         run_dir = out / record["run_id"]
         assert record["notebooks"][0]["reused"] is reused
         executed = nbformat.read(run_dir / "01_found.ipynb", as_version=4)
-        cell = executed.cells[-1]
+        # The notebook's own last cell: the runner's ledger cell follows it.
+        assert "medalign-ledger" in executed.cells[-1].metadata.get("tags", [])
+        cell = executed.cells[-2]
         assert [f["name"] for f in record["findings"]] == ["share 0", "share 1"]
         first = record["findings"][0]
         assert (first["value"], first["ci_low"], first["ci_high"], first["unit"]) == (0.5, 0.25, 0.75, "%")
