@@ -516,6 +516,17 @@ def _cmd_run(args) -> int:
     from .reports.runner import run_suite, suite_plan
 
     overrides = {"data_dir": str(args.data)} if args.data else None
+    if args.estimate:  # what the notebooks would send; nothing is run or sent
+        from .config import load_config, project_path
+        from .data.release import load_release
+        from .reports.estimate import estimate_run
+
+        cfg = load_config(args.config, overrides)
+        plan = suite_plan(cfg, notebooks_dir=args.notebooks, only=args.only)
+        release = load_release(project_path(cfg.data_dir), follow_external_links=cfg.follow_external_links)
+        table = estimate_run(cfg, release, plan)
+        print(table.to_string(index=False) if len(table) else table.attrs["note"])
+        return 0
     if args.plan:
         from .reports.notebooks import notebook_table
 
@@ -926,6 +937,11 @@ def _add_run_commands(sub) -> None:
         "--plan",
         action="store_true",
         help="print the order notebooks would run in, what each reads and writes; run nothing",
+    )
+    r.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the requests, tokens and cost each notebook would send to an endpoint; run and send nothing",
     )
     r.set_defaults(func=_cmd_run)
 

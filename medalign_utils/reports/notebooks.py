@@ -110,3 +110,24 @@ def notebook_table(specs: list[NotebookSpec]):
             "parameters": [len(s.parameters) for s in specs],
         }
     )
+
+
+def parameter_defaults(notebook: Path) -> dict:
+    """The literal defaults a notebook's parameters cell assigns (what it runs with when the config
+    sets nothing): ``name = <literal>`` lines; others (computed) are left out."""
+    import ast
+    import json
+
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return out

@@ -63,3 +63,38 @@ def test_a_run_keeps_each_notebooks_usage_and_hosts_in_run_json_and_the_index_no
     executed = json.loads((run_dir / "01_asks.ipynb").read_text())
     assert executed["metadata"]["papermill"]["input_path"].endswith("01_asks.ipynb")
     assert "medalign-kernel-" not in json.dumps(executed["metadata"])  # the suite's notebook, not the copy
+
+
+def test_run_estimate_counts_each_endpoints_requests_and_sends_nothing(tiny_cohort, tmp_path, capsys):
+    import yaml
+
+    from medalign_utils import cli
+    from medalign_utils.data import load_release
+    from medalign_utils.evaluation.judge import PlantedJudge
+    from medalign_utils.reports.notebooks import parameter_defaults
+
+    from medalign_utils.config import project_root
+
+    defaults = parameter_defaults(project_root() / "notebooks" / "06_llm_judge.ipynb")
+    assert defaults["judge_modes"] == ["rubric", "correct", "medhelm"] and defaults["judge_instructions"] == 2
+    release = load_release(tiny_cohort)
+    with LocalServer(PlantedJudge(release)) as srv:
+        config = {
+            "extends": str(project_root() / "configs" / "synthetic.yaml"),
+            "data_dir": str(tiny_cohort),
+            "prompts_path": str(tmp_path / "missing.parquet"),
+            "notebooks": {
+                "03_model_generation": {"endpoint": srv.url + "/v1", "endpoint_model": "m"},
+                "06_llm_judge": {"judge_spec": srv.url + "/v1", "judge_model": "planted", "judge_modes": ["rubric", "pairwise"]},
+            },
+        }
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert cli.main(["run", "--config", str(path), "--estimate"]) == 0
+        assert srv.requests == 0  # nothing sent
+    out = capsys.readouterr().out
+    lines = [line.split() for line in out.splitlines()[1:]]
+    assert "missing.parquet not made yet: run 02 first" in out
+    by_what = {" ".join(line[1:3]): line for line in lines if line[0] == "06_llm_judge"}
+    # Two instructions: 6 responses each for rubric, 15 pairs in both orders each for pairwise.
+    assert by_what["judge (rubric)"][4] == "12" and by_what["judge (pairwise)"][4] == "60"
