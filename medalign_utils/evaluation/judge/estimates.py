@@ -15,13 +15,16 @@ from .agreement import judge_win_rates, pairwise_battles
 
 
 def judge_correct_table(judgments: pd.DataFrame, judge: str) -> pd.DataFrame:
-    """The judge's correct verdict per response, and its probability where it has one."""
+    """The judge's correct verdict per response, its probability where it has one, and `pred`: what
+    every estimator takes as the judge's prediction (the probability where there is one, else the
+    verdict)."""
     j = judgments[(judgments["mode"] == "correct") & (judgments.judge == judge)]
     j = j[j.error.isna() & j.valid.astype(bool)]
     expected = j.expected_score if "expected_score" in j.columns else pd.Series(np.nan, index=j.index)
     out = j[["instruction_id", "system"]].assign(
         verdict=pd.to_numeric(j.score, errors="coerce"), p_correct=pd.to_numeric(expected, errors="coerce")
     )
+    out = out.assign(pred=out.p_correct.where(out.p_correct.notna(), out.verdict))
     out = out.drop_duplicates(["instruction_id", "system"], keep="last")
     # In a fixed order: a bootstrap draw names items by position, and concurrent judging writes its
     # judgments in whatever order they finish.
@@ -231,10 +234,9 @@ def ppi_correct_pct(
     (PPI++, the judge's p(correct) where it has one, else its verdict), beside the labels alone."""
     v = judge_correct_table(judgments, judge)
     v = v[v.system == system]
-    pred = v.p_correct.where(v.p_correct.notna(), v.verdict)
     mine = new_labels[new_labels.system == system].dropna(subset=["binary_correct"])
-    labelled = mine.merge(v.assign(pred=pred)[["instruction_id", "pred"]], on="instruction_id")
-    unlabelled = v.assign(pred=pred)[~v.instruction_id.isin(labelled.instruction_id)].pred.dropna()
+    labelled = mine.merge(v[["instruction_id", "pred"]], on="instruction_id")
+    unlabelled = v[~v.instruction_id.isin(labelled.instruction_id)].pred.dropna()
     if len(labelled) < 2 or not len(unlabelled):
         return {
             "n_labels": len(labelled),
@@ -277,7 +279,6 @@ def label_budget(
     how many labels alone would give the PPI interval's width (width scales as 1/sqrt(n))."""
     rng = np.random.default_rng(seed)
     v = judge_correct_table(judgments, judge)
-    v = v.assign(pred=v.p_correct.where(v.p_correct.notna(), v.verdict))
     rows = []
     for system in systems:
         m = labels[labels.system == system][["instruction_id", "binary_correct"]].dropna()

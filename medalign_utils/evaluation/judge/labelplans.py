@@ -323,8 +323,8 @@ def judge_predictions(judgments: pd.DataFrame, *, judge: str, system: str) -> pd
     it has one, else its verdict): instruction_id, judge_p."""
     v = judge_correct_table(judgments, judge)
     v = v[v.system == system]
-    p = v.p_correct.where(v.p_correct.notna(), v.verdict)
-    return pd.DataFrame({"instruction_id": v.instruction_id.astype(str), "judge_p": p}).dropna().reset_index(drop=True)
+    out = pd.DataFrame({"instruction_id": v.instruction_id.astype(str), "judge_p": v.pred})
+    return out.dropna().reset_index(drop=True)
 
 
 def plan_labels(
@@ -528,7 +528,6 @@ def label_saving_ceiling(judgments: pd.DataFrame, labels: pd.DataFrame, *, judge
     n labels with it are worth at most n / (1 − ρ²) labels alone (the factor 1 / (1 − ρ²)). A judge
     no better than the judged model saves at most 2× (Dorner et al., ICLR 2025)."""
     v = judge_correct_table(judgments, judge)
-    v = v.assign(pred=v.p_correct.where(v.p_correct.notna(), v.verdict))
     m = (
         labels[["instruction_id", "system", "binary_correct"]]
         .merge(v, on=["instruction_id", "system"])
