@@ -13,10 +13,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "medalign_utils"
-STAGES = ("data", "synthetic", "context", "generation", "evaluation", "reports")
+STAGES = ("data", "synthetic", "context", "generation", "evaluation", "reports", "explore")
 # Later stages may import earlier ones, and only those: `synthetic` writes what `data` reads and
 # stands right after it; the planted test judge (evaluation) and the report runner read its truth.
-ORDER = {"data": 0, "synthetic": 1, "context": 2, "generation": 3, "evaluation": 4, "reports": 5}
+ORDER = {"data": 0, "synthetic": 1, "context": 2, "generation": 3, "evaluation": 4, "reports": 5, "explore": 6}
 
 
 def _modules():

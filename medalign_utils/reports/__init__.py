@@ -19,13 +19,14 @@ from .findings import (
 )
 from .notebooks import NotebookSpec, plan_notebooks
 from .pages import SYNTHETIC_BANNER, render_page
-from .runner import declared_parameters, index_html, run_suite
+from .runner import RUNNER_KERNEL_MARKER, declared_parameters, index_html, run_suite
 from .scan import SensitiveIndex, ShareSafeWriter, dates_in
 from .tables import readable, readable_table3, show
 
 __all__ = [
     "Finding",
     "NotebookSpec",
+    "RUNNER_KERNEL_MARKER",
     "SYNTHETIC_BANNER",
     "SensitiveIndex",
     "ShareSafeWriter",

@@ -369,6 +369,11 @@ c.IPKernelApp.log_level = "CRITICAL"
 """
 
 
+# A file in the IPython profile of every kernel the runner starts: what shows patient text (the
+# instance viewer) looks for it and refuses, so it cannot reach a page.
+RUNNER_KERNEL_MARKER = "medalign-runner-kernel"
+
+
 @contextmanager
 def _kernel_environment(share_safe_figures: bool):
     """The environment kernels inherit while notebooks run: how a kernel draws figures, nothing the
@@ -384,6 +389,7 @@ def _kernel_environment(share_safe_figures: bool):
         profile.mkdir(parents=True)
         config = _QUIET_KERNEL_CONFIG + (_SVG_KERNEL_CONFIG if share_safe_figures else "")
         (profile / "ipython_kernel_config.py").write_text(config)
+        (profile / RUNNER_KERNEL_MARKER).write_text("a kernel of `medalign run`\n")
         os.environ["IPYTHONDIR"] = ipython_dir
         try:
             yield
