@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 import importlib as _importlib
 import warnings as _warnings
 
-# tqdm.auto's notebook bars need ipywidgets; without them it warns in every executed notebook. The
-# suite's progress bars are plain text, so the warning says nothing useful in a report.
+# Progress bars are tqdm.auto's: widgets in JupyterLab (ipywidgets is a dependency), text on a console.
+# Where ipywidgets is missing (a trimmed environment) tqdm warns in every notebook; the text bar is fine.
 _warnings.filterwarnings("ignore", message="IProgress not found")
 
 _ENTRY_POINTS = {

@@ -33,7 +33,7 @@ def iter_process_map(
     yielded in the work order as results come, for a caller that writes them out as they come
     (memory stays flat). `size(job)` orders the work largest first so that no worker is left with a
     big job at the end."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     order = sorted(range(len(jobs)), key=lambda i: -size(jobs[i])) if size else list(range(len(jobs)))
     workers = workers or default_workers(len(jobs))

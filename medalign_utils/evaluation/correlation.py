@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..data.release import primary_reviewer_rows
 from ..stats import BOOTSTRAP, Bootstrap, bootstrap_ci, kendall_tau_b_rows

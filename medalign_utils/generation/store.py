@@ -142,7 +142,7 @@ class ResultStore:
         loses at most the chunk in flight; a `process` that yields its records one by one has each
         written as it comes, so a kill loses only what is in flight), and call `tally(records)`.
         Returns done_before and seconds."""
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         todo = self.todo(items, retry_failed=retry_failed)
         chunk_size = max(1, int(chunk_size))

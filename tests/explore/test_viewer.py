@@ -279,3 +279,28 @@ def test_viewer_in_jupyterlab_under_headless_chromium(gold_cohort, tmp_path):
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(tmp_path / shot, Path(keep) / shot)
+
+
+def test_progress_bars_render_as_widgets_in_a_kernel(tmp_path):
+    """In a Jupyter kernel the package's progress bars are widgets (ipywidgets is installed), not
+    text on stderr: a notebook cell that runs a stage's loop with progress shows a widget and no
+    stderr stream."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from medalign_utils.parallel import iter_process_map\n"
+            "list(iter_process_map(abs, [-1, -2, -3], workers=1, desc='jobs', progress=True))"
+        )
+    ]
+    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = nb.cells[0].outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), outputs
+    assert not [o for o in outputs if o.get("name") == "stderr"], outputs
+    # Every stage module a notebook calls draws its bars with tqdm.auto (the CLI's own stay text).
+    for module in ("context/grid.py", "evaluation/metrics.py", "evaluation/correlation.py", "generation/runner.py",
+                   "generation/store.py", "parallel.py"):  # fmt: skip
+        text = (REPO / "medalign_utils" / module).read_text()
+        assert "from tqdm.auto import tqdm" in text and "from tqdm import tqdm" not in text, module
