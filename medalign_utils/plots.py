@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -31,6 +33,7 @@ def win_matrix_heatmap(
         shown,
         annot=True,
         fmt=".2f",
+        annot_kws={"fontsize": 8},  # two decimals of seven systems fit their cells
         cmap="RdBu_r",
         center=0.5,
         vmin=vmin,
@@ -52,7 +55,7 @@ def win_matrix_heatmap(
     return fig
 
 
-def win_matrices(left: pd.DataFrame, right: pd.DataFrame, *, titles: tuple[str, str], figsize=(14, 5.5)):
+def win_matrices(left: pd.DataFrame, right: pd.DataFrame, *, titles: tuple[str, str], figsize=(16, 7)):
     """Two win matrices side by side (ours beside the paper's, a judge's beside the clinicians')."""
     fig, axes = plt.subplots(1, 2, figsize=figsize)
     win_matrix_heatmap(left, title=titles[0], ax=axes[0])
@@ -198,24 +201,100 @@ def grouped_bars(
     return fig
 
 
-def breakdown_bars(breakdown: pd.DataFrame, *, title: str):
-    """Correct % per system within each group of a `clinicians.breakdown`, each bar with its n."""
-    return grouped_bars(
-        breakdown, "group", "correct_pct", "system", title=title, ylabel="% correct", annotate_n="n_instructions"
+def interval_bars(
+    table: pd.DataFrame,
+    *,
+    x: str,
+    hue: str,
+    value: str,
+    low: str,
+    high: str,
+    n: str | None = None,
+    order=None,
+    hue_order=None,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+):
+    """Bars of `value` per `x` (in `order`) and `hue` (in `hue_order`), each with its CI as an error
+    bar and, with `n`, its n written above it; the legend sits beside the axes, off the data."""
+    order = list(order) if order is not None else list(dict.fromkeys(table[x]))
+    hues = list(hue_order) if hue_order is not None else list(dict.fromkeys(table[hue]))
+    cells = table.set_index([x, hue])
+    width = 0.8 / max(len(hues), 1)
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.3 * len(order) + 3.5), 4.6))
+    top = 0.0
+    for k, h in enumerate(hues):
+        at = np.arange(len(order)) + (k - (len(hues) - 1) / 2) * width
+        rows = cells.reindex([(g, h) for g in order])
+        v = rows[value].to_numpy(float)
+        lo, hi = rows[low].to_numpy(float), rows[high].to_numpy(float)
+        err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+        ax.bar(at, v, width=width * 0.92, color=f"C{k}", label=label(h))
+        ax.errorbar(at, v, yerr=np.where(np.isnan(err), 0, err), fmt="none", ecolor="#333", capsize=2, lw=0.8)
+        if n is not None:
+            for xi, yi, ni in zip(at, np.where(np.isnan(hi), v, hi), rows[n].to_numpy(float)):
+                if np.isfinite(ni):
+                    ax.text(xi, (yi if np.isfinite(yi) else 0) + 1.5, f"{int(ni)}", ha="center", va="bottom",
+                            fontsize=7, rotation=90)  # fmt: skip
+        top = max(top, np.nanmax(np.where(np.isnan(hi), v, hi)) if np.isfinite(v).any() else 0)
+    ax.set_xticks(np.arange(len(order)), [textwrap.fill(str(g), 14) for g in order])  # long names wrap, not overlap
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, max(105, top + 12))
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
+    if n is not None:
+        ax.annotate("numbers above bars: instructions in the cell", (0, -0.16), xycoords="axes fraction",
+                    fontsize=8, color="#555", va="top")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def breakdown_bars(breakdown: pd.DataFrame, *, title: str, by: str = "group", order=None):
+    """Correct % per system within each group of a `clinicians.breakdown`, in `order`, each bar with
+    its bootstrap CI and its number of instructions; `by` names the grouping on the axis."""
+    systems = paper.in_paper_order(breakdown.system)
+    return interval_bars(
+        breakdown,
+        x="group",
+        hue="system",
+        value="correct_pct",
+        low="correct_ci_low",
+        high="correct_ci_high",
+        n="n_instructions",
+        order=order,
+        hue_order=systems,
+        xlabel=by,
+        ylabel="correct % (95% CI)",
+        title=title,
     )
 
 
 def retention_curves(retention: pd.DataFrame):
-    """Evidence retained (%) per strategy across context lengths."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    sns.lineplot(retention, x="context", y="retained_pct", hue="strategy", marker="o", ax=ax)
-    ax.set_xscale("log", base=2)
+    """Evidence retained (%) per strategy across context lengths. Strategies whose curves are identical
+    are drawn as one line named for all of them (said under the plot); the legend sits beside the axes."""
+    wide = retention.pivot(index="strategy", columns="context", values="retained_pct").round(6)
+    groups: dict[tuple, list[str]] = {}
+    for strategy, row in wide.iterrows():
+        groups.setdefault(tuple(row.fillna(-1)), []).append(str(strategy))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     ctx = sorted(retention.context.unique())
+    for k, names in enumerate(groups.values()):
+        row = wide.loc[names[0]]
+        ax.plot(row.index, row.to_numpy(), marker="o", color=f"C{k % 10}", label=" = ".join(names))
+    ax.set_xscale("log", base=2)
     ax.set_xticks(ctx, [f"{c // 1024}k" for c in ctx])
+    ax.minorticks_off()
     ax.set_ylabel("% of instructions whose evidence is in the prompt")
     ax.set_xlabel("context length (tokens)")
     ax.set_ylim(-2, 102)
     ax.set_title("Evidence retention by truncation strategy")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
+    same = [" and ".join(names) for names in groups.values() if len(names) > 1]
+    if same:
+        ax.annotate("identical, drawn as one line: " + "; ".join(same), (0, -0.2), xycoords="axes fraction",
+                    fontsize=8, color="#555", va="top")  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -313,6 +392,7 @@ def label_budget_curves(plan: pd.DataFrame):
         ax.plot(part.k, part.mean_width, marker="o", label=f"{method} (coverage {part.coverage.mean():.2f})")
     ax.set(xlabel="clinician labels of the new system (k)", ylabel="95% CI width, correct % (points)", xscale="log")
     ax.set_xticks(sorted(plan.k.unique()), [str(k) for k in sorted(plan.k.unique())])
+    ax.minorticks_off()  # a log axis's minor labels read "3 × 10¹"
     ax.legend()
     fig.tight_layout()
     return fig

@@ -13,9 +13,8 @@ from marked tables carries their marks on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd

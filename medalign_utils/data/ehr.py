@@ -290,8 +290,15 @@ def _read_paper(events, rows: _Rows, patient: dict) -> None:
         elif tag == "note":
             ntype, text = elem.get("type", ""), (elem.text or "").strip()
             start = elem.get("start", "")
-            add(encounter=encounter, timestamp=start, event_type="note", sourceline=elem.sourceline, description=ntype,
-                note_type=ntype, text=text)
+            add(
+                encounter=encounter,
+                timestamp=start,
+                event_type="note",
+                sourceline=elem.sourceline,
+                description=ntype,
+                note_type=ntype,
+                text=text,
+            )
         elif tag == "person":
             if not patient:
                 patient.update(_person_from_paper(elem.text or ""))
@@ -338,7 +345,9 @@ def parse_ehr(path: str | Path, person_id: str | None = None, display_name: str 
             break
     if bad_lines:
         where = f"line {bad_lines[0]}" + (f" and {len(bad_lines) - 1} more" if len(bad_lines) > 1 else "")
-        problems.append(Problem(file, f"{len(bad_lines)} lines hold bytes that are not text; each read with U+FFFD", where))
+        problems.append(
+            Problem(file, f"{len(bad_lines)} lines hold bytes that are not text; each read with U+FFFD", where)
+        )
     problems += found
     if schema == "unknown" and not problems:
         problems.append(Problem(file, "holds no XML elements"))
@@ -511,7 +520,8 @@ def _parse_to_cache(args: tuple[str, str, str, str]) -> EHRSummary:
 def parse_ehrs_to_cache(
     files: dict[str, Path],
     cache_dir: str | Path,
-    *, workers: int | None = None,
+    *,
+    workers: int | None = None,
     progress: bool = True,
     root: Path | None = None,
 ) -> dict[str, EHRSummary]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import ehr as ehr_mod
 from ..config import cache_root, project_path, writable_dir
+from . import ehr as ehr_mod
 from .describe import DEFAULT_MIN_CELL
 from .problems import Problem, UnusableReleaseError
 

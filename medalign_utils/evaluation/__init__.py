@@ -41,7 +41,7 @@ from .correlation import (
     table4,
     table4_for_release,
 )
-from .displays import ContextLossDisplay, Figure2Display, Table3Display
+from .displays import BreakdownDisplay, ContextLossDisplay, Figure2Display, Table3Display
 from .judge import Judge
 from .metrics import PRESETS, MetricSignature, make_metric, metric_info, metric_names, register_metric
 
@@ -53,6 +53,7 @@ __all__ = [
     "Judge",
     "MetricSignature",
     "Table3Display",
+    "BreakdownDisplay",
     "agreement_summary",
     "bm25_sources",
     "bootstrap_ci",

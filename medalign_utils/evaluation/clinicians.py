@@ -308,6 +308,35 @@ def _small_n_intervals(
     return problems
 
 
+def patient_correlation(labels: pd.DataFrame) -> pd.DataFrame:
+    """Per system, how its instructions' outcomes move together within a patient: the intraclass
+    correlation (`stats.intraclass_correlation`) of its per-instruction net wins (battles won minus
+    lost) and of its correctness, with the patients and mean instructions per patient. It says why a
+    patient-level bootstrap interval is wider (ICC > 0) or narrower (ICC < 0) than an
+    instruction-level one: the design effect is about 1 + (m - 1) ICC."""
+    from ..stats import intraclass_correlation
+
+    ranks = labels.pivot_table(index="instruction_id", columns="system", values="model_rank")
+    correct = labels.pivot_table(index="instruction_id", columns="system", values="binary_correct")
+    patient = labels.drop_duplicates("instruction_id").set_index("instruction_id").person_id
+    rows = []
+    for system in ranks.columns:
+        others = ranks.drop(columns=system)
+        net = np.sign(others.sub(ranks[system], axis=0)).sum(axis=1, min_count=1)  # + where it ranked better
+        net = net[ranks[system].notna()].dropna()
+        ok = correct[system].dropna()
+        rows.append(
+            {
+                "system": system,
+                "patients": int(patient.reindex(net.index).nunique()),
+                "instructions_per_patient": len(net) / max(patient.reindex(net.index).nunique(), 1),
+                "icc_net_wins": intraclass_correlation(net.to_numpy(), patient.reindex(net.index).to_numpy()),
+                "icc_correct": intraclass_correlation(ok.to_numpy(), patient.reindex(ok.index).to_numpy()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def head_to_head_ci(
     df: pd.DataFrame,
     model_a: str,
@@ -642,6 +671,39 @@ def correctness_agreement(df: pd.DataFrame) -> dict:
     }
 
 
+def fleiss_kappa_ci(df: pd.DataFrame, *, bootstrap: Bootstrap = BOOTSTRAP) -> tuple[float, float]:
+    """A percentile-bootstrap CI of Fleiss' kappa of correctness (`correctness_agreement`'s items with
+    the modal number of reviewers) that resamples instructions (or their patients, by
+    `bootstrap.unit`), each with all its items: the same kappa recomputed from each resample's counts."""
+    col = rater_column(df)
+    if col is None:
+        return (np.nan, np.nan)
+    d = df.assign(binary_correct=pd.to_numeric(df.binary_correct, errors="coerce")).dropna(subset=["binary_correct"])
+    multi = d.groupby("instruction_id")[col].nunique()
+    d = d[d.instruction_id.isin(multi[multi >= 2].index)]
+    if d.empty:
+        return (np.nan, np.nan)
+    wide = d.pivot_table(index=["instruction_id", "system"], columns=col, values="binary_correct", aggfunc="first")
+    k = wide.notna().sum(axis=1)
+    m = int(k.mode().iloc[0])
+    votes = wide[k == m].to_numpy(float)
+    n1 = np.nansum(votes == 1, 1)
+    agree = (n1**2 + (m - n1) ** 2 - m) / (m * (m - 1))  # each item's P_i
+    per = pd.DataFrame({"iid": wide[k == m].index.get_level_values(0), "agree": agree, "n1": n1, "items": 1.0})
+    sums = per.groupby("iid", sort=True)[["agree", "n1", "items"]].sum()
+    if len(sums) < 2:
+        return (np.nan, np.nan)
+    clusters = bootstrap_clusters(df.drop_duplicates("instruction_id"), sums.index, bootstrap.unit)
+    w = bootstrap.counts(len(sums), clusters)
+    items = w @ sums["items"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_bar = w @ sums["agree"].to_numpy() / items
+        p1 = w @ sums["n1"].to_numpy() / (m * items)
+        chance = p1**2 + (1 - p1) ** 2
+        kappas = (p_bar - chance) / (1 - chance)
+    return tuple(float(x) for x in np.nanquantile(kappas, bootstrap.quantiles()))
+
+
 def mcnemar_table(responses: pd.DataFrame, pairs, *, combine: str = "primary") -> pd.DataFrame:
     """McNemar's test for each (a, b) pair of systems both present: discordant counts, the
     difference in correct % with its CI, the p-value and which test was used."""
@@ -661,6 +723,7 @@ def mcnemar_table(responses: pd.DataFrame, pairs, *, combine: str = "primary") -
                 "difference (points)": r.diff_pct,
                 "ci_low": r.ci_low,
                 "ci_high": r.ci_high,
+                "interval": "Wald, paired proportions (not a bootstrap)",
                 "p_value": r.p_value,
                 "test": "exact binomial" if r.exact else "chi-square (corrected)",
             }
@@ -681,7 +744,9 @@ def agreement_summary(
 
     tau = inter_rater_tau(responses, bootstrap=bootstrap)
     kappa = correctness_agreement(responses)
-    n_kappa = {"n_instructions": kappa["n_items"], "paper": np.nan}
+    kappa_lo, kappa_hi = fleiss_kappa_ci(responses, bootstrap=bootstrap)
+    multi = responses.groupby("instruction_id")[rater_column(responses)].nunique() if rater_column(responses) else []
+    n_multi = int((pd.Series(multi) >= 2).sum()) if len(multi) else 0
     summary = pd.DataFrame(
         [
             {
@@ -689,18 +754,30 @@ def agreement_summary(
                 "value": tau["mean_tau"],
                 "ci_low": tau["ci_low"],
                 "ci_high": tau["ci_high"],
+                "interval": f"bootstrap over {bootstrap.unit}s",
                 "n_instructions": tau["n_instructions"],
+                "n_items": np.nan,
                 "paper": paper.INTER_RATER_TAU,
             },
             {
                 "statistic": "Fleiss' kappa (correctness): the agreement figure",
                 "value": kappa["fleiss_kappa"],
-                **n_kappa,
+                "ci_low": kappa_lo,
+                "ci_high": kappa_hi,
+                "interval": f"bootstrap over {bootstrap.unit}s",
+                "n_instructions": n_multi,
+                "n_items": kappa["n_items"],
+                "paper": np.nan,
             },
             {
                 "statistic": "mean Cohen's kappa over Annotator slot pairs (detail)",
                 "value": kappa["mean_cohens_kappa"],
-                **n_kappa,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "interval": "none: a detail (slots are not fixed raters)",
+                "n_instructions": n_multi,
+                "n_items": kappa["n_items"],
+                "paper": np.nan,
             },
         ]
     )

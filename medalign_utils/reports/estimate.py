@@ -20,7 +20,16 @@ from .notebooks import NotebookSpec, parameter_defaults
 if TYPE_CHECKING:  # annotations only
     from ..data.release import Release
 
-COLUMNS = ["notebook", "what", "endpoint", "requests", "prompt_tokens", "completion_tokens_at_most", "cost_at_most", "note"]
+COLUMNS = [
+    "notebook",
+    "what",
+    "endpoint",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens_at_most",
+    "cost_at_most",
+    "note",
+]
 
 
 def estimate_run(cfg: SuiteConfig, release: Release, plan: list[NotebookSpec]) -> pd.DataFrame:
@@ -51,7 +60,12 @@ def _generation_row(name: str, params: dict, release: Release) -> dict:
 
     path = project_path(params["prompts_path"])
     if not path.exists():
-        return {"notebook": name, "what": "answers", "endpoint": params["endpoint"], "note": f"{path.name} not made yet: run 02 first"}
+        return {
+            "notebook": name,
+            "what": "answers",
+            "endpoint": params["endpoint"],
+            "note": f"{path.name} not made yet: run 02 first",
+        }
     cells = {
         "tokenizer": params["prompt_tokenizer"],
         "contexts": params["generation_contexts"],

@@ -34,22 +34,74 @@ class Finding:
     notebook: str = ""
     cell: int | None = None  # the execution count of the cell that recorded it
     planted: bool = False  # set by construction on the synthetic cohort, not measured
+    n_instructions: int | None = None  # how many instructions it rests on
+    n_patients: int | None = None  # and patients, where they are the unit (records, a patient bootstrap)
+    reading: str = ""  # what it means in plain words ("the interval includes 0: no evidence of a difference")
+    lead: bool = False  # a headline the index shows first (each system's correct %)
 
     def __repr__(self) -> str:  # the line a page shows where a finding was recorded
-        return f"finding: {self.name} = {self.text()}" + (f" ({self.compare})" if self.compare else "")
+        extra = "; ".join(x for x in (self.compare, self.n_text(), self.reading) if x)
+        return f"finding: {self.name} = {self.text()}" + (f" ({extra})" if extra else "")
 
     def text(self) -> str:
-        v = format_value(self.value)
-        ci = f" (95% CI {format_value(self.ci_low)}–{format_value(self.ci_high)})" if self.ci_low is not None else ""
+        digits = decimals_for(self.value, self.ci_low, self.ci_high, unit=self.unit)
+        v = format_value(self.value, digits=digits)
+        ci = ""
+        if self.ci_low is not None:
+            ci = f" (95% CI {format_value(self.ci_low, digits=digits)}–{format_value(self.ci_high, digits=digits)})"
         return f"{v}{(' ' + self.unit) if self.unit else ''}{ci}"
 
+    def n_text(self) -> str:
+        """`n = 149 instructions, 24 patients`, or "" when not recorded."""
+        parts = [f"{n:,} {what}" for n, what in ((self.n_instructions, "instructions"), (self.n_patients, "patients"))
+                 if n is not None]  # fmt: skip
+        return "n = " + ", ".join(parts) if parts else ""
 
-def format_value(x) -> str:
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "n/a"
-        return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
-    return str(x)
+
+# Percentages and points to one decimal; fractions (τ, κ, win rates, shares) to three, every page alike.
+PERCENT_UNITS = ("%", "points", "percentage points")
+
+
+def decimals_for(*values, unit: str = "") -> int:
+    """How many decimals a finding's numbers get: one for percentages and points and for magnitudes of
+    ten or more, none for whole counts, three for fractions (τ, κ, win rates)."""
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(float(v))]
+    if unit in PERCENT_UNITS:
+        return 1
+    if numbers and all(float(v).is_integer() for v in numbers):
+        return 0
+    return 1 if numbers and max(abs(v) for v in numbers) >= 10 else 3
+
+
+def format_value(x, *, digits: int | None = None) -> str:
+    """A number as a page shows it: `digits` decimals (default: `decimals_for` the number alone), with
+    thousands separators; a missing number is "n/a", never "nan"."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if math.isnan(x):
+        return "n/a"
+    digits = decimals_for(x) if digits is None else digits
+    return f"{x:,.{digits}f}"
+
+
+# Below this many instructions a finding's reading is "too few instructions to say".
+FEW_INSTRUCTIONS = 10
+
+
+def plain_reading(value, ci, *, n_instructions: int | None = None, null: float | None = None, about: str = "") -> str:
+    """What a finding means in plain words. With `null` (the value of "no effect": 0 for a difference or
+    a τ), whether its interval includes it; `about` names the effect ("a difference", "agreement
+    beyond chance"). Fewer than `FEW_INSTRUCTIONS` instructions: "too few instructions to say"."""
+    if n_instructions is not None and n_instructions < FEW_INSTRUCTIONS:
+        return f"too few instructions to say (n = {n_instructions})"
+    lo, hi = ci if ci is not None else (None, None)
+    if null is None or _number(lo) is None or _number(hi) is None:
+        return ""
+    about = about or "a difference"
+    if lo <= null <= hi:
+        return f"the interval includes {null:g}: no evidence of {about}"
+    side = "above" if lo > null else "below"
+    return f"the interval lies {side} {null:g}: evidence of {about}"
 
 
 def _number(x):
@@ -60,13 +112,33 @@ def _number(x):
     return None if math.isnan(f) else f
 
 
-def record_finding(name: str, value, *, ci=None, unit: str = "", compare: str = "", planted: bool = False) -> None:
+def record_finding(
+    name: str,
+    value,
+    *,
+    ci=None,
+    unit: str = "",
+    compare: str = "",
+    planted: bool = False,
+    n_instructions: int | None = None,
+    n_patients: int | None = None,
+    null: float | None = None,
+    about: str = "",
+    reading: str = "",
+    lead: bool = False,
+) -> None:
     """Record one headline result of the running notebook: shown as a line of the page, whose output
     also carries the finding for `medalign run`. `planted`: the value is set by construction (the
-    synthetic cohort's planted truth or its planted test judge), which the index says beside it."""
+    synthetic cohort's planted truth or its planted test judge), which the index says beside it.
+    `n_instructions` and `n_patients`: what it rests on. `reading` says what it means; by default
+    `plain_reading` writes it from the CI, `null` and `about`. `lead`: the index shows it first."""
     lo, hi = ci if ci is not None else (None, None)
     value = _number(value) if _number(value) is not None else str(value)
-    finding = Finding(name, value, _number(lo), _number(hi), unit, compare, planted=planted)
+    n_i = None if n_instructions is None else int(n_instructions)
+    n_p = None if n_patients is None else int(n_patients)
+    reading = reading or plain_reading(value, ci, n_instructions=n_i, null=null, about=about)
+    finding = Finding(name, value, _number(lo), _number(hi), unit, compare, planted=planted, n_instructions=n_i,
+                      n_patients=n_p, reading=reading, lead=lead)  # fmt: skip
     _show({FINDING_MIME: asdict(finding), "text/plain": repr(finding)})
 
 
@@ -154,10 +226,14 @@ def load_run_record(run: str | Path) -> dict:
     return record
 
 
-def _finding(record: dict) -> Finding:
+def finding_from_record(record: dict) -> Finding:
+    """A finding as `run.json` holds it (a dict; keys a newer suite added are left out)."""
     from dataclasses import fields
 
     return Finding(**{f.name: record[f.name] for f in fields(Finding) if f.name in record})
+
+
+_finding = finding_from_record
 
 
 def compare_findings(*runs: list[dict]) -> list[str]:
@@ -172,7 +248,8 @@ def compare_findings(*runs: list[dict]) -> list[str]:
         parts = []
         for letter, found in zip(letters, by_run):
             f = found.get(name)
-            text = f"{letter} {_finding(f).text() if f else '—'}"
+            found_n = _finding(f).n_text() if f else ""
+            text = f"{letter} {_finding(f).text() if f else '—'}" + (f" [{found_n}]" if found_n else "")
             numbers = first and f and all(isinstance(x["value"], (int, float)) for x in (first, f))
             if letter != "A" and numbers:
                 delta = f["value"] - first["value"]

@@ -83,9 +83,7 @@ class Snapshot:
         return cls(dict(record.get("files", {})), set(record.get("folders", [])))
 
 
-def debris(
-    folder: Path, before: Snapshot, admitted: dict[Path, str], own_folders=()
-) -> tuple[list[Path], list[Path]]:
+def debris(folder: Path, before: Snapshot, admitted: dict[Path, str], own_folders=()) -> tuple[list[Path], list[Path]]:
     """Files under `folder` new or changed since `before` that were not admitted with their present
     bytes, and new folders (not the run's `own_folders`) left empty of admitted files, deepest
     first: what a sweep removes."""

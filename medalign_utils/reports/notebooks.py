@@ -61,7 +61,8 @@ class NotebookSpec:
         unknown = sorted(set(reads + writes) - parameters)
         if unknown:
             raise ValueError(
-                f"{path}: metadata.{METADATA_KEY} names {', '.join(unknown)}, which its parameters cell does not declare"
+                f"{path}: metadata.{METADATA_KEY} names {', '.join(unknown)}, "
+                "which its parameters cell does not declare"
             )
         return cls(path, parameters, reads, writes)
 

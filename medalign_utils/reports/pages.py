@@ -22,8 +22,13 @@ _READER_CSS = """
 <style>
 body.medalign-hide-code .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
 body.medalign-hide-code .jp-CodeCell.jp-mod-noOutputs { display: none; }
-.jp-Notebook { max-width: 1100px; margin: 0 auto; }
+.jp-Notebook { max-width: 1240px; margin: 0 auto; }
 .jp-RenderedImage img, .jp-RenderedSVG svg { max-width: 100% !important; height: auto !important; }
+/* A number and its CI stay on one line: a laptop's 1366 px holds Table 3 without wrapping a cell. */
+.jp-RenderedHTMLCommon table { font-size: 13px; }
+.jp-RenderedHTMLCommon td { white-space: nowrap; }
+.jp-RenderedHTMLCommon th { white-space: normal; min-width: 4em; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 3px 6px !important; }
 #medalign-bar { position: sticky; top: 0; z-index: 10; background: #f6f8fa; border-bottom: 1px solid #ddd;
   padding: 6px 12px; font: 14px system-ui, sans-serif; display: flex; gap: 16px; align-items: center; }
 #medalign-toc { font: 14px system-ui, sans-serif; max-width: 1100px; margin: 12px auto; padding: 0 12px; }
@@ -37,10 +42,19 @@ body.medalign-hide-code .jp-CodeCell.jp-mod-noOutputs { display: none; }
   #medalign-bar { display: none !important; }
   .jp-Notebook { max-width: none; }
   .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-OutputArea { overflow: visible !important; }
-  .jp-RenderedHTMLCommon table { font-size: 7pt; table-layout: auto; }
-  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 3px !important; }
-  .jp-Cell, .jp-Cell-outputWrapper, .jp-OutputArea-child { break-inside: auto !important; page-break-inside: auto !important; }
+  /* Tables print at the text's size (no page is shrunk to fit: nothing is wider than the page). */
+  body { font-size: 10pt; }
+  .jp-RenderedHTMLCommon, .jp-OutputArea-output pre { font-size: 10pt !important; }
+  .jp-RenderedHTMLCommon table { font-size: 9pt !important; table-layout: auto; max-width: 100%; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1px 4px !important; white-space: normal; }
+  .jp-OutputArea-output pre { white-space: pre-wrap !important; word-break: break-word; }
+  .jp-InputPrompt, .jp-OutputPrompt { display: none !important; }
+  .jp-Cell, .jp-Cell-outputWrapper, .jp-OutputArea-child {
+    break-inside: auto !important; page-break-inside: auto !important; }
+  /* A figure fits one page, so none is pushed on leaving the page before it half empty. */
+  .jp-RenderedImage img, .jp-RenderedSVG svg { max-height: 165mm !important; width: auto !important; }
   .jp-RenderedImage, tr { break-inside: avoid; }
+  h1, h2, h3, caption { break-after: avoid; page-break-after: avoid; }
   /* PDFs are printed with JavaScript off: the code stays collapsed without the page's script. */
   .jp-CodeCell .jp-Cell-inputWrapper { display: none; }
   .jp-CodeCell.jp-mod-noOutputs { display: none; }
@@ -319,7 +333,9 @@ def bundle_run(out: Path, run_id: str, writer, progress: bool = False) -> Path |
         f"{run_id}/README.txt": bundle_readme(record),
         f"{run_id}/config.yaml": yaml.safe_dump(record.get("config", {}), sort_keys=True),
     }
-    admitted = {p: h for p, h in writer.manifest.items() if p.parent in (run_dir.resolve(), (run_dir / "tables").resolve())}
+    admitted = {
+        p: h for p, h in writer.manifest.items() if p.parent in (run_dir.resolve(), (run_dir / "tables").resolve())
+    }
     files = sorted(p for p in admitted if p.suffix in BUNDLED and not (real and p.suffix in _RASTER))
     withheld_before = len(writer.withheld)
     tmp = target.with_name(f".{target.name}.tmp")

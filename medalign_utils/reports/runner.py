@@ -18,8 +18,6 @@ the run fails.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import hashlib
 import json
 import os
@@ -31,12 +29,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import SuiteConfig, load_config, project_path, project_root
-from .findings import format_value, outputs_in
-from .notebooks import NotebookSpec, dependencies, plan_notebooks
 from ..provenance import environment_record
+from .findings import finding_from_record, outputs_in
 from .manifest import OutLock, RunJournal, Snapshot, recover
+from .notebooks import NotebookSpec, dependencies, plan_notebooks
 from .pages import SYNTHETIC_BANNER, relative_paths
 from .scan import SensitiveIndex, ShareSafeWriter
 
@@ -167,20 +166,32 @@ def run_suite(
             run = _Run(cfg, release.fingerprint(), run_dir, cache, writer, progress, kernel_name, None, run_dir.name)
             run.shared_cache = cache_dir is not None
             run.relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
-            run.banner, run.snapshot, run.recovered = SYNTHETIC_BANNER if release.is_synthetic else None, snapshot, recovered
+            run.banner, run.snapshot, run.recovered = (
+                SYNTHETIC_BANNER if release.is_synthetic else None,
+                snapshot,
+                recovered,
+            )
             return _run_and_record(run, release, notebooks, out, only=only, bundle=bundle, scan_needed=scan_needed)
         finally:
             journal.close(writer.manifest, run_dir)
 
 
-def _run_and_record(run: _Run, release: Release, notebooks, out: Path, *, only, bundle: bool, scan_needed: bool) -> bool:
+def _run_and_record(
+    run: _Run, release: Release, notebooks, out: Path, *, only, bundle: bool, scan_needed: bool
+) -> bool:
     """The notebooks, the run's record and indexes, the bundle, and the last sweep of `out`."""
     run.cache_dir.mkdir(parents=True, exist_ok=True)
     run.writer.own_folders |= {run.run_dir, run.cache_dir, run.run_dir / "tables"}
     results = _run_notebooks(notebooks, run, out, scan_needed=scan_needed)
     writer, run_dir = run.writer, run.run_dir
     record = _run_record(
-        run.cfg, release, run.run_id, results, fingerprint=run.fingerprint, scanned=scan_needed, relativize=run.relativize
+        run.cfg,
+        release,
+        run.run_id,
+        results,
+        fingerprint=run.fingerprint,
+        scanned=scan_needed,
+        relativize=run.relativize,
     )
     record["removed_by_scan"] = run.stray
     record["removed_unwritten"] = run.removed
@@ -197,7 +208,10 @@ def _run_and_record(run: _Run, release: Release, notebooks, out: Path, *, only, 
         ok = sum(r.status == "ok" for r in results.values())
         print(f"{ok}/{len(results)} notebooks ok; index: {out / 'index.html'}")
     if bundle and writer.withheld:
-        print(f"bundle not written: the share-safe scan withheld {len(writer.withheld)} things from this run", file=sys.stderr)
+        print(
+            f"bundle not written: the share-safe scan withheld {len(writer.withheld)} things from this run",
+            file=sys.stderr,
+        )
     elif bundle:
         from .pages import bundle_run
 
@@ -245,7 +259,9 @@ def _make_default_cohort(cfg: SuiteConfig, data_path: Path, *, progress: bool) -
             if cfg.synthetic.generate_if_missing
             else "check the path, or mount the release"
         )
-        raise FileNotFoundError(f"data folder {cfg.data_dir} does not exist ({hint}; only {DEFAULT_SYNTHETIC_DIR} is made on demand)")
+        raise FileNotFoundError(
+            f"data folder {cfg.data_dir} does not exist ({hint}; only {DEFAULT_SYNTHETIC_DIR} is made on demand)"
+        )
     from ..synthetic import CohortSpec, make_cohort
 
     make_cohort(data_path, CohortSpec.for_scale(cfg.synthetic.scale, seed=cfg.synthetic.seed), progress=progress)
@@ -311,7 +327,10 @@ def _with_missing_writers(cfg: SuiteConfig, chosen: list[Path], everyone: list[N
                     continue
                 writer = next((w for w in everyone if name in w.writes and w.path not in chosen), None)
                 if writer is not None:
-                    print(f"also running {writer.name}: {spec.name} reads {name}, which does not exist yet", file=sys.stderr)
+                    print(
+                        f"also running {writer.name}: {spec.name} reads {name}, which does not exist yet",
+                        file=sys.stderr,
+                    )
                     chosen.append(writer.path)
                     added = True
     return chosen
@@ -336,7 +355,9 @@ def _run_record(
         "config_file": relativize(cfg.source),
         "findings": [f for r in results.values() for f in r.findings],
         "environment": environment_record(),
-        "notebooks": [{k: v for k, v in r.__dict__.items() if k not in ("findings", "ledger")} for r in results.values()],
+        "notebooks": [
+            {k: v for k, v in r.__dict__.items() if k not in ("findings", "ledger")} for r in results.values()
+        ],
         "ledger": run_ledger(results),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -449,7 +470,9 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
     with _cache_lock(run, f"{nb.stem}-{key}"):  # a sweep's other cell waits, then reuses what this one stores
         _execute_or_reuse(nb, target_nb, target_html, (cached_nb, cached_html), params=params, run=run, res=res)
         res.seconds = time.perf_counter() - t0
-        _scan_and_store(spec, run, res, targets=(target_nb, target_html), cached=(cached_nb, cached_html), before=before)
+        _scan_and_store(
+            spec, run, res, targets=(target_nb, target_html), cached=(cached_nb, cached_html), before=before
+        )
     return _outputs(spec, run, res, target_nb=target_nb, target_html=target_html)
 
 
@@ -762,5 +785,7 @@ def index_html(record: dict, *, prefix: str | None = None, runs: list[dict] | No
         banner=SYNTHETIC_BANNER if record["data"].get("synthetic") else None,
         params=yaml.safe_dump(record["config"], sort_keys=True),
         colours={"ok": "#1a7f37", "failed": "#cf222e", "leak": "#cf222e", "skipped": "#9a6700"},
-        fmt=format_value,
+        findings=sorted(record.get("findings", []), key=lambda f: not f.get("lead")),  # headlines first (stable)
+        text=lambda f: finding_from_record(f).text(),
+        n_text=lambda f: finding_from_record(f).n_text(),
     )

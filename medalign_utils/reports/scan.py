@@ -24,8 +24,6 @@ cached copies, files a notebook leaves in its run folder, and console lines.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import base64
 import binascii
 import hashlib
@@ -38,6 +36,7 @@ from datetime import date
 from functools import cache
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import numpy as np

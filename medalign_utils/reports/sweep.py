@@ -174,14 +174,20 @@ def sweep_plan(path: str | Path, *, out=None, force: bool = False, notebooks_dir
         data = project_path(cfg.data_dir)
         if data not in fingerprints:
             exists = data.exists()
-            fingerprints[data] = load_release(data, follow_external_links=cfg.follow_external_links).fingerprint() if exists else "to be made"
+            fingerprints[data] = (
+                load_release(data, follow_external_links=cfg.follow_external_links).fingerprint()
+                if exists
+                else "to be made"
+            )
         key = cell_key(cfg, only=spec.only, fingerprint=fingerprints[data])
         previous = _read_cell(out / cell.name)
         done = previous.get("key") == key and previous.get("ok") and not force
         status = "done" if done else "to run"
         rows.append({"cell": cell.name, **cell.assignments, "status": status, "key": key, "overrides": overrides})
     table = pd.DataFrame(rows)
-    table.attrs.update(spec=spec, out=out, data_root=Path(data_root) if data_root else project_path(f"data/sweeps/{spec.name}"))
+    table.attrs.update(
+        spec=spec, out=out, data_root=Path(data_root) if data_root else project_path(f"data/sweeps/{spec.name}")
+    )
     return table
 
 

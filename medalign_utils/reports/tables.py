@@ -8,6 +8,8 @@ columns come first.
 from __future__ import annotations
 
 import math
+import re
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -38,35 +40,87 @@ def column_format(name, values: pd.Series, *, digits: int = 3):
 
 
 def plain(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` with a meaningful index turned into columns and a positional one dropped."""
+    """`table` with a meaningful index turned into columns and a positional one dropped (a range, or
+    the integer positions left by filtering or shuffling rows)."""
     if isinstance(table, pd.Series):
         table = table.to_frame()
     index_names = [n for n in table.index.names if n is not None]
     if index_names:
         return table.reset_index()
-    if not isinstance(table.index, pd.RangeIndex):
-        return table.rename_axis("").reset_index()  # labels without a name (a Series' keys): keep them
-    return table.reset_index(drop=True)
+    if isinstance(table.index, pd.RangeIndex) or pd.api.types.is_integer_dtype(table.index):
+        return table.reset_index(drop=True)
+    return table.rename_axis("").reset_index()  # labels without a name (a Series' keys): keep them
 
 
-def readable(table: pd.DataFrame, *, caption: str | None = None, na: str = MISSING, digits: int = 3, columns=None):
+# Columns whose cells name a system, and the header words a column of a system's values carries.
+SYSTEM_COLUMNS = ("system", "a", "b", "row system", "column system", "judged system", "new system")
+
+
+def system_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every system as the page names it (`paper.MODEL_LABELS`: GPT-4 (32k), not gpt4_32k), in the
+    cells of a system column and in column headers that are systems (a pivot by system)."""
+    from .. import paper
+
+    labels = paper.MODEL_LABELS
+    out = frame.rename(columns=lambda c: labels.get(c, c) if isinstance(c, str) else c)
+    for column in SYSTEM_COLUMNS:
+        if column in out.columns and out[column].dtype == object:
+            out[column] = out[column].map(lambda s: labels.get(s, s) if isinstance(s, str) else s)
+    return out
+
+
+def cell_format(x) -> str:
+    """One number of a key-value table (a Series shown as a table), formatted on its own: whole numbers
+    as whole numbers, ten and over to one decimal, smaller ones to three."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return MISSING
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if not isinstance(x, (int, float, np.integer, np.floating)):
+        return str(x)
+    x = float(x)
+    if x.is_integer():
+        return f"{x:,.0f}"
+    return f"{x:,.1f}" if abs(x) >= 10 else f"{x:.3f}"
+
+
+def readable(
+    table: pd.DataFrame,
+    *,
+    caption: str | None = None,
+    na: str = MISSING,
+    digits: int = 3,
+    columns=None,
+    percent: bool | None = None,
+):
     """A Styler of `table` for a page: rounded (`column_format`), no index column, `na` where a value
-    is missing, only `columns` (in that order) when given. Once the real release was opened in this
-    process, every count column obeys its small-cell rule (`describe.suppress_small_counts`)."""
+    is missing, only `columns` (in that order) when given, every system under its page name
+    (`system_names`). `percent`: the values are percentages (one decimal); by default, when the
+    caption says "%". A Series is a key-value table: each value formatted on its own. Once the real
+    release was opened in this process, every count column obeys its small-cell rule
+    (`describe.suppress_small_counts`)."""
     from ..data.describe import display_min_cell, suppress_small_counts
 
+    key_values = isinstance(table, pd.Series)
     frame = plain(table)
     if columns is not None:
         frame = frame[[c for c in columns if c in frame.columns]]
     if (min_cell := display_min_cell()) is not None:
         frame = suppress_small_counts(frame, min_cell)
+    frame = system_names(frame)
+    percent = bool(re.search(r"%(?!\s*CI)", caption or "")) if percent is None else percent  # not "95% CI"
     formats = {}
     for name in frame.columns:
         col = frame[name]
         if pd.api.types.is_bool_dtype(col):
             formats[name] = lambda x: "yes" if x else "no"
+        elif key_values and (pd.api.types.is_numeric_dtype(col) or col.dtype == object):
+            formats[name] = cell_format
         elif pd.api.types.is_numeric_dtype(col):
-            formats[name] = column_format(name, col, digits=digits)
+            whole = _is_integral(pd.to_numeric(col, errors="coerce").astype(float))
+            formats[name] = (
+                (lambda x: f"{x:,.1f}") if percent and not whole else column_format(name, col, digits=digits)
+            )
         else:
             formats[name] = _text
     styler = frame.style.format(formats, na_rep=na).hide(axis="index")
@@ -77,7 +131,7 @@ def _text(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return cell_format(value)
     return str(value)
 
 
@@ -102,6 +156,10 @@ def with_ci(table: pd.DataFrame, value: str, low: str, high: str, *, fmt: str = 
     return table.apply(cell, axis=1)
 
 
+def _formatted(x, *, fmt: str) -> str:
+    return MISSING if pd.isna(x) else fmt.format(x)
+
+
 def readable_table3(beside: pd.DataFrame) -> pd.DataFrame:
     """Table 3's headline columns, each estimate with its 95% CI in one cell and the paper's value
     beside it: what fits a laptop screen and a printed page. `beside` is `paper.beside_table3`'s
@@ -117,10 +175,7 @@ def readable_table3(beside: pd.DataFrame) -> pd.DataFrame:
         ("mean_rank", "mean_rank", "mean rank", "{:.2f}"),
     ):
         out[f"{title} (95% CI)"] = with_ci(beside, value, f"{ci}_ci_low", f"{ci}_ci_high", fmt=fmt)
-        if f"paper_{value}" in beside:
-            out[f"{title}: paper"] = beside[f"paper_{value}"].map(lambda x: MISSING if pd.isna(x) else fmt.format(x))
-        if f"planted_{value}" in beside:
-            out[f"{title}: planted"] = beside[f"planted_{value}"].map(
-                lambda x: MISSING if pd.isna(x) else fmt.format(x)
-            )
+        for source in ("paper", "planted"):
+            if f"{source}_{value}" in beside:
+                out[f"{title}: {source}"] = beside[f"{source}_{value}"].map(partial(_formatted, fmt=fmt))
     return out

@@ -75,8 +75,14 @@ def grade_answers(results: pd.DataFrame, planted: dict) -> pd.DataFrame:
 
 
 def accuracy_table(graded: pd.DataFrame, by: tuple[str, ...] = ("system", "strategy", "context")) -> pd.DataFrame:
-    """Share of graded answers that state the value, with the number graded, per group."""
-    return graded.groupby(list(by)).correct.agg(["mean", "size"]).rename(columns={"mean": "accuracy", "size": "graded"})
+    """Share of graded answers that state the value, with the number graded, per group; beside it the
+    same as a percentage with its 95% Wilson interval (a handful of answers per cell: no bootstrap)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    out = graded.groupby(list(by)).correct.agg(["mean", "size"]).rename(columns={"mean": "accuracy", "size": "graded"})
+    hits = (out.accuracy * out.graded).round().astype(int)
+    low, high = proportion_confint(hits, out.graded, alpha=0.05, method="wilson")
+    return out.assign(accuracy_pct=100 * out.accuracy, ci_low=100 * low, ci_high=100 * high)
 
 
 def generation_order(instructions: pd.DataFrame, planted: dict | None) -> list[str]:

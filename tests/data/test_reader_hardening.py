@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from helpers import responses_path, write_notebook
+from helpers import responses_path
 
 from medalign_utils import cli
-from medalign_utils.config import SuiteConfig
 from medalign_utils.data import SYNTHETIC_MARKER, load_release
-from medalign_utils.generation import DataGuard, DataGuardError, GenerationSettings, OpenAICompatibleBackend
-from medalign_utils.reports import run_suite
-from medalign_utils.reports.scan import SensitiveIndex, dates_in
+from medalign_utils.generation import DataGuard, DataGuardError
 
 
 @pytest.mark.parametrize("kind", ["directory", "foreign text", "stale fingerprint", "link"])
@@ -50,8 +42,6 @@ def test_only_the_generators_own_marker_makes_a_release_synthetic(tiny_cohort, t
 
 
 # ------------------------------------------------------------------ reader and labels
-
-
 
 
 def test_out_of_range_labels_are_reported_per_row_and_left_out(tiny_cohort, tmp_path, capsys):

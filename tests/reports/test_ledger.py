@@ -53,7 +53,12 @@ def test_a_run_keeps_each_notebooks_usage_and_hosts_in_run_json_and_the_index_no
     record = json.loads((out / "run.json").read_text())
     ledger = record["ledger"]
     (usage,) = ledger["usage"]
-    assert (usage["notebook"], usage["model"], usage["host"], usage["requests"]) == ("01_asks", "served-model", "127.0.0.1", 2)
+    assert (usage["notebook"], usage["model"], usage["host"], usage["requests"]) == (
+        "01_asks",
+        "served-model",
+        "127.0.0.1",
+        2,
+    )
     assert ledger["hosts_that_received_text"] == ["127.0.0.1"] and ledger["totals"]["requests"] == 2
     index = (out / "index.html").read_text()
     assert "Where the data went" in index and "served-model" in index and "127.0.0.1" in index
@@ -69,11 +74,10 @@ def test_run_estimate_counts_each_endpoints_requests_and_sends_nothing(tiny_coho
     import yaml
 
     from medalign_utils import cli
+    from medalign_utils.config import project_root
     from medalign_utils.data import load_release
     from medalign_utils.evaluation.judge import PlantedJudge
     from medalign_utils.reports.notebooks import parameter_defaults
-
-    from medalign_utils.config import project_root
 
     defaults = parameter_defaults(project_root() / "notebooks" / "06_llm_judge.ipynb")
     assert defaults["judge_modes"] == ["rubric", "correct", "medhelm"] and defaults["judge_instructions"] == 2
@@ -85,7 +89,11 @@ def test_run_estimate_counts_each_endpoints_requests_and_sends_nothing(tiny_coho
             "prompts_path": str(tmp_path / "missing.parquet"),
             "notebooks": {
                 "03_model_generation": {"endpoint": srv.url + "/v1", "endpoint_model": "m"},
-                "06_llm_judge": {"judge_spec": srv.url + "/v1", "judge_model": "planted", "judge_modes": ["rubric", "pairwise"]},
+                "06_llm_judge": {
+                    "judge_spec": srv.url + "/v1",
+                    "judge_model": "planted",
+                    "judge_modes": ["rubric", "pairwise"],
+                },
             },
         }
         path = tmp_path / "c.yaml"

@@ -33,7 +33,9 @@ TRACES = (
 
 def _medalign(*args, cwd=REPO):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "medalign_utils.cli", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "medalign_utils.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 def _pid_and_note(release: Path) -> tuple[str, str]:
@@ -194,7 +196,9 @@ def test_a_killed_runs_debris_is_removed_by_the_next_run_before_anything_else(re
     # cell kills `medalign run` (and the kernel with it): no scan ever reads that notebook.
     _two_cell_notebook(
         nbs / "01_killed.ipynb",
-        TRACES + f"print(note)\n(Path({str(out)!r}) / 'stray.txt').write_text(pid)\n(Path({str(out)!r}) / pid).write_text('x')",
+        TRACES
+        + f"print(note)\n(Path({str(out)!r}) / 'stray.txt').write_text(pid)\n"
+        + f"(Path({str(out)!r}) / pid).write_text('x')",
         "import time\ntime.sleep(2)\nos.kill(os.getppid(), 9)\nos._exit(0)",
     )
     proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out))
@@ -237,7 +241,9 @@ def test_two_runs_into_one_folder_each_end_by_their_own_notebooks(real_like, tmp
         nbs.mkdir()
         write_notebook(nbs / f"01_{name}.ipynb", code)
         cmd = [sys.executable, "-m", "medalign_utils.cli", "run", "--data", str(root), "--notebooks", str(nbs)]
-        procs[name] = subprocess.Popen([*cmd, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs[name] = subprocess.Popen(
+            [*cmd, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         time.sleep(0.5)
     codes = {name: p.wait(timeout=300) for name, p in procs.items()}
     assert codes == {"leaking": 1, "harmless": 0}
@@ -270,8 +276,21 @@ def test_ctrl_c_to_the_process_group_ends_the_run_within_10_s_with_no_kernel_and
     first = TRACES + f"print(note)\nPath({str(kernel_pid)!r}).write_text(str(os.getpid()))"
     _two_cell_notebook(nbs / "01_busy.ipynb", first, "import re\nre.match(r'(a+)+$', 'a' * 40 + 'b')")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "medalign_utils.cli", "run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd = [
+        sys.executable,
+        "-m",
+        "medalign_utils.cli",
+        "run",
+        "--data",
+        str(root),
+        "--notebooks",
+        str(nbs),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not kernel_pid.exists():  # the first cell has run
         time.sleep(0.2)

@@ -115,7 +115,9 @@ def test_a_pages_script_neither_writes_the_pdf_nor_reaches_a_tcp_or_udp_listener
             f"var pc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:127.0.0.1:{udp.port}'}}]}});"
             "pc.createDataChannel('x'); pc.createOffer().then(function (o) { return pc.setLocalDescription(o); });"
         )
-        page.write_text(f'<html><head><title>T</title></head><body><p id="x">as written</p><script>{script}</script></body></html>')
+        page.write_text(
+            f'<html><head><title>T</title></head><body><p id="x">as written</p><script>{script}</script></body></html>'
+        )
         assert page_pdf(page, tmp_path / "page.pdf", chromium)
         import time
 

@@ -228,7 +228,12 @@ def test_run_plan_prints_the_order_and_each_notebooks_files_and_runs_nothing(tmp
     rows = {line.split()[0]: line for line in lines[1:]}
     assert list(rows) == sorted(p.stem for p in (REPO / "notebooks").glob("[0-9]*.ipynb"))
     assert "prompts_path" in rows["03_model_generation"] and rows["03_model_generation"].count("_path") == 2
-    assert rows["06_llm_judge"].split()[1:5] == ["generations_path", "judgments_dir,", "label_plans_dir", "03_model_generation"]
+    assert rows["06_llm_judge"].split()[1:5] == [
+        "generations_path",
+        "judgments_dir,",
+        "label_plans_dir",
+        "03_model_generation",
+    ]
     assert not (tmp_path / "reports").exists()
 
 
@@ -260,8 +265,12 @@ def test_only_a_reader_of_a_missing_file_runs_its_writer_first(tmp_path, tiny_co
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     files = "data_dir = 'x'\nprompts_path = 'p'"
-    write_notebook(nbs / "02_writer.ipynb", "open(prompts_path, 'w').write('hi')", parameters=files, writes=["prompts_path"])
-    write_notebook(nbs / "03_reader.ipynb", "print(open(prompts_path).read())", parameters=files, reads=["prompts_path"])
+    write_notebook(
+        nbs / "02_writer.ipynb", "open(prompts_path, 'w').write('hi')", parameters=files, writes=["prompts_path"]
+    )
+    write_notebook(
+        nbs / "03_reader.ipynb", "print(open(prompts_path).read())", parameters=files, reads=["prompts_path"]
+    )
     cfg = SuiteConfig(data_dir=str(tiny_cohort), prompts_path=str(tmp_path / "prompts.txt"))
     out = tmp_path / "reports"
     assert run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs, only=["03"])

@@ -3,27 +3,17 @@ style contents, person_ids however written, record dates, text in figures, short
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pytest
 from helpers import write_notebook
 
-from medalign_utils import cli
 from medalign_utils.config import SuiteConfig
-from medalign_utils.data import SYNTHETIC_MARKER, load_release
-from medalign_utils.generation import DataGuard, DataGuardError, GenerationSettings, OpenAICompatibleBackend
+from medalign_utils.data import load_release
 from medalign_utils.reports import run_suite
-from medalign_utils.reports.scan import SHINGLE_WORDS, SensitiveIndex, dates_in, normalise
-
+from medalign_utils.reports.scan import SHINGLE_WORDS, SensitiveIndex, dates_in
 
 # ------------------------------------------------------------------ share-safe scan
 

@@ -36,7 +36,7 @@ DISGUISES = {
     "base64_svg": "display(HTML('<img src=\"data:image/svg+xml;base64,' + "
     "base64.b64encode(('<svg xmlns=\"http://www.w3.org/2000/svg\"><text>' + html.escape(note) + "
     "'</text></svg>').encode()).decode() + '\"/>'))",
-    "js_string": "display(HTML(\"<script>var n = '\" + note.replace(\"'\", '').replace(' ', '\\\\u0020') + \"';</script>\"))",
+    "js_string": "display(HTML(\"<script>var n = '\" + note.replace(\"'\", '').replace(' ', '\\\\u0020') + \"';</script>\"))",  # noqa: E501
     "attribute": "display(HTML('<span title=\"' + html.escape(note) + '\">hover</span>'))",
     "pandas_head": (
         "import pandas as pd\n"
@@ -85,7 +85,7 @@ DISGUISES = {
         "xs, parts = 0, []\n"
         "for ch in note[:300]:\n"
         "    if ch != ' ':\n"
-        "        parts.append(f'<text x=\"{xs}\" y=\"20\">{html.escape(ch)}</text>')\n"
+        '        parts.append(f\'<text x="{xs}" y="20">{html.escape(ch)}</text>\')\n'
         "    xs += 7\n"
         "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\">' + ''.join(parts) + '</svg>'))"
     ),
@@ -93,7 +93,7 @@ DISGUISES = {
     "bdo_rtl": "display(HTML('<bdo dir=\"rtl\">' + html.escape(note[::-1]) + '</bdo>'))",
     "css_content_escapes": (
         "display(HTML('<style>.x::after { content: \"' + ''.join(f'\\\\{ord(c):x} ' for c in note[:300])"
-        " + '\"; }</style><div class=\"x\"></div>'))"
+        ' + \'"; }</style><div class="x"></div>\'))'
     ),
     "data_uri_any_type": (
         "display(HTML('<a href=\"data:application/octet-stream;base64,' + base64.b64encode(note.encode()).decode()"
@@ -116,15 +116,9 @@ DISGUISES = {
     "epoch_nanoseconds": "import pandas as pd\ndisplay(pd.DataFrame({'t': [pd.Timestamp(day).value]}))",
     "zero_padded_id": "head, digits = pid.split('-')\nprint(head + '-' + digits.zfill(14))",
     # RUN_DIR: the run's folder, the one folder under --out (the test writes its path in).
-    "file_in_run_folder": (
-        "from pathlib import Path\n"
-        "(RUN_DIR / 'notes.csv').write_text(note)\n"
-        "print('wrote a file')"
-    ),
+    "file_in_run_folder": ("from pathlib import Path\n(RUN_DIR / 'notes.csv').write_text(note)\nprint('wrote a file')"),
     "binary_in_run_folder": (
-        "from pathlib import Path\n"
-        "(RUN_DIR / 'figure.png').write_bytes(base64.b64decode(PNG))\n"
-        f"PNG = {PNG!r}"
+        f"from pathlib import Path\n(RUN_DIR / 'figure.png').write_bytes(base64.b64decode(PNG))\nPNG = {PNG!r}"
     ),
 }
 # The binary notebook needs PNG before it uses it.

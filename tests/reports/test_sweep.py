@@ -89,7 +89,12 @@ def test_two_dask_workers_run_a_2x2_sweep_and_a_rerun_runs_only_what_changed(tmp
         "x-1__y-10": "done", "x-1__y-30": "to run", "x-2__y-10": "done", "x-2__y-30": "to run"
     }  # fmt: skip
     plan = run_sweep(path, out=out, workers=2, progress=False, notebooks_dir=notebooks, data_root=data)
-    assert dict(zip(plan.cell, plan.status)) == {"x-1__y-10": "done", "x-1__y-30": "ran", "x-2__y-10": "done", "x-2__y-30": "ran"}
+    assert dict(zip(plan.cell, plan.status)) == {
+        "x-1__y-10": "done",
+        "x-1__y-30": "ran",
+        "x-2__y-10": "done",
+        "x-2__y-30": "ran",
+    }
     record = json.loads((out / "x-1__y-30" / "run.json").read_text())
     reused = {n["name"]: n.get("reused") for n in record["notebooks"]}
     assert reused == {"01_writer": True, "02_reader": False}

@@ -39,6 +39,28 @@ def _who(judge: str) -> str:
     return "planted test judge" if judge == "planted" else judge  # a test fixture is never called an LLM
 
 
+# What each mode's score is, in words a reader knows.
+MODE_WORDS = {
+    "rubric": "rubric score",
+    "correct": "correct-or-not verdict",
+    "pairwise": "pairwise verdicts",
+    "medhelm": "MedHELM jury score",
+}
+
+
+def judge_metric_label(metric: str) -> str:
+    """A Table 4 row of a judge or jury as a reader reads it: `judge:planted:medhelm-expected` is
+    "planted test judge, MedHELM jury score (probability-weighted)"."""
+    kind, _, rest = metric.partition(":")
+    if kind not in ("judge", "jury") or not rest:
+        return metric
+    name, _, mode = rest.rpartition(":")
+    expected = mode.endswith("-expected")
+    words = MODE_WORDS.get(mode.removesuffix("-expected"), mode.removesuffix("-expected"))
+    who = _who(name) if kind == "judge" else f"jury of {name.replace('+', ', ')}"
+    return f"{who}, {words}" + (" (probability-weighted)" if expected else "")
+
+
 @dataclass
 class JudgeTable4Display:
     """Each judge's per-response scores as Table 4 rows beside two metrics and the clinicians' own
@@ -90,12 +112,15 @@ class JudgeTable4Display:
         ]
         return [
             {
-                "name": f"{_kind(r.metric)} agreement with clinicians ({r.metric})",
+                "name": f"{_kind(r.metric)} agreement with clinicians: {judge_metric_label(r.metric)}",
                 "value": r.mean_tau,
                 "ci": (r.ci_low, r.ci_high),
                 "unit": "Kendall tau",
                 "compare": paper.table4_compare_text(),
                 "planted": ":planted" in r.metric,  # its agreement is set by the generator
+                "n_instructions": int(r.n_instructions),
+                "null": 0.0,
+                "about": "agreement beyond chance",
             }
             for r in rows.dropna(subset=["mean_tau"]).itertuples()
         ]
@@ -228,10 +253,12 @@ class JudgeTrustDisplay:
             ("percentile among clinicians (macro F1)", s["judge_percentile_among_clinicians"], "share of clinicians"),
             ("alternative annotator test winning rate", s["alt_test_winning_rate"], "share of clinicians beaten"),
             ("transfer error of correct %", s["transfer_error_correct_pct"], "points (RMSE over six systems)"),
-            (f"labels alone that {label_k} labels + judge are worth", self.labels_worth(label_k), "labels"),
-        )
+            (f"{label_k} clinician labels with this judge are worth, in labels without it", self.labels_worth(label_k),
+             "labels"),
+        )  # fmt: skip
+        n = self.labels.instruction_id.nunique() if self.labels is not None else None
         return [
-            {"name": f"{who}: {name}", "value": value, "unit": unit, "planted": planted}
+            {"name": f"{who}: {name}", "value": value, "unit": unit, "planted": planted, "n_instructions": n}
             for name, value, unit in values
             if pd.notna(value)
         ]
@@ -343,14 +370,16 @@ class PlacementDisplay:
         s = self.summary
         if not s or pd.isna(s["place"]):
             return []
-        interval = f"transfer interval {s['win_rate_transfer_low']:.2f}-{s['win_rate_transfer_high']:.2f}"
+        interval = f"{s['win_rate_transfer_low']:.3f}–{s['win_rate_transfer_high']:.3f}"
         return [
             {
-                "name": f"new:{self.system} place by {self.judge} ({interval})",
+                "name": f"new system {self.system}: win rate by the {_who(self.judge)} against the six",
                 "value": s["win_rate"],
                 "ci": (s["win_rate_ci_low"], s["win_rate_ci_high"]),
-                "unit": "win rate",
+                "unit": "",
+                "compare": f"with the judge's own error (transfer interval): {interval}; place {s['place']:g}",
                 "planted": self.planted,
+                "n_instructions": int(self.n_instructions),
             }
         ]
 
@@ -446,6 +475,7 @@ class LabelPlanDisplay:
                 "value": saved,
                 "unit": "labels",
                 "planted": self.planted,
+                "n_instructions": len(self.plan.population) if self.plan is not None else None,
             }
         ]
 
