@@ -64,7 +64,7 @@ def system_names(frame: pd.DataFrame) -> pd.DataFrame:
     labels = paper.MODEL_LABELS
     out = frame.rename(columns=lambda c: labels.get(c, c) if isinstance(c, str) else c)
     for column in SYSTEM_COLUMNS:
-        if column in out.columns and out[column].dtype == object:
+        if column in out.columns and not pd.api.types.is_numeric_dtype(out[column]):
             out[column] = out[column].map(lambda s: labels.get(s, s) if isinstance(s, str) else s)
     return out
 
@@ -114,7 +114,7 @@ def readable(
         col = frame[name]
         if pd.api.types.is_bool_dtype(col):
             formats[name] = lambda x: "yes" if x else "no"
-        elif key_values and (pd.api.types.is_numeric_dtype(col) or col.dtype == object):
+        elif key_values:
             formats[name] = cell_format
         elif pd.api.types.is_numeric_dtype(col):
             whole = _is_integral(pd.to_numeric(col, errors="coerce").astype(float))
