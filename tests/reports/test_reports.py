@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from helpers import REPO, write_notebook
 
-from medalign_utils import cli
+from medalign_utils import cli, paper
 from medalign_utils.assets import model_cache_dir
 from medalign_utils.config import SuiteConfig
 from medalign_utils.data import load_release
@@ -201,7 +202,7 @@ def test_findings_and_tables_come_back_from_the_executed_notebook_also_when_reus
         assert (run_dir / "tables" / "summary.csv").read_text() == table.to_csv(index=False, float_format="%.6g")
         assert record["tables"] == ["summary.csv"]
         page = html.unescape((run_dir / "01_found.html").read_text())
-        assert "finding: share 1 = 1.5 % (95% CI 0.25–0.75) (paper: 1)" in page
+        assert "finding: share 1 = 1.5 % (95% CI 0.2–0.8) (paper: 1)" in page  # percentages: one decimal
         assert "table summary: 2 rows x 2 columns" in page
 
 
@@ -442,6 +443,31 @@ def _check_table3_page_and_pdfs(chromium, flags, out, record, tmp_path):
         if page == table3:
             for column in ("correct % (95% CI)", "win rate (95% CI)", "mean rank (95% CI)", "mean rank: paper"):
                 assert column in printed, column
+            sizes = _pdf_text_sizes(pdf)
+            table, body = sizes["GPT-4 (32k)"], sizes["Conventions (as in the paper)"]
+            assert table >= 8.5 and table >= 0.85 * body, (table, body)  # tables print at the text's size
+            if keep := os.environ.get("MEDALIGN_SCREENSHOT_DIR"):
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(pdf, Path(keep) / pdf.name)
+
+
+def _pdf_text_sizes(pdf) -> dict[str, float]:
+    """The printed size (points) of each text run of a PDF, by the run's start: the font size times
+    the text and page matrices' scale, as a reader's viewer draws it."""
+    from pypdf import PdfReader
+
+    sizes: dict[str, float] = {}
+
+    def visit(text, cm, tm, font, size):
+        if text.strip():
+            scale = (tm[0] ** 2 + tm[1] ** 2) ** 0.5 * (cm[0] ** 2 + cm[1] ** 2) ** 0.5
+            for key in ("GPT-4 (32k)", "Conventions (as in the paper)"):
+                if text.strip().startswith(key):
+                    sizes.setdefault(key, round(size * scale, 1))
+
+    for page in PdfReader(pdf).pages:
+        page.extract_text(visitor_text=visit)
+    return sizes
 
 
 def test_index_opens_with_findings_linked_to_their_cells(suite_run):
@@ -609,3 +635,100 @@ def test_notebooks_are_committed_without_outputs():
     for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
         for cell in nbformat.read(str(nb), as_version=4).cells:
             assert not cell.get("outputs") and not cell.get("execution_count"), nb.name
+
+
+def test_findings_carry_n_and_readings_and_the_index_leads_with_correct_pct(suite_run):
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    for f in record["findings"]:
+        assert f.get("n_instructions") is not None or f.get("n_patients") is not None, f["name"]
+        assert not re.search(r"\b(?:judge|jury):[^ ]+:", f["name"]), f["name"]  # named for a reader, not a row key
+    index = (out / "index.html").read_text()
+    rows = re.findall(r"<tr><td>(.*?)</td>", index.split('id="findings"', 1)[1].split("</table>", 1)[0], re.S)
+    n_systems = sum(f["name"].startswith("Table 3 correct %") for f in record["findings"])
+    assert n_systems >= 6 and all(r.startswith("Table 3 correct %") for r in rows[:n_systems])
+    text = " ".join(_visible_text(index).split())
+    assert "what it means" in text and "instructions" in text
+    loss = next(f for f in record["findings"] if f["name"].startswith("correct % lost"))
+    assert loss["reading"].startswith("the interval ") and loss["reading"] in text
+    for page in (out / record["run_id"]).glob("0*.html"):
+        visible = _visible_text(page.read_text())
+        assert not re.search(r"\bnan\b", visible, re.I), page.name
+        for raw in ("TiktokenTokenizer(", "HFTokenizer(", "Out["):
+            assert raw not in visible, (page.name, raw)
+
+
+def test_one_name_per_system_in_every_table_a_page_shows(suite_run):
+    """The tables and printed lines of the notebooks (not their code) name each of the six as Table 3
+    does: GPT-4 (32k), never gpt4_32k."""
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    keys = [k for k in paper.MODEL_LABELS if k in paper.MODELS]
+    for name in ("04_error_analysis", "05_metric_correlation", "06_llm_judge"):
+        nb = nbformat.read(out / record["run_id"] / f"{name}.ipynb", as_version=4)
+        for cell in nb.cells:
+            for o in cell.get("outputs", []):
+                shown = o.get("data", {}).get("text/html", "")
+                for key in keys:
+                    assert not re.search(rf">\s*{key}\s*<", shown), (name, key)
+
+
+@pytest.mark.slow(seconds=40)
+def test_table3_fits_1366_and_print_keeps_the_texts_size(suite_run, tmp_path):
+    """Measured in headless Chromium: at 1366x900 no Table 3 cell wraps and the table is not wider
+    than the window; printed (A4 landscape), tables are at least 9 pt beside 10 pt text, nothing is
+    wider than the page (so nothing is shrunk), figures fit a page and headings keep their section.
+    Screenshots of the index, page 04 and a printed page 04 are kept in the test's folder."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Chromium is not installed (CI installs Debian's chromium; apt-get install chromium)")
+    sync_playwright = pytest.importorskip("playwright.sync_api", reason="playwright drives Chromium").sync_playwright
+    ok, out = suite_run
+    record = json.loads((out / "run.json").read_text())
+    page04 = out / record["run_id"] / "04_error_analysis.html"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(page04.as_uri())
+        t3 = page.evaluate(
+            """() => { const t = [...document.querySelectorAll('table')].find(
+                   t => t.caption && t.caption.textContent.includes('Table 3'));
+               const cells = [...t.querySelectorAll('td')];
+               const line = parseFloat(getComputedStyle(cells[0]).lineHeight) || 20;
+               return {tallest: Math.max(...cells.map(c => c.getBoundingClientRect().height)), line,
+                       right: t.getBoundingClientRect().right, width: window.innerWidth}; }"""
+        )
+        assert t3["tallest"] < 1.9 * t3["line"], t3  # one line a cell
+        assert t3["right"] <= t3["width"], t3
+        page.screenshot(path=str(tmp_path / "page04-1366.png"))
+        page.emulate_media(media="print")
+        page.set_viewport_size({"width": 1086, "height": 756})  # A4 landscape less 10 mm margins, at 96 dpi
+        printed = page.evaluate(
+            """() => { const px = s => parseFloat(getComputedStyle(s).fontSize);
+               const tables = [...document.querySelectorAll('.jp-RenderedHTMLCommon table')];
+               const text = document.querySelector('.jp-RenderedMarkdown p');
+               const h2 = document.querySelector('h2');
+               const figures = [...document.querySelectorAll('.jp-RenderedImage img, .jp-RenderedSVG svg')];
+               return {table: Math.min(...tables.map(px)), text: px(text),
+                       scroll: document.documentElement.scrollWidth, width: window.innerWidth,
+                       tallest_figure: Math.max(...figures.map(f => f.getBoundingClientRect().height)),
+                       h2: getComputedStyle(h2).breakAfter}; }"""
+        )
+        assert printed["table"] >= 12 and printed["table"] >= 0.85 * printed["text"], printed  # 9 pt = 12 px
+        assert printed["scroll"] <= printed["width"] + 1, printed
+        assert printed["tallest_figure"] <= 165 / 25.4 * 96 + 1, printed
+        assert printed["h2"] == "avoid", printed
+        page.screenshot(path=str(tmp_path / "page04-printed.png"))
+        index = browser.new_page(viewport={"width": 1366, "height": 900})
+        index.goto((out / "index.html").as_uri())
+        index.emulate_media(media="print")
+        assert index.evaluate("getComputedStyle(document.querySelector('h2')).breakAfter") == "avoid"
+        index.emulate_media(media="screen")
+        index.screenshot(path=str(tmp_path / "index-1366.png"), full_page=True)
+        browser.close()
+    keep = os.environ.get("MEDALIGN_SCREENSHOT_DIR")
+    for shot in ("page04-1366.png", "page04-printed.png", "index-1366.png"):
+        assert (tmp_path / shot).stat().st_size > 20_000, shot
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / shot, Path(keep) / shot)
