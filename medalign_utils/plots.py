@@ -251,6 +251,16 @@ def interval_bars(
     return fig
 
 
+def accuracy_bars(accuracy: pd.DataFrame, *, title: str):
+    """Auto-graded accuracy (%) per strategy @ context and system (`grading.accuracy_table`, reset),
+    each bar with its Wilson interval and the answers graded."""
+    t = accuracy.assign(label=accuracy.strategy.str.replace("_", " ") + accuracy.context.map(
+        lambda c: f" @{c}" if c else ""))  # fmt: skip
+    return interval_bars(t, x="label", hue="system", value="accuracy_pct", low="ci_low", high="ci_high", n="graded",
+                         xlabel="strategy @ context", ylabel="% of answers stating the value (95% CI)",
+                         title=title)  # fmt: skip
+
+
 def breakdown_bars(breakdown: pd.DataFrame, *, title: str, by: str = "group", order=None):
     """Correct % per system within each group of a `clinicians.breakdown`, in `order`, each bar with
     its bootstrap CI and its number of instructions; `by` names the grouping on the axis."""

@@ -180,6 +180,6 @@ def test_compare_takes_any_number_of_runs(tmp_path, capsys):
     code, out, _ = _run(capsys, "compare", *runs)
     lines = out.splitlines()
     assert code == 0 and lines[:3] == [f"A: {runs[0]}", f"B: {runs[1]}", f"C: {runs[2]}"]
-    assert lines[3] == "x: A 1 % | B 1 %  (the same) | C 4 %  (C − A: +3)"
+    assert lines[3] == "x: A 1.0 % | B 1.0 %  (the same) | C 4.0 %  (C − A: +3)"  # percentages: one decimal
     code, _, err = _run(capsys, "compare", runs[0])
     assert code == 2 and "two runs or more" in _one_line(err)

@@ -85,6 +85,14 @@ def accuracy_table(graded: pd.DataFrame, by: tuple[str, ...] = ("system", "strat
     return out.assign(accuracy_pct=100 * out.accuracy, ci_low=100 * low, ci_high=100 * high)
 
 
+def beside_evidence(accuracy: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+    """`accuracy_table` (reset) with the share (%) of each strategy and context's prompts that hold
+    the instruction's evidence at all: the most a model answering from them could state."""
+    held = prompts.assign(held=100 * pd.to_numeric(prompts.evidence_retained, errors="coerce"))
+    held = held.groupby(["strategy", "context"]).held.mean().rename("evidence in prompt").reset_index()
+    return accuracy.drop(columns="accuracy").merge(held, on=["strategy", "context"], how="left")
+
+
 def generation_order(instructions: pd.DataFrame, planted: dict | None) -> list[str]:
     """Instruction ids in the order a small generation sample takes them: on the synthetic cohort
     those with a planted value first (they can be graded automatically), then those with reference
