@@ -8,7 +8,10 @@ judge served by `generation.local_server`) takes a fixed service time per reques
 would; the client is the suite's OpenAI-compatible backend. Floors (issue 14): concurrency 8 at least
 6x concurrency 1; SmolLM2 batched at least 2x one at a time (both unconstrained, 32 tokens forced, as
 measured then). Token and cost lines (at example prices of $0.005 and $0.015 per 1,000 prompt and
-completion tokens) come before the headline ratio, last. Issue 20 adds SmolLM2's valid share with
+completion tokens) come before the headline ratio, last. Issue 37 adds the shared prefix: SmolLM2 at the judge's default
+context with each instruction's shared prefix prefilled once against every prompt alone
+(`shared_prefix_speed_ratio_rubric`, floor 3; `..._pairwise`), with the prefill tokens computed
+each way (`--only-shared-prefix` runs that part alone). Issue 20 adds SmolLM2's valid share with
 constrained decoding (floor 0.99) and unconstrained beside it, and the planted test judge's Table 4
 tau for its verdicts (argmax) against its probability-weighted scores (expected at least argmax).
 """
@@ -112,11 +115,51 @@ def planted_taus(release, work: Path) -> None:
     emit("planted_tau_expected", t4["judge:planted:rubric-expected"], "{:.3f}")
 
 
+def shared_prefix(release, work: Path, *, context: int, pairs: int) -> None:
+    """SmolLM2 judging one instruction at `context` tokens (the judge's default, the EHR fitted by
+    `recent`), constrained, with its prompts' shared prefix prefilled once and with every prompt
+    prefilled alone, side by side: judgments per second, prompt tokens computed, and whether the
+    verdicts are the same. Rubric: the instruction's six responses; pairwise: `pairs` pairs in both
+    orders (each prompt prefilled alone costs the same whatever their number, so a few show its rate)."""
+    items = J.response_items(release)
+    first = sorted(items.instruction_id.unique())[0]
+    items = items[items.instruction_id == first]
+    ratios = {}
+    for mode, what in (("rubric", items), ("pairwise", J.pairwise_items(items).head(2 * pairs))):
+        rates, outputs = {}, {}
+        for share in (False, True):
+            judge = Judge.from_spec("smollm2", name=f"share{share:d}-{mode}", context=context, retries=0,
+                                    backend_options={"share_prefix": share})  # fmt: skip
+            out = work / f"share{share:d}-{mode}.jsonl"
+            seconds, stats = timed_run_mode(judge, mode, what, release, out)
+            rates[share] = stats["judgments"] / seconds
+            computed = judge.backend.prefill_stats
+            outputs[share] = J.read_judgments(out).sort_values(["system", "pair", "order"]).output.tolist()
+            label = "shared" if share else "alone"
+            emit(f"shared_prefix_{mode}_{label}_judgments_per_s", rates[share], "{:.4f}")
+            emit(f"shared_prefix_{mode}_{label}_prefill_tokens_computed", computed["prefill_computed"])
+            emit(f"shared_prefix_{mode}_{label}_prompt_tokens", computed["prefill_tokens"])
+        same = sum(a == b for a, b in zip(outputs[True], outputs[False]))
+        emit(f"shared_prefix_{mode}_same_verdicts", f"{same}/{len(outputs[False])}")
+        ratios[mode] = rates[True] / rates[False]
+    emit("shared_prefix_speed_ratio_rubric", ratios["rubric"], "{:.2f}")
+    emit("shared_prefix_speed_ratio_pairwise", ratios["pairwise"], "{:.2f}")
+
+
+def timed_run_mode(judge: J.Judge, mode: str, items, release, out: Path) -> tuple[float, dict]:
+    t0 = time.perf_counter()
+    stats = J.run_judgments(judge, mode, items, release, out, progress=False)
+    return time.perf_counter() - t0, stats
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--service-time", type=float, default=0.05, help="seconds the loopback judge takes per request")
     ap.add_argument("--items", type=int, default=96, help="responses judged through the loopback judge")
     ap.add_argument("--local-items", type=int, default=16, help="responses judged by SmolLM2")
+    ap.add_argument("--only-shared-prefix", action="store_true", help="the shared-prefix comparison alone")
+    ap.add_argument("--share-context", type=int, default=J.JudgeSettings().context, help="the judge's context")
+    ap.add_argument("--share-pairs", type=int, default=3, help="pairs (both orders) in the pairwise comparison")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medalign-bench-judge-"))
     try:
@@ -124,6 +167,9 @@ def main() -> None:
                           length_log_sigma=0.5, min_tokens=3000, max_tokens=20_000)  # fmt: skip
         make_cohort(work / "cohort", spec, workers=1, progress=False)
         release = load_release(work / "cohort")
+        if args.only_shared_prefix:
+            shared_prefix(release, work, context=args.share_context, pairs=args.share_pairs)
+            return
         items = J.response_items(release).head(args.items)
         rates = {}
         prices = {"price_prompt_per_1k": PRICE_PROMPT, "price_completion_per_1k": PRICE_COMPLETION}
@@ -170,6 +216,7 @@ def main() -> None:
         local_batches(release, work)
         planted_taus(release, work)
         loopback_overhead(release, J.response_items(release), work)
+        shared_prefix(release, work, context=args.share_context, pairs=args.share_pairs)
         emit("peak_rss_mb", peak_rss_mb(), "{:.0f}")
         emit("concurrency_speed_ratio", rates[8] / rates[1], "{:.2f}")
     finally:

@@ -120,6 +120,7 @@ class TransformersBackend(Backend):
         dtype: str | None = None,
         random_weights: bool = False,
         memory_budget: int | None = None,
+        share_prefix: bool = True,
     ):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -137,6 +138,10 @@ class TransformersBackend(Backend):
         self.settings = settings
         self.batch_size = self.AUTO_MAX_BATCH if batch_size == "auto" else batch_size
         self.memory_budget = memory_budget  # bytes for a batch's cache; None: a share of free memory
+        # Greedy decoding prefills a prefix its prompts share once (decoding.decode_greedy); what it
+        # computed and what it reused is counted here.
+        self.share_prefix = share_prefix
+        self.prefill_stats = {"prefill_tokens": 0, "prefill_computed": 0}
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
@@ -175,6 +180,7 @@ class TransformersBackend(Backend):
             "device": self.device,
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "batch_size": self.batch_setting,
+            "share_prefix": self.share_prefix,
         }
 
     def encode(self, prompt: str) -> list[int]:
@@ -224,6 +230,7 @@ class TransformersBackend(Backend):
             bytes_per_token=kv_bytes_per_token(self.model),
             budget=self.memory_budget or memory_budget(self.device),
             max_batch=self.batch_size,
+            prompts=ids if self.share_prefix else None,  # prompts sharing a prefix: one batch
         )
 
     def _max_new_tokens(self, constraint, processor=None) -> int:
@@ -250,6 +257,8 @@ class TransformersBackend(Backend):
                 min_new_tokens=s.min_new_tokens if constraint is None else 0,  # a skeleton ends where it ends
                 eos_ids=self._eos_ids(),
                 processor=processor,
+                share_prefix=self.share_prefix,
+                stats=self.prefill_stats,
             )
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()

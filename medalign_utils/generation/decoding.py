@@ -9,6 +9,10 @@ are prefilled padded to the longest, and rows that have finished keep being comp
   cache, right-aligned so that every row writes the same column at each step;
 * the batch cache is allocated once for the longest prompt plus the new tokens: a step writes one
   column and attends over a view of the filled part, nothing is concatenated;
+* prompts that share a prefix (the judge's prompts of one instruction share everything before the
+  responses; `ehr_first` prompts of one patient share the record) have it prefilled once: each
+  prompt continues from the keys and values of the prompt before it in token order, as far as the
+  two agree (`share_prefix`), and only its own rest is computed;
 * a row that has finished leaves the batch, its cache row with it, so a batch costs what its
   unfinished rows cost;
 * how many prompts share a batch comes from a memory budget for their cache (`plan_batches`),
@@ -56,11 +60,21 @@ def memory_budget(device: str, *, share: float = 0.25) -> int:
     return int(psutil.virtual_memory().available * share)
 
 
-def plan_batches(lengths, *, max_new_tokens: int, bytes_per_token: int, budget: int, max_batch: int) -> list[list[int]]:
+# Below this many tokens in common a prompt is prefilled whole: copying a short prefix saves nothing.
+MIN_SHARED_PREFIX = 16
+
+
+def plan_batches(
+    lengths, *, max_new_tokens: int, bytes_per_token: int, budget: int, max_batch: int, prompts=None
+) -> list[list[int]]:
     """Prompts (by index) in batches: sorted by length, each batch as many prompts as `max_batch`
     allows and whose cache (longest prompt + new tokens, per row) fits in `budget` bytes. A prompt
-    alone over the budget still gets a batch of its own."""
-    order = np.argsort(np.asarray(lengths), kind="stable").tolist()
+    alone over the budget still gets a batch of its own. With `prompts` (their token ids), sorted by
+    their tokens instead, so prompts that share a prefix are neighbours in one batch."""
+    if prompts is not None:
+        order = sorted(range(len(lengths)), key=lambda i: prompts[i])
+    else:
+        order = np.argsort(np.asarray(lengths), kind="stable").tolist()
     batches: list[list[int]] = []
     for i in order:
         cur = batches[-1] if batches else None
@@ -74,17 +88,30 @@ def plan_batches(lengths, *, max_new_tokens: int, bytes_per_token: int, budget: 
 
 
 def decode_greedy(
-    model, prompts: list[list[int]], *, max_new_tokens: int, min_new_tokens: int = 0, eos_ids, processor=None
+    model,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    eos_ids,
+    processor=None,
+    share_prefix: bool = True,
+    stats: dict | None = None,
 ) -> list[Decoded]:
     """Greedy continuations of `prompts` (token ids) decoded as one batch; `processor` is a
     transformers-style logits processor (`processor(input_ids, scores)`) that may also implement
-    `select(rows)` to follow rows leaving the batch."""
+    `select(rows)` to follow rows leaving the batch. `share_prefix`: a prefix two prompts share is
+    prefilled once (the answers are the same; the logits differ by float rounding only). `stats`,
+    when given, gains `prefill_tokens` (the prompts' tokens) and `prefill_computed` (those computed)."""
     import torch
 
     device = next(model.parameters()).device
     eos = torch.tensor(sorted(eos_ids), device=device)
     width = max(len(p) for p in prompts)
-    cache, logits = _prefill(model, prompts, width + max_new_tokens)
+    cache, logits, computed = _prefill(model, prompts, width + max_new_tokens, share_prefix=share_prefix)
+    if stats is not None:
+        stats["prefill_tokens"] = stats.get("prefill_tokens", 0) + sum(len(p) for p in prompts)
+        stats["prefill_computed"] = stats.get("prefill_computed", 0) + computed
     rows = list(range(len(prompts)))  # which prompt each batch row is
     positions = torch.tensor([len(p) for p in prompts], device=device)
     mask = torch.zeros(len(prompts), width + max_new_tokens, dtype=torch.long, device=device)
@@ -141,26 +168,53 @@ def _cache_kwarg_of(model_class) -> str:  # once per class: a signature costs mo
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
-def _prefill(model, prompts: list[list[int]], capacity: int):
-    """Each prompt's keys and values computed alone, copied right-aligned into one batch cache with
-    room for `capacity` columns; returns the cache and the last position's logits of every prompt."""
+def shared_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two prompts have in common."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]: halve the gap (list slices compare in C)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if a[:mid] == b[:mid] else (lo, mid)
+    return lo
+
+
+def _prefill(model, prompts: list[list[int]], capacity: int, *, share_prefix: bool = True):
+    """Each prompt's keys and values, copied right-aligned into one batch cache with room for
+    `capacity` columns; returns the cache, the last position's logits of every prompt and the
+    prompt tokens computed. Prompts are taken in token order; with `share_prefix`, each one
+    continues from the keys and values of the one before it as far as the two agree (at least
+    `MIN_SHARED_PREFIX` tokens, its last token always computed), so a shared prefix is computed once."""
     import torch
     from transformers import DynamicCache
     from transformers.cache_utils import Cache
 
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
-    layers, last = None, []
+    layers, last, computed = None, [None] * len(prompts), 0
     kwarg = _cache_kwarg(model)
-    for b, p in enumerate(prompts):
+    previous, previous_kv = None, None
+    for b in sorted(range(len(prompts)), key=lambda i: prompts[i]) if share_prefix else range(len(prompts)):
+        p = prompts[b]
+        shared = min(shared_prefix_length(previous, p), len(p) - 1) if share_prefix and previous else 0
         own = DynamicCache(config=model.config)
-        result = model(input_ids=torch.tensor([p], device=device), use_cache=True, logits_to_keep=1, **{kwarg: own})
-        last.append(result.logits[:, -1])
+        if shared >= MIN_SHARED_PREFIX:
+            for i, (k, v) in enumerate(previous_kv):
+                own.update(k[:, :, :shared], v[:, :, :shared], i)
+        else:
+            shared = 0
+        ids = torch.tensor([p[shared:]], device=device)
+        result = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{kwarg: own})
+        computed += len(p) - shared
+        last[b] = result.logits[:, -1]
         if layers is None:
             layers = [_batch_layer_class().empty(x.keys, len(prompts), width, capacity) for x in own.layers]
         for layer, src in zip(layers, own.layers):
             layer.put(b, src.keys, src.values)
-    return Cache(layers=layers), torch.cat(last)
+        if share_prefix:
+            previous, previous_kv = p, [(x.keys, x.values) for x in own.layers]
+    return Cache(layers=layers), torch.cat(last), computed
 
 
 def _step(model, cache, token, *, positions, mask):

@@ -146,3 +146,84 @@ def test_smollm2_answers_are_pinned():
     answers = [a.text for a in backend.generate(prompts)]
     digest = hashlib.sha256("\0".join(answers).encode()).hexdigest()
     assert digest == SMOLLM2_PINNED, answers
+
+
+class _FirstScores:
+    """A logits processor that changes nothing and keeps the scores of the first step (the prefill's)."""
+
+    def __init__(self):
+        self.first = None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            self.first = torch.softmax(scores.float(), dim=-1).clone()
+        return scores
+
+
+def test_a_shared_prefix_is_prefilled_once_with_the_same_answers(tiny):
+    """Prompts that share a long prefix (a judge's prompts of one instruction) and prompts that share
+    nothing: with sharing, the shared part is computed once; the answers are token for token those
+    of prefilling each prompt alone, and the first step's probabilities agree within 1e-5."""
+    backend, _ = tiny
+    prefix = backend.encode(PROMPTS[2] * 4)
+    suffixes = [backend.encode(p) for p in PROMPTS]
+    prompts = [prefix + s for s in suffixes] + [suffixes[1], suffixes[4] + prefix[:5]]
+    runs = {}
+    for share in (True, False):
+        stats, seen = {}, _FirstScores()
+        with torch.inference_mode():
+            out = decode_greedy(backend.model, prompts, max_new_tokens=16, min_new_tokens=16, eos_ids={0},
+                                processor=seen, share_prefix=share, stats=stats)  # fmt: skip
+        runs[share] = ([d.tokens for d in out], seen.first, stats)
+    assert runs[True][0] == runs[False][0]
+    assert float((runs[True][1] - runs[False][1]).abs().max()) < 1e-5
+    total = sum(len(p) for p in prompts)
+    assert runs[False][2] == {"prefill_tokens": total, "prefill_computed": total}
+    # The prefix is computed once: the other five of its six prompts compute at most their own tails;
+    # exactly, each prompt computes what it does not share with the one before it in token order.
+    ordered = sorted(prompts)
+    common = [0] + [next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                    for a, b in zip(ordered, ordered[1:])]  # fmt: skip
+    reused = sum(min(c, len(p) - 1) for c, p in zip(common, ordered) if c >= 16)
+    assert runs[True][2]["prefill_computed"] == total - reused <= total - 5 * len(prefix)
+    reference = generate_one_at_a_time(backend.model, prompts, max_new_tokens=16, min_new_tokens=16, eos_ids={0})
+    assert runs[True][0] == reference
+
+
+def test_batches_keep_prompts_that_share_a_prefix_together():
+    prompts = [[1, 2, 3, 9], [7, 7], [1, 2, 3, 4], [7, 7, 1], [1, 2, 3, 5]]
+    lengths = [len(p) for p in prompts]
+    plan = plan_batches(lengths, max_new_tokens=1, bytes_per_token=1, budget=10**6, max_batch=3, prompts=prompts)
+    assert plan == [[2, 4, 0], [1, 3]]  # the three [1, 2, 3, ...] prompts in one batch, in token order
+
+
+@pytest.mark.slow(seconds=40)
+def test_smollm2_judge_verdicts_are_the_same_with_the_prefix_shared(gold_cohort, tmp_path):
+    """SmolLM2 judging one instruction's six responses (rubric and pairwise, constrained) with its
+    prompts' shared prefix prefilled once and with every prompt prefilled alone: the same verdicts,
+    every allowed value's probability within 1e-5, and fewer prompt tokens computed."""
+    from medalign_utils.data import load_release
+    from medalign_utils.evaluation import judge as J
+
+    release = load_release(gold_cohort)
+    items = J.response_items(release)
+    items = items[items.instruction_id == sorted(items.instruction_id)[0]]
+    pairs = J.pairwise_items(items).head(6)  # three pairs, both orders
+    outputs, computed = {}, {}
+    for share in (True, False):
+        judge = J.Judge.from_spec("smollm2", name=f"s{share:d}", context=768, reserve=64, max_new_tokens=64,
+                                  retries=0, free_tokens=12, backend_options={"share_prefix": share})  # fmt: skip
+        files = []
+        for mode, what in (("rubric", items), ("pairwise", pairs)):
+            files.append(tmp_path / f"{share}-{mode}.jsonl")
+            J.run_judgments(judge, mode, what, release, files[-1], progress=False)
+        j = J.read_judgments(files).sort_values(["mode", "system", "pair", "order"])
+        outputs[share] = j
+        computed[share] = judge.backend.prefill_stats["prefill_computed"]
+    a, b = outputs[True], outputs[False]
+    assert a.output.tolist() == b.output.tolist() and a.valid.all()
+    for da, db in zip(a.distribution, b.distribution):
+        for key in da:
+            for value, p in da[key].items():
+                assert abs(p - db[key][value]) < 1e-5, (key, value)
+    assert computed[True] < 0.6 * computed[False]
