@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ class Answer:
     token_logprobs: list | None = None  # a server's logprobs.content (token, logprob, top_logprobs)
     structured_output: str | None = None  # the response_format form the server accepted
     context_exceeded: bool = False  # the server said the prompt is longer than its context
+    context_limit: int | None = None  # the context length it named when it said so
     cached: bool = False  # served from a request cache (`request_cache`): no request was sent
 
 
@@ -375,7 +377,7 @@ class OpenAICompatibleBackend(Backend):
         *,
         guard: DataGuard,
         max_concurrency: int = 4,
-        timeout: float = 120.0,
+        timeout: float | None = None,
         retries: int = 5,
         backoff: float = 0.5,
         api_key: str | None = None,
@@ -398,6 +400,15 @@ class OpenAICompatibleBackend(Backend):
         self.base_url = self.base_urls[0]
         self.model, self.settings, self.chat, self.guard = model, settings, chat, guard
         self.max_concurrency, self.timeout, self.retries, self.backoff = max_concurrency, timeout, retries, backoff
+        # None: each request may wait `MIN_TIMEOUT` seconds, or longer when the server is slow: as long
+        # as every request in flight ahead of it takes at the server's measured pace (`request_timeout`).
+        self._pace: float | None = None  # seconds a request has taken, smoothed
+        self.server_facts: dict | None = None  # what the server says of itself (`server_info`), asked once
+        self.cache_prompt = False  # llama.cpp's server: `cache_prompt` sent (set by `server_info`)
+        # The first constrained request finds the form the server takes; the others wait for it, so a
+        # server that refuses the first form is asked in it once, not once per request in flight.
+        self._form_found = threading.Event()
+        self._probing = threading.Lock()
         self._api_key = api_key
         self._rng = np.random.default_rng(settings.seed)
         self._next = 0
@@ -424,6 +435,61 @@ class OpenAICompatibleBackend(Backend):
             "logprobs": self.logprobs,
         }
 
+    MIN_TIMEOUT = 120.0
+
+    def request_timeout(self) -> float:
+        """How long a request may wait for its answer: the `timeout` given, else `MIN_TIMEOUT` or, on a
+        slow server, three times the measured time of a request for each request that can be in
+        flight (a server answering one at a time queues them), so none fails by waiting its turn."""
+        if self.timeout is not None:
+            return float(self.timeout)
+        if self._pace is None:
+            return self.MIN_TIMEOUT
+        return max(self.MIN_TIMEOUT, 3.0 * self._pace * max(1, self.max_concurrency))
+
+    def _measured(self, seconds: float) -> None:
+        with self._lock:
+            self._pace = seconds if self._pace is None else 0.7 * self._pace + 0.3 * seconds
+
+    def server_info(self) -> dict:
+        """What the first replica says of itself, asked once (nothing of the data is sent): its
+        context length and kind, from llama.cpp's `/props` (`n_ctx`, and `cache_prompt` is then
+        sent with every request) or vLLM's `/v1/models` (`max_model_len`). {} when it says neither."""
+        if self.server_facts is not None:
+            return self.server_facts
+        info: dict = {}
+        props = self._get(0, "/props")
+        if isinstance(props, dict) and props:
+            n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx") or props.get("n_ctx")
+            if n_ctx:
+                info = {"kind": "llama.cpp", "context": int(n_ctx)}
+        if not info:
+            models = self._get(0, "/v1/models")
+            for entry in (models or {}).get("data", []) if isinstance(models, dict) else []:
+                if entry.get("id") == self.model and entry.get("max_model_len"):
+                    info = {"kind": "vllm", "context": int(entry["max_model_len"])}
+        self.server_facts = info
+        self.cache_prompt = info.get("kind") == "llama.cpp"
+        return info
+
+    def _get(self, replica: int, path: str):
+        """A GET of `path` on the replica's server (its root, not under /v1 unless given); the JSON
+        body, or None when the server does not answer it."""
+        parsed = self._parsed[replica]
+        root = parsed.path.rstrip("/").removesuffix("/v1")
+        conn_cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(parsed.hostname, parsed.port, timeout=10)
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        try:
+            conn.request("GET", f"{root}{path}", headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            return json.loads(data) if resp.status == 200 else None
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        finally:
+            conn.close()
+
     def _post(self, replica: int, path: str, body: dict) -> tuple[int, dict]:
         """POST on a kept-alive connection to the replica (one is taken from its idle pool, or opened);
         a pooled connection the server has closed meanwhile is replaced once, transparently."""
@@ -439,9 +505,14 @@ class OpenAICompatibleBackend(Backend):
         while True:
             conn, reused = self._checkout(replica)
             try:
+                conn.timeout = self.request_timeout()  # a kept-alive socket too: set on the socket below
+                if conn.sock is not None:
+                    conn.sock.settimeout(conn.timeout)
                 conn.request("POST", f"{prefix}{path}", body=payload, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if resp.status == 200:
+                    self._measured(time.perf_counter() - t0)
                 # Recorded where the text left: the host it went to and what the server says it used.
                 self._record(parsed.hostname, resp.status, data, time.perf_counter() - t0)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -477,7 +548,7 @@ class OpenAICompatibleBackend(Backend):
                 return self._idle[replica].pop(), True
         parsed = self._parsed[replica]
         conn_cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-        return conn_cls(parsed.hostname, parsed.port, timeout=self.timeout), False
+        return conn_cls(parsed.hostname, parsed.port, timeout=self.request_timeout()), False
 
     def _checkin(self, replica: int, conn) -> None:
         with self._lock:
@@ -507,6 +578,10 @@ class OpenAICompatibleBackend(Backend):
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
             body["prompt"] = prompt
+        if constraint is not None:  # room for the whole verdict: it never ends inside its rationale
+            body["max_tokens"] = max(s.max_new_tokens, constraint.max_chars)
+        if self.cache_prompt:  # llama.cpp's server: reuse the cached prefix of the previous prompt
+            body["cache_prompt"] = True
         if constraint is not None and self.logprobs:
             # Chat completions take a flag and a count; completions take the count alone.
             body.update({"logprobs": True, "top_logprobs": constraint.top_logprobs} if self.chat else {})
@@ -538,6 +613,18 @@ class OpenAICompatibleBackend(Backend):
         return False
 
     def _one(self, prompt: str, constraint=None) -> Answer:
+        if constraint is None or self._form_found.is_set():
+            return self._ask(prompt, constraint)
+        if self._probing.acquire(blocking=False):
+            try:
+                return self._ask(prompt, constraint)
+            finally:
+                self._form_found.set()
+                self._probing.release()
+        self._form_found.wait(self.request_timeout())
+        return self._ask(prompt, constraint)
+
+    def _ask(self, prompt: str, constraint=None) -> Answer:
         path, body = self._body(prompt, constraint)
         first = self._next_replica()
         t0 = time.perf_counter()
@@ -568,9 +655,9 @@ class OpenAICompatibleBackend(Backend):
                 message = _error_message(payload)
                 last = f"HTTP {status}: {message[:300]}"
                 if _is_context_exceeded(status, message):
-                    return Answer(
-                        "", error=last, seconds=time.perf_counter() - t0, attempts=attempt, context_exceeded=True
-                    )
+                    limit = context_limit(message) or _n_ctx(payload)
+                    return Answer("", error=last, seconds=time.perf_counter() - t0, attempts=attempt,
+                                  context_exceeded=True, context_limit=limit)  # fmt: skip
                 if refusals < len(STRUCTURED_FORMS) and self._refused(
                     body, form if constraint else None, constraint=constraint, status=status, message=message
                 ):
@@ -633,9 +720,30 @@ def _is_context_exceeded(status: int, message: str) -> bool:
             "maximum context length",
             "exceed context window",
             "exceeds the available context",
+            "exceed_context_size",
             "input validation error: `inputs` tokens",
         )
     )
+
+
+_CONTEXT_LIMIT = re.compile(
+    r"(?:maximum context length is|context window of|context length of|context size(?: is| of)?|n_ctx\W+)\s*(\d{3,7})",
+    re.I,
+)
+
+
+def context_limit(message: str) -> int | None:
+    """The context length a server's refusal names ("maximum context length is 2048 tokens",
+    "exceed context window of 2048"), or None."""
+    m = _CONTEXT_LIMIT.search(message or "")
+    return int(m.group(1)) if m else None
+
+
+def _n_ctx(payload) -> int | None:
+    """llama.cpp's `exceed_context_size_error` carries the context as a field."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    value = err.get("n_ctx") if isinstance(err, dict) else None
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def _is_validation_error(status: int, message: str) -> bool:

@@ -31,6 +31,36 @@ class OutputConstraint:
     free_tokens: int = 48
     top_logprobs: int = 20
 
+    @property
+    def max_chars(self) -> int:
+        """The most characters an answer in the schema can take: the skeleton's text, its longest
+        choices and each free-text field's `maxLength`. A token holds at least one character, so a
+        server given this many new tokens always closes the JSON."""
+        total = 0
+        for seg in self.skeleton:
+            if seg[0] == "text":
+                total += len(seg[1])
+            elif seg[0] == "choice":
+                total += max(len(str(v)) for v in seg[2])
+            elif seg[0] == "free":
+                total += _max_length(self.schema, seg[1]) or 3 * self.free_tokens
+        return total
+
+
+def _max_length(schema: dict, key: str) -> int | None:
+    """The `maxLength` of the string at `key` (a top-level or a nested property name)."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            props = node.get("properties") or {}
+            if key in props and "maxLength" in props[key]:
+                return int(props[key]["maxLength"])
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
 
 def response_format(form: str, constraint: OutputConstraint) -> dict | None:
     """The `response_format` field asking a server of one kind for the constraint's JSON:

@@ -5,7 +5,7 @@ For tests of the HTTP backend, and for a quick local endpoint without vLLM:
 ``/v1/completions`` and ``/v1/chat/completions`` (non-streaming), binds to 127.0.0.1 only, and can
 be told to fail its first N requests with a 503 (`fail_first`) to exercise client retries, to
 refuse `response_format` forms as a given server does (`accept_formats`, `refusal_status`), and
-to answer prompts over `context_limit` characters with a context-length error. It keeps every
+to answer prompts over `context_limit` characters (or tokens, by `count`) with a context-length error. It keeps every
 request body (`bodies`), and returns token log-probabilities when asked and the backend has them.
 """
 
@@ -69,8 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
             prompt = body["prompt"]
         else:
             return self._send(404, {"error": f"no route {self.path}"})
-        if srv.context_limit is not None and len(prompt) > srv.context_limit:
-            message = f"This model's maximum context length is {srv.context_limit} tokens; the prompt is {len(prompt)}"
+        n = srv.count(prompt) + int(body.get("max_tokens", 16)) if srv.count is not len else len(prompt)
+        if srv.context_limit is not None and n > srv.context_limit:
+            message = f"This model's maximum context length is {srv.context_limit} tokens; the request has {n}"
             return self._send(400, {"error": {"message": message, "code": "context_length_exceeded"}})
         # A model backend answers one request at a time; a thread-safe one (the planted test judge)
         # serves requests concurrently, as a real deployment does.
@@ -130,6 +131,7 @@ class LocalServer(ThreadingHTTPServer):
         accept_formats: set | None = None,
         refusal_status: int = 400,
         context_limit: int | None = None,
+        count=len,
     ):
         super().__init__(("127.0.0.1", port), _Handler)
         self.backend, self.fail_first, self.requests = backend, fail_first, 0
@@ -137,6 +139,9 @@ class LocalServer(ThreadingHTTPServer):
         # None: every response_format is taken; else only these types ("json_object+schema" for
         # llama.cpp's form), the others refused with `refusal_status` and a validation error.
         self.accept_formats, self.refusal_status, self.context_limit = accept_formats, refusal_status, context_limit
+        # How a prompt is measured against `context_limit`: characters (`len`), or a tokenizer's count
+        # of the prompt plus the tokens the request asks for, as llama.cpp's server measures it.
+        self.count = count
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._open: set = set()  # accepted connections: closed with the server, kept-alive or not

@@ -99,7 +99,11 @@ def test_every_endpoint_request_asks_for_the_modes_json_schema(gold, tmp_path):
         fmt = body["response_format"]
         assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
         mode = fmt["json_schema"]["name"].split("_")[1]
-        assert fmt["json_schema"]["schema"] == J.get_mode(mode).schema()
+        asked = J.get_mode(mode).constraint(free_tokens=judge.free_tokens)
+        assert fmt["json_schema"]["schema"] == asked.schema
+        # The rationale is bounded in characters and the request has room for the whole verdict.
+        assert asked.schema["properties"]["rationale"]["maxLength"] == 3 * judge.free_tokens
+        assert body["max_tokens"] >= asked.max_chars
         assert body["logprobs"] is True and body["top_logprobs"] == 20
     recs = J.read_judgments(tmp_path / "rubric.jsonl")
     assert recs.valid.all() and (recs.structured_output == "json_schema").all()

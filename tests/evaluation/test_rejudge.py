@@ -110,6 +110,9 @@ def test_judge_estimate_counts_what_it_would_send_and_sends_nothing(release, gol
     assert int(lines["requests"]) == len(items)
     assert (
         int(lines["prompt_tokens"]) > 0
-        and int(lines["completion_tokens_at_most"]) == len(items) * J.DEFAULTS.max_new_tokens
+        # a server is given room for the whole verdict (a rationale bounded in characters)
+        and int(lines["completion_tokens_at_most"])
+        == len(items)
+        * max(J.DEFAULTS.max_new_tokens, J.get_mode("rubric").constraint(free_tokens=J.DEFAULTS.free_tokens).max_chars)
     )
     assert float(lines["cost_at_most"]) >= int(lines["prompt_tokens"]) / 1000 * 2.0

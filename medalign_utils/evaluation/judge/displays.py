@@ -112,7 +112,8 @@ class JudgeTable4Display:
         ]
         return [
             {
-                "name": f"{_kind(r.metric)} agreement with clinicians: {judge_metric_label(r.metric)}",
+                "name": f"{_kind(r.metric)} agreement with clinicians: "
+                + judge_metric_label(r.metric).removeprefix("planted test judge, "),
                 "value": r.mean_tau,
                 "ci": (r.ci_low, r.ci_high),
                 "unit": "Kendall tau",

@@ -111,6 +111,9 @@ def judge_prompts(
     mode = get_mode(mode)
     template = mode.template()
     budget = int((context or judge.context_length) * (1 - judge.budget_margin))
+    reserve = judge.reserve
+    if judge.constrained and judge.backend.kind == "openai-compatible":  # a server is asked for the whole verdict
+        reserve = max(reserve, mode.constraint(free_tokens=judge.free_tokens).max_chars)
     chat = judge.use_chat_template and judge.tokenizer is not None
     prompts: list[str] = [""] * len(items)
     for _, idx in items.groupby("instruction_id", sort=False).indices.items():
@@ -126,7 +129,7 @@ def judge_prompts(
             template,
             fields=fields[longest],
             context_length=budget,
-            reserve=judge.reserve,
+            reserve=reserve,
             strategy=judge.strategy,
             use_chat_template=judge.use_chat_template,
         )
@@ -245,7 +248,12 @@ def _judge_stream(judge: Judge, mode: JudgeMode, chunk: pd.DataFrame, release: R
             st.answer = ans
             if ans.error and ans.context_exceeded and st.shrinks < judge.shrink_retries:
                 st.shrinks += 1
-                st.context = int(st.context * 0.75)
+                # The context the server names, when it names one (and from here on for every prompt
+                # of this judge); else three quarters of the last try.
+                named = ans.context_limit if ans.context_limit and ans.context_limit < st.context else None
+                st.context = named or int(st.context * 0.75)
+                if named:
+                    judge.context_length = min(judge.context_length, named)
                 st.prompt = judge_prompts(judge, mode, chunk.iloc[[i]], release, context=st.context)[0]
                 again.append(i)
                 continue
@@ -394,7 +402,10 @@ def estimate_judgments(judge: Judge, mode: str | JudgeMode, items: pd.DataFrame,
     prompts = judge_prompts(judge, mode, items, release)
     tokenizer = judge.tokenizer or load_tokenizer("cl100k")
     prompt_tokens = sum(tokenizer.count(p) for p in prompts)
-    completion = judge.reserve * len(prompts)
+    room = judge.reserve
+    if judge.constrained and judge.backend.kind == "openai-compatible":  # asked for the whole verdict
+        room = max(room, mode.constraint(free_tokens=judge.free_tokens).max_chars)
+    completion = room * len(prompts)
     cost = prompt_tokens / 1000 * judge.price_prompt_per_1k + completion / 1000 * judge.price_completion_per_1k
     return {
         "requests": len(prompts),

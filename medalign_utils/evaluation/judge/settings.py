@@ -116,6 +116,10 @@ class Judge:
             max_concurrency=s.concurrency,
             **options,
         )
+        context = s.context
+        if endpoint:  # a server that says its context (llama.cpp's /props, vLLM's /v1/models) is fitted to it
+            served = backend.server_info().get("context")
+            context = min(context, served) if served else context
         stand_in = s.tokenizer is None and backend.tokenizer_spec is None
         tokenizer = None if s.strategy == "none" else load_tokenizer(s.tokenizer or backend.tokenizer_spec or "cl100k")
         name = s.name or (s.model if endpoint else backend_name(s.spec))
@@ -132,7 +136,7 @@ class Judge:
             name,
             backend,
             tokenizer,
-            s.context,
+            context,
             s.strategy,
             reserve=s.max_new_tokens if s.reserve is None else s.reserve,
             retries=s.retries,

@@ -14,6 +14,31 @@ from ..json_text import last_json_object
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 # A one-line rationale or explanation: what every mode's schema allows as free text.
 LINE = {"type": "string", "maxLength": 300}
+# A server's free text is bounded in characters (JSON schema's maxLength), its budget in tokens: a
+# token holds at least one character, so this many characters a token keeps a verdict short enough.
+RATIONALE_CHARS_PER_TOKEN = 3
+
+
+def _bounded(schema: dict, max_length: int) -> dict:
+    """`schema` with every free-text string (no enum) at most `max_length` characters."""
+    import copy
+
+    out = copy.deepcopy(schema)
+
+    def visit(node):
+        if isinstance(node, dict):
+            if node.get("type") == "string" and "enum" not in node:
+                node["maxLength"] = min(int(node.get("maxLength", max_length)), max_length)
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(out)
+    return out
+
+
 SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
 SCORES = ("1", "2", "3", "4", "5")
 
@@ -92,8 +117,11 @@ class JudgeMode:
 
     def constraint(self, *, free_tokens: int = 48) -> OutputConstraint:
         """What the judge asks of every answer: the schema for servers, the skeleton for local
-        constrained decoding (`free_tokens` bounds each free-text field)."""
-        return OutputConstraint(f"medalign_{self.name}_verdict", self.schema(), self.skeleton(), free_tokens)
+        constrained decoding (`free_tokens` bounds each free-text field). A server is held to the
+        same bound: each free-text field's `maxLength` is `RATIONALE_CHARS_PER_TOKEN` characters a
+        token, so a verdict always closes within the tokens it is given (`OutputConstraint.max_chars`)."""
+        schema = _bounded(self.schema(), RATIONALE_CHARS_PER_TOKEN * free_tokens)
+        return OutputConstraint(f"medalign_{self.name}_verdict", schema, self.skeleton(), free_tokens)
 
     def fields(self, row) -> dict:
         """The template's fields for one item (a row of `response_items` or `pairwise_items`)."""
@@ -182,4 +210,15 @@ def mode_names(*, scored: bool | None = None) -> tuple[str, ...]:
 
 def mode_for_schema(schema: dict | None) -> JudgeMode | None:
     """The mode whose verdict schema this is (what a server sees of the mode), or None."""
-    return next((m for m in _MODES.values() if schema is not None and m.schema() == schema), None)
+    if schema is None:
+        return None
+    shape = _without_lengths(schema)  # the free text's bound depends on the judge's free_tokens
+    return next((m for m in _MODES.values() if _without_lengths(m.schema()) == shape), None)
+
+
+def _without_lengths(node):
+    if isinstance(node, dict):
+        return {k: _without_lengths(v) for k, v in node.items() if k != "maxLength"}
+    if isinstance(node, list):
+        return [_without_lengths(v) for v in node]
+    return node
