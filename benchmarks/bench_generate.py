@@ -15,6 +15,10 @@ Beside each rate: the weight traffic achieved (decoder passes x the weights' byt
 against a memory bandwidth measured here, and FLOP/s against a matrix-multiply peak measured here,
 so that the distance to the machine's limit is a number.
 
+`--ehr-first` measures the record-first prompts instead (issue 37): a patient's instructions answered
+with the shared record prefilled once and alone, ending in `ehr_first_shared_prefix_speed_ratio`
+(floor 2).
+
 `--random-weights` builds the model from its config with random weights: the same architecture and
 cost, for a machine the weights cannot travel to (the GPU check). The last line is the
 decode-heavy ratio.
@@ -196,6 +200,47 @@ def workload(backend, counter, prompts, settings, *, name: str, limits: dict) ->
     return (new / seconds) / (one_tok / one_s)
 
 
+def ehr_first(args) -> None:
+    """The record first, on the default cohort: the `ehr_first` prompts of `--ehr-first-patients`
+    patients' instructions (all of each patient's, `recent` at 2048 tokens of SmolLM2), answered with
+    the shared record prefilled once and with every prompt prefilled alone, side by side: prefill
+    tokens computed, answers per second, and the same answers each way. The last line is the ratio."""
+    from medalign_utils import context as C
+    from medalign_utils.config import project_path
+    from medalign_utils.data import open_release
+    from medalign_utils.synthetic import CohortSpec, make_cohort
+
+    data = project_path("data/synthetic")
+    if not (data / "SYNTHETIC").exists():
+        make_cohort(data, CohortSpec(), progress=False)
+    release = open_release(data)
+    tok = C.load_tokenizer("smollm2")
+    people = sorted(release.instructions.person_id.unique())[: args.ehr_first_patients]
+    instructions = release.instructions[release.instructions.person_id.isin(people)]
+    instructions = instructions.groupby("person_id").head(args.ehr_first_per_patient)
+    template = C.template_named("ehr_first")
+    grid = C.build_prompt_grid(release, tok, C.GridSettings(contexts=(2048,), strategies=("recent",)),
+                               template=template, instructions=instructions, progress=False)  # fmt: skip
+    prompts = C.materialize_prompts(grid[~grid.dropped], release, tok, template=template).prompt.tolist()
+    emit("ehr_first_prompts", len(prompts))
+    emit("ehr_first_patients", len(people))
+    rates, answers = {}, {}
+    for share in (False, True):
+        backend = load_backend("smollm2", settings=GenerationSettings(max_new_tokens=args.ehr_first_new_tokens),
+                               share_prefix=share)  # fmt: skip
+        backend.generate(prompts[:1])  # warm-up
+        backend.prefill_stats = {"prefill_tokens": 0, "prefill_computed": 0}
+        t0 = time.perf_counter()
+        answers[share] = [a.text for a in backend.generate(prompts)]
+        rates[share] = len(prompts) / (time.perf_counter() - t0)
+        label = "shared" if share else "alone"
+        emit(f"ehr_first_{label}_prefill_tokens_computed", backend.prefill_stats["prefill_computed"])
+        emit(f"ehr_first_{label}_prompt_tokens", backend.prefill_stats["prefill_tokens"])
+        emit(f"ehr_first_{label}_answers_per_s", rates[share], "{:.3f}")
+    emit("ehr_first_same_answers", f"{sum(a == b for a, b in zip(answers[True], answers[False]))}/{len(prompts)}")
+    emit("ehr_first_shared_prefix_speed_ratio", rates[True] / rates[False], "{:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model folder (default: SmolLM2 from its package)")
@@ -203,7 +248,14 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
     ap.add_argument("--quick", action="store_true", help="a quarter of the decode-heavy prompts, half the paper-like")
+    ap.add_argument("--ehr-first", action="store_true", help="only the record-first prompts, shared and alone")
+    ap.add_argument("--ehr-first-patients", type=int, default=4, help="patients whose instructions are answered")
+    ap.add_argument("--ehr-first-per-patient", type=int, default=6, help="instructions of each patient")
+    ap.add_argument("--ehr-first-new-tokens", type=int, default=64, help="new tokens (notebook 03's default)")
     args = ap.parse_args()
+    if args.ehr_first:
+        ehr_first(args)
+        return
     import torch
 
     args.model = args.model or "smollm2"

@@ -20,6 +20,7 @@ from .grid import (
     materialize_prompts,
     peer_comparison,
     read_prompts,
+    record_first_effect,
     refinement_items,
     render_fitted,
     select_prompts,
@@ -44,11 +45,13 @@ from .strategies import (
 )
 from .templates import (
     DEFAULT_TEMPLATE,
+    EHR_FIRST_TEMPLATE,
     REFINE_TEMPLATE,
     TEMPLATES,
     BudgetError,
     PromptTemplate,
     ehr_budget,
+    template_named,
 )
 from .tokenizers import (
     LineTokens,
@@ -66,6 +69,7 @@ from .tokenizers import (
 __all__ = [
     "LineTokens",
     "DEFAULT_TEMPLATE",
+    "EHR_FIRST_TEMPLATE",
     "PEER_STRATEGIES",
     "PROMPT_COLUMNS",
     "REFINE_TEMPLATE",
@@ -103,6 +107,7 @@ __all__ = [
     "peer_comparison",
     "pretokenize",
     "read_prompts",
+    "record_first_effect",
     "record_sentences",
     "record_token_counts",
     "record_view",
@@ -112,6 +117,7 @@ __all__ = [
     "save_tokens",
     "select_prompts",
     "split_at_line_starts",
+    "template_named",
     "tokenize_file",
     "write_prompts",
 ]

@@ -86,12 +86,17 @@ def build_prompt_grid(
         path = release.ehr_files[pid]
         record = Record(text, tokenize_file(tokenizer, path, cache_dir))
         shared = RecordResources(tokenizer, record, path, cache_dir, cl100k=cl100k)
-        for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str)):
-            base_row = {"instruction_id": iid, "person_id": pid}
-            items = evidence_items(evidence.get(str(iid)))
-            fits = _InstructionFit(shared, template, settings, question=question, items=items)
+        fits = [
+            _InstructionFit(shared, template, settings, question=question, items=evidence_items(evidence.get(str(iid))))
+            for iid, question in zip(part.instruction_id, part.question.fillna("").astype(str))
+        ]
+        if template.record_first:  # one cut of the record for the patient, beside its longest instruction
+            anchor = max(fits, key=lambda f: f.overhead)
+            for f in fits:
+                f.anchor = anchor
+        for iid, fit in zip(part.instruction_id, fits):
             for ctx in contexts:
-                rows += fits.cells(base_row, ctx, strategies)
+                rows += fit.cells({"instruction_id": iid, "person_id": pid}, ctx, strategies)
     grid = pd.DataFrame(rows)
     recorded = replace(
         settings,
@@ -122,6 +127,11 @@ def _empty_record_rows(pid, instruction_ids, contexts, strategies, *, reserve: i
     ]
 
 
+# Strategies whose cut does not depend on the question: with a record-first template a patient's
+# instructions share one cut of the record (fitted beside the longest of them), hence one prefix.
+SHARED_CUT = ("recent", "oldest", "notes_only", "codes_only")
+
+
 class _InstructionFit:
     """One instruction over one record: its prompt parts and full count, computed once (the same for
     every context), then every strategy's cell at each context, with the evidence each keeps."""
@@ -140,6 +150,47 @@ class _InstructionFit:
         whole = [(0, len(self.record.text))]
         self.full = count_prompt(self.tokenizer, self.prefix, self.record, whole, suffix=self.suffix)
         self.positions: dict[str, list] = {}
+        # A record-first template: the patient's instruction whose cut every instruction of the patient
+        # takes for the strategies whose cut does not depend on the question (`SHARED_CUT`).
+        self.anchor: _InstructionFit | None = None
+        self._views: dict[tuple[int, str], object] = {}
+
+    def view(self, ctx: int, strategy: str, request: FitRequest):
+        """This instruction's fit of `strategy` at `ctx` (computed once)."""
+        if (ctx, strategy) not in self._views:
+            self._views[ctx, strategy] = STRATEGY_FUNCTIONS[strategy](request)
+        return self._views[ctx, strategy]
+
+    def request(self, ctx: int) -> FitRequest:
+        return FitRequest(
+            self.tokenizer,
+            self.record,
+            self.prefix,
+            self.suffix,
+            ctx - self.settings.reserve,
+            self.question,
+            self.full,
+            self.overhead,
+            self.settings.reserve,
+            self.template,
+            self.settings.mr_chunk_tokens,
+            self.shared,
+            self.settings.use_chat_template,
+        )
+
+    def fitted(self, ctx: int, strategy: str, request: FitRequest):
+        """The strategy's view: the anchor's cut with this instruction's own prompt count where the
+        record is cut once for the patient, else this instruction's own fit."""
+        anchor = self.anchor
+        room = anchor is not None and ctx - self.settings.reserve - anchor.overhead > 0
+        if not room or strategy not in SHARED_CUT:  # no anchor, or its question leaves no room: its own cut
+            return self.view(ctx, strategy, request)
+        v = anchor.view(ctx, strategy, anchor.request(ctx))
+        if v.dropped:
+            return v
+        rec = self.shared.view(v.base)
+        own = count_prompt(self.tokenizer, self.prefix, rec, list(v.spans), suffix=self.suffix)
+        return replace(v, prompt_tokens=own)
 
     def cells(self, base_row: dict, ctx: int, strategies) -> list[dict]:
         settings, prefix, suffix = self.settings, self.prefix, self.suffix
@@ -159,22 +210,8 @@ class _InstructionFit:
             )
         except BudgetError as err:
             return [{**row, "strategy": strat, "dropped": True, "error": str(err)} for strat in strategies]
-        request = FitRequest(
-            self.tokenizer,
-            self.record,
-            prefix,
-            suffix,
-            target,
-            self.question,
-            self.full,
-            self.overhead,
-            settings.reserve,
-            self.template,
-            settings.mr_chunk_tokens,
-            self.shared,
-            settings.use_chat_template,
-        )
-        return [self.cell(row, strat, STRATEGY_FUNCTIONS[strat](request)) for strat in strategies]
+        request = self.request(ctx)
+        return [self.cell(row, strat, self.fitted(ctx, strat, request)) for strat in strategies]
 
     def cell(self, row: dict, strategy: str, v) -> dict:
         rec = self.shared.view(v.base)
@@ -388,6 +425,7 @@ PROMPT_COLUMNS = [
     "evidence_retained",
     "prompt",
     "user_message",  # the prompt without the chat template: what a chat endpoint is sent (notebook 03)
+    "template",  # the prompt template's name: medalign_prompt (the paper's) or medalign_ehr_first
 ]
 
 
@@ -414,6 +452,9 @@ def export_prompts(
         for name, tok in tokenizers.items()
     ]
     prompts = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=PROMPT_COLUMNS)
+    name = (template or PromptTemplate.from_file()).name
+    peers = prompts.strategy.isin(PEER_STRATEGIES) if len(prompts) else []
+    prompts["template"] = np.where(peers, prompts.get("strategy", ""), name) if len(prompts) else []
     return prompts[PROMPT_COLUMNS]
 
 
@@ -468,3 +509,39 @@ def peer_comparison(grid: pd.DataFrame, peers=PEER_STRATEGIES) -> tuple[pd.DataF
         index=["tokenizer", "context"], columns="strategy", values="retained_pct"
     )
     return lost, kept
+
+
+def record_first_effect(
+    release: Release,
+    tokenizer: Tokenizer,
+    baseline: pd.DataFrame,
+    *,
+    contexts,
+    strategies=("recent",),
+    cache_dir=None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """What the record-first template (`EHR_FIRST_TEMPLATE`: one cut of the record per patient, fitted
+    beside its longest instruction) changes in the evidence a prompt keeps, against `baseline` (a grid
+    of the paper's template, where each instruction's cut is its own): per strategy and context, the
+    evidence retained (%) each way, the share of instructions whose retention changed, and n."""
+    from .templates import EHR_FIRST_TEMPLATE
+
+    reserve = baseline.attrs.get("settings", {}).get("reserve", 256)
+    settings = GridSettings(contexts=tuple(contexts), strategies=tuple(strategies), reserve=reserve)
+    template = PromptTemplate.from_file(EHR_FIRST_TEMPLATE)
+    variant = build_prompt_grid(release, tokenizer, settings, template=template, cache_dir=cache_dir, progress=progress)
+    keys = ["instruction_id", "strategy", "context"]
+    paired = baseline[baseline.strategy.isin(strategies)][[*keys, "evidence_retained"]].merge(
+        variant[[*keys, "evidence_retained"]], on=keys, suffixes=("_paper", "_first")
+    )
+    paired = paired.dropna(subset=["evidence_retained_paper", "evidence_retained_first"])
+    paired["changed"] = paired.evidence_retained_paper != paired.evidence_retained_first
+    out = paired.groupby(["strategy", "context"]).agg(
+        paper_pct=("evidence_retained_paper", "mean"),
+        record_first_pct=("evidence_retained_first", "mean"),
+        changed_pct=("changed", "mean"),
+        n_instructions=("instruction_id", "nunique"),
+    )
+    out[["paper_pct", "record_first_pct", "changed_pct"]] *= 100
+    return out.reset_index()

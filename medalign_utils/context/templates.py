@@ -16,6 +16,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATES / "medalign_prompt.txt"
 REFINE_TEMPLATE = TEMPLATES / "medalign_refine.txt"
 HELM_TEMPLATE = TEMPLATES / "helm_prompt.txt"
+# The record, then the instruction: every instruction of a patient can share the record as a prefix.
+EHR_FIRST_TEMPLATE = TEMPLATES / "medalign_ehr_first.txt"
 
 
 # ------------------------------------------------------------------ templates and budget
@@ -42,6 +44,12 @@ class PromptTemplate:
             raise ValueError(f"prompt template {path} has no {{ehr}} field")
         return cls(text, path.stem)
 
+    @property
+    def record_first(self) -> bool:
+        """Whether the EHR comes before the question (`medalign_ehr_first`): the prompts of one
+        patient then share everything up to the question, and the grid cuts the record once for them."""
+        return "{question}" in self.text and self.text.index("{ehr}") < self.text.index("{question}")
+
     def parse(self, prompt: str) -> dict[str, str] | None:
         """The fields of a prompt rendered from this template without a chat template (a
         `user_message`), or None when the prompt does not have the template's shape."""
@@ -66,6 +74,16 @@ class PromptTemplate:
             user = tokenizer.apply_chat_template(user)
         prefix, _, suffix = user.partition(marker)
         return prefix, suffix
+
+
+def template_named(name_or_path: str | Path | None) -> PromptTemplate:
+    """A prompt template by name or file: None or "paper" the paper's (question, then the EHR),
+    "ehr_first" the record first (`EHR_FIRST_TEMPLATE`), else a template file's path."""
+    if name_or_path in (None, "paper", "medalign_prompt"):
+        return PromptTemplate.from_file(DEFAULT_TEMPLATE)
+    if name_or_path in ("ehr_first", "medalign_ehr_first"):
+        return PromptTemplate.from_file(EHR_FIRST_TEMPLATE)
+    return PromptTemplate.from_file(name_or_path)
 
 
 class BudgetError(ValueError):

@@ -37,8 +37,10 @@ def run_generation(
     items = items.copy()
     items["prompt_hash"] = items[prompt_column].map(prompt_hash)
     items["system"] = system
-    # Commit a batch at a time, prompts of similar length together (the backend batches the same way).
-    items = items.assign(_len=items[prompt_column].str.len()).sort_values("_len", kind="stable")
+    # Commit a batch at a time: prompts of one context together (similar lengths), in text order, so
+    # prompts that share a prefix (a patient's, with the record first) are in one batch and prefilled once.
+    by = ["context", prompt_column] if "context" in items.columns else [prompt_column]
+    items = items.sort_values(by, kind="stable")
     identity = {
         "model": backend.describe(),
         "settings": backend.settings.to_dict() if backend.settings else None,
@@ -102,6 +104,7 @@ def _answer_record(row, ans: Answer, system: str, started: str, *, identity: dic
         "system": system,
         "strategy": row.strategy,
         "context": int(row.context),
+        "template": getattr(row, "template", None),  # which prompt: the paper's, or the record first
         "prompt_hash": row.prompt_hash,
         "answer": ans.text,
         "error": ans.error,
