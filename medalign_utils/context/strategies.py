@@ -452,7 +452,10 @@ def _strategy_helm(r: FitRequest) -> EHRView:
     ehr = helm_packed_ehr(cl100k, ids, budget)
     prefix, suffix = helm_sent_template().parts(r.tokenizer, r.use_chat_template, question=r.question)
     start = max(0, len(r.record.text) - len(ehr))
-    total = r.tokenizer.count(prefix + ehr + suffix)
+    if ehr == r.record.text[start:]:  # the usual case: a tail of the suite's own text, counted from its cached tokens
+        total = count_prompt(r.tokenizer, prefix, r.record, [(start, len(r.record.text))], suffix=suffix)
+    else:  # HELM read it otherwise (CR line ends, a byte-order mark, a split character): counted whole
+        total = r.tokenizer.count(prefix + ehr + suffix)
     return EHRView(ehr, [(start, len(r.record.text))], "record", total, template="helm")
 
 
