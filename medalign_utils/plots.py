@@ -182,25 +182,6 @@ def timeline(events: pd.DataFrame, max_patients: int = 40):
     return fig
 
 
-def grouped_bars(
-    table: pd.DataFrame, x: str, y: str, hue: str, *, title: str, ylabel: str, annotate_n: str | None = None
-):
-    """Bars of y per x and hue; optionally the n of each cell written on its bar (thin cells show)."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    t = table.copy()
-    t[hue] = t[hue].map(label)
-    sns.barplot(t, x=x, y=y, hue=hue, ax=ax, errorbar=None)
-    if annotate_n:
-        for container, (_, grp) in zip(ax.containers, t.groupby(hue, sort=False)):
-            ax.bar_label(container, labels=[f"n={int(v)}" for v in grp[annotate_n]], fontsize=6, rotation=90, padding=2)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", rotation=20)
-    ax.legend(fontsize="x-small", ncol=2)
-    fig.tight_layout()
-    return fig
-
-
 def interval_bars(
     table: pd.DataFrame,
     *,

@@ -1,6 +1,6 @@
 """Headline results as data: what each notebook found, for the index page, `run.json` and comparisons.
 
-A notebook records a finding with `record_finding(name, value, ci=..., unit=..., compare=...)` and
+A notebook records a finding with `recordfinding_from_record(name, value, ci=..., unit=..., compare=...)` and
 an aggregate table with `record_table(name, table)`. Each is shown in the notebook as an output that
 carries the record itself (`FINDING_MIME`, `TABLE_MIME`), so the executed notebook is the one place
 a run's findings and tables live: `medalign run` reads them back from it (`outputs_in`) after it has
@@ -112,7 +112,7 @@ def _number(x):
     return None if math.isnan(f) else f
 
 
-def record_finding(
+def recordfinding_from_record(
     name: str,
     value,
     *,
@@ -180,7 +180,7 @@ def outputs_in(executed: str | Path, *, notebook: str = "", page: str = "") -> t
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if FINDING_MIME in data:
-                found = {**asdict(_finding(data[FINDING_MIME])), "notebook": notebook}
+                found = {**asdict(finding_from_record(data[FINDING_MIME])), "notebook": notebook}
                 found["cell"] = cell.get("execution_count")
                 if page:
                     found["link"] = f"{page}#cell-id={cell.get('id')}" if cell.get("id") else page
@@ -233,9 +233,6 @@ def finding_from_record(record: dict) -> Finding:
     return Finding(**{f.name: record[f.name] for f in fields(Finding) if f.name in record})
 
 
-_finding = finding_from_record
-
-
 def compare_findings(*runs: list[dict]) -> list[str]:
     """One line per finding: its value in each run (A, B, ...) and each one's difference from A
     where both are numbers ("the same" where equal)."""
@@ -248,8 +245,8 @@ def compare_findings(*runs: list[dict]) -> list[str]:
         parts = []
         for letter, found in zip(letters, by_run):
             f = found.get(name)
-            found_n = _finding(f).n_text() if f else ""
-            text = f"{letter} {_finding(f).text() if f else '—'}" + (f" [{found_n}]" if found_n else "")
+            found_n = finding_from_record(f).n_text() if f else ""
+            text = f"{letter} {finding_from_record(f).text() if f else '—'}" + (f" [{found_n}]" if found_n else "")
             numbers = first and f and all(isinstance(x["value"], (int, float)) for x in (first, f))
             if letter != "A" and numbers:
                 delta = f["value"] - first["value"]
