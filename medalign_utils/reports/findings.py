@@ -1,6 +1,6 @@
 """Headline results as data: what each notebook found, for the index page, `run.json` and comparisons.
 
-A notebook records a finding with `recordfinding_from_record(name, value, ci=..., unit=..., compare=...)` and
+A notebook records a finding with `record_finding(name, value, ci=..., unit=..., compare=...)` and
 an aggregate table with `record_table(name, table)`. Each is shown in the notebook as an output that
 carries the record itself (`FINDING_MIME`, `TABLE_MIME`), so the executed notebook is the one place
 a run's findings and tables live: `medalign run` reads them back from it (`outputs_in`) after it has
@@ -112,7 +112,7 @@ def _number(x):
     return None if math.isnan(f) else f
 
 
-def recordfinding_from_record(
+def record_finding(
     name: str,
     value,
     *,
