@@ -141,7 +141,7 @@ def label_matrices(labels: pd.DataFrame, systems: list[str] | None = None):
     return idx, systems, rank.to_numpy(float), corr.to_numpy(float)
 
 
-def _battles(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def battle_matrices(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per instruction, W[i, a, b] = 1 where a beat b, L[i, a, b] = 1 where a lost (ties and missing: 0)."""
     a = rank[:, :, None]
     b = rank[:, None, :]
@@ -154,7 +154,7 @@ def _battles(rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def head_to_head(rank: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Share of non-tied battles won by the row model over the column model (NaN on the diagonal
     and where a pair never met). `weights` (B x instructions) gives B weighted versions at once."""
-    return battle_shares(*_battles(rank), weights)
+    return battle_shares(*battle_matrices(rank), weights)
 
 
 def battle_shares(wins: np.ndarray, losses: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -445,37 +445,74 @@ def bradley_terry_gradient(wins: np.ndarray, log_strength: np.ndarray, prior_gam
     return w.sum(1) + prior_games / 2 - expected
 
 
-def fit_bradley_terry(
-    wins: np.ndarray, prior_games: float = 1.0, max_iter: int = 100_000, tol: float = 1e-8
-) -> np.ndarray:
+def fit_bradley_terry(wins: np.ndarray, prior_games: float = 1.0, max_iter: int = 100, tol: float = 1e-8) -> np.ndarray:
     """Log-strengths of a Bradley-Terry model fitted to a wins matrix (wins[a, b]: times a beat b),
-    by Hunter's MM algorithm with a proper prior: each model also plays `prior_games` virtual games
-    against a fixed reference player of strength 1, winning half of them. This is the maximum of the
-    likelihood times that prior; it shrinks every strength toward the reference and keeps a model
-    that never (or always) wins finite. Iterates until the largest gradient of the log posterior,
-    per game played, is below `tol`; warns if `max_iter` ends it first. Returned centred on 0."""
+    with a proper prior: each model also plays `prior_games` virtual games against a fixed reference
+    player of strength 1, winning half of them. This is the maximum of the likelihood times that
+    prior; it shrinks every strength toward the reference and keeps a model that never (or always)
+    wins finite. Returned centred on 0; `fit_bradley_terry_many` fits a stack of matrices at once."""
+    return fit_bradley_terry_many(np.asarray(wins, float)[None], prior_games, max_iter=max_iter, tol=tol)[0]
+
+
+def fit_bradley_terry_many(
+    wins: np.ndarray, prior_games: float = 1.0, *, max_iter: int = 100, tol: float = 1e-8
+) -> np.ndarray:
+    """`fit_bradley_terry` for each of a stack of wins matrices (shape: fits x models x models), all
+    at once (a bootstrap's thousands of resamples). The log posterior is strictly concave in the
+    log-strengths (the prior's games make it so), so Newton's method with a backtracking line search
+    climbs to its one maximum in a few steps; each fit iterates until its largest gradient per game
+    played is below `tol` (the fixed point Hunter's MM algorithm reaches in hundreds of iterations),
+    and a warning says when `max_iter` ends one first. Returned centred on 0, one row per fit."""
     w = np.asarray(wins, float)
-    n = w + w.T
-    total_wins = w.sum(1) + prior_games / 2
-    games = n.sum(1) + prior_games
-    p = np.ones(len(w))
-    converged = False
-    for i in range(max_iter):
-        denom = (n / (p[:, None] + p[None, :])).sum(1) + prior_games / (p + 1.0)
-        p = total_wins / denom
-        if i % 10 == 9 and np.max(np.abs(bradley_terry_gradient(w, np.log(p), prior_games)) / games) < tol:
-            converged = True
+    if w.ndim != 3 or w.shape[1] != w.shape[2]:
+        raise ValueError(f"wins must be fits x models x models, not shape {w.shape}")
+    n_fits, k = w.shape[:2]
+    off = 1.0 - np.eye(k)
+    n = (w + w.transpose(0, 2, 1)) * off
+    total_wins = (w * off).sum(2) + prior_games / 2
+    games = n.sum(2) + prior_games
+    theta = np.zeros((n_fits, k))
+
+    def log_posterior(t, rows):
+        pair = np.logaddexp(t[:, :, None], t[:, None, :])
+        prior = prior_games * np.logaddexp(t, 0).sum(1)
+        return (total_wins[rows] * t).sum(1) - 0.5 * (n[rows] * pair).sum((1, 2)) - prior
+
+    def gradient_and_hessian(t, rows):
+        s = 1 / (1 + np.exp(t[:, None, :] - t[:, :, None]))  # s[f, i, j]: i beats j
+        s0 = 1 / (1 + np.exp(-t))
+        g = total_wins[rows] - (n[rows] * s).sum(2) - prior_games * s0
+        curvature = n[rows] * s * (1 - s)
+        h = curvature - np.eye(k) * (curvature.sum(2) + prior_games * s0 * (1 - s0))[:, :, None]
+        return g, h
+
+    active = np.ones(n_fits, bool)
+    for _ in range(max_iter):
+        g, h = gradient_and_hessian(theta[active], active)
+        done = np.abs(g / games[active]).max(1) < tol
+        active[np.flatnonzero(active)[done]] = False
+        if not active.any():
             break
-    if not converged and len(w):
-        gradient = np.max(np.abs(bradley_terry_gradient(w, np.log(p), prior_games)) / games)
-        warnings.warn(
-            f"Bradley-Terry fit stopped after {max_iter} iterations with gradient {gradient:.2g} per game "
-            f"(tolerance {tol:g})",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    s = np.log(p)
-    return s - s.mean()
+        g, h, t = g[~done], h[~done], theta[active]
+        step = -np.linalg.solve(h, g[:, :, None])[:, :, 0]  # the ascent direction (h is negative definite)
+        size, base, slope = np.ones(len(t)), log_posterior(t, active), (g * step).sum(1)
+        for _ in range(50):  # halve each fit's step until its posterior rises enough (Armijo)
+            short = log_posterior(t + size[:, None] * step, active) < base + 1e-4 * size * slope
+            if not short.any():
+                break
+            size[short] /= 2
+        theta[active] = t + size[:, None] * step
+    else:
+        g, _ = gradient_and_hessian(theta[active], active)
+        gradient = np.abs(g / games[active]).max(1) if active.any() else np.zeros(0)
+        if (gradient >= tol).any():
+            warnings.warn(
+                f"Bradley-Terry fit stopped after {max_iter} iterations with gradient {gradient.max():.2g} per game "
+                f"(tolerance {tol:g}) in {int((gradient >= tol).sum())} of {n_fits} fits",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return theta - theta.mean(1, keepdims=True)
 
 
 def bradley_terry(
@@ -485,17 +522,17 @@ def bradley_terry(
     combine="primary",
     prior_games=1.0,
 ) -> pd.DataFrame:
-    """Bradley-Terry strengths fitted to the non-tied battles (`fit_bradley_terry`: MM with one
-    virtual game per model against an average reference player), as log-strengths centred on 0,
+    """Bradley-Terry strengths fitted to the non-tied battles (`fit_bradley_terry`: one virtual game
+    per model against an average reference player), as log-strengths centred on 0,
     with percentile bootstrap CIs over instructions (or patients). Also the model's probability of
     beating an average opponent, exp(s) / (exp(s) + 1) on the centred scale."""
     labels = labels_of(df, combine)
     ids, models, rank, _ = label_matrices(labels)
-    wins, _ = _battles(rank)
+    wins, _ = battle_matrices(rank)
     point = fit_bradley_terry(wins.sum(0), prior_games)
     counts = bootstrap.counts(len(ids), bootstrap_clusters(labels, ids, bootstrap.unit))
     flat = wins.reshape(len(ids), -1)
-    boot = np.array([fit_bradley_terry((c @ flat).reshape(len(models), len(models)), prior_games) for c in counts])
+    boot = fit_bradley_terry_many((counts @ flat).reshape(len(counts), len(models), len(models)), prior_games)
     alpha = (1 - bootstrap.confidence) / 2
     out = pd.DataFrame(
         {
