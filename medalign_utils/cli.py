@@ -541,6 +541,7 @@ def _cmd_run(args) -> int:
         progress=not args.quiet,
         bundle=args.bundle,
         notebooks_dir=args.notebooks,
+        jobs=args.jobs,
     )
     return 0 if ok else 1
 
@@ -748,6 +749,13 @@ def _batch_size(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not 0 or a positive whole number")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -931,6 +939,13 @@ def _add_run_commands(sub) -> None:
     r.add_argument("--out", default="reports", help="reports folder")
     r.add_argument("--only", nargs="*", default=None, help="notebook names to run (e.g. 01 04)")
     r.add_argument("--notebooks", default=None, help="a folder of numbered notebooks to run instead of the suite's")
+    r.add_argument(
+        "--jobs",
+        type=_non_negative_int,
+        default=None,
+        help="notebooks at once, each when what it reads is written (default: the config's "
+        "concurrent_notebooks; 0: one per core, at most 4)",
+    )
     r.add_argument("--quiet", action="store_true")
     r.add_argument("--bundle", action="store_true", help="also write reports/<run>.zip (pages, run.json, PDFs)")
     r.add_argument(

@@ -117,6 +117,7 @@ class SuiteConfig:
     bootstrap_unit: str = "instruction"  # instruction (the paper's) | patient: what every CI resamples
     combine_raters: str = "primary"
     progress: bool = False
+    concurrent_notebooks: int = 0  # notebooks `medalign run` runs at once (0: one per core, at most 4)
     prompts_path: str = "data/prompts/prompts.parquet"  # written by 02, read by 03
     generations_path: str = "data/generations/generations.jsonl"  # written by 03, scored by 05
     notebooks: dict[str, dict] = field(default_factory=dict)

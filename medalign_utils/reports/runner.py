@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ def run_suite(
     kernel_name: str = "python3",
     bundle: bool = False,
     cache_dir: str | Path | None = None,
+    jobs: int | None = None,
 ) -> bool:
     """Run the suite; returns True when every notebook ran and every page passed the scan.
 
@@ -138,6 +140,9 @@ def run_suite(
     `bundle` also writes `reports/<run>.zip` (`pages.bundle_run`). `cache_dir` (default
     `<out>/.cache`) is where executed notebooks are kept for reuse; a sweep's cells share one, each
     notebook's execution under a lock, so two cells that need the same notebook run it once.
+    `jobs` notebooks run at once, each as soon as what it reads is written (default: the config's
+    `concurrent_notebooks`; 0 there means one per core, at most `MAX_AUTO_JOBS`); the results are
+    the same either way.
     """
     from ..data.release import load_release
 
@@ -165,6 +170,7 @@ def run_suite(
             cache = Path(cache_dir) if cache_dir else out / ".cache"
             run = _Run(cfg, release.fingerprint(), run_dir, cache, writer, progress, kernel_name, None, run_dir.name)
             run.shared_cache = cache_dir is not None
+            run.jobs = notebook_jobs(cfg.concurrent_notebooks if jobs is None else jobs)
             run.relativize = partial(relative_paths, root=project_root(), data_dir=data_path, extra=(out,))
             run.banner, run.snapshot, run.recovered = (
                 SYNTHETIC_BANNER if release.is_synthetic else None,
@@ -224,6 +230,19 @@ def _run_and_record(
     return all(r.status == "ok" for r in results.values()) and not run.stray and not writer.withheld
 
 
+# Notebooks at once when the config leaves it to the machine: each kernel uses every core for its
+# own numerical work, so more than a few at once only adds memory.
+MAX_AUTO_JOBS = 4
+
+
+def notebook_jobs(setting: int) -> int:
+    """How many notebooks run at once for a `concurrent_notebooks` setting (0: one per core, at most
+    `MAX_AUTO_JOBS`)."""
+    if setting < 0:
+        raise ValueError(f"concurrent_notebooks must be 0 (one per core) or more, not {setting}")
+    return setting or max(1, min(os.cpu_count() or 1, MAX_AUTO_JOBS))
+
+
 def usable_out(out: Path) -> Path:
     """`--out` as a folder a run can fill: one line naming it otherwise."""
     if out.exists() and not out.is_dir():
@@ -268,28 +287,96 @@ def _make_default_cohort(cfg: SuiteConfig, data_path: Path, *, progress: bool) -
 
 
 def _run_notebooks(notebooks: list[NotebookSpec], run: _Run, out: Path, *, scan_needed: bool) -> dict:
-    """Run each notebook in order; after an interrupt nothing unscanned stays under `out`, and
-    after the last notebook every file the run left there has passed the scan (or is removed)."""
+    """Run the notebooks, up to `run.jobs` at once, each as soon as every notebook it reads from
+    has finished (`schedule_order` picks among those ready); after an interrupt nothing unscanned
+    stays under `out`, and after the last notebook every file the run left there has passed the
+    scan (or is removed). The results come back in the plan's order, whatever order they ran in."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from tqdm import tqdm
 
     results: dict[str, NotebookResult] = {}
-    bar = tqdm(notebooks, desc="notebooks", unit="notebook", disable=not run.progress)
+    waiting = schedule_order(notebooks, previous_seconds(out))
+    running: dict = {}  # future -> spec
+    bar = tqdm(total=len(notebooks), desc="notebooks", unit="notebook", disable=not run.progress)
+    pool = ThreadPoolExecutor(max_workers=run.jobs, thread_name_prefix="notebook")
     try:
         with _kernel_environment(share_safe_figures=scan_needed):
-            for spec in bar:
-                bar.set_postfix_str(spec.name)
-                results[spec.name] = res = _run_one(spec, run, results, notebooks)
-                if run.progress and res.status != "ok":
-                    tqdm.write(run.writer.message(f"{spec.name}: {res.status}: {res.error}"))
+            while waiting or running:
+                for spec in _ready(waiting, notebooks, results, room=run.jobs - len(running)):
+                    waiting.remove(spec)
+                    running[pool.submit(_run_one, spec, run, dict(results), notebooks)] = spec
+                bar.set_postfix_str(", ".join(s.name for s in running.values()))
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    spec = running.pop(future)
+                    results[spec.name] = res = future.result()
+                    bar.update()
+                    if run.progress and res.status != "ok":
+                        tqdm.write(run.writer.message(f"{spec.name}: {res.status}: {res.error}"))
     except BaseException:
-        _clean_interrupted(run, out)
+        interrupted = set(run.running)
+        _stop_kernels(run, list(running))
+        _clean_interrupted(run, out, interrupted)
         raise
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         bar.close()
+    results = {spec.name: results[spec.name] for spec in notebooks}
     _sweep_out(run, out, results)
     for note in run.stray + run.removed:
         print(note, file=sys.stderr)
     return results
+
+
+def _ready(waiting: list[NotebookSpec], plan: list[NotebookSpec], results: dict, *, room: int) -> list[NotebookSpec]:
+    """The waiting notebooks whose every dependency has finished (ok or not), first `room` of them."""
+    ready = [s for s in waiting if all(d in results for d in dependencies(s, plan))]
+    return ready[: max(room, 0)]
+
+
+def schedule_order(plan: list[NotebookSpec], seconds: dict[str, float] | None = None) -> list[NotebookSpec]:
+    """The plan's notebooks, longest remaining path first: a notebook's priority is its own time plus
+    the longest chain of notebooks that read from it (`seconds`, from the last run, or 1 each), so
+    the chain the run waits on starts first and the long independent notebooks run beside it. Ties
+    keep the plan's order."""
+    seconds = seconds or {}
+    cost = {s.name: seconds.get(s.name, 1.0) for s in plan}
+    readers = {s.name: [o.name for o in plan if o.reads_from(s)] for s in plan}
+    remaining: dict[str, float] = {}
+    for spec in reversed(plan):  # readers come later in the plan
+        remaining[spec.name] = cost[spec.name] + max((remaining[r] for r in readers[spec.name]), default=0.0)
+    return sorted(plan, key=lambda s: -remaining[s.name])  # stable: ties keep the plan's order
+
+
+def previous_seconds(out: Path) -> dict[str, float]:
+    """How long each notebook took when it last ran (not reused) in a run under `out`: the
+    scheduler's estimates. Empty when no run is recorded there."""
+    seconds: dict[str, float] = {}
+    for run in reversed(list_runs(out)):  # oldest first: newer runs overwrite
+        try:
+            record = json.loads((out / run["run_id"] / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for nb in record.get("notebooks", []):
+            if nb.get("status") == "ok" and not nb.get("reused") and nb.get("seconds"):
+                seconds[nb["name"]] = float(nb["seconds"])
+    return seconds
+
+
+def _stop_kernels(run: _Run, futures: list) -> None:
+    """After an interrupt: every kernel still running is killed with its process group (the
+    threads waiting on them then end, storing nothing), and the interrupt waits briefly for them."""
+    import signal
+    from concurrent.futures import wait
+
+    run.stopping.set()
+    for pid in list(run.kernels):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    wait(futures, timeout=5)
 
 
 def _select_notebooks(cfg: SuiteConfig, notebooks_dir, only) -> list[NotebookSpec]:
@@ -438,7 +525,14 @@ class _Run:
     banner: str | None = None  # what opens every page (the synthetic cohort's banner)
     snapshot: Snapshot | None = None  # --out as the run found it (what the sweeps compare with)
     recovered: list = field(default_factory=list)  # what runs that did not finish left, removed first
-    current: Path | None = None  # the executed notebook being written now
+    jobs: int = 1  # notebooks at once
+    running: set = field(default_factory=set)  # the executed notebooks being written now
+    kernels: set = field(default_factory=set)  # the process ids of the kernels running now
+    lock: object = field(default_factory=threading.RLock)  # the share-safe writer's, between notebooks
+    stopping: threading.Event = field(default_factory=threading.Event)  # set by an interrupt
+    windows: dict = field(default_factory=dict)  # notebook -> [start, end]: which ran at the same time
+    finished: dict = field(default_factory=dict)  # notebook -> its result, once stored
+    blame: dict = field(default_factory=dict)  # notebook -> strays found while it ran beside another
     stray: list = field(default_factory=list)  # files outside any notebook's output that leaked, removed
     removed: list = field(default_factory=list)  # files the run did not write, removed (nothing leaked)
     shared_cache: bool = False  # a sweep's: other runs use it at the same time
@@ -465,15 +559,44 @@ def _run_one(spec: NotebookSpec, run: _Run, results: dict, plan: list[NotebookSp
     key = _cache_key(spec, params, run.fingerprint)
     target_nb, target_html = run.run_dir / nb.name, run.run_dir / f"{nb.stem}.html"
     cached_nb, cached_html = run.cache_dir / f"{nb.stem}-{key}.ipynb", run.cache_dir / f"{nb.stem}-{key}.html"
-    t0, before = time.perf_counter(), Snapshot.of(run.run_dir)
+    with run.lock:
+        t0, before = time.perf_counter(), Snapshot.of(run.run_dir)
+        run.running.add(target_nb)
+        run.windows[spec.name] = [t0, None]
     res = NotebookResult(spec.name, "ok", parameters=params)
-    with _cache_lock(run, f"{nb.stem}-{key}"):  # a sweep's other cell waits, then reuses what this one stores
-        _execute_or_reuse(nb, target_nb, target_html, (cached_nb, cached_html), params=params, run=run, res=res)
-        res.seconds = time.perf_counter() - t0
-        _scan_and_store(
-            spec, run, res, targets=(target_nb, target_html), cached=(cached_nb, cached_html), before=before
-        )
-    return _outputs(spec, run, res, target_nb=target_nb, target_html=target_html)
+    try:
+        with _cache_lock(run, f"{nb.stem}-{key}"):  # a sweep's other cell waits, then reuses what this one stores
+            _execute_or_reuse(nb, target_nb, target_html, (cached_nb, cached_html), params=params, run=run, res=res)
+            res.seconds = time.perf_counter() - t0
+            if run.stopping.is_set():  # the run was interrupted: what this notebook left is removed
+                return res
+            with run.lock:  # one notebook at a time through the writer, its journal and the sweep
+                run.running.discard(target_nb)
+                _scan_and_store(
+                    spec, run, res, targets=(target_nb, target_html), cached=(cached_nb, cached_html), before=before
+                )
+                run.windows[spec.name][1], run.finished[spec.name] = time.perf_counter(), res
+                return _outputs(spec, run, res, target_nb=target_nb, target_html=target_html)
+    finally:
+        run.running.discard(target_nb)
+
+
+def _ran_beside(run: _Run, name: str) -> list[str]:
+    """The other notebooks that ran at some moment since `name` started (any of them may have
+    written what its sweep found)."""
+    start = run.windows[name][0]
+    return sorted(o for o, (s, e) in run.windows.items() if o != name and (e is None or e > start))
+
+
+def _blame(run: _Run, names: list[str], note: str) -> None:
+    """A stray that held input, found while `names` ran too: each is marked a leak with `note` (a
+    finished one now, a running one when it finishes); no one of them can be cleared."""
+    for name in names:
+        if name in run.finished:
+            res = run.finished[name]
+            res.status, res.error = "leak", (res.error + "; " if res.error else "") + note
+        else:
+            run.blame.setdefault(name, []).append(note)
 
 
 def _scan_and_store(spec: NotebookSpec, run: _Run, res, *, targets, cached, before) -> None:
@@ -484,18 +607,27 @@ def _scan_and_store(spec: NotebookSpec, run: _Run, res, *, targets, cached, befo
     res.error = run.writer.message(res.error)
     leaks = {page.name: kinds for page in (target_html, target_nb) if (kinds := run.writer.check_file(page))}
     # Anything else the notebook left in its run folder is removed: named as a leak when it held input.
-    for name, kinds in run.writer.sweep(run.run_dir, before).items():
+    # The pages of notebooks still running beside it are theirs to scan when they finish.
+    others = {page for nb_path in run.running for page in (nb_path, nb_path.with_suffix(".html"))}
+    strays = {}
+    for name, kinds in run.writer.sweep(run.run_dir, before, exclude=others).items():
         if kinds:
-            leaks[name] = kinds
+            leaks[name] = strays[name] = kinds
         else:
             res.error = (res.error + "; " if res.error else "") + f"removed {name}: not written by the run"
-    if leaks:
+    notes = run.blame.pop(spec.name, [])  # strays found while it ran beside a notebook that finished first
+    if strays and (beside := _ran_beside(run, spec.name)):
+        found = "; ".join(f"{name} held {', '.join(kinds)}" for name, kinds in strays.items())
+        note = f"share-safe scan: {found}, written while {spec.name} and {', '.join(beside)} ran at once"
+        _blame(run, beside, note + " (one of them wrote it: --jobs 1 tells which)")
+    if leaks or notes:
         # A page that leaks takes every copy of its notebook's output with it.
         for path in (target_html, target_nb, *run.cache_dir.glob(f"{nb.stem}-*")):
             path.unlink(missing_ok=True)
         res.status = "leak"
         found = "; ".join(f"{name} held {', '.join(kinds)}" for name, kinds in leaks.items())
-        res.error = (res.error + "; " if res.error else "") + f"share-safe scan: {found}"
+        notes = ([f"share-safe scan: {found}"] if leaks else []) + notes
+        res.error = "; ".join([res.error, *notes] if res.error else notes)
     elif res.status == "ok" and not res.reused:
         run.writer.copy(target_nb, cached_nb)
         run.writer.copy(target_html, cached_html)
@@ -522,10 +654,8 @@ def _execute_or_reuse(nb: Path, target_nb: Path, target_html: Path, cached, *, p
         shutil.copyfile(cached_html, target_html)
         res.reused = True
         return
-    run.current = target_nb
     _execute(nb, target_nb, params=params, run=run, res=res)
-    run.current = None
-    if target_nb.exists():
+    if target_nb.exists() and not run.stopping.is_set():
         target_nb.write_text(run.relativize(target_nb.read_text(encoding="utf-8")), encoding="utf-8")
         render_html(target_nb, target_html, run.relativize, banner=run.banner)
 
@@ -580,10 +710,10 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
                 parameters=params,
                 kernel_name=run.kernel_name,
                 language="python",
-                progress_bar=run.progress,
+                progress_bar=_cell_bar(nb.stem, run) if run.progress else False,
                 cwd=str(project_root()),
                 report_mode=False,
-                kernel_manager_class=console_capturing_kernel_manager(console),
+                kernel_manager_class=console_capturing_kernel_manager(console, run.kernels),
                 stderr_file=ProgressRelay(nb.stem, run.writer.message) if run.progress else None,
             )
         except PapermillExecutionError as err:
@@ -630,15 +760,33 @@ class ProgressRelay:
         pass
 
 
-def console_capturing_kernel_manager(path: Path):
-    """A kernel manager class whose kernels write their process's stdout and stderr to `path`."""
+def _cell_bar(name: str, run: _Run) -> bool | dict:
+    """Papermill's bar over a notebook's cells: the plain one when notebooks run one at a time,
+    else one line per notebook, named for it, that goes when the notebook ends."""
+    if run.jobs == 1:
+        return True
+    return {"desc": name, "leave": False}
+
+
+def console_capturing_kernel_manager(path: Path, kernels: set | None = None):
+    """A kernel manager class whose kernels write their process's stdout and stderr to `path`;
+    each kernel's process id is in `kernels` while it runs (what an interrupt kills)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class ConsoleCapturingKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             with open(path, "ab") as handle:  # the kernel process keeps its own copy of the descriptor
                 kw.update(stdout=handle, stderr=handle)
-                return await super()._async_launch_kernel(kernel_cmd, **kw)
+                info = await super()._async_launch_kernel(kernel_cmd, **kw)
+            self.medalign_pid = getattr(self.provisioner, "pid", None)
+            if kernels is not None and self.medalign_pid:
+                kernels.add(self.medalign_pid)
+            return info
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            if kernels is not None:
+                kernels.discard(getattr(self, "medalign_pid", None))
+            await super()._async_cleanup_resources(restart=restart)
 
     return ConsoleCapturingKernelManager
 
@@ -669,12 +817,12 @@ def new_run_dir(out: Path, kind: str) -> Path:
     raise RuntimeError(f"{out}: no free run folder name for {stem}")
 
 
-def _clean_interrupted(run: _Run, out: Path) -> None:
-    """After an interrupt: the notebook that was running leaves nothing (a partly executed notebook
+def _clean_interrupted(run: _Run, out: Path, interrupted: set) -> None:
+    """After an interrupt: the notebooks that were running leave nothing (a partly executed notebook
     holds unscanned output and machine paths), and on the real release every other file under
     `out` that the run did not admit is removed."""
-    if run.current is not None:
-        for path in (run.current, run.current.with_suffix(".html")):
+    for executed in interrupted:
+        for path in (executed, executed.with_suffix(".html")):
             path.unlink(missing_ok=True)
     if run.snapshot is not None:
         run.writer.sweep(out, run.snapshot)

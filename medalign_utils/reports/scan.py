@@ -767,16 +767,20 @@ class ShareSafeWriter:
         if self.journal is not None:
             self.journal.admit(target, self.manifest[target.resolve()])
 
-    def sweep(self, folder: Path, before) -> dict[str, list[str]]:
+    def sweep(self, folder: Path, before, exclude=()) -> dict[str, list[str]]:
         """Remove every file under `folder` that is new or changed since the snapshot `before` and
         not admitted with its present bytes, whatever its time stamps, and new folders left empty
         of admitted files (real release only); returns what was removed (its path under `folder`)
-        and what it held (`[]`: nothing the scan found, but nothing the run wrote either)."""
+        and what it held (`[]`: nothing the scan found, but nothing the run wrote either). Files in
+        `exclude` (what notebooks still running are writing) are left for their own sweep."""
         from .manifest import debris, remove
 
         if self.index is None:
             return {}
         files, folders = debris(Path(folder), before, self.manifest, self.own_folders)
+        skip = {Path(p).resolve() for p in exclude}
+        files = [f for f in files if f.resolve() not in skip]
+        folders = [d for d in folders if not any(d.resolve() in p.parents for p in skip)]
         removed = {}
         for n, path in enumerate(files + folders, start=1):
             kinds = self.name_leaks(path)

@@ -215,6 +215,7 @@ def run_cell(base: str, overrides: dict, out: str, *, cache_dir: str, only, note
             progress=False,
             notebooks_dir=notebooks_dir,
             cache_dir=cache_dir,
+            jobs=1,  # the sweep runs cells side by side, a worker a core
         )
     except Exception as err:  # a cell's failure is reported; the sweep goes on
         return {"ok": False, "reason": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import REPO, write_notebook
@@ -203,23 +204,40 @@ def test_the_kernels_own_stderr_and_stdout_reach_the_console_only_through_the_sc
     _assert_no_trace(out, console, *_traces(root))
 
 
-def test_an_interrupted_run_leaves_no_partly_executed_notebook_and_nothing_unscanned(real_like, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_interrupted_run_leaves_no_partly_executed_notebook_and_nothing_unscanned(real_like, tmp_path, jobs):
+    """Ctrl-C while notebooks run: what finished and passed the scan stays; every notebook still
+    running (one, or two side by side) leaves nothing, and its kernel is gone."""
     root, _ = real_like
-    nbs = tmp_path / "nbs"
+    nbs, out = tmp_path / "nbs", tmp_path / "reports"
     nbs.mkdir()
     write_notebook(nbs / "01_fine.ipynb", "print('a page with nothing from the record')")
+    beside = tmp_path / "beside.pid"
     write_notebook(
-        nbs / "02_interrupted.ipynb",
-        PRELUDE + "import time\nprint(note)\nprint(os.path.abspath(data_dir))\n"
-        "os.kill(os.getppid(), __import__('signal').SIGINT)\ntime.sleep(60)",
+        nbs / "02_beside.ipynb",  # running beside the interrupt (when two run at once)
+        PRELUDE + "import time\nfrom pathlib import Path\nprint(note)\n"
+        f"Path({str(beside)!r}).write_text(str(os.getpid()))\ntime.sleep(120)",
     )
-    out = tmp_path / "reports"
-    proc = _medalign("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), cwd=REPO)
+    first_page = f"Path({str(out)!r}).glob('*/01_fine.html')"
+    write_notebook(
+        nbs / "03_interrupted.ipynb",
+        PRELUDE + "import time\nfrom pathlib import Path\nprint(note)\nprint(os.path.abspath(data_dir))\n"
+        f"while not any({first_page}):\n    time.sleep(0.2)\n"
+        + ("" if jobs == "1" else f"while not Path({str(beside)!r}).exists():\n    time.sleep(0.2)\n")
+        + "os.kill(os.getppid(), __import__('signal').SIGINT)\ntime.sleep(60)",
+    )
+    if jobs == "1":  # one at a time: 02 would hold the run for its two minutes first
+        (nbs / "02_beside.ipynb").unlink()
+    cmd = ("run", "--data", str(root), "--notebooks", str(nbs), "--out", str(out), "--jobs", jobs)
+    proc = _medalign(*cmd, cwd=REPO)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "interrupted" in proc.stderr
     run_dir = next(p for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert (run_dir / "01_fine.html").exists()  # what passed the scan stays
-    assert not list(run_dir.glob("02_interrupted*"))
+    assert not list(run_dir.glob("03_interrupted*")) and not list(run_dir.glob("02_beside*"))
+    if jobs == "2":
+        kernel = int(beside.read_text())
+        assert not Path(f"/proc/{kernel}").exists() or "Z" in Path(f"/proc/{kernel}/stat").read_text().split()[2]
     for path in out.rglob("*"):
         if path.is_file():
             assert str(root) not in path.read_text(errors="replace"), path
