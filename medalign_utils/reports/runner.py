@@ -1,9 +1,10 @@
 """Running the notebooks with papermill into shareable HTML reports.
 
-`run_suite` executes every notebook in ``notebooks/`` in order, injecting the parameters each one
-declares from the config (`config.load_config`, with overrides given as data), renders each to
-HTML, and writes ``reports/index.html`` and ``reports/run.json``. A notebook that fails stops only
-the notebooks that read what it writes. Each notebook declares its parameters and the files it
+`run_suite` executes every notebook in ``notebooks/``, injecting the parameters each one declares
+from the config (`config.load_config`, with overrides given as data), renders each to HTML, and
+writes ``reports/index.html`` and ``reports/run.json``. Notebooks run side by side (`jobs`), each
+once every notebook that writes what it reads has finished. A notebook that fails stops only the
+notebooks that read what it writes. Each notebook declares its parameters and the files it
 reads and writes in its parameters cell (`notebooks.NotebookSpec`); the order, the dependencies and
 the reuse keys are derived from that. Results are reused when the notebook, its parameters, the
 files it reads, the data and the code are unchanged. Findings and tables come back from the executed
