@@ -705,26 +705,44 @@ def _execute(nb: Path, target_nb: Path, *, params: dict, run: _Run, res: Noteboo
         source = Path(tmp) / nb.name
         source.write_text(json.dumps(with_ledger_cell(json.loads(nb.read_text(encoding="utf-8")))), encoding="utf-8")
         try:
-            papermill.execute_notebook(
-                str(source),
-                str(target_nb),
-                parameters=params,
-                kernel_name=run.kernel_name,
-                language="python",
-                progress_bar=_cell_bar(nb.stem, run) if run.progress else False,
-                cwd=str(project_root()),
-                report_mode=False,
-                kernel_manager_class=console_capturing_kernel_manager(console, run.kernels),
-                stderr_file=ProgressRelay(nb.stem, run.writer.message) if run.progress else None,
-            )
-        except PapermillExecutionError as err:
-            res.status, res.cell = "failed", err.exec_count
-            res.error = f"{err.ename}: {str(err.evalue)[:300]}"
-        except Exception as err:  # a kernel that died, a notebook that is not JSON
-            res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}"
+            for attempt in (1, 2):
+                try:
+                    papermill.execute_notebook(
+                        str(source),
+                        str(target_nb),
+                        parameters=params,
+                        kernel_name=run.kernel_name,
+                        language="python",
+                        progress_bar=_cell_bar(nb.stem, run) if run.progress else False,
+                        cwd=str(project_root()),
+                        report_mode=False,
+                        kernel_manager_class=console_capturing_kernel_manager(console, run.kernels),
+                        stderr_file=ProgressRelay(nb.stem, run.writer.message) if run.progress else None,
+                    )
+                except PapermillExecutionError as err:
+                    res.status, res.cell = "failed", err.exec_count
+                    res.error = f"{err.ename}: {str(err.evalue)[:300]}"
+                except Exception as err:  # a kernel that died, a notebook that is not JSON
+                    if attempt == 1 and kernel_did_not_start(err) and not run.stopping.is_set():
+                        continue  # no cell ran: a start that failed (a busy machine) is tried once more
+                    res.status, res.error = "failed", f"{type(err).__name__}: {str(err)[:300]}{_last_line(console)}"
+                break
         finally:
             _relay_console(console, run)
             _restore_input_path(target_nb, nb)
+
+
+def kernel_did_not_start(err: Exception) -> bool:
+    """Whether papermill's error says the kernel never answered (so no cell of the notebook ran)."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("before replying to kernel_info" in text or "didn't respond in" in text)
+
+
+def _last_line(console: Path) -> str:
+    """The kernel's last console line, for a failure's message (scanned with it)."""
+    lines = console.read_text(encoding="utf-8", errors="replace").splitlines() if console.exists() else []
+    lines = [line.strip() for line in lines if line.strip()]
+    return f" (the kernel's last words: {lines[-1][:200]})" if lines else ""
 
 
 def _restore_input_path(executed: Path, nb: Path) -> None:

@@ -143,3 +143,36 @@ def test_a_stray_that_held_input_while_two_ran_at_once_marks_both(real_like, tmp
     assert by_name["01_writes_a_stray"]["status"] == "leak" and by_name["02_beside"]["status"] == "leak"
     assert "ran at once" in by_name["02_beside"]["error"] and "x.txt" in by_name["02_beside"]["error"]
     assert not list(out.rglob("x.txt"))
+
+
+def _kernel_spec(folder: Path, name: str, code: str) -> None:
+    """A kernel spec whose process runs `code` first, then becomes an ordinary IPython kernel."""
+    import sys
+
+    spec = folder / "kernels" / name
+    spec.mkdir(parents=True)
+    boot = code + "\nos.execv(sys.executable, [sys.executable, '-m', 'ipykernel_launcher', '-f', sys.argv[1]])"
+    argv = [sys.executable, "-c", "import os, sys\n" + boot, "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+
+
+def test_a_kernel_that_dies_before_it_answers_is_started_once_more(tmp_path, tiny_cohort, monkeypatch):
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    marker = tmp_path / "first-start"
+    # Dies at its first start only (a start that failed on a busy machine), then runs.
+    first = (
+        f"m = {str(marker)!r}\nif not os.path.exists(m):\n"
+        "    open(m, 'w').close()\n    print('no luck this time', file=sys.stderr)\n    sys.exit(1)"
+    )
+    _kernel_spec(tmp_path / "jupyter", "flaky", first)
+    _kernel_spec(tmp_path / "jupyter", "dead", "print('cannot start at all', file=sys.stderr)\nsys.exit(1)")
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    write_notebook(nbs / "01_a.ipynb", "print('ran')")
+    cfg, out = SuiteConfig(data_dir=str(tiny_cohort)), tmp_path / "reports"
+    assert run_suite(config=cfg, out=out, progress=False, notebooks_dir=nbs, kernel_name="flaky")
+    assert marker.exists()
+    assert not run_suite(config=cfg, out=tmp_path / "again", progress=False, notebooks_dir=nbs, kernel_name="dead")
+    (result,) = json.loads((tmp_path / "again" / "run.json").read_text())["notebooks"]
+    assert result["status"] == "failed" and "before replying to kernel_info" in result["error"]
+    assert "the kernel's last words: cannot start at all" in result["error"]
