@@ -2,9 +2,10 @@
 code as it was (`--before`, a git revision) and this checkout, one after the other on this machine.
 
 Usage: python benchmarks/bench_suite.py [--before REV] [--no-before] [--one-at-a-time] [--keep-caches]
-Each run starts from empty data, token and notebook caches (the cohort generated, every record parsed
-and tokenized, every notebook executed) and a warm virtual environment (SmolLM2 converted). The
-revision before runs from a git worktree of this repository, with this environment.
+Each run starts from empty data, token, judge and notebook caches (the cohort generated, every record
+parsed and tokenized, every judgment asked, every notebook executed) and a warm virtual environment
+(SmolLM2 converted). The revision before runs from a git worktree of this repository, with this
+environment.
 `--one-at-a-time` also runs this checkout with `--jobs 1` and says whether its findings equal the
 default run's (notebooks side by side must change no result). Prints each run's notebook seconds,
 how many findings the runs share with equal values, then `default_suite_notebooks_s` (this checkout's
@@ -43,6 +44,8 @@ overrides = {
     "generations_path": str(work / "data" / "generations.jsonl"),
     "notebooks": {"06_llm_judge": {"judgments_dir": str(work / "data" / "judgments")}},
 }
+if "judge_cache_dir" in (load_config().notebooks.get("06_llm_judge") or {}):  # the judge's answers: cold too
+    overrides["notebooks"]["06_llm_judge"]["judge_cache_dir"] = str(work / "data" / "judge-cache")
 t0 = time.perf_counter()
 synthetic = load_config().synthetic  # the cohort is made inside the time, as `medalign run` would
 make_cohort(work / "synthetic", CohortSpec.for_scale(synthetic.scale, seed=synthetic.seed), progress=False)
