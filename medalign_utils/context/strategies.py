@@ -358,6 +358,7 @@ class RecordResources:
         )
         self.views: dict[str, Record] = {"record": record}
         self._helm_ids = None
+        self._helm_tails: dict[int, str] = {}
         self._encounters: EncounterIndex | None = None
         self._cl_record: Record | None = None
 
@@ -382,6 +383,16 @@ class RecordResources:
             text = helm_read_text(self.path)
             self._helm_ids = cl_record.tokens.ids if text == cl_record.text else cl100k.encode(text)
         return cl100k, self._helm_ids
+
+    def helm_ehr(self, budget: int) -> str:
+        """`helm_packed_ehr` of this record, decoded once per distinct cut: every budget at or
+        above the record's length keeps all of it, so most of a record's instructions and contexts
+        share one decode."""
+        cl100k, ids = self.helm_ids()
+        key = max(0, min(budget, len(ids)))
+        if key not in self._helm_tails:
+            self._helm_tails[key] = helm_packed_ehr(cl100k, ids, key)
+        return self._helm_tails[key]
 
     def cl100k(self) -> tuple[Tokenizer, Record]:
         from .tokenizers import load_tokenizer, tokenize_file
@@ -447,9 +458,9 @@ def _strategy_helm(r: FitRequest) -> EHRView:
     `templates.helm_sent_template`); its spans mark the same tail of the suite's record text."""
     from .templates import helm_sent_template
 
-    cl100k, ids = r.shared.helm_ids()
+    cl100k, _ = r.shared.cl100k()
     budget = peer_budget(cl100k, r.target + r.reserve, r.question, peer_template("helm"), reserve=r.reserve)
-    ehr = helm_packed_ehr(cl100k, ids, budget)
+    ehr = r.shared.helm_ehr(budget)
     prefix, suffix = helm_sent_template().parts(r.tokenizer, r.use_chat_template, question=r.question)
     start = max(0, len(r.record.text) - len(ehr))
     if ehr == r.record.text[start:]:  # the usual case: a tail of the suite's own text, counted from its cached tokens

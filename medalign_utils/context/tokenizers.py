@@ -237,6 +237,12 @@ class LineTokens:
         return TokenizedText(self.ids[gather], offsets, self.starts[gather])
 
 
+def _id_list(ids) -> list[int]:
+    """Token ids as Python ints: an array's `tolist` (a slice of a cached record is an array, and
+    converting its items one by one cost more than the decode itself)."""
+    return ids.tolist() if isinstance(ids, np.ndarray) else [int(i) for i in ids]
+
+
 def _room(a: np.ndarray, n: int) -> np.ndarray:
     """`a`, or a copy of it at least twice as long when it holds fewer than `n` items."""
     if len(a) >= n:
@@ -260,7 +266,7 @@ class TiktokenTokenizer(Tokenizer):
         return self._impl.encode_ordinary(text)
 
     def decode(self, ids) -> str:
-        return self._impl.decode([int(i) for i in ids])
+        return self._impl.decode(_id_list(ids))
 
     def _fingerprint_bytes(self) -> bytes:
         return self._impl.name.encode() + str(self._impl.n_vocab).encode()
@@ -300,7 +306,7 @@ class HFTokenizer(Tokenizer):
         return self._impl.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids) -> str:
-        return self._impl.decode([int(i) for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return self._impl.decode(_id_list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _fingerprint_bytes(self) -> bytes:
         return self._impl.backend_tokenizer.to_str().encode()
