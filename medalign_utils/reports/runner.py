@@ -302,7 +302,7 @@ def _run_notebooks(notebooks: list[NotebookSpec], run: _Run, out: Path, *, scan_
     bar = tqdm(total=len(notebooks), desc="notebooks", unit="notebook", disable=not run.progress)
     pool = ThreadPoolExecutor(max_workers=run.jobs, thread_name_prefix="notebook")
     try:
-        with _kernel_environment(share_safe_figures=scan_needed):
+        with _kernel_environment(share_safe_figures=scan_needed, side_by_side=run.jobs > 1):
             while waiting or running:
                 for spec in _ready(waiting, notebooks, results, room=run.jobs - len(running)):
                     waiting.remove(spec)
@@ -483,16 +483,26 @@ c.IPKernelApp.log_level = "CRITICAL"
 RUNNER_KERNEL_MARKER = "medalign-runner-kernel"
 
 
+# How OpenMP threads of kernels run side by side wait (see `_kernel_environment`).
+SIDE_BY_SIDE_OMP_WAIT_POLICY = "PASSIVE"
+
+
 @contextmanager
-def _kernel_environment(share_safe_figures: bool):
+def _kernel_environment(share_safe_figures: bool, side_by_side: bool = False):
     """The environment kernels inherit while notebooks run: how a kernel draws figures, nothing the
     notebooks read (they get settings as parameters). A headless MPLBACKEND (Agg) would keep every
     figure out of the pages, so the inline backend is set; on the real release an IPython profile
-    makes every figure SVG with text as text. Old values are restored after."""
+    makes every figure SVG with text as text. Notebooks side by side (`side_by_side`) get OpenMP
+    threads that sleep when idle (`OMP_WAIT_POLICY=PASSIVE`, unless it is set): two kernels' torch
+    threads spinning at every barrier on the same cores made a judge 1.5x slower (06's verdicts, 111 s
+    to 72 s beside 05 on 2 cores), and the policy changes how threads wait, not how work is split,
+    so no number changes. Old values are restored after."""
     import tempfile
 
-    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR")}
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR", "OMP_WAIT_POLICY")}
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    if side_by_side and saved["OMP_WAIT_POLICY"] is None:
+        os.environ["OMP_WAIT_POLICY"] = SIDE_BY_SIDE_OMP_WAIT_POLICY
     with tempfile.TemporaryDirectory(prefix="medalign-ipython-") as ipython_dir:
         profile = Path(ipython_dir) / "profile_default"
         profile.mkdir(parents=True)

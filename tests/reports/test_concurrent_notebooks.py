@@ -5,6 +5,7 @@ held input while two ran at once marks both."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,24 @@ def test_a_kernel_that_dies_before_it_answers_is_started_once_more(tmp_path, tin
     (result,) = json.loads((tmp_path / "again" / "run.json").read_text())["notebooks"]
     assert result["status"] == "failed" and "before replying to kernel_info" in result["error"]
     assert "the kernel's last words: cannot start at all" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("jobs", "preset", "expected"), [(1, None, None), (2, None, "PASSIVE"), (2, "ACTIVE", "ACTIVE")]
+)
+def test_kernels_side_by_side_wait_passively_unless_the_user_chose(tmp_path, tiny_cohort, monkeypatch, jobs, preset,
+                                                                   expected):  # fmt: skip
+    # Two kernels' OpenMP threads spinning on the same cores slow both; a policy the user set is theirs.
+    if preset is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", preset)
+    nbs, log = tmp_path / "nbs", tmp_path / "log.jsonl"
+    nbs.mkdir()
+    body = f"import os\nopen({str(tmp_path / 'policy')!r} + name, 'w').write(repr(os.environ.get('OMP_WAIT_POLICY')))"
+    for name in ("01_a", "02_b"):
+        _stamped(nbs, name, log, body.replace("+ name", f"+ {name!r}"))
+    cfg = SuiteConfig(data_dir=str(tiny_cohort), prompts_path=str(tmp_path / "p"))
+    assert run_suite(config=cfg, out=tmp_path / "reports", progress=False, notebooks_dir=nbs, jobs=jobs)
+    assert {(tmp_path / f"policy{n}").read_text() for n in ("01_a", "02_b")} == {repr(expected)}
+    assert os.environ.get("OMP_WAIT_POLICY") == preset  # the runner's own environment is as it was
