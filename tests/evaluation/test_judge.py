@@ -304,6 +304,49 @@ def test_the_judge_sees_the_ehr_fitted_to_its_own_budget(gold, smollm2_tokenizer
     assert 'EHR: """"""' in none[0]
 
 
+def _battles_one_pair_at_a_time(judgments):
+    """`pairwise_battles` written the plain way, one (judge, instruction, pair) at a time: the
+    reference the table-wide version must equal."""
+    j = judgments[(judgments["mode"] == "pairwise") & judgments.error.isna()]
+    rows, incomplete = [], 0
+    for (name, iid, pair), part in j.groupby(["judge", "instruction_id", "pair"]):
+        orders = dict(zip(part.order, part.to_dict("records")))  # the last verdict of an order stands
+        if set(orders) != {"AB", "BA"} or not all(bool(r["valid"]) for r in orders.values()):
+            incomplete += 1
+            continue
+        a, b = pair.split("|")
+        ab, ba = orders["AB"]["verdict"]["winner"], orders["BA"]["verdict"]["winner"]
+        first, second = {"A": "a", "B": "b", "tie": "tie"}[ab], {"A": "b", "B": "a", "tie": "tie"}[ba]
+        rows.append([name, iid, a, b, first if first == second else "tie",
+                     first != second and "tie" not in (first, second), ab, ba])  # fmt: skip
+    return pd.DataFrame(rows, columns=J.agreement.BATTLE_COLUMNS), incomplete
+
+
+def test_battles_equal_the_one_pair_at_a_time_reading_on_messy_judgments():
+    # Orders missing, judged twice, invalid, failed, other judges and modes, shuffled lines.
+    rng = np.random.default_rng(7)
+    recs = []
+    for judge in ("j", "k"):
+        for q in range(12):
+            for pair in ("x|y", "x|z", "y|z"):
+                for order in ("AB", "BA"):
+                    for _ in range(rng.choice([0, 1, 1, 1, 2])):
+                        valid = bool(rng.random() > 0.1)
+                        winner = str(rng.choice(["A", "B", "tie"]))
+                        recs.append({"judge": judge, "mode": "pairwise", "instruction_id": f"q{q:02d}", "pair": pair,
+                                     "order": order, "valid": valid, "verdict": {"winner": winner} if valid else None,
+                                     "error": "timeout" if rng.random() < 0.05 else None})  # fmt: skip
+    recs += [{**recs[0], "mode": "rubric", "verdict": {"score": 3}}]
+    messy = pd.DataFrame(recs).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    expected, incomplete = _battles_one_pair_at_a_time(messy)
+    got = J.pairwise_battles(messy)
+    assert incomplete > 10 and len(expected) > 10  # the messes happened, and some pairs are whole
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.attrs["n_incomplete"] == incomplete
+    only_k = J.pairwise_battles(messy, judge="k")
+    pd.testing.assert_frame_equal(only_k, expected[expected.judge == "k"].reset_index(drop=True))
+
+
 def test_win_rates_with_no_valid_battle_are_unknown_not_an_error():
     invalid = _pair_judgments([("q1", "x|y", "A", "B")]).assign(valid=False)
     empty = J.pairwise_battles(invalid)

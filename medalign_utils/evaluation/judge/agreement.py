@@ -163,52 +163,59 @@ def correct_agreement(judgments: pd.DataFrame, labels: pd.DataFrame, judge: str 
     }
 
 
+BATTLE_COLUMNS = [
+    "judge",
+    "instruction_id",
+    "system_a",
+    "system_b",
+    "outcome",
+    "flipped",
+    "first_choice_ab",
+    "first_choice_ba",
+]
+
+
 def pairwise_battles(judgments: pd.DataFrame, judge: str | None = None) -> pd.DataFrame:
     """One row per judged pair and instruction, both orders combined: system_a, system_b, outcome
     ("a", "b" or "tie"); a verdict that flips with the order is a tie (`flipped`). Pairs with an
-    invalid or missing verdict in either order are left out and counted in `attrs['n_incomplete']`."""
+    invalid or missing verdict in either order are left out and counted in `attrs['n_incomplete']`.
+    Where an order was judged twice, its last verdict stands. Rows come sorted by judge,
+    instruction and pair."""
     j = judgments[(judgments["mode"] == "pairwise") & judgments.error.isna()]
     if judge:
         j = j[j.judge == judge]
-    rows, incomplete = [], 0
-    groups = j.groupby(["judge", "instruction_id", "pair"]) if len(j) else []
-    for (name, iid, pair), part in groups:
-        orders = {o: r for o, r in zip(part.order, part.itertuples(index=False))}
-        if set(orders) != {"AB", "BA"} or not all(bool(r.valid) for r in orders.values()):
-            incomplete += 1
-            continue
-        a, b = pair.split("|")
-        # In order AB, A is system a; in BA, A is system b.
-        first = {"A": "a", "B": "b", "tie": "tie"}[orders["AB"].verdict["winner"]]
-        second = {"A": "b", "B": "a", "tie": "tie"}[orders["BA"].verdict["winner"]]
-        outcome = first if first == second else "tie"
-        rows.append(
-            {
-                "judge": name,
-                "instruction_id": iid,
-                "system_a": a,
-                "system_b": b,
-                "outcome": outcome,
-                "flipped": first != second and "tie" not in (first, second),
-                "first_choice_ab": orders["AB"].verdict["winner"],
-                "first_choice_ba": orders["BA"].verdict["winner"],
-            }
-        )
-    out = pd.DataFrame(
-        rows,
-        columns=[
-            "judge",
-            "instruction_id",
-            "system_a",
-            "system_b",
-            "outcome",
-            "flipped",
-            "first_choice_ab",
-            "first_choice_ba",
-        ],
+    keys = ["judge", "instruction_id", "pair"]
+    last = j.dropna(subset=keys).drop_duplicates(subset=[*keys, "order"], keep="last")
+    shape = last.assign(ab=last.order == "AB", ba=last.order == "BA", ok=last.valid.astype(bool))
+    per = shape.groupby(keys).agg(n=("order", "size"), ab=("ab", "sum"), ba=("ba", "sum"), ok=("ok", "all"))
+    complete = (per.n == 2) & (per.ab == 1) & (per.ba == 1) & per.ok
+    done, n_incomplete = per.index[complete], int((~complete).sum())
+    if not len(done):
+        battles = pd.DataFrame([], columns=BATTLE_COLUMNS)
+        battles.attrs["n_incomplete"] = n_incomplete
+        return battles
+    rows = last[pd.MultiIndex.from_frame(last[keys]).isin(done)]
+    ab, ba = (
+        rows[rows.order == o].set_index(keys).verdict.reindex(done).map(lambda v: v["winner"]).to_numpy()
+        for o in ("AB", "BA")
     )
-    out.attrs["n_incomplete"] = incomplete
-    return out
+    # In order AB, A is system a; in BA, A is system b.
+    first = pd.Series(ab).map({"A": "a", "B": "b", "tie": "tie"}).to_numpy()
+    second = pd.Series(ba).map({"A": "b", "B": "a", "tie": "tie"}).to_numpy()
+    system_a, system_b = zip(*(pair.split("|") for pair in done.get_level_values("pair")))
+    columns = {
+        "judge": done.get_level_values("judge"),
+        "instruction_id": done.get_level_values("instruction_id"),
+        "system_a": list(system_a),
+        "system_b": list(system_b),
+        "outcome": np.where(first == second, first, "tie"),
+        "flipped": (first != second) & (first != "tie") & (second != "tie"),
+        "first_choice_ab": ab,
+        "first_choice_ba": ba,
+    }
+    battles = pd.DataFrame(columns, columns=BATTLE_COLUMNS)
+    battles.attrs["n_incomplete"] = n_incomplete
+    return battles
 
 
 def position_bias(battles: pd.DataFrame) -> dict:
