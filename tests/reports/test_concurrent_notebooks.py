@@ -191,9 +191,9 @@ def test_kernels_side_by_side_wait_passively_unless_the_user_chose(tmp_path, tin
         monkeypatch.setenv("OMP_WAIT_POLICY", preset)
     nbs, log = tmp_path / "nbs", tmp_path / "log.jsonl"
     nbs.mkdir()
-    body = f"import os\nopen({str(tmp_path / 'policy')!r} + name, 'w').write(repr(os.environ.get('OMP_WAIT_POLICY')))"
     for name in ("01_a", "02_b"):
-        _stamped(nbs, name, log, body.replace("+ name", f"+ {name!r}"))
+        seen = str(tmp_path / f"policy{name}")
+        _stamped(nbs, name, log, f"import os\nopen({seen!r}, 'w').write(repr(os.environ.get('OMP_WAIT_POLICY')))")
     cfg = SuiteConfig(data_dir=str(tiny_cohort), prompts_path=str(tmp_path / "p"))
     assert run_suite(config=cfg, out=tmp_path / "reports", progress=False, notebooks_dir=nbs, jobs=jobs)
     assert {(tmp_path / f"policy{n}").read_text() for n in ("01_a", "02_b")} == {repr(expected)}
